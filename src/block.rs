@@ -1,0 +1,1 @@
+//! The asynchronous block device contract every member disk and every array implements.

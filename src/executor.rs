@@ -1,0 +1,1 @@
+//! The single-threaded deterministic executor that drives every task of the driver.

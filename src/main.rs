@@ -1,0 +1,2 @@
+//! `raid`: the Orion RAID host tool.
+fn main() {}

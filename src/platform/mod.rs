@@ -1,0 +1,1 @@
+//! Block device implementations: memory, faulty (tests), file (host).
