@@ -1,1 +1,150 @@
 //! The asynchronous block device contract every member disk and every array implements.
+//!
+//! A device accepts many requests at once and answers each through a future: an IPC reply on
+//! Orion, a worker thread on the host, a timer in simulation. Buffers are owned (a read takes
+//! a `Vec` and gives it back filled; a write takes shared `Bytes`) so that a completion may
+//! arrive from another thread and one payload can go to several mirrors without a copy.
+
+use alloc::boxed::Box;
+use alloc::vec::Vec;
+use core::fmt;
+use core::future::Future;
+use core::pin::Pin;
+
+pub use bytes::Bytes;
+
+/// The unit of every address in the engine, as in Linux md.
+pub const SECTOR_BYTES: usize = 512;
+/// `SECTOR_BYTES` as a shift.
+pub const SECTOR_SHIFT: u32 = 9;
+
+/// Why a block request failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IoError {
+    /// The medium or transport failed for a range starting at `sector`.
+    Media { sector: u64 },
+    /// The request does not fit inside the device.
+    OutOfRange {
+        sector: u64,
+        sectors: u64,
+        capacity_sectors: u64,
+    },
+    /// A buffer length that is not a whole number of sectors.
+    Misaligned { bytes: usize },
+    /// The device is gone or was failed: nothing it holds can be reached.
+    DeviceFailed,
+    /// The device did not answer in time.
+    Timeout,
+    /// The array lost every copy of the data at `sector` (more failures than the level
+    /// tolerates).
+    DataLost { sector: u64 },
+    /// The device takes no writes.
+    ReadOnly,
+    /// The operation is not offered by this device.
+    Unsupported,
+}
+
+impl fmt::Display for IoError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            IoError::Media { sector } => write!(f, "media error at sector {sector}"),
+            IoError::OutOfRange {
+                sector,
+                sectors,
+                capacity_sectors,
+            } => write!(
+                f,
+                "request of {sectors} sectors at sector {sector} is past the end ({capacity_sectors} sectors)"
+            ),
+            IoError::Misaligned { bytes } => {
+                write!(f, "buffer of {bytes} bytes is not a whole number of sectors")
+            }
+            IoError::DeviceFailed => f.write_str("device failed"),
+            IoError::Timeout => f.write_str("device timed out"),
+            IoError::DataLost { sector } => {
+                write!(f, "data lost at sector {sector}: too many failed members")
+            }
+            IoError::ReadOnly => f.write_str("device is read-only"),
+            IoError::Unsupported => f.write_str("operation not supported"),
+        }
+    }
+}
+
+#[cfg(feature = "std")]
+impl std::error::Error for IoError {}
+
+/// A future a block device hands back for one request.
+pub type IoFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, IoError>> + 'a>>;
+
+/// An asynchronous block device addressed in 512-byte sectors.
+///
+/// Requests may be issued concurrently; completions may come back in any order. A write is
+/// durable once it completes with `fua` set, or after a later `flush` completes.
+pub trait BlockDevice {
+    /// Size in sectors.
+    fn capacity_sectors(&self) -> u64;
+
+    /// Reads `buf.len()` bytes starting at `sector` into `buf` and gives it back.
+    fn read(&self, sector: u64, buf: Vec<u8>) -> IoFuture<'_, Vec<u8>>;
+
+    /// Writes `data` starting at `sector`; with `fua` the data is durable on completion.
+    fn write(&self, sector: u64, data: Bytes, fua: bool) -> IoFuture<'_, ()>;
+
+    /// Makes every completed write durable.
+    fn flush(&self) -> IoFuture<'_, ()>;
+
+    /// Tells the device a range is unused. Its content afterwards is unspecified.
+    fn discard(&self, sector: u64, sectors: u64) -> IoFuture<'_, ()>;
+
+    /// Largest request in bytes the device takes in one call; larger ones are split by callers
+    /// that care (the engine splits by chunk anyway).
+    fn max_io_bytes(&self) -> usize {
+        1 << 20
+    }
+}
+
+/// Checks that a request of `bytes` at `sector` is whole sectors and inside `capacity_sectors`,
+/// returning its length in sectors.
+pub fn check_range(sector: u64, bytes: usize, capacity_sectors: u64) -> Result<u64, IoError> {
+    if bytes % SECTOR_BYTES != 0 {
+        return Err(IoError::Misaligned { bytes });
+    }
+    let sectors = (bytes / SECTOR_BYTES) as u64;
+    check_sectors(sector, sectors, capacity_sectors)?;
+    Ok(sectors)
+}
+
+/// Checks that `sectors` sectors at `sector` lie inside `capacity_sectors`.
+pub fn check_sectors(sector: u64, sectors: u64, capacity_sectors: u64) -> Result<(), IoError> {
+    match sector.checked_add(sectors) {
+        Some(end) if end <= capacity_sectors => Ok(()),
+        _ => Err(IoError::OutOfRange {
+            sector,
+            sectors,
+            capacity_sectors,
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn range_checks() {
+        assert_eq!(check_range(0, 1024, 2), Ok(2));
+        assert_eq!(check_range(1, 512, 2), Ok(1));
+        assert!(matches!(
+            check_range(2, 512, 2),
+            Err(IoError::OutOfRange { .. })
+        ));
+        assert_eq!(
+            check_range(0, 100, 2),
+            Err(IoError::Misaligned { bytes: 100 })
+        );
+        assert!(matches!(
+            check_sectors(u64::MAX, 2, u64::MAX),
+            Err(IoError::OutOfRange { .. })
+        ));
+    }
+}
