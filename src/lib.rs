@@ -13,3 +13,4 @@ pub mod layout;
 pub mod metadata;
 pub mod parity;
 pub mod platform;
+pub mod rng;

@@ -1,1 +1,4 @@
-//! Block device implementations: memory, faulty (tests), file (host).
+//! Block device implementations: memory, faulty (tests and simulation), file (host).
+
+pub mod faulty;
+pub mod memory;
