@@ -2,3 +2,5 @@
 
 pub mod faulty;
 pub mod memory;
+#[cfg(feature = "std")]
+pub mod file;
