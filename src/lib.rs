@@ -7,8 +7,11 @@
 
 extern crate alloc;
 
+pub mod array;
 pub mod block;
 pub mod executor;
+#[cfg(feature = "std")]
+pub mod host;
 pub mod layout;
 pub mod metadata;
 pub mod parity;

@@ -1,0 +1,256 @@
+//! Creating arrays (superblocks onto members) and assembling them from what members hold.
+
+use alloc::format;
+use alloc::rc::Rc;
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
+use core::fmt;
+
+use super::{Array, Member, SUPERBLOCK_SECTOR};
+use crate::block::{BlockDevice, Bytes, IoError};
+use crate::executor::{Executor, join_all};
+use crate::layout::{
+    ArrayLayout, LayoutError, Raid0Layout, Raid0ZoneLayout, Raid1Layout, Raid10Layout,
+};
+use crate::metadata::{
+    self, CreateSpec, DeviceRole, Level, SUPERBLOCK_BYTES, Superblock, default_component_sectors,
+    default_data_offset_sectors_for_chunk, usable_data_sectors,
+};
+use crate::rng::SplitMix64;
+
+/// What `create` needs to know.
+#[derive(Clone, Debug)]
+pub struct CreateOptions {
+    pub level: Level,
+    /// mdadm's layout name or number (`n2`, `far2`, `o2`, `original`, `1`…); `None` for the
+    /// level's default.
+    pub layout: Option<String>,
+    /// Chunk size for striped levels (ignored for RAID1).
+    pub chunk_sectors: u32,
+    pub name: String,
+    pub uuid: [u8; 16],
+    /// Creation time, seconds since the Unix epoch.
+    pub time_s: u64,
+    /// Seed for the device UUIDs (the core has no random source).
+    pub entropy: u64,
+    /// The members are known to hold identical content (fresh zeroed images), so the copies
+    /// need no initial resync.
+    pub assume_clean: bool,
+}
+
+/// Why an array could not be created.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CreateError {
+    UnsupportedLevel(Level),
+    TooFewMembers { level: Level, have: usize, need: usize },
+    BadLayout(String),
+    Layout(LayoutError),
+    Metadata(metadata::CreateError),
+    Io { member: String, error: IoError },
+}
+
+impl fmt::Display for CreateError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CreateError::UnsupportedLevel(l) => write!(f, "{l} is not supported yet"),
+            CreateError::TooFewMembers { level, have, need } => {
+                write!(f, "{level} needs at least {need} members, {have} given")
+            }
+            CreateError::BadLayout(msg) => f.write_str(msg),
+            CreateError::Layout(e) => write!(f, "bad geometry: {e}"),
+            CreateError::Metadata(e) => write!(f, "{e}"),
+            CreateError::Io { member, error } => write!(f, "{member}: {error}"),
+        }
+    }
+}
+
+#[cfg(feature = "std")]
+impl std::error::Error for CreateError {}
+
+/// The md layout word for a level from a user's layout name.
+pub fn parse_layout(level: Level, text: Option<&str>) -> Result<u32, CreateError> {
+    let bad = |t: &str| CreateError::BadLayout(format!("unknown {level} layout '{t}'"));
+    match level {
+        Level::Raid10 => match text {
+            None => Ok(Raid10Layout::parse_name("n2").map_err(|_| bad("n2"))?),
+            Some(t) => match t.parse::<u32>() {
+                Ok(raw) => Ok(raw),
+                Err(_) => Raid10Layout::parse_name(t).map_err(|_| bad(t)),
+            },
+        },
+        Level::Raid0 => match text.map(|t| t.to_ascii_lowercase()) {
+            None => Ok(Raid0ZoneLayout::Original.md_layout()),
+            Some(t) => match t.as_str() {
+                "original" | "o" | "1" => Ok(Raid0ZoneLayout::Original.md_layout()),
+                "alternate" | "a" | "2" => Ok(Raid0ZoneLayout::Alternate.md_layout()),
+                _ => Err(bad(&t)),
+            },
+        },
+        Level::Raid1 => match text {
+            None => Ok(0),
+            Some(t) => Err(CreateError::BadLayout(format!(
+                "raid1 has no layouts (got '{t}')"
+            ))),
+        },
+        other => Err(CreateError::UnsupportedLevel(other)),
+    }
+}
+
+/// The address map for an array described by `sb` whose members have these usable data
+/// sizes (md's `data_size`), by slot; missing slots are `None`.
+pub fn layout_for(sb: &Superblock, data_sectors: &[Option<u64>]) -> Result<ArrayLayout, LayoutError> {
+    let disks = sb.raid_disk_count as usize;
+    match sb.level {
+        Level::Raid0 => {
+            // md's RAID0 takes every member's own size; a missing member cannot be replaced,
+            // so its size is not needed (the array cannot run anyway): use the array's size.
+            let sizes: Vec<u64> = data_sectors
+                .iter()
+                .map(|s| s.unwrap_or(sb.size_sectors))
+                .collect();
+            Raid0Layout::from_md(&sizes, sb.chunk_sectors, sb.layout).map(ArrayLayout::Raid0)
+        }
+        Level::Raid1 => Raid1Layout::new(disks, sb.size_sectors).map(ArrayLayout::Raid1),
+        Level::Raid10 => Raid10Layout::new(disks, sb.layout, sb.chunk_sectors, sb.size_sectors)
+            .map(ArrayLayout::Raid10),
+        _ => Err(LayoutError::NoMembers),
+    }
+}
+
+fn min_members(level: Level) -> usize {
+    match level {
+        Level::Raid0 | Level::Raid1 | Level::Raid10 => 2,
+        _ => usize::MAX,
+    }
+}
+
+/// Writes fresh superblocks onto `members` (in role order) and returns the running array.
+/// Nothing is written unless the whole geometry checks out first.
+pub async fn create(
+    exec: &Executor,
+    members: Vec<(String, Rc<dyn BlockDevice>)>,
+    opts: &CreateOptions,
+) -> Result<Rc<Array>, CreateError> {
+    let level = opts.level;
+    if !matches!(level, Level::Raid0 | Level::Raid1 | Level::Raid10) {
+        return Err(CreateError::UnsupportedLevel(level));
+    }
+    if members.len() < min_members(level) {
+        return Err(CreateError::TooFewMembers {
+            level,
+            have: members.len(),
+            need: min_members(level),
+        });
+    }
+    let layout_word = parse_layout(level, opts.layout.as_deref())?;
+    let chunk_sectors = if level == Level::Raid1 {
+        0
+    } else {
+        opts.chunk_sectors
+    };
+    let smallest = members
+        .iter()
+        .map(|(_, d)| d.capacity_sectors())
+        .min()
+        .unwrap_or(0);
+    let data_offset = default_data_offset_sectors_for_chunk(smallest, chunk_sectors);
+    let data_sizes: Vec<u64> = members
+        .iter()
+        .map(|(_, d)| usable_data_sectors(d.capacity_sectors(), data_offset))
+        .collect();
+    let smallest_data = data_sizes.iter().copied().min().unwrap_or(0);
+    let size_sectors = default_component_sectors(level, chunk_sectors, smallest_data);
+    let roles: Vec<DeviceRole> = (0..members.len())
+        .map(|i| DeviceRole::Active(i as u16))
+        .collect();
+    let spec = CreateSpec {
+        level,
+        layout: layout_word,
+        chunk_sectors,
+        raid_disk_count: members.len() as u32,
+        array_uuid: opts.uuid,
+        name: opts.name.as_bytes(),
+        size_sectors,
+        data_offset_sectors: data_offset,
+        time_seconds: opts.time_s,
+        assume_clean: opts.assume_clean,
+        roles: &roles,
+    };
+    let mut rng = SplitMix64::new(opts.entropy);
+    let mut superblocks = Vec::new();
+    for (i, (_, dev)) in members.iter().enumerate() {
+        let mut device_uuid = [0u8; 16];
+        rng.fill(&mut device_uuid);
+        let sb = Superblock::new_for_create(&spec, i as u32, dev.capacity_sectors(), device_uuid)
+            .map_err(CreateError::Metadata)?;
+        superblocks.push(sb);
+    }
+    let sizes: Vec<Option<u64>> = data_sizes.iter().map(|&s| Some(s)).collect();
+    let layout = layout_for(&superblocks[0], &sizes).map_err(CreateError::Layout)?;
+
+    let writes: Vec<_> = members
+        .iter()
+        .zip(&superblocks)
+        .map(|((name, dev), sb)| {
+            let bytes = Bytes::from(sb.encode());
+            let dev = dev.clone();
+            let name = name.clone();
+            async move {
+                let r = match dev.write(SUPERBLOCK_SECTOR, bytes, true).await {
+                    Ok(()) => dev.flush().await,
+                    Err(e) => Err(e),
+                };
+                r.map_err(|error| CreateError::Io {
+                    member: name,
+                    error,
+                })
+            }
+        })
+        .collect();
+    for r in join_all(writes).await {
+        r?;
+    }
+    let slots = members
+        .into_iter()
+        .zip(superblocks)
+        .map(|((name, dev), sb)| Some(Rc::new(Member::new(name, dev, sb))))
+        .collect();
+    let array = Array::new(exec.clone(), opts.name.clone(), layout, slots);
+    array.set_wall_clock_base(opts.time_s);
+    Ok(Rc::new(array))
+}
+
+/// What was found on one candidate device that is not part of a running array.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Problem {
+    pub member: String,
+    pub reason: String,
+}
+
+/// The arrays that could start, and everything that was left out and why.
+#[derive(Default)]
+pub struct AssembleResult {
+    pub arrays: Vec<Rc<Array>>,
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Debug for AssembleResult {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AssembleResult")
+            .field(
+                "arrays",
+                &self.arrays.iter().map(|a| a.name().to_string()).collect::<Vec<_>>(),
+            )
+            .field("problems", &self.problems)
+            .finish()
+    }
+}
+
+/// Reads the superblock of one device.
+pub async fn read_superblock(dev: &dyn BlockDevice) -> Result<Superblock, String> {
+    let block = dev
+        .read(SUPERBLOCK_SECTOR, alloc::vec![0u8; SUPERBLOCK_BYTES])
+        .await
+        .map_err(|e| format!("cannot read superblock: {e}"))?;
+    Superblock::decode(&block).map_err(|e| e.to_string())
+}

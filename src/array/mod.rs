@@ -1,0 +1,783 @@
+//! The per-array I/O engine: members, their states, and the read/write/flush/discard paths
+//! of the copy-based levels (RAID 0, 1, 10), with range locks, read balancing, read repair
+//! and member failure persisted in the superblocks before a write is acknowledged.
+
+pub mod assemble;
+pub mod rangelock;
+
+use alloc::boxed::Box;
+use alloc::rc::Rc;
+use alloc::string::String;
+use alloc::vec;
+use alloc::vec::Vec;
+use core::cell::{Cell, RefCell};
+use core::fmt;
+
+use crate::block::{BlockDevice, Bytes, IoError, IoFuture, SECTOR_BYTES, check_range, check_sectors};
+use crate::executor::{AsyncMutex, Executor, join_all};
+use crate::layout::{ArrayLayout, Extent};
+use crate::metadata::{DeviceRole, MdTime, Superblock};
+use rangelock::RangeLock;
+
+/// Where the v1.2 superblock sits on every member.
+pub const SUPERBLOCK_SECTOR: u64 = 8;
+/// md's "no resync needed" marker in `resync_offset`.
+pub const RESYNC_DONE: u64 = u64::MAX;
+
+/// The state of one member slot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MemberState {
+    /// In sync and serving.
+    Active,
+    /// Failed: receives nothing.
+    Faulty,
+}
+
+impl fmt::Display for MemberState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            MemberState::Active => "active",
+            MemberState::Faulty => "faulty",
+        })
+    }
+}
+
+/// How a mirrored read picks its copy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadPolicy {
+    /// Rotate through the in-sync copies.
+    RoundRobin,
+    /// The copy whose member has the fewest requests in flight (ties rotate).
+    LeastOutstanding,
+}
+
+/// Array health as users see it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Health {
+    Optimal,
+    Degraded,
+    Failed,
+}
+
+impl fmt::Display for Health {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Health::Optimal => "optimal",
+            Health::Degraded => "degraded",
+            Health::Failed => "failed",
+        })
+    }
+}
+
+/// Per-member counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MemberCounters {
+    pub reads: u64,
+    pub writes: u64,
+    pub read_errors: u64,
+    pub write_errors: u64,
+    /// Sectors rewritten after a read error was corrected from another copy.
+    pub corrected_sectors: u64,
+}
+
+/// One member device of an array.
+pub struct Member {
+    pub dev: Rc<dyn BlockDevice>,
+    /// Where the member came from (path, `mem:` spec), for display.
+    pub name: String,
+    superblock: RefCell<Superblock>,
+    state: Cell<MemberState>,
+    inflight: Cell<u32>,
+    counters: Cell<MemberCounters>,
+}
+
+impl Member {
+    pub fn new(name: String, dev: Rc<dyn BlockDevice>, superblock: Superblock) -> Self {
+        Member {
+            dev,
+            name,
+            superblock: RefCell::new(superblock),
+            state: Cell::new(MemberState::Active),
+            inflight: Cell::new(0),
+            counters: Cell::new(MemberCounters::default()),
+        }
+    }
+
+    pub fn state(&self) -> MemberState {
+        self.state.get()
+    }
+
+    pub fn counters(&self) -> MemberCounters {
+        self.counters.get()
+    }
+
+    pub fn inflight(&self) -> u32 {
+        self.inflight.get()
+    }
+
+    /// This member's superblock as last written.
+    pub fn superblock(&self) -> Superblock {
+        self.superblock.borrow().clone()
+    }
+
+    fn data_offset(&self) -> u64 {
+        self.superblock.borrow().data_offset_sectors
+    }
+
+    fn count(&self, f: impl FnOnce(&mut MemberCounters)) {
+        let mut c = self.counters.get();
+        f(&mut c);
+        self.counters.set(c);
+    }
+
+    /// Reads member data sectors (relative to the data offset).
+    async fn read_data(&self, sector: u64, buf: Vec<u8>) -> Result<Vec<u8>, IoError> {
+        let _busy = Busy::new(&self.inflight);
+        self.count(|c| c.reads += 1);
+        let r = self.dev.read(self.data_offset() + sector, buf).await;
+        if r.is_err() {
+            self.count(|c| c.read_errors += 1);
+        }
+        r
+    }
+
+    async fn write_data(&self, sector: u64, data: Bytes, fua: bool) -> Result<(), IoError> {
+        let _busy = Busy::new(&self.inflight);
+        self.count(|c| c.writes += 1);
+        let r = self.dev.write(self.data_offset() + sector, data, fua).await;
+        if r.is_err() {
+            self.count(|c| c.write_errors += 1);
+        }
+        r
+    }
+}
+
+struct Busy<'a>(&'a Cell<u32>);
+
+impl<'a> Busy<'a> {
+    fn new(c: &'a Cell<u32>) -> Self {
+        c.set(c.get() + 1);
+        Busy(c)
+    }
+}
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        self.0.set(self.0.get() - 1);
+    }
+}
+
+/// Counters of the array as a whole.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ArrayCounters {
+    pub reads: u64,
+    pub writes: u64,
+    pub read_bytes: u64,
+    pub write_bytes: u64,
+    pub flushes: u64,
+    pub discards: u64,
+    pub errors: u64,
+}
+
+/// An assembled array: itself a block device.
+pub struct Array {
+    exec: Executor,
+    name: String,
+    layout: ArrayLayout,
+    /// Whether any one member can fail without losing data.
+    redundant: bool,
+    /// Indexed by role (slot); `None` is a missing member.
+    slots: Vec<Option<Rc<Member>>>,
+    lock: RangeLock,
+    meta: AsyncMutex<()>,
+    read_policy: Cell<ReadPolicy>,
+    rotor: Cell<usize>,
+    /// True while `resync_offset` on disk says the array is dirty.
+    dirty_on_disk: Cell<bool>,
+    /// True when the array was assembled from an unclean shutdown.
+    needs_resync: Cell<bool>,
+    counters: Cell<ArrayCounters>,
+    /// Wall-clock seconds at executor time zero (the core has no wall clock of its own).
+    wall_clock_base_s: Cell<u64>,
+}
+
+/// Failures of array-wide operations (not of one block request).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ArrayError {
+    /// Every remaining member failed while writing metadata.
+    MetadataWrite(IoError),
+    /// No such member slot.
+    NoSuchMember(usize),
+}
+
+impl fmt::Display for ArrayError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ArrayError::MetadataWrite(e) => write!(f, "could not write superblocks: {e}"),
+            ArrayError::NoSuchMember(i) => write!(f, "no member in slot {i}"),
+        }
+    }
+}
+
+impl Array {
+    /// Builds an array from its geometry and members; `slots[i]` has role `i`.
+    pub fn new(
+        exec: Executor,
+        name: String,
+        layout: ArrayLayout,
+        slots: Vec<Option<Rc<Member>>>,
+    ) -> Self {
+        assert_eq!(layout.disk_count(), slots.len(), "one slot per layout member");
+        let n = slots.len();
+        let redundant = n > 1
+            && (0..n).all(|dead| {
+                let alive: Vec<bool> = (0..n).map(|i| i != dead).collect();
+                layout.survives(&alive)
+            });
+        let dirty = slots
+            .iter()
+            .flatten()
+            .any(|m| m.superblock.borrow().resync_offset_sectors != RESYNC_DONE);
+        let array = Array {
+            exec,
+            name,
+            layout,
+            redundant,
+            slots,
+            lock: RangeLock::new(),
+            meta: AsyncMutex::new(()),
+            read_policy: Cell::new(ReadPolicy::LeastOutstanding),
+            rotor: Cell::new(0),
+            dirty_on_disk: Cell::new(dirty),
+            needs_resync: Cell::new(dirty),
+            counters: Cell::new(ArrayCounters::default()),
+            wall_clock_base_s: Cell::new(0),
+        };
+        // Until the platform says otherwise, time continues from the last update on disk.
+        let last = array
+            .slots
+            .iter()
+            .flatten()
+            .map(|m| m.superblock.borrow().utime.seconds())
+            .max()
+            .unwrap_or(0);
+        array.wall_clock_base_s.set(last);
+        array
+    }
+
+    /// Sets the wall-clock time (seconds since the Unix epoch) that executor time zero
+    /// corresponds to; superblock update times are derived from it.
+    pub fn set_wall_clock_base(&self, seconds: u64) {
+        self.wall_clock_base_s.set(seconds);
+    }
+
+    fn wall_time(&self, now_ns: u64) -> MdTime {
+        let micros = now_ns / 1_000;
+        let seconds = self.wall_clock_base_s.get() + micros / 1_000_000;
+        MdTime::from_parts(seconds & MdTime::SECONDS_MASK, (micros % 1_000_000) as u32)
+            .unwrap_or(MdTime::from_seconds(seconds))
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn executor(&self) -> &Executor {
+        &self.exec
+    }
+
+    pub fn layout(&self) -> &ArrayLayout {
+        &self.layout
+    }
+
+    /// Whether any one member can fail without losing data.
+    pub fn is_redundant(&self) -> bool {
+        self.redundant
+    }
+
+    pub fn slots(&self) -> &[Option<Rc<Member>>] {
+        &self.slots
+    }
+
+    pub fn counters(&self) -> ArrayCounters {
+        self.counters.get()
+    }
+
+    pub fn read_policy(&self) -> ReadPolicy {
+        self.read_policy.get()
+    }
+
+    pub fn set_read_policy(&self, policy: ReadPolicy) {
+        self.read_policy.set(policy);
+    }
+
+    /// Whether the array came up after an unclean shutdown (mirrors may disagree on blocks
+    /// written just before it).
+    pub fn needs_resync(&self) -> bool {
+        self.needs_resync.get()
+    }
+
+    /// Superblock fields shared by every member, from the first live member.
+    pub fn superblock(&self) -> Option<Superblock> {
+        self.live_members().next().map(|m| m.superblock())
+    }
+
+    fn alive(&self) -> Vec<bool> {
+        self.slots
+            .iter()
+            .map(|s| matches!(s, Some(m) if m.state() == MemberState::Active))
+            .collect()
+    }
+
+    pub fn health(&self) -> Health {
+        let alive = self.alive();
+        if alive.iter().all(|&a| a) {
+            Health::Optimal
+        } else if self.layout.survives(&alive) {
+            Health::Degraded
+        } else {
+            Health::Failed
+        }
+    }
+
+    fn live_members(&self) -> impl Iterator<Item = &Rc<Member>> {
+        self.slots
+            .iter()
+            .flatten()
+            .filter(|m| m.state() == MemberState::Active)
+    }
+
+    fn member(&self, slot: usize) -> Option<&Rc<Member>> {
+        self.slots
+            .get(slot)
+            .and_then(Option::as_ref)
+            .filter(|m| m.state() == MemberState::Active)
+    }
+
+    fn count(&self, f: impl FnOnce(&mut ArrayCounters)) {
+        let mut c = self.counters.get();
+        f(&mut c);
+        self.counters.set(c);
+    }
+
+    /// Splits `[sector, sector + sectors)` into extents that each map contiguously.
+    fn extents(&self, sector: u64, sectors: u64) -> Vec<(u64, Extent)> {
+        let mut out = Vec::new();
+        let end = sector + sectors;
+        let mut s = sector;
+        while s < end {
+            let mut ext = self
+                .layout
+                .map(s)
+                .expect("a checked request lies inside the array");
+            assert!(ext.sectors > 0, "layout returned an empty extent");
+            ext.sectors = ext.sectors.min(end - s);
+            let len = ext.sectors;
+            out.push((s, ext));
+            s += len;
+        }
+        out
+    }
+
+    /// Orders the copies of an extent for a read: the preferred one first.
+    fn read_order(&self, ext: &Extent) -> Vec<(Rc<Member>, u64)> {
+        let mut live: Vec<(Rc<Member>, u64)> = ext
+            .copies
+            .iter()
+            .filter_map(|c| self.member(c.disk_index).map(|m| (m.clone(), c.sector)))
+            .collect();
+        if live.len() > 1 {
+            let turn = self.rotor.get();
+            self.rotor.set(turn.wrapping_add(1));
+            let start = match self.read_policy.get() {
+                ReadPolicy::RoundRobin => turn % live.len(),
+                ReadPolicy::LeastOutstanding => {
+                    let n = live.len();
+                    (0..n)
+                        .map(|i| (turn + i) % n)
+                        .min_by_key(|&i| live[i].0.inflight())
+                        .unwrap_or(0)
+                }
+            };
+            live.rotate_left(start);
+        }
+        live
+    }
+
+    async fn read_extent(&self, array_sector: u64, ext: Extent) -> Result<Vec<u8>, IoError> {
+        let bytes = ext.sectors as usize * SECTOR_BYTES;
+        let order = self.read_order(&ext);
+        let mut failed: Vec<(Rc<Member>, u64)> = Vec::new();
+        for (member, sector) in order {
+            match member.read_data(sector, vec![0u8; bytes]).await {
+                Ok(data) => {
+                    if !failed.is_empty() {
+                        self.repair(array_sector, &ext, failed).await;
+                    }
+                    return Ok(data);
+                }
+                Err(e) => {
+                    log::warn!(
+                        "{}: read error on {} at member sector {sector}: {e}",
+                        self.name,
+                        member.name
+                    );
+                    if matches!(e, IoError::DeviceFailed) && self.redundant {
+                        self.fail_member_rc(&member).await;
+                    } else {
+                        failed.push((member, sector));
+                    }
+                }
+            }
+        }
+        Err(IoError::DataLost {
+            sector: array_sector,
+        })
+    }
+
+    /// Rewrites the copies that failed a read with good data from another copy, under an
+    /// exclusive lock so that no newer write is overwritten. A member that cannot take the
+    /// rewrite is failed.
+    async fn repair(&self, array_sector: u64, ext: &Extent, bad: Vec<(Rc<Member>, u64)>) {
+        if !self.redundant {
+            return;
+        }
+        let _g = self.lock.lock(array_sector, array_sector + ext.sectors).await;
+        let bytes = ext.sectors as usize * SECTOR_BYTES;
+        let good = ext
+            .copies
+            .iter()
+            .filter_map(|c| self.member(c.disk_index).map(|m| (m.clone(), c.sector)))
+            .filter(|(m, _)| !bad.iter().any(|(b, _)| Rc::ptr_eq(b, m)));
+        let mut data = None;
+        for (member, sector) in good {
+            if let Ok(d) = member.read_data(sector, vec![0u8; bytes]).await {
+                data = Some(Bytes::from(d));
+                break;
+            }
+        }
+        let Some(data) = data else { return };
+        for (member, sector) in bad {
+            if member.state() != MemberState::Active {
+                continue;
+            }
+            match member.write_data(sector, data.clone(), false).await {
+                Ok(()) => {
+                    member.count(|c| c.corrected_sectors += ext.sectors);
+                    log::info!(
+                        "{}: corrected {} sectors on {} at member sector {sector}",
+                        self.name,
+                        ext.sectors,
+                        member.name
+                    );
+                }
+                Err(_) => self.fail_member_rc(&member).await,
+            }
+        }
+    }
+
+    async fn do_read(&self, sector: u64, mut buf: Vec<u8>) -> Result<Vec<u8>, IoError> {
+        let sectors = check_range(sector, buf.len(), self.capacity_sectors())?;
+        self.count(|c| {
+            c.reads += 1;
+            c.read_bytes += buf.len() as u64;
+        });
+        if sectors == 0 {
+            return Ok(buf);
+        }
+        let _g = self.lock.lock_shared(sector, sector + sectors).await;
+        let extents = self.extents(sector, sectors);
+        let futures: Vec<_> = extents
+            .into_iter()
+            .map(|(s, ext)| async move { (s, self.read_extent(s, ext).await) })
+            .collect();
+        let mut first_error = None;
+        for (s, result) in join_all(futures).await {
+            match result {
+                Ok(data) => {
+                    let off = ((s - sector) as usize) * SECTOR_BYTES;
+                    buf[off..off + data.len()].copy_from_slice(&data);
+                }
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        match first_error {
+            None => Ok(buf),
+            Some(e) => {
+                self.count(|c| c.errors += 1);
+                Err(e)
+            }
+        }
+    }
+
+    async fn do_write(&self, sector: u64, data: Bytes, fua: bool) -> Result<(), IoError> {
+        let sectors = check_range(sector, data.len(), self.capacity_sectors())?;
+        self.count(|c| {
+            c.writes += 1;
+            c.write_bytes += data.len() as u64;
+        });
+        if sectors == 0 {
+            return Ok(());
+        }
+        let _g = self.lock.lock(sector, sector + sectors).await;
+        self.mark_dirty().await?;
+        let extents = self.extents(sector, sectors);
+        let mut jobs = Vec::new();
+        for (s, ext) in &extents {
+            let off = ((s - sector) as usize) * SECTOR_BYTES;
+            let piece = data.slice(off..off + ext.sectors as usize * SECTOR_BYTES);
+            for copy in &ext.copies {
+                if let Some(member) = self.member(copy.disk_index) {
+                    let member = member.clone();
+                    let piece = piece.clone();
+                    let at = copy.sector;
+                    let extent_start = *s;
+                    jobs.push(async move {
+                        let r = member.write_data(at, piece, fua).await;
+                        (extent_start, member, r)
+                    });
+                }
+            }
+        }
+        let results = join_all(jobs).await;
+        let mut written: Vec<u64> = Vec::new();
+        let mut failed: Vec<Rc<Member>> = Vec::new();
+        for (extent_start, member, r) in results {
+            match r {
+                Ok(()) => written.push(extent_start),
+                Err(e) => {
+                    log::warn!("{}: write error on {}: {e}", self.name, member.name);
+                    if !failed.iter().any(|f| Rc::ptr_eq(f, &member)) {
+                        failed.push(member);
+                    }
+                }
+            }
+        }
+        // The failure is on disk before the write is acknowledged: after a crash, assembly
+        // must never prefer the member that missed this write.
+        if self.redundant {
+            for member in &failed {
+                self.fail_member_rc(member).await;
+            }
+        }
+        let lost = extents.iter().find(|(s, _)| !written.contains(s));
+        match lost {
+            None => Ok(()),
+            Some((s, _)) => {
+                self.count(|c| c.errors += 1);
+                Err(IoError::DataLost { sector: *s })
+            }
+        }
+    }
+
+    async fn do_flush(&self) -> Result<(), IoError> {
+        self.count(|c| c.flushes += 1);
+        let members: Vec<Rc<Member>> = self.live_members().cloned().collect();
+        if members.is_empty() {
+            return Err(IoError::DeviceFailed);
+        }
+        let results = join_all(
+            members
+                .iter()
+                .map(|m| async move { m.dev.flush().await })
+                .collect(),
+        )
+        .await;
+        let mut any_error = None;
+        for (member, r) in members.iter().zip(results) {
+            if let Err(e) = r {
+                log::warn!("{}: flush failed on {}: {e}", self.name, member.name);
+                if self.redundant {
+                    self.fail_member_rc(member).await;
+                } else {
+                    any_error = Some(e);
+                }
+            }
+        }
+        match any_error {
+            Some(e) => Err(e),
+            None if self.health() == Health::Failed => Err(IoError::DeviceFailed),
+            None => Ok(()),
+        }
+    }
+
+    async fn do_discard(&self, sector: u64, sectors: u64) -> Result<(), IoError> {
+        check_sectors(sector, sectors, self.capacity_sectors())?;
+        self.count(|c| c.discards += 1);
+        if sectors == 0 {
+            return Ok(());
+        }
+        let _g = self.lock.lock(sector, sector + sectors).await;
+        // Coalesce the member ranges so that a large discard is one request per member run.
+        let mut runs: Vec<(usize, u64, u64)> = Vec::new();
+        for (_, ext) in self.extents(sector, sectors) {
+            for c in &ext.copies {
+                match runs
+                    .iter_mut()
+                    .rev()
+                    .find(|(d, s, n)| *d == c.disk_index && *s + *n == c.sector)
+                {
+                    Some(run) => run.2 += ext.sectors,
+                    None => runs.push((c.disk_index, c.sector, ext.sectors)),
+                }
+            }
+        }
+        let jobs: Vec<_> = runs
+            .into_iter()
+            .filter_map(|(d, s, n)| {
+                self.member(d).cloned().map(|m| async move {
+                    let at = m.data_offset() + s;
+                    m.dev.discard(at, n).await
+                })
+            })
+            .collect();
+        // A discard promises nothing about content, so a member that cannot discard loses
+        // nothing; it is not failed for it.
+        for r in join_all(jobs).await {
+            if let Err(e) = r {
+                log::debug!("{}: discard not done on a member: {e}", self.name);
+            }
+        }
+        Ok(())
+    }
+
+    /// Marks the member in `slot` faulty and records it in the superblocks.
+    pub async fn fail_member(&self, slot: usize) -> Result<(), ArrayError> {
+        let member = self
+            .slots
+            .get(slot)
+            .and_then(Option::as_ref)
+            .ok_or(ArrayError::NoSuchMember(slot))?
+            .clone();
+        self.fail_member_rc(&member).await;
+        Ok(())
+    }
+
+    async fn fail_member_rc(&self, member: &Rc<Member>) {
+        if member.state() == MemberState::Faulty {
+            return;
+        }
+        member.state.set(MemberState::Faulty);
+        log::error!("{}: member {} failed", self.name, member.name);
+        let dev_number = member.superblock.borrow().dev_number;
+        let _ = self
+            .update_superblocks(|sb| {
+                let _ = sb.set_role(dev_number, DeviceRole::Faulty);
+            })
+            .await;
+    }
+
+    /// First write after a clean state: record on disk that the array is dirty, so that an
+    /// unclean shutdown is detected at the next assembly.
+    async fn mark_dirty(&self) -> Result<(), IoError> {
+        if self.dirty_on_disk.get() || !self.redundant {
+            return Ok(());
+        }
+        self.update_superblocks(|sb| sb.resync_offset_sectors = 0)
+            .await
+            .map_err(|_| IoError::DeviceFailed)?;
+        self.dirty_on_disk.set(true);
+        Ok(())
+    }
+
+    /// Records a clean state (everything flushed, mirrors in sync) in the superblocks.
+    pub async fn mark_clean(&self) -> Result<(), ArrayError> {
+        self.do_flush().await.map_err(ArrayError::MetadataWrite)?;
+        if self.needs_resync.get() {
+            // A resync has not run: the array stays dirty on disk.
+            return Ok(());
+        }
+        self.update_superblocks(|sb| sb.resync_offset_sectors = RESYNC_DONE)
+            .await?;
+        self.dirty_on_disk.set(false);
+        Ok(())
+    }
+
+    /// Applies `change` to every live member's superblock, bumps `events`, and writes them
+    /// all durably. A member that fails the write is failed in turn (and the update redone).
+    pub async fn update_superblocks(
+        &self,
+        change: impl Fn(&mut Superblock),
+    ) -> Result<(), ArrayError> {
+        let _meta = self.meta.lock().await;
+        let now = self.exec.now_ns();
+        loop {
+            let members: Vec<Rc<Member>> = self.live_members().cloned().collect();
+            if members.is_empty() {
+                return Err(ArrayError::MetadataWrite(IoError::DeviceFailed));
+            }
+            let events = members
+                .iter()
+                .map(|m| m.superblock.borrow().events)
+                .max()
+                .unwrap_or(0)
+                + 1;
+            // The roles table must say who failed, on every member: rebuild it from states.
+            let faulty: Vec<u32> = self
+                .slots
+                .iter()
+                .flatten()
+                .filter(|m| m.state() == MemberState::Faulty)
+                .map(|m| m.superblock.borrow().dev_number)
+                .collect();
+            let writes: Vec<_> = members
+                .iter()
+                .map(|m| {
+                    let mut sb = m.superblock.borrow().clone();
+                    change(&mut sb);
+                    for &d in &faulty {
+                        // A dev_number outside the table cannot be recorded; md has the
+                        // same limit (the table is sized at create time).
+                        let _ = sb.set_role(d, DeviceRole::Faulty);
+                    }
+                    sb.events = events;
+                    sb.touch(self.wall_time(now));
+                    let bytes = Bytes::from(sb.encode());
+                    let m = m.clone();
+                    async move {
+                        let r = m.dev.write(SUPERBLOCK_SECTOR, bytes, true).await;
+                        (m, sb, r)
+                    }
+                })
+                .collect();
+            let mut retry = false;
+            for (m, sb, r) in join_all(writes).await {
+                match r {
+                    Ok(()) => *m.superblock.borrow_mut() = sb,
+                    Err(e) => {
+                        log::error!("{}: superblock write failed on {}: {e}", self.name, m.name);
+                        m.state.set(MemberState::Faulty);
+                        retry = true;
+                    }
+                }
+            }
+            if !retry {
+                return Ok(());
+            }
+        }
+    }
+}
+
+impl BlockDevice for Array {
+    fn capacity_sectors(&self) -> u64 {
+        self.layout.array_sectors()
+    }
+
+    fn read(&self, sector: u64, buf: Vec<u8>) -> IoFuture<'_, Vec<u8>> {
+        Box::pin(self.do_read(sector, buf))
+    }
+
+    fn write(&self, sector: u64, data: Bytes, fua: bool) -> IoFuture<'_, ()> {
+        Box::pin(self.do_write(sector, data, fua))
+    }
+
+    fn flush(&self) -> IoFuture<'_, ()> {
+        Box::pin(self.do_flush())
+    }
+
+    fn discard(&self, sector: u64, sectors: u64) -> IoFuture<'_, ()> {
+        Box::pin(self.do_discard(sector, sectors))
+    }
+}

@@ -1,0 +1,6 @@
+//! The Linux host platform: the runtime that drives the executor with a real clock and
+//! worker-thread completions, member specs, and the `raid` command-line tool.
+
+pub mod cli;
+pub mod runtime;
+pub mod spec;
