@@ -73,8 +73,8 @@ pub enum LayoutError {
     /// same member cell or puts two copies of a block on the same member. Such an array loses
     /// data under md too; we refuse it rather than reproduce the damage.
     UnsafeRaid10Geometry { layout: u32, disk_count: usize },
-    /// A multi-zone RAID0 (members of unequal size) needs layout 1 (original) or 2
-    /// (alternate); md refuses to guess, and so do we.
+    /// A multi-zone RAID0 whose later zones stripe over several members needs layout 1
+    /// (original) or 2 (alternate); md refuses to guess, and so do we.
     UnknownRaid0ZoneLayout { layout: u32 },
     /// The members are too small to hold a single chunk of data.
     MemberTooSmall,

@@ -145,7 +145,9 @@ impl Raid0Layout {
     }
 
     /// Builds the map from superblock fields: `md_layout` is the superblock's `layout`. As in
-    /// md, it only matters (and must then be 1 or 2) when the members differ in size.
+    /// md, it must be 1 or 2 only when the two rules place data differently, which needs a
+    /// second zone striped over two or more members; otherwise it is ignored. (mdadm writes 1,
+    /// the original layout, by default.)
     pub fn from_md(
         member_sectors: &[u64],
         chunk_sectors: u32,
@@ -154,7 +156,8 @@ impl Raid0Layout {
         let zone_layout =
             Raid0ZoneLayout::from_md_layout(md_layout).unwrap_or(Raid0ZoneLayout::Original);
         let layout = Self::new(member_sectors, chunk_sectors, zone_layout)?;
-        if layout.zones.len() > 1 && Raid0ZoneLayout::from_md_layout(md_layout).is_none() {
+        let layouts_differ = layout.zones.get(1).is_some_and(|z| z.members.len() > 1);
+        if layouts_differ && Raid0ZoneLayout::from_md_layout(md_layout).is_none() {
             return Err(LayoutError::UnknownRaid0ZoneLayout { layout: md_layout });
         }
         Ok(layout)
@@ -408,12 +411,15 @@ mod tests {
     #[test]
     fn from_md_requires_a_layout_only_for_multi_zone() {
         assert!(Raid0Layout::from_md(&[64, 64], 8, 0).is_ok());
+        let l = Raid0Layout::from_md(&[64, 128, 128], 8, 2).unwrap();
+        assert_eq!(l.zone_layout(), Raid0ZoneLayout::Alternate);
         assert_eq!(
-            Raid0Layout::from_md(&[64, 128], 8, 0),
+            Raid0Layout::from_md(&[64, 128, 128], 8, 0),
             Err(LayoutError::UnknownRaid0ZoneLayout { layout: 0 })
         );
-        let l = Raid0Layout::from_md(&[64, 128], 8, 2).unwrap();
-        assert_eq!(l.zone_layout(), Raid0ZoneLayout::Alternate);
+        // Two zones, but the second has a single member: both rules agree (md 6.x accepts it).
+        assert!(Raid0Layout::from_md(&[64, 128], 8, 0).is_ok());
+        assert!(Raid0Layout::from_md(&[64, 96, 128], 8, 0).is_err());
     }
 
     #[test]
