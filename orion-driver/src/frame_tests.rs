@@ -826,6 +826,30 @@ fn every_malformed_payload_is_named() {
             malformed(MalformedReason::BadDeviceInfo),
         ),
         (
+            "block size below 512",
+            0x0001,
+            P::default().device(1, 0, 256, 1, (0, 0)).0,
+            malformed(MalformedReason::BadDeviceInfo),
+        ),
+        (
+            "block size above 64 KiB",
+            0x0001,
+            P::default().device(1, 0, 1 << 17, 1, (0, 0)).0,
+            malformed(MalformedReason::BadDeviceInfo),
+        ),
+        (
+            "capacity overflows bytes",
+            0x0001,
+            P::default().device(1, 0, 1 << 16, u64::MAX >> 15, (0, 0)).0,
+            malformed(MalformedReason::BadDeviceInfo),
+        ),
+        (
+            "write too large",
+            0x0010,
+            P::default().io(2, 0, 0, max_read, &[]).0,
+            malformed(MalformedReason::IoTooLarge),
+        ),
+        (
             "capacity without blocks",
             0x0006,
             P::default().u8(1).device(1, 0, 0, 1, (0, 0)).0,
