@@ -11,13 +11,21 @@
 //!   returns a typed [`SuperblockError`] for anything it does not trust.
 //! * [`Superblock::encode`] writes the 4 KiB block and computes the checksum.
 //! * [`Superblock::new_for_create`] fills a fresh superblock the way `mdadm --create` does.
+//! * [`plan_assembly`] decides, from the superblocks found on a set of candidate devices, which
+//!   member fills which slot of an array, which are spares, stale, faulty, corrupt or foreign,
+//!   and whether the array can start.
 
+mod assembly;
 mod create;
 mod superblock;
 
 #[cfg(test)]
 mod tests;
 
+pub use assembly::{
+    AssemblyOptions, AssemblyPlan, Candidate, CandidateGroups, MemberStatus, PlanError, SlotState,
+    group_candidates, plan_assembly,
+};
 pub use create::{
     CreateError, CreateSpec, bad_block_log_placement, default_bitmap_space_sectors,
     default_component_sectors, default_data_offset_sectors, default_data_offset_sectors_for_chunk,
