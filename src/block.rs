@@ -57,7 +57,10 @@ impl fmt::Display for IoError {
                 "request of {sectors} sectors at sector {sector} is past the end ({capacity_sectors} sectors)"
             ),
             IoError::Misaligned { bytes } => {
-                write!(f, "buffer of {bytes} bytes is not a whole number of sectors")
+                write!(
+                    f,
+                    "buffer of {bytes} bytes is not a whole number of sectors"
+                )
             }
             IoError::DeviceFailed => f.write_str("device failed"),
             IoError::Timeout => f.write_str("device timed out"),
@@ -106,7 +109,7 @@ pub trait BlockDevice {
 /// Checks that a request of `bytes` at `sector` is whole sectors and inside `capacity_sectors`,
 /// returning its length in sectors.
 pub fn check_range(sector: u64, bytes: usize, capacity_sectors: u64) -> Result<u64, IoError> {
-    if bytes % SECTOR_BYTES != 0 {
+    if !bytes.is_multiple_of(SECTOR_BYTES) {
         return Err(IoError::Misaligned { bytes });
     }
     let sectors = (bytes / SECTOR_BYTES) as u64;

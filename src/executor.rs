@@ -332,7 +332,9 @@ impl Drop for Sleep {
 
 /// Runs every future concurrently and returns their outputs in order.
 pub async fn join_all<F: Future>(futures: Vec<F>) -> Vec<F::Output> {
-    let outputs = core::iter::repeat_with(|| None).take(futures.len()).collect();
+    let outputs = core::iter::repeat_with(|| None)
+        .take(futures.len())
+        .collect();
     JoinAll {
         futures: futures.into_iter().map(|f| Some(Box::pin(f))).collect(),
         outputs,

@@ -10,10 +10,10 @@ use std::collections::BTreeSet;
 use std::rc::Rc;
 
 use orion_raid::array::assemble::{CreateOptions, assemble, create};
-use orion_raid::array::{Array, Health};
+use orion_raid::array::{Array, Health, MemberState};
 use orion_raid::block::{BlockDevice, Bytes, SECTOR_BYTES};
 use orion_raid::executor::Executor;
-use orion_raid::metadata::Level;
+use orion_raid::metadata::{DeviceRole, Level};
 use orion_raid::platform::faulty::{FaultConfig, FaultyDisk};
 use orion_raid::platform::memory::MemoryDisk;
 use orion_raid::rng::SplitMix64;
@@ -63,13 +63,21 @@ struct SectorModel {
     unspecified: bool,
     /// Version known durable (acked before a flush that completed was issued).
     durable: u64,
-    durable_unspecified: bool,
     /// Versions written since, not known durable: a crash may leave any of them.
     maybe: BTreeSet<u64>,
 }
 
+impl SectorModel {
+    /// Whether a crash may leave this sector with any content (a discard is involved).
+    fn crash_unspecified(&self, discards: &BTreeSet<u64>) -> bool {
+        discards.contains(&self.durable) || self.maybe.iter().any(|v| discards.contains(v))
+    }
+}
+
 struct Model {
     sectors: Vec<SectorModel>,
+    /// Versions that are discards, not writes.
+    discards: BTreeSet<u64>,
     /// Write versions acked so far, with the op counter at their ack.
     acked_at: Vec<(u64, u64, u64, u64)>, // (version, start, len, ack_tick)
 }
@@ -87,6 +95,8 @@ struct Ctx {
     tick: Rc<RefCell<u64>>,
     inflight_writes: Rc<RefCell<Vec<(u64, u64)>>>,
     failures: Rc<RefCell<Vec<String>>>,
+    /// Members given latent sector errors.
+    impaired: Vec<bool>,
 }
 
 fn tolerance_ok(cfg: &Config, array: &Array, alive: &[bool]) -> bool {
@@ -134,6 +144,7 @@ fn build(cfg: &Config, seed: u64) -> Ctx {
         uuid: rng.next_u64().to_le_bytes().repeat(2).try_into().unwrap(),
         time_s: 1_700_000_000,
         entropy: rng.next_u64(),
+        assume_clean: true,
     };
     let members: Vec<(String, Rc<dyn BlockDevice>)> = faulty
         .iter()
@@ -155,6 +166,7 @@ fn build(cfg: &Config, seed: u64) -> Ctx {
         array,
         model: Rc::new(RefCell::new(Model {
             sectors: vec![SectorModel::default(); sectors],
+            discards: BTreeSet::new(),
             acked_at: Vec::new(),
         })),
         rng,
@@ -162,14 +174,11 @@ fn build(cfg: &Config, seed: u64) -> Ctx {
         tick: Rc::new(RefCell::new(0)),
         inflight_writes: Rc::new(RefCell::new(Vec::new())),
         failures: Rc::new(RefCell::new(Vec::new())),
+        impaired: vec![false; cfg.members],
     }
 }
 
 impl Ctx {
-    fn fail(&self, msg: String) {
-        self.failures.borrow_mut().push(msg);
-    }
-
     fn overlaps_inflight_write(&self, start: u64, len: u64) -> bool {
         self.inflight_writes
             .borrow()
@@ -230,7 +239,6 @@ impl Ctx {
                         sm.unspecified = false;
                         if fua {
                             sm.durable = version;
-                            sm.durable_unspecified = false;
                             sm.maybe.retain(|&v| v > version);
                         }
                     }
@@ -303,18 +311,32 @@ impl Ctx {
             return;
         }
         self.inflight_writes.borrow_mut().push((start, len));
-        let (array, model, _, inflight, failures, seed) = self.handles();
+        // A discard is a write of unspecified content: it may reach the disks before it is
+        // acknowledged, and it is durable only after a flush.
+        let version = self.next_version;
+        self.next_version += 1;
+        {
+            let mut m = self.model.borrow_mut();
+            m.discards.insert(version);
+            for s in start..start + len {
+                m.sectors[s as usize].maybe.insert(version);
+            }
+        }
+        let (array, model, tick, inflight, failures, seed) = self.handles();
         self.exec.spawn_detached(async move {
             let r = array.discard(start, len).await;
             inflight.borrow_mut().retain(|&w| w != (start, len));
             match r {
                 Ok(()) => {
+                    *tick.borrow_mut() += 1;
+                    let t = *tick.borrow();
                     let mut m = model.borrow_mut();
                     for s in start..start + len {
                         let sm = &mut m.sectors[s as usize];
+                        sm.current = version;
                         sm.unspecified = true;
-                        sm.durable_unspecified = true;
                     }
+                    m.acked_at.push((version, start, len, t));
                 }
                 Err(e) => failures
                     .borrow_mut()
@@ -341,7 +363,6 @@ impl Ctx {
                             let sm = &mut m.sectors[s as usize];
                             if version >= sm.durable {
                                 sm.durable = version;
-                                sm.durable_unspecified = false;
                                 sm.maybe.retain(|&v| v > version);
                             }
                         }
@@ -355,10 +376,24 @@ impl Ctx {
         });
     }
 
+    /// Which members still hold good copies: in the array, not failed, and without injected
+    /// latent errors (a member with bad sectors counts as lost for the tolerance budget).
+    fn alive(&self) -> Vec<bool> {
+        (0..self.cfg.members)
+            .map(|i| {
+                let in_array = matches!(
+                    self.array.slots().get(i),
+                    Some(Some(m)) if m.state() == MemberState::Active
+                );
+                in_array && !self.faulty[i].is_failed() && !self.impaired[i]
+            })
+            .collect()
+    }
+
     /// Fails a random member if the level still tolerates it.
     fn maybe_fail_member(&mut self) {
         let i = self.rng.below(self.cfg.members as u64) as usize;
-        let mut alive: Vec<bool> = self.faulty.iter().map(|f| !f.is_failed()).collect();
+        let mut alive = self.alive();
         alive[i] = false;
         if self.cfg.level != Level::Raid0 && tolerance_ok(&self.cfg, &self.array, &alive) {
             self.faulty[i].fail();
@@ -372,14 +407,15 @@ impl Ctx {
             return;
         }
         let i = self.rng.below(self.cfg.members as u64) as usize;
-        let others_ok = self
-            .faulty
-            .iter()
-            .enumerate()
-            .all(|(j, f)| j == i || !f.is_failed());
-        if self.faulty[i].is_failed() || !others_ok {
+        let mut alive = self.alive();
+        if !alive[i] {
             return;
         }
+        alive[i] = false;
+        if !tolerance_ok(&self.cfg, &self.array, &alive) {
+            return;
+        }
+        self.impaired[i] = true;
         let cap = self.faulty[i].capacity_sectors();
         for _ in 0..4 {
             let s = 4096 + self.rng.below(cap - 4096);
@@ -430,6 +466,16 @@ impl Ctx {
     /// keeps or loses each unflushed sector, failed disks may come back (stale), and the array
     /// is assembled again from what is on the disks.
     fn crash_and_reassemble(&mut self) {
+        // Members the array had recorded as faulty on disk must stay out after assembly.
+        let recorded_faulty: Vec<u32> = self
+            .array
+            .superblock()
+            .map(|sb| {
+                (0..sb.max_dev())
+                    .filter(|&d| sb.role_of(d) == DeviceRole::Faulty)
+                    .collect()
+            })
+            .unwrap_or_default();
         let exec = Executor::new();
         let old = std::mem::replace(&mut self.exec, exec.clone());
         drop(old);
@@ -462,15 +508,17 @@ impl Ctx {
         let result = exec
             .block_on(async move { assemble(&e, candidates).await })
             .expect("assembly finishes");
-        let array = result
-            .arrays
-            .into_iter()
-            .next()
-            .unwrap_or_else(|| panic!("seed {seed}: array did not assemble: {:?}", result.problems));
+        let array = result.arrays.into_iter().next().unwrap_or_else(|| {
+            panic!("seed {seed}: array did not assemble: {:?}", result.problems)
+        });
         assert_ne!(array.health(), Health::Failed, "seed {seed}");
-        // A revived stale member must not be part of the array.
-        for (i, f) in self.faulty.iter().enumerate() {
-            let _ = (i, f);
+        for member in array.slots().iter().flatten() {
+            let dev_number = member.superblock().dev_number;
+            assert!(
+                !recorded_faulty.contains(&dev_number),
+                "seed {seed}: member {} was recorded faulty but was assembled",
+                member.name
+            );
         }
         self.array = array;
         self.verify_after_crash();
@@ -490,10 +538,12 @@ impl Ctx {
         let mut uncertain = Vec::new();
         {
             let mut m = self.model.borrow_mut();
+            let discards = std::mem::take(&mut m.discards);
             for (i, chunk) in data.chunks(SECTOR).enumerate() {
                 let sm = &mut m.sectors[i];
                 let got = version_of(chunk, i as u64);
-                let ok = sm.durable_unspecified
+                let anything = sm.crash_unspecified(&discards);
+                let ok = anything
                     || got == Some(sm.durable)
                     || got.is_some_and(|v| sm.maybe.contains(&v));
                 assert!(
@@ -501,15 +551,14 @@ impl Ctx {
                     "{} seed {}: after crash sector {i} holds {got:?}; durable {} maybe {:?}\nreplay with SEED={}",
                     self.cfg.name, self.seed, sm.durable, sm.maybe, self.seed
                 );
-                if sm.durable_unspecified || !sm.maybe.is_empty() {
+                if anything || !sm.maybe.is_empty() {
                     uncertain.push(i as u64);
                 }
                 let v = got.unwrap_or(0);
                 *sm = SectorModel {
                     current: v,
-                    unspecified: sm.durable_unspecified,
+                    unspecified: anything,
                     durable: v,
-                    durable_unspecified: sm.durable_unspecified,
                     maybe: BTreeSet::new(),
                 };
             }
@@ -587,7 +636,10 @@ fn run_all(cfg: Config) {
         let c = cfg.clone();
         let result = std::panic::catch_unwind(move || run(&c, seed));
         if let Err(e) = result {
-            eprintln!("{}: failed with seed {seed}; replay with SEED={seed}", cfg.name);
+            eprintln!(
+                "{}: failed with seed {seed}; replay with SEED={seed}",
+                cfg.name
+            );
             std::panic::resume_unwind(e);
         }
     }
@@ -706,6 +758,9 @@ fn overlapping_writes_land_in_order_on_every_mirror() {
     }
     assert!(copies.windows(2).all(|w| w[0] == w[1]), "mirrors disagree");
     // Sector 100+2+7 = 109 was last written by v = 14 (v % 3 == 2); sector 100 by v = 15.
-    assert_eq!(version_of(&copies[0][9 * SECTOR..10 * SECTOR], 109), Some(14));
+    assert_eq!(
+        version_of(&copies[0][9 * SECTOR..10 * SECTOR], 109),
+        Some(14)
+    );
     assert_eq!(version_of(&copies[0][..SECTOR], 100), Some(15));
 }

@@ -11,10 +11,13 @@ use crate::block::{BlockDevice, Bytes, IoError};
 use crate::executor::{Executor, join_all};
 use crate::layout::{
     ArrayLayout, LayoutError, Raid0Layout, Raid0ZoneLayout, Raid1Layout, Raid10Layout,
+    Raid10LayoutBits,
 };
 use crate::metadata::{
-    self, CreateSpec, DeviceRole, Level, SUPERBLOCK_BYTES, Superblock, default_component_sectors,
-    default_data_offset_sectors_for_chunk, usable_data_sectors,
+    self, AssemblyOptions, AssemblyPlan, Candidate, CreateSpec, DeviceRole, Level, MemberStatus,
+    SUPERBLOCK_BYTES, SlotState, Superblock, default_component_sectors,
+    default_data_offset_sectors_for_chunk, format_uuid, group_candidates, plan_assembly,
+    usable_data_sectors,
 };
 use crate::rng::SplitMix64;
 
@@ -42,11 +45,18 @@ pub struct CreateOptions {
 #[derive(Debug, Clone, PartialEq)]
 pub enum CreateError {
     UnsupportedLevel(Level),
-    TooFewMembers { level: Level, have: usize, need: usize },
+    TooFewMembers {
+        level: Level,
+        have: usize,
+        need: usize,
+    },
     BadLayout(String),
     Layout(LayoutError),
     Metadata(metadata::CreateError),
-    Io { member: String, error: IoError },
+    Io {
+        member: String,
+        error: IoError,
+    },
 }
 
 impl fmt::Display for CreateError {
@@ -72,10 +82,15 @@ pub fn parse_layout(level: Level, text: Option<&str>) -> Result<u32, CreateError
     let bad = |t: &str| CreateError::BadLayout(format!("unknown {level} layout '{t}'"));
     match level {
         Level::Raid10 => match text {
-            None => Ok(Raid10Layout::parse_name("n2").map_err(|_| bad("n2"))?),
+            None => Ok(Raid10LayoutBits::NEAR2.bits()),
             Some(t) => match t.parse::<u32>() {
-                Ok(raw) => Ok(raw),
-                Err(_) => Raid10Layout::parse_name(t).map_err(|_| bad(t)),
+                Ok(raw) => Raid10LayoutBits::from_bits(raw)
+                    .map(|b| b.bits())
+                    .map_err(CreateError::Layout),
+                Err(_) => t
+                    .parse::<Raid10LayoutBits>()
+                    .map(|b| b.bits())
+                    .map_err(|_| bad(t)),
             },
         },
         Level::Raid0 => match text.map(|t| t.to_ascii_lowercase()) {
@@ -98,7 +113,10 @@ pub fn parse_layout(level: Level, text: Option<&str>) -> Result<u32, CreateError
 
 /// The address map for an array described by `sb` whose members have these usable data
 /// sizes (md's `data_size`), by slot; missing slots are `None`.
-pub fn layout_for(sb: &Superblock, data_sectors: &[Option<u64>]) -> Result<ArrayLayout, LayoutError> {
+pub fn layout_for(
+    sb: &Superblock,
+    data_sectors: &[Option<u64>],
+) -> Result<ArrayLayout, LayoutError> {
     let disks = sb.raid_disk_count as usize;
     match sb.level {
         Level::Raid0 => {
@@ -239,7 +257,11 @@ impl fmt::Debug for AssembleResult {
         f.debug_struct("AssembleResult")
             .field(
                 "arrays",
-                &self.arrays.iter().map(|a| a.name().to_string()).collect::<Vec<_>>(),
+                &self
+                    .arrays
+                    .iter()
+                    .map(|a| a.name().to_string())
+                    .collect::<Vec<_>>(),
             )
             .field("problems", &self.problems)
             .finish()
@@ -253,4 +275,194 @@ pub async fn read_superblock(dev: &dyn BlockDevice) -> Result<Superblock, String
         .await
         .map_err(|e| format!("cannot read superblock: {e}"))?;
     Superblock::decode(&block).map_err(|e| e.to_string())
+}
+
+/// Whether an array of this geometry can run with the slots marked present.
+fn can_run(sb: &Superblock, present: &[bool]) -> bool {
+    match sb.level {
+        Level::Raid0 => present.iter().all(|&p| p),
+        Level::Raid1 => present.iter().any(|&p| p),
+        Level::Raid10 => match Raid10Layout::new(
+            sb.raid_disk_count as usize,
+            sb.layout,
+            sb.chunk_sectors,
+            sb.size_sectors,
+        ) {
+            Ok(l) => present.len() == l.disk_count() && l.survives(present),
+            Err(_) => false,
+        },
+        _ => false,
+    }
+}
+
+/// Reads every candidate's superblock, groups them by array, and starts each array that
+/// can run. Members left out (stale, faulty, corrupt, foreign, spare, unreadable) are
+/// reported with the reason.
+pub async fn assemble(
+    exec: &Executor,
+    candidates: Vec<(String, Rc<dyn BlockDevice>)>,
+) -> AssembleResult {
+    let mut result = AssembleResult::default();
+    let reads = join_all(
+        candidates
+            .iter()
+            .map(|(_, dev)| async move {
+                dev.read(SUPERBLOCK_SECTOR, alloc::vec![0u8; SUPERBLOCK_BYTES])
+                    .await
+            })
+            .collect(),
+    )
+    .await;
+    let mut decoded: Vec<Candidate> = Vec::new();
+    for (id, read) in reads.into_iter().enumerate() {
+        match read {
+            Ok(block) => decoded.push((id, Superblock::decode(&block))),
+            Err(e) => result.problems.push(Problem {
+                member: candidates[id].0.clone(),
+                reason: format!("cannot read superblock: {e}"),
+            }),
+        }
+    }
+    let groups = group_candidates(&decoded);
+    for (id, err) in &groups.corrupt {
+        result.problems.push(Problem {
+            member: candidates[*id].0.clone(),
+            reason: format!("no valid md superblock: {err}"),
+        });
+    }
+    for (uuid, ids) in &groups.arrays {
+        let freshest = ids
+            .iter()
+            .filter_map(|id| decoded.iter().find(|(i, _)| i == id))
+            .filter_map(|(_, r)| r.as_ref().ok())
+            .max_by_key(|sb| sb.events)
+            .cloned();
+        let Some(freshest) = freshest else { continue };
+        let plan = match plan_assembly(uuid, &decoded, AssemblyOptions::default(), |p| {
+            can_run(&freshest, p)
+        }) {
+            Ok(plan) => plan,
+            Err(e) => {
+                for id in ids {
+                    result.problems.push(Problem {
+                        member: candidates[*id].0.clone(),
+                        reason: format!("array {} not assembled: {e}", format_uuid(uuid)),
+                    });
+                }
+                continue;
+            }
+        };
+        match start(exec, &candidates, &decoded, &plan, &mut result.problems).await {
+            Some(array) => result.arrays.push(array),
+            None => continue,
+        }
+    }
+    result
+}
+
+fn superblock_of(decoded: &[Candidate], id: usize) -> Option<&Superblock> {
+    decoded
+        .iter()
+        .find(|(i, _)| *i == id)
+        .and_then(|(_, r)| r.as_ref().ok())
+}
+
+/// Builds and starts the array a plan describes, or reports why it cannot start.
+async fn start(
+    exec: &Executor,
+    candidates: &[(String, Rc<dyn BlockDevice>)],
+    decoded: &[Candidate],
+    plan: &AssemblyPlan,
+    problems: &mut Vec<Problem>,
+) -> Option<Rc<Array>> {
+    let sb = &plan.reference;
+    let label = format!("{} ({})", sb.name(), format_uuid(&plan.array_uuid));
+    for (id, status) in &plan.members {
+        let reason = match status {
+            MemberStatus::InSync { .. } => continue,
+            MemberStatus::Recovering { slot, .. } => format!(
+                "member of {label} in slot {slot} was being rebuilt; left out until rebuild is supported"
+            ),
+            MemberStatus::Replacement { slot } => {
+                format!("replacement for slot {slot} of {label}; left out")
+            }
+            MemberStatus::Spare => format!("spare of {label}; not used"),
+            MemberStatus::Journal => format!("journal of {label}; journals are not supported"),
+            MemberStatus::Stale { events, .. } => format!(
+                "stale member of {label} (events {events}, array at {}); needs re-adding",
+                sb.events
+            ),
+            MemberStatus::Faulty => format!("marked faulty in {label}"),
+            MemberStatus::Corrupt(e) => format!("no valid md superblock: {e}"),
+            MemberStatus::Foreign { .. } => continue,
+        };
+        problems.push(Problem {
+            member: candidates[*id].0.clone(),
+            reason,
+        });
+    }
+    if !plan.can_start {
+        problems.push(Problem {
+            member: label.clone(),
+            reason: "too many members missing or failed to start the array".to_string(),
+        });
+        return None;
+    }
+    let mut slots: Vec<Option<Rc<Member>>> = Vec::new();
+    let mut sizes: Vec<Option<u64>> = Vec::new();
+    for slot in &plan.slots {
+        match slot {
+            SlotState::InSync { member_id } => {
+                let Some(member_sb) = superblock_of(decoded, *member_id) else {
+                    slots.push(None);
+                    sizes.push(None);
+                    continue;
+                };
+                let (name, dev) = &candidates[*member_id];
+                sizes.push(Some(member_sb.data_size_sectors));
+                slots.push(Some(Rc::new(Member::new(
+                    name.clone(),
+                    dev.clone(),
+                    member_sb.clone(),
+                ))));
+            }
+            SlotState::Recovering { .. } | SlotState::Missing { .. } => {
+                slots.push(None);
+                sizes.push(None);
+            }
+        }
+    }
+    let layout = match layout_for(sb, &sizes) {
+        Ok(l) => l,
+        Err(e) => {
+            problems.push(Problem {
+                member: label,
+                reason: format!("unsupported geometry: {e}"),
+            });
+            return None;
+        }
+    };
+    if layout.disk_count() != slots.len() {
+        problems.push(Problem {
+            member: label,
+            reason: "role table does not match the member count".to_string(),
+        });
+        return None;
+    }
+    let array = Rc::new(Array::new(
+        exec.clone(),
+        sb.name().to_string(),
+        layout,
+        slots,
+    ));
+    // As md does on start: a new event count, so that a member missing now is recognisably
+    // older if it comes back.
+    if let Err(e) = array.update_superblocks(|_| {}).await {
+        problems.push(Problem {
+            member: label,
+            reason: format!("cannot update superblocks: {e}"),
+        });
+        return None;
+    }
+    Some(array)
 }

@@ -13,7 +13,9 @@ use alloc::vec::Vec;
 use core::cell::{Cell, RefCell};
 use core::fmt;
 
-use crate::block::{BlockDevice, Bytes, IoError, IoFuture, SECTOR_BYTES, check_range, check_sectors};
+use crate::block::{
+    BlockDevice, Bytes, IoError, IoFuture, SECTOR_BYTES, check_range, check_sectors,
+};
 use crate::executor::{AsyncMutex, Executor, join_all};
 use crate::layout::{ArrayLayout, Extent};
 use crate::metadata::{DeviceRole, MdTime, Superblock};
@@ -227,7 +229,11 @@ impl Array {
         layout: ArrayLayout,
         slots: Vec<Option<Rc<Member>>>,
     ) -> Self {
-        assert_eq!(layout.disk_count(), slots.len(), "one slot per layout member");
+        assert_eq!(
+            layout.disk_count(),
+            slots.len(),
+            "one slot per layout member"
+        );
         let n = slots.len();
         let redundant = n > 1
             && (0..n).all(|dead| {
@@ -442,7 +448,10 @@ impl Array {
         if !self.redundant {
             return;
         }
-        let _g = self.lock.lock(array_sector, array_sector + ext.sectors).await;
+        let _g = self
+            .lock
+            .lock(array_sector, array_sector + ext.sectors)
+            .await;
         let bytes = ext.sectors as usize * SECTOR_BYTES;
         let good = ext
             .copies

@@ -138,7 +138,12 @@ mod tests {
         let lock = Rc::new(RangeLock::new());
         let log = Rc::new(RefCell::new(Vec::new()));
         // (id, start, end, hold time)
-        let reqs = [(0, 0, 10, 50), (1, 5, 15, 10), (2, 20, 30, 5), (3, 0, 30, 1)];
+        let reqs = [
+            (0, 0, 10, 50),
+            (1, 5, 15, 10),
+            (2, 20, 30, 5),
+            (3, 0, 30, 1),
+        ];
         for (id, s, e, hold) in reqs {
             let lock = lock.clone();
             let log = log.clone();

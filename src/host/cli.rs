@@ -151,14 +151,14 @@ pub fn read_superblock_block(path: &Path) -> std::io::Result<Vec<u8>> {
 }
 
 fn cmd_create(args: CreateArgs) -> Result<(), CliError> {
-    if args.chunk % 4096 != 0 || args.chunk == 0 {
+    if !args.chunk.is_multiple_of(4096) || args.chunk == 0 {
         return Err(CliError::usage(format!(
             "chunk size {} is not a positive multiple of 4 KiB",
             args.chunk
         )));
     }
-    let chunk_sectors = u32::try_from(args.chunk / 512)
-        .map_err(|_| CliError::usage("chunk size is too large"))?;
+    let chunk_sectors =
+        u32::try_from(args.chunk / 512).map_err(|_| CliError::usage("chunk size is too large"))?;
     if args.name.len() > 32 {
         return Err(CliError::usage("array name is longer than 32 bytes"));
     }
@@ -174,17 +174,16 @@ fn cmd_create(args: CreateArgs) -> Result<(), CliError> {
     // Check everything before touching anything.
     for m in &args.members {
         if m.exists() {
-            if !args.force {
-                if let Ok(block) = read_superblock_block(m) {
-                    if let Ok(sb) = Superblock::decode(&block) {
-                        return Err(CliError::failed(format!(
-                            "{} already belongs to array {} ({}); use --force to overwrite",
-                            m.display(),
-                            sb.name(),
-                            format_uuid(&sb.array_uuid)
-                        )));
-                    }
-                }
+            let existing = read_superblock_block(m)
+                .ok()
+                .and_then(|block| Superblock::decode(&block).ok());
+            if let (false, Some(sb)) = (args.force, existing) {
+                return Err(CliError::failed(format!(
+                    "{} already belongs to array {} ({}); use --force to overwrite",
+                    m.display(),
+                    sb.name(),
+                    format_uuid(&sb.array_uuid)
+                )));
             }
         } else if args.size.is_none() {
             return Err(CliError::usage(format!(
@@ -193,6 +192,8 @@ fn cmd_create(args: CreateArgs) -> Result<(), CliError> {
             )));
         }
     }
+    // Freshly made sparse images read as zeroes everywhere: the copies already agree.
+    let all_fresh = args.members.iter().all(|m| !m.exists());
     let pool = IoPool::new(4);
     let mut members: Vec<(String, Rc<dyn BlockDevice>)> = Vec::new();
     for m in &args.members {
@@ -212,6 +213,7 @@ fn cmd_create(args: CreateArgs) -> Result<(), CliError> {
         uuid: random_bytes(),
         time_s: now_seconds(),
         entropy: u64::from_le_bytes(random_bytes()),
+        assume_clean: all_fresh,
     };
     let rt = HostRuntime::new();
     let exec = rt.exec.clone();
@@ -316,7 +318,10 @@ pub fn describe_superblock(path: &Path, sb: &Superblock) -> String {
         ),
     );
     line("Data Offset", format!("{} sectors", sb.data_offset_sectors));
-    line("Super Offset", format!("{} sectors", sb.super_offset_sectors));
+    line(
+        "Super Offset",
+        format!("{} sectors", sb.super_offset_sectors),
+    );
     line(
         "State",
         if sb.is_clean() { "clean" } else { "active" }.into(),
@@ -344,9 +349,8 @@ pub fn describe_superblock(path: &Path, sb: &Superblock) -> String {
     line("Device Role", describe_role(sb.own_role()));
     let state: String = (0..sb.raid_disk_count)
         .map(|slot| {
-            let present = (0..sb.max_dev()).any(|d| {
-                sb.role_of(d) == DeviceRole::Active(slot as u16)
-            });
+            let present =
+                (0..sb.max_dev()).any(|d| sb.role_of(d) == DeviceRole::Active(slot as u16));
             if present { 'A' } else { '.' }
         })
         .collect();

@@ -96,7 +96,15 @@ mod tests {
         assert_eq!(parse_size("64MiB"), Ok(64 << 20));
         assert_eq!(parse_size("2g"), Ok(2 << 30));
         assert_eq!(parse_size("16T"), Ok(16 << 40));
-        for bad in ["", "K", "1.5G", "-1", "12X", "99999999999999999999", "20000000P"] {
+        for bad in [
+            "",
+            "K",
+            "1.5G",
+            "-1",
+            "12X",
+            "99999999999999999999",
+            "20000000P",
+        ] {
             assert!(parse_size(bad).is_err(), "{bad}");
         }
         assert_eq!(format_size(1536), "1.50 KiB");

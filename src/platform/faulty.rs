@@ -12,7 +12,9 @@ use alloc::rc::Rc;
 use alloc::vec::Vec;
 use core::cell::RefCell;
 
-use crate::block::{BlockDevice, Bytes, IoError, IoFuture, SECTOR_BYTES, check_range, check_sectors};
+use crate::block::{
+    BlockDevice, Bytes, IoError, IoFuture, SECTOR_BYTES, check_range, check_sectors,
+};
 use crate::executor::Executor;
 use crate::rng::SplitMix64;
 
@@ -220,11 +222,10 @@ impl FaultyDisk {
                 sector: s.max(sector),
             });
         }
-        if !is_write {
-            if let Some(&bad) = st.latent.range(sector..end).next() {
-                st.stats.errors_injected += 1;
-                return Some(IoError::Media { sector: bad });
-            }
+        let latent = st.latent.range(sector..end).next().copied();
+        if let (false, Some(bad)) = (is_write, latent) {
+            st.stats.errors_injected += 1;
+            return Some(IoError::Media { sector: bad });
         }
         let ppm = if is_write {
             st.config.write_error_ppm
@@ -385,7 +386,9 @@ mod tests {
         let r = exec.block_on(async move {
             let first = d2.read(4, vec![0; 1024]).await;
             let second = d2.read(0, vec![0; 512]).await;
-            d2.write(5, Bytes::from(vec![7u8; 512]), false).await.unwrap();
+            d2.write(5, Bytes::from(vec![7u8; 512]), false)
+                .await
+                .unwrap();
             let third = d2.read(4, vec![0; 1024]).await;
             (first, second, third)
         });
@@ -405,9 +408,13 @@ mod tests {
         let (mem, d) = disk(&exec, config);
         let d2 = d.clone();
         exec.block_on(async move {
-            d2.write(0, Bytes::from(vec![1u8; 4 * 512]), false).await.unwrap();
+            d2.write(0, Bytes::from(vec![1u8; 4 * 512]), false)
+                .await
+                .unwrap();
             d2.flush().await.unwrap();
-            d2.write(0, Bytes::from(vec![2u8; 32 * 512]), false).await.unwrap();
+            d2.write(0, Bytes::from(vec![2u8; 32 * 512]), false)
+                .await
+                .unwrap();
             // The cache is visible to reads before the crash.
             let back = d2.read(0, vec![0; 512]).await.unwrap();
             assert_eq!(back, vec![2u8; 512]);
@@ -415,7 +422,10 @@ mod tests {
         .unwrap();
         let report = d.crash();
         assert_eq!(report.sectors_kept + report.sectors_lost, 32);
-        assert!(report.sectors_kept > 0 && report.sectors_lost > 0, "{report:?}");
+        assert!(
+            report.sectors_kept > 0 && report.sectors_lost > 0,
+            "{report:?}"
+        );
         let mut buf = vec![0u8; 32 * 512];
         mem.read_at(0, &mut buf).unwrap();
         for (i, sector) in buf.chunks(512).enumerate() {
@@ -448,7 +458,10 @@ mod tests {
         exec.run_until_idle();
         let order = order.borrow();
         assert_eq!(order.len(), 16);
-        assert!(order.windows(2).any(|w| w[0] > w[1]), "no reordering: {order:?}");
+        assert!(
+            order.windows(2).any(|w| w[0] > w[1]),
+            "no reordering: {order:?}"
+        );
     }
 
     #[test]
@@ -465,7 +478,9 @@ mod tests {
         assert_ne!(back, vec![9u8; 512]);
         d.fail();
         let d2 = d.clone();
-        let r = exec.block_on(async move { d2.read(0, vec![0; 512]).await }).unwrap();
+        let r = exec
+            .block_on(async move { d2.read(0, vec![0; 512]).await })
+            .unwrap();
         assert_eq!(r, Err(IoError::DeviceFailed));
         assert_eq!(d.stats().corruptions_injected, 1);
     }

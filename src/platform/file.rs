@@ -15,7 +15,9 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::thread::JoinHandle;
 
-use crate::block::{BlockDevice, Bytes, IoError, IoFuture, SECTOR_BYTES, check_range, check_sectors};
+use crate::block::{
+    BlockDevice, Bytes, IoError, IoFuture, SECTOR_BYTES, check_range, check_sectors,
+};
 
 type Job = Box<dyn FnOnce() + Send>;
 
@@ -56,10 +58,7 @@ impl IoPool {
         })
     }
 
-    fn submit<T: Send + 'static>(
-        &self,
-        job: impl FnOnce() -> T + Send + 'static,
-    ) -> Completion<T> {
+    fn submit<T: Send + 'static>(&self, job: impl FnOnce() -> T + Send + 'static) -> Completion<T> {
         let slot = Arc::new(Slot {
             state: Mutex::new((None, None)),
         });
@@ -75,7 +74,12 @@ impl IoPool {
                 w.wake();
             }
         });
-        let sent = match self.sender.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+        let sent = match self
+            .sender
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+        {
             Some(tx) => tx.send(job).is_ok(),
             None => false,
         };
@@ -84,10 +88,7 @@ impl IoPool {
 
     /// Stops accepting jobs and joins the workers after they drain the queue.
     pub fn shutdown(&self) {
-        self.sender
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
+        self.sender.lock().unwrap_or_else(|e| e.into_inner()).take();
         let handles: Vec<_> = self
             .threads
             .lock()
@@ -275,7 +276,9 @@ mod tests {
         let exec = Executor::new();
         let notified = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let n2 = notified.clone();
-        exec.set_notifier(Arc::new(move || n2.store(true, std::sync::atomic::Ordering::SeqCst)));
+        exec.set_notifier(Arc::new(move || {
+            n2.store(true, std::sync::atomic::Ordering::SeqCst)
+        }));
         let d = disk.clone();
         let handle = exec.spawn(async move {
             let data: Vec<u8> = (0..4096).map(|i| (i % 253) as u8).collect();

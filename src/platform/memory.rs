@@ -5,7 +5,9 @@ use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
 use core::cell::RefCell;
 
-use crate::block::{BlockDevice, Bytes, IoError, IoFuture, SECTOR_BYTES, check_range, check_sectors};
+use crate::block::{
+    BlockDevice, Bytes, IoError, IoFuture, SECTOR_BYTES, check_range, check_sectors,
+};
 
 const PAGE_BYTES: usize = 64 * 1024;
 const PAGE_SECTORS: u64 = (PAGE_BYTES / SECTOR_BYTES) as u64;
@@ -78,7 +80,7 @@ impl MemoryDisk {
         while s < end {
             let page = s / PAGE_SECTORS;
             let page_end = ((page + 1) * PAGE_SECTORS).min(end);
-            if s % PAGE_SECTORS == 0 && page_end == (page + 1) * PAGE_SECTORS {
+            if s.is_multiple_of(PAGE_SECTORS) && page_end == (page + 1) * PAGE_SECTORS {
                 self.pages.borrow_mut().remove(&page);
             } else if self.pages.borrow().contains_key(&page) {
                 let zeros = alloc::vec![0u8; ((page_end - s) as usize) * SECTOR_BYTES];

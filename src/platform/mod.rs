@@ -1,6 +1,6 @@
 //! Block device implementations: memory, faulty (tests and simulation), file (host).
 
 pub mod faulty;
-pub mod memory;
 #[cfg(feature = "std")]
 pub mod file;
+pub mod memory;
