@@ -9,6 +9,7 @@ extern crate alloc;
 
 pub mod array;
 pub mod block;
+pub mod driver;
 pub mod executor;
 #[cfg(feature = "std")]
 pub mod host;

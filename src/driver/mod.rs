@@ -1,0 +1,491 @@
+//! `RaidDriver`: the driver process's message loop. It owns the managers (arrays, member
+//! disks), turns IPC frames into tasks on the executor, and queues the frames to send: replies
+//! to the storage service and requests to the member disks' drivers.
+
+pub mod ipc_member;
+
+use alloc::collections::{BTreeMap, VecDeque};
+use alloc::rc::Rc;
+use alloc::string::String;
+use alloc::vec;
+use alloc::vec::Vec;
+use core::cell::{Cell, RefCell};
+
+use orion_driver::{
+    DeviceClass, DeviceInfo, DriverError, Frame, FrameError, HotplugEvent, IoOp, IoRequest,
+    IoResponse, Message, OrionDriver, ShutdownReason, bad_frame_reply, decode, decode_header,
+    dispatch,
+};
+
+use crate::array::assemble::{assemble, read_superblock};
+use crate::array::{Array, MemberState};
+use crate::block::{BlockDevice, Bytes, IoError, SECTOR_BYTES};
+use crate::executor::Executor;
+use crate::metadata::{
+    AssemblyOptions, Candidate, SlotState, Superblock, group_candidates, plan_assembly,
+};
+use ipc_member::{IpcMember, IpcPort};
+
+/// First device id given to an array (member disks use the kernel's ids, below this).
+pub const ARRAY_ID_BASE: u32 = 0x4000_0000;
+
+/// Translates an engine error into the status the storage service sees.
+pub fn driver_error(e: &IoError) -> DriverError {
+    match e {
+        IoError::OutOfRange { .. } => DriverError::OutOfRange,
+        IoError::Misaligned { .. } => DriverError::InvalidArgument,
+        IoError::Timeout => DriverError::Timeout,
+        IoError::ReadOnly => DriverError::ReadOnly,
+        IoError::Unsupported => DriverError::Unsupported,
+        IoError::Media { .. } | IoError::DeviceFailed | IoError::DataLost { .. } => DriverError::Io,
+    }
+}
+
+/// The arrays the driver serves, by device id.
+#[derive(Default)]
+pub struct ArrayManager {
+    arrays: BTreeMap<u32, Rc<Array>>,
+    next_id: u32,
+}
+
+impl ArrayManager {
+    /// Registers a running array and returns the device id it is served under.
+    pub fn add(&mut self, array: Rc<Array>) -> u32 {
+        let id = ARRAY_ID_BASE + self.next_id;
+        self.next_id += 1;
+        self.arrays.insert(id, array);
+        id
+    }
+
+    pub fn get(&self, id: u32) -> Option<&Rc<Array>> {
+        self.arrays.get(&id)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (u32, &Rc<Array>)> {
+        self.arrays.iter().map(|(&id, a)| (id, a))
+    }
+
+    pub fn len(&self) -> usize {
+        self.arrays.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.arrays.is_empty()
+    }
+}
+
+/// What the driver knows of one member disk.
+pub struct DiskEntry {
+    pub info: DeviceInfo,
+    pub device: Rc<IpcMember>,
+    /// `None` until its superblock was read.
+    pub superblock: Option<Result<Superblock, String>>,
+    /// The array it serves in, if any.
+    pub array_id: Option<u32>,
+}
+
+/// Member disks offered by the kernel.
+#[derive(Default)]
+pub struct DiskManager {
+    disks: BTreeMap<u32, DiskEntry>,
+}
+
+impl DiskManager {
+    pub fn get(&self, id: u32) -> Option<&DiskEntry> {
+        self.disks.get(&id)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (u32, &DiskEntry)> {
+        self.disks.iter().map(|(&id, d)| (id, d))
+    }
+
+    pub fn len(&self) -> usize {
+        self.disks.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.disks.is_empty()
+    }
+}
+
+/// The RAID driver: managers, executor and the frames waiting to be sent.
+pub struct RaidDriver {
+    exec: Executor,
+    outbox: Rc<RefCell<VecDeque<Frame>>>,
+    port: Rc<IpcPort>,
+    arrays: Rc<RefCell<ArrayManager>>,
+    disks: Rc<RefCell<DiskManager>>,
+    /// After `Init`, arrays may start degraded: every disk present at boot was offered.
+    started: Rc<Cell<bool>>,
+}
+
+impl RaidDriver {
+    pub fn new(exec: Executor) -> Self {
+        let outbox = Rc::new(RefCell::new(VecDeque::new()));
+        RaidDriver {
+            port: Rc::new(IpcPort::new(outbox.clone())),
+            exec,
+            outbox,
+            arrays: Rc::new(RefCell::new(ArrayManager::default())),
+            disks: Rc::new(RefCell::new(DiskManager::default())),
+            started: Rc::new(Cell::new(false)),
+        }
+    }
+
+    pub fn executor(&self) -> &Executor {
+        &self.exec
+    }
+
+    pub fn arrays(&self) -> core::cell::Ref<'_, ArrayManager> {
+        self.arrays.borrow()
+    }
+
+    pub fn disks(&self) -> core::cell::Ref<'_, DiskManager> {
+        self.disks.borrow()
+    }
+
+    /// Serves an array that was assembled by other means (the host tool); returns its id.
+    pub fn add_array(&self, array: Rc<Array>) -> u32 {
+        self.arrays.borrow_mut().add(array)
+    }
+
+    /// Frames waiting to be sent, oldest first.
+    pub fn take_outgoing(&self) -> Vec<Frame> {
+        self.outbox.borrow_mut().drain(..).collect()
+    }
+
+    /// Runs every task that can progress.
+    pub fn poll(&self) {
+        self.exec.run_until_stalled();
+    }
+
+    /// Handles one received frame; replies and requests it causes are queued.
+    pub fn handle_frame(&mut self, frame: Frame) {
+        if let Message::Shutdown { reason } = frame.message {
+            self.start_shutdown(frame.sequence, reason);
+        } else if let Some(reply) = dispatch(self, frame) {
+            self.outbox.borrow_mut().push_back(reply);
+        }
+        self.poll();
+    }
+
+    /// Decodes and handles every whole frame at the start of `buf`; returns the bytes used.
+    /// A frame that fails to decode is answered with an error (when its header can be read)
+    /// and skipped; garbage with no readable header is dropped byte-wise up to the next
+    /// possible frame, so one bad client cannot wedge the stream.
+    pub fn handle_bytes(&mut self, buf: &[u8]) -> usize {
+        let mut used = 0;
+        while used < buf.len() {
+            match decode(&buf[used..]) {
+                Ok((frame, n)) => {
+                    used += n;
+                    self.handle_frame(frame);
+                }
+                Err(FrameError::NeedMore { .. }) => break,
+                Err(e) => match decode_header(&buf[used..]) {
+                    Ok(header) if header.frame_len() <= buf.len() - used => {
+                        self.outbox
+                            .borrow_mut()
+                            .push_back(bad_frame_reply(header.sequence, "malformed frame"));
+                        log::warn!("dropping malformed frame {}: {e}", header.sequence);
+                        used += header.frame_len();
+                    }
+                    Ok(_) => break,
+                    Err(_) => {
+                        log::warn!("dropping a byte of an undecodable stream: {e}");
+                        used += 1;
+                    }
+                },
+            }
+        }
+        used
+    }
+
+    fn serve_io(&self, sequence: u64, request: IoRequest) {
+        let array = self.arrays.borrow().get(request.device_id).cloned();
+        let Some(array) = array else {
+            self.reply(
+                sequence,
+                Message::IoResponse(IoResponse::err(DriverError::NotFound)),
+            );
+            return;
+        };
+        let outbox = self.outbox.clone();
+        self.exec.spawn_detached(async move {
+            let response = match perform(&array, request).await {
+                Ok(data) => IoResponse::ok(data),
+                Err(e) => IoResponse::err(driver_error(&e)),
+            };
+            outbox.borrow_mut().push_back(Frame {
+                sequence,
+                message: Message::IoResponse(response),
+            });
+        });
+    }
+
+    fn reply(&self, sequence: u64, message: Message) {
+        self.outbox
+            .borrow_mut()
+            .push_back(Frame { sequence, message });
+    }
+
+    fn disk_added(&self, info: DeviceInfo) -> Result<(), DriverError> {
+        if info.class != DeviceClass::Block {
+            return Err(DriverError::NotFound);
+        }
+        info.validate().map_err(|_| DriverError::InvalidArgument)?;
+        let capacity_sectors =
+            info.capacity_bytes().ok_or(DriverError::InvalidArgument)? / SECTOR_BYTES as u64;
+        let id = info.id;
+        if self.disks.borrow().disks.contains_key(&id) {
+            return Err(DriverError::AlreadyExists);
+        }
+        let device = Rc::new(IpcMember::new(id, capacity_sectors, self.port.clone()));
+        self.disks.borrow_mut().disks.insert(
+            id,
+            DiskEntry {
+                info,
+                device: device.clone(),
+                superblock: None,
+                array_id: None,
+            },
+        );
+        let disks = self.disks.clone();
+        let arrays = self.arrays.clone();
+        let started = self.started.clone();
+        let exec = self.exec.clone();
+        self.exec.spawn_detached(async move {
+            let sb = read_superblock(device.as_ref()).await;
+            if let Some(entry) = disks.borrow_mut().disks.get_mut(&id) {
+                entry.superblock = Some(sb);
+            }
+            discover(&exec, &disks, &arrays, started.get()).await;
+        });
+        Ok(())
+    }
+
+    fn disk_removed(&self, id: u32) -> Result<(), DriverError> {
+        let entry = self
+            .disks
+            .borrow_mut()
+            .disks
+            .remove(&id)
+            .ok_or(DriverError::NotFound)?;
+        if let Some(array_id) = entry.array_id {
+            let array = self.arrays.borrow().get(array_id).cloned();
+            if let Some(array) = array {
+                let slot = array.slots().iter().position(|s| {
+                    s.as_ref().is_some_and(|m| {
+                        Rc::ptr_eq(&m.dev, &(entry.device.clone() as Rc<dyn BlockDevice>))
+                    })
+                });
+                if let Some(slot) = slot {
+                    self.exec.spawn_detached(async move {
+                        let _ = array.fail_member(slot).await;
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn start_shutdown(&self, sequence: u64, reason: ShutdownReason) {
+        log::info!("shutdown requested ({reason:?})");
+        let arrays: Vec<Rc<Array>> = self
+            .arrays
+            .borrow()
+            .iter()
+            .map(|(_, a)| a.clone())
+            .collect();
+        let outbox = self.outbox.clone();
+        self.exec.spawn_detached(async move {
+            let mut result = Ok(());
+            for array in arrays {
+                if let Err(e) = array.mark_clean().await {
+                    log::error!("{}: not marked clean: {e}", array.name());
+                    result = Err(DriverError::Io);
+                }
+            }
+            let message = match result {
+                Ok(()) => Message::Ack,
+                Err(e) => Message::error(e, "an array could not be stopped cleanly"),
+            };
+            outbox.borrow_mut().push_back(Frame { sequence, message });
+        });
+    }
+}
+
+/// Performs one block request on an array; returns the data of a read.
+async fn perform(array: &Array, request: IoRequest) -> Result<Vec<u8>, IoError> {
+    let fua = request.flags.contains(orion_driver::IoFlags::FUA);
+    let bytes = request.sector_count as usize * SECTOR_BYTES;
+    match request.op {
+        IoOp::Read => array.read(request.sector, vec![0u8; bytes]).await,
+        IoOp::Write => array
+            .write(request.sector, Bytes::from(request.data), fua)
+            .await
+            .map(|()| Vec::new()),
+        IoOp::Flush => array.flush().await.map(|()| Vec::new()),
+        IoOp::Discard => array
+            .discard(request.sector, u64::from(request.sector_count))
+            .await
+            .map(|()| Vec::new()),
+        IoOp::WriteZeroes => {
+            const PIECE_SECTORS: u64 = 2048;
+            let total = u64::from(request.sector_count);
+            let zeros = Bytes::from(vec![0u8; PIECE_SECTORS as usize * SECTOR_BYTES]);
+            let mut done = 0;
+            while done < total {
+                let n = (total - done).min(PIECE_SECTORS);
+                array
+                    .write(
+                        request.sector + done,
+                        zeros.slice(..n as usize * SECTOR_BYTES),
+                        fua,
+                    )
+                    .await?;
+                done += n;
+            }
+            Ok(Vec::new())
+        }
+    }
+}
+
+/// Starts every array whose members are all present (or, once the boot's disks were all
+/// offered, every array that can run degraded) from the disks not yet in an array.
+async fn discover(
+    exec: &Executor,
+    disks: &Rc<RefCell<DiskManager>>,
+    arrays: &Rc<RefCell<ArrayManager>>,
+    degraded_ok: bool,
+) {
+    let free: Vec<(u32, Rc<IpcMember>, Superblock)> = disks
+        .borrow()
+        .disks
+        .iter()
+        .filter(|(_, d)| d.array_id.is_none())
+        .filter_map(|(&id, d)| match &d.superblock {
+            Some(Ok(sb)) => Some((id, d.device.clone(), sb.clone())),
+            _ => None,
+        })
+        .collect();
+    let candidates: Vec<Candidate> = free
+        .iter()
+        .enumerate()
+        .map(|(i, (_, _, sb))| (i, Ok(sb.clone())))
+        .collect();
+    for (uuid, ids) in group_candidates(&candidates).arrays {
+        let complete = plan_assembly(&uuid, &candidates, AssemblyOptions::default(), |p| {
+            p.iter().all(|&x| x)
+        })
+        .map(|plan| {
+            plan.slots
+                .iter()
+                .all(|s| matches!(s, SlotState::InSync { .. }))
+        })
+        .unwrap_or(false);
+        if !complete && !degraded_ok {
+            continue;
+        }
+        let members: Vec<(String, Rc<dyn BlockDevice>)> = ids
+            .iter()
+            .map(|&i| {
+                let (id, dev, _) = &free[i];
+                (
+                    alloc::format!("disk{id}"),
+                    dev.clone() as Rc<dyn BlockDevice>,
+                )
+            })
+            .collect();
+        let result = assemble(exec, members).await;
+        for problem in &result.problems {
+            log::warn!("{}: {}", problem.member, problem.reason);
+        }
+        for array in result.arrays {
+            let array_id = arrays.borrow_mut().add(array.clone());
+            log::info!("array {} started as device {array_id:#x}", array.name());
+            for member in array.slots().iter().flatten() {
+                if member.state() != MemberState::Active {
+                    continue;
+                }
+                let mut d = disks.borrow_mut();
+                if let Some(entry) = d
+                    .disks
+                    .values_mut()
+                    .find(|e| Rc::ptr_eq(&(e.device.clone() as Rc<dyn BlockDevice>), &member.dev))
+                {
+                    entry.array_id = Some(array_id);
+                }
+            }
+        }
+    }
+}
+
+impl OrionDriver for RaidDriver {
+    /// The RAID driver takes every block device offered: it reads its superblock and starts
+    /// arrays as their members arrive.
+    fn probe(&mut self, device: &DeviceInfo) -> Result<(), DriverError> {
+        self.disk_added(device.clone())
+    }
+
+    fn init(&mut self) -> Result<(), DriverError> {
+        self.started.set(true);
+        let disks = self.disks.clone();
+        let arrays = self.arrays.clone();
+        let exec = self.exec.clone();
+        self.exec.spawn_detached(async move {
+            discover(&exec, &disks, &arrays, true).await;
+        });
+        Ok(())
+    }
+
+    fn handle_irq(&mut self, _irq: u32) -> Result<(), DriverError> {
+        // The RAID driver owns no hardware: its members answer over IPC.
+        Err(DriverError::Unsupported)
+    }
+
+    /// Synchronous form: runs the clean-up as far as it can without waiting for replies.
+    /// The message loop uses the deferred form (`handle_frame`), which answers when done.
+    fn shutdown(&mut self, reason: ShutdownReason) -> Result<(), DriverError> {
+        self.start_shutdown(u64::MAX, reason);
+        self.poll();
+        let done = self.outbox.borrow().iter().any(|f| f.sequence == u64::MAX);
+        self.outbox.borrow_mut().retain(|f| f.sequence != u64::MAX);
+        if done { Ok(()) } else { Err(DriverError::Busy) }
+    }
+
+    fn handle_message(&mut self, sequence: u64, message: Message) -> Option<Message> {
+        match message {
+            Message::IoRequest(request) => {
+                self.serve_io(sequence, request);
+                None
+            }
+            Message::IoResponse(response) => {
+                if !self.port.complete(sequence, response) {
+                    log::warn!("reply {sequence} matches no request");
+                }
+                None
+            }
+            Message::Error(reply) => {
+                // A member driver refused one of our requests outright.
+                self.port.complete(sequence, IoResponse::err(reply.error));
+                None
+            }
+            Message::Timer { now_ns, .. } => {
+                self.exec.advance_to(now_ns);
+                None
+            }
+            Message::Hotplug { event, device } => {
+                let result = match event {
+                    HotplugEvent::Added => self.disk_added(device),
+                    HotplugEvent::Removed => self.disk_removed(device.id),
+                };
+                Some(match result {
+                    Ok(()) => Message::Ack,
+                    Err(e) => Message::error(e, ""),
+                })
+            }
+            other => orion_driver::default_reply(&other),
+        }
+    }
+}
