@@ -97,6 +97,8 @@ struct Ctx {
     failures: Rc<RefCell<Vec<String>>>,
     /// Members given latent sector errors.
     impaired: Vec<bool>,
+    /// Ranges of reads issued and not completed.
+    inflight_reads: Rc<RefCell<Vec<(u64, u64)>>>,
 }
 
 fn tolerance_ok(cfg: &Config, array: &Array, alive: &[bool]) -> bool {
@@ -175,10 +177,22 @@ fn build(cfg: &Config, seed: u64) -> Ctx {
         inflight_writes: Rc::new(RefCell::new(Vec::new())),
         failures: Rc::new(RefCell::new(Vec::new())),
         impaired: vec![false; cfg.members],
+        inflight_reads: Rc::new(RefCell::new(Vec::new())),
     }
 }
 
 impl Ctx {
+    /// A write may not overlap a read in flight either: the read's expected data would then
+    /// depend on timing.
+    fn overlaps_inflight_io(&self, start: u64, len: u64) -> bool {
+        self.overlaps_inflight_write(start, len)
+            || self
+                .inflight_reads
+                .borrow()
+                .iter()
+                .any(|&(s, l)| s < start + len && start < s + l)
+    }
+
     fn overlaps_inflight_write(&self, start: u64, len: u64) -> bool {
         self.inflight_writes
             .borrow()
@@ -207,7 +221,7 @@ impl Ctx {
 
     fn spawn_write(&mut self) {
         let (start, len) = self.random_range();
-        if self.overlaps_inflight_write(start, len) {
+        if self.overlaps_inflight_io(start, len) {
             return;
         }
         let version = self.next_version;
@@ -278,8 +292,19 @@ impl Ctx {
             return;
         }
         let (array, model, _, _, failures, seed) = self.handles();
+        let reads = self.inflight_reads.clone();
+        reads.borrow_mut().push((start, len));
         self.exec.spawn_detached(async move {
-            match array.read(start, vec![0u8; len as usize * SECTOR]).await {
+            let result = array.read(start, vec![0u8; len as usize * SECTOR]).await;
+            {
+                let mut r = reads.borrow_mut();
+                let pos = r
+                    .iter()
+                    .position(|&x| x == (start, len))
+                    .expect("tracked read");
+                r.swap_remove(pos);
+            }
+            match result {
                 Ok(data) => {
                     let m = model.borrow();
                     for (i, chunk) in data.chunks(SECTOR).enumerate() {
@@ -307,7 +332,7 @@ impl Ctx {
 
     fn spawn_discard(&mut self) {
         let (start, len) = self.random_range();
-        if self.overlaps_inflight_write(start, len) {
+        if self.overlaps_inflight_io(start, len) {
             return;
         }
         self.inflight_writes.borrow_mut().push((start, len));
@@ -416,9 +441,11 @@ impl Ctx {
             return;
         }
         self.impaired[i] = true;
-        let cap = self.faulty[i].capacity_sectors();
-        for _ in 0..4 {
-            let s = 4096 + self.rng.below(cap - 4096);
+        // In the part of the member the hot region of the workload maps to.
+        let sb = self.array.superblock().expect("a live member");
+        let span = (sb.size_sectors / 4).max(1);
+        for _ in 0..16 {
+            let s = sb.data_offset_sectors + self.rng.below(span);
             self.faulty[i].add_latent_error(s);
         }
     }
@@ -446,7 +473,13 @@ impl Ctx {
     fn quiesce(&mut self) {
         self.exec.run_until_idle();
         self.check_failures();
-        assert!(self.inflight_writes.borrow().is_empty());
+        assert!(
+            self.inflight_writes.borrow().is_empty() && self.inflight_reads.borrow().is_empty(),
+            "{} seed {}: requests never completed (deadlock)",
+            self.cfg.name,
+            self.seed
+        );
+        assert_eq!(self.exec.task_count(), 0, "seed {}: tasks left", self.seed);
     }
 
     fn check_failures(&self) {
@@ -480,6 +513,7 @@ impl Ctx {
         let old = std::mem::replace(&mut self.exec, exec.clone());
         drop(old);
         self.inflight_writes.borrow_mut().clear();
+        self.inflight_reads.borrow_mut().clear();
         let mut faulty = Vec::new();
         for (i, f) in self.faulty.iter().enumerate() {
             f.crash();
@@ -497,6 +531,8 @@ impl Ctx {
             faulty.push(nf);
         }
         self.faulty = faulty;
+        // The new disks carry no latent errors.
+        self.impaired = vec![false; self.cfg.members];
         let candidates: Vec<(String, Rc<dyn BlockDevice>)> = self
             .faulty
             .iter()

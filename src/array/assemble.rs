@@ -277,6 +277,12 @@ pub async fn read_superblock(dev: &dyn BlockDevice) -> Result<Superblock, String
     Superblock::decode(&block).map_err(|e| e.to_string())
 }
 
+/// md's rule: a member one event behind the freshest is still fresh. A crash can interrupt
+/// a superblock update after some members got it; every update that changes who is in the
+/// array records the excluded devices as faulty, so the one-event grace never readmits a
+/// member that missed data.
+pub const ASSEMBLY_OPTIONS: AssemblyOptions = AssemblyOptions { event_tolerance: 1 };
+
 /// Whether an array of this geometry can run with the slots marked present.
 fn can_run(sb: &Superblock, present: &[bool]) -> bool {
     match sb.level {
@@ -338,9 +344,8 @@ pub async fn assemble(
             .max_by_key(|sb| sb.events)
             .cloned();
         let Some(freshest) = freshest else { continue };
-        let plan = match plan_assembly(uuid, &decoded, AssemblyOptions::default(), |p| {
-            can_run(&freshest, p)
-        }) {
+        let plan = match plan_assembly(uuid, &decoded, ASSEMBLY_OPTIONS, |p| can_run(&freshest, p))
+        {
             Ok(plan) => plan,
             Err(e) => {
                 for id in ids {

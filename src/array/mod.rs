@@ -4,6 +4,8 @@
 
 pub mod assemble;
 pub mod rangelock;
+#[cfg(test)]
+mod tests;
 
 use alloc::boxed::Box;
 use alloc::rc::Rc;
@@ -167,6 +169,13 @@ impl Drop for Busy<'_> {
     fn drop(&mut self) {
         self.0.set(self.0.get() - 1);
     }
+}
+
+/// Copies that failed a read and are to be rewritten from a good copy.
+struct RepairJob {
+    array_sector: u64,
+    sectors: u64,
+    bad: Vec<(Rc<Member>, u64)>,
 }
 
 /// Counters of the array as a whole.
@@ -410,17 +419,28 @@ impl Array {
         live
     }
 
-    async fn read_extent(&self, array_sector: u64, ext: Extent) -> Result<Vec<u8>, IoError> {
+    /// Reads one extent from the best copy, falling back to the others, and to a
+    /// sector-by-sector read when every copy fails somewhere in the extent. Returns the data
+    /// and the copies that need rewriting (done by the caller once its shared lock is gone).
+    async fn read_extent(
+        &self,
+        array_sector: u64,
+        ext: Extent,
+    ) -> Result<(Vec<u8>, Vec<RepairJob>), IoError> {
         let bytes = ext.sectors as usize * SECTOR_BYTES;
-        let order = self.read_order(&ext);
         let mut failed: Vec<(Rc<Member>, u64)> = Vec::new();
-        for (member, sector) in order {
+        for (member, sector) in self.read_order(&ext) {
             match member.read_data(sector, vec![0u8; bytes]).await {
                 Ok(data) => {
-                    if !failed.is_empty() {
-                        self.repair(array_sector, &ext, failed).await;
+                    let mut jobs = Vec::new();
+                    if !failed.is_empty() && self.redundant {
+                        jobs.push(RepairJob {
+                            array_sector,
+                            sectors: ext.sectors,
+                            bad: failed,
+                        });
                     }
-                    return Ok(data);
+                    return Ok((data, jobs));
                 }
                 Err(e) => {
                     log::warn!(
@@ -436,28 +456,63 @@ impl Array {
                 }
             }
         }
-        Err(IoError::DataLost {
-            sector: array_sector,
-        })
+        if failed.len() < 2 || ext.sectors == 1 {
+            return Err(IoError::DataLost {
+                sector: array_sector,
+            });
+        }
+        // Every copy failed somewhere: bad sectors on different copies need not overlap.
+        let mut data = vec![0u8; bytes];
+        let mut jobs = Vec::new();
+        for i in 0..ext.sectors {
+            let mut bad = Vec::new();
+            let mut found = false;
+            for (member, sector) in &failed {
+                if member.state() != MemberState::Active {
+                    continue;
+                }
+                match member.read_data(sector + i, vec![0u8; SECTOR_BYTES]).await {
+                    Ok(d) => {
+                        let off = i as usize * SECTOR_BYTES;
+                        data[off..off + SECTOR_BYTES].copy_from_slice(&d);
+                        found = true;
+                        break;
+                    }
+                    Err(IoError::DeviceFailed) => self.fail_member_rc(member).await,
+                    Err(_) => bad.push((member.clone(), sector + i)),
+                }
+            }
+            if !found {
+                return Err(IoError::DataLost {
+                    sector: array_sector + i,
+                });
+            }
+            if !bad.is_empty() {
+                jobs.push(RepairJob {
+                    array_sector: array_sector + i,
+                    sectors: 1,
+                    bad,
+                });
+            }
+        }
+        Ok((data, jobs))
     }
 
     /// Rewrites the copies that failed a read with good data from another copy, under an
     /// exclusive lock so that no newer write is overwritten. A member that cannot take the
     /// rewrite is failed.
-    async fn repair(&self, array_sector: u64, ext: &Extent, bad: Vec<(Rc<Member>, u64)>) {
-        if !self.redundant {
+    async fn repair(&self, job: RepairJob) {
+        let end = job.array_sector + job.sectors;
+        let _g = self.lock.lock(job.array_sector, end).await;
+        let Some(ext) = self.layout.map(job.array_sector) else {
             return;
-        }
-        let _g = self
-            .lock
-            .lock(array_sector, array_sector + ext.sectors)
-            .await;
-        let bytes = ext.sectors as usize * SECTOR_BYTES;
+        };
+        let bytes = job.sectors as usize * SECTOR_BYTES;
         let good = ext
             .copies
             .iter()
             .filter_map(|c| self.member(c.disk_index).map(|m| (m.clone(), c.sector)))
-            .filter(|(m, _)| !bad.iter().any(|(b, _)| Rc::ptr_eq(b, m)));
+            .filter(|(m, _)| !job.bad.iter().any(|(b, _)| Rc::ptr_eq(b, m)));
         let mut data = None;
         for (member, sector) in good {
             if let Ok(d) = member.read_data(sector, vec![0u8; bytes]).await {
@@ -466,17 +521,17 @@ impl Array {
             }
         }
         let Some(data) = data else { return };
-        for (member, sector) in bad {
+        for (member, sector) in job.bad {
             if member.state() != MemberState::Active {
                 continue;
             }
             match member.write_data(sector, data.clone(), false).await {
                 Ok(()) => {
-                    member.count(|c| c.corrected_sectors += ext.sectors);
+                    member.count(|c| c.corrected_sectors += job.sectors);
                     log::info!(
                         "{}: corrected {} sectors on {} at member sector {sector}",
                         self.name,
-                        ext.sectors,
+                        job.sectors,
                         member.name
                     );
                 }
@@ -494,23 +549,30 @@ impl Array {
         if sectors == 0 {
             return Ok(buf);
         }
-        let _g = self.lock.lock_shared(sector, sector + sectors).await;
+        let guard = self.lock.lock_shared(sector, sector + sectors).await;
         let extents = self.extents(sector, sectors);
         let futures: Vec<_> = extents
             .into_iter()
             .map(|(s, ext)| async move { (s, self.read_extent(s, ext).await) })
             .collect();
         let mut first_error = None;
+        let mut repairs = Vec::new();
         for (s, result) in join_all(futures).await {
             match result {
-                Ok(data) => {
+                Ok((data, jobs)) => {
                     let off = ((s - sector) as usize) * SECTOR_BYTES;
                     buf[off..off + data.len()].copy_from_slice(&data);
+                    repairs.extend(jobs);
                 }
                 Err(e) => {
                     first_error.get_or_insert(e);
                 }
             }
+        }
+        // Repairs take the range exclusively: only after this read let go of it.
+        drop(guard);
+        for job in repairs {
+            self.repair(job).await;
         }
         match first_error {
             None => Ok(buf),
@@ -723,23 +785,29 @@ impl Array {
                 .max()
                 .unwrap_or(0)
                 + 1;
-            // The roles table must say who failed, on every member: rebuild it from states.
-            let faulty: Vec<u32> = self
+            // The role table is rebuilt from what is here, as md does: every device that is
+            // not a live member (failed, or absent since assembly) is recorded faulty, so it
+            // can never come back as fresh, even one event behind.
+            let live: Vec<(u32, u16)> = self
                 .slots
                 .iter()
-                .flatten()
-                .filter(|m| m.state() == MemberState::Faulty)
-                .map(|m| m.superblock.borrow().dev_number)
+                .enumerate()
+                .filter_map(|(slot, m)| m.as_ref().map(|m| (slot, m)))
+                .filter(|(_, m)| m.state() == MemberState::Active)
+                .map(|(slot, m)| (m.superblock.borrow().dev_number, slot as u16))
                 .collect();
             let writes: Vec<_> = members
                 .iter()
                 .map(|m| {
                     let mut sb = m.superblock.borrow().clone();
                     change(&mut sb);
-                    for &d in &faulty {
-                        // A dev_number outside the table cannot be recorded; md has the
-                        // same limit (the table is sized at create time).
-                        let _ = sb.set_role(d, DeviceRole::Faulty);
+                    for d in 0..sb.max_dev() {
+                        let role = match live.iter().find(|(dev, _)| *dev == d) {
+                            Some(&(_, slot)) => DeviceRole::Active(slot),
+                            None => DeviceRole::Faulty,
+                        };
+                        // Inside the table by construction of the loop.
+                        let _ = sb.set_role(d, role);
                     }
                     sb.events = events;
                     sb.touch(self.wall_time(now));

@@ -17,13 +17,11 @@ use orion_driver::{
     dispatch,
 };
 
-use crate::array::assemble::{assemble, read_superblock};
+use crate::array::assemble::{ASSEMBLY_OPTIONS, assemble, read_superblock};
 use crate::array::{Array, MemberState};
 use crate::block::{BlockDevice, Bytes, IoError, SECTOR_BYTES};
 use crate::executor::Executor;
-use crate::metadata::{
-    AssemblyOptions, Candidate, SlotState, Superblock, group_candidates, plan_assembly,
-};
+use crate::metadata::{Candidate, SlotState, Superblock, group_candidates, plan_assembly};
 use ipc_member::{IpcMember, IpcPort};
 
 /// First device id given to an array (member disks use the kernel's ids, below this).
@@ -375,7 +373,7 @@ async fn discover(
         .map(|(i, (_, _, sb))| (i, Ok(sb.clone())))
         .collect();
     for (uuid, ids) in group_candidates(&candidates).arrays {
-        let complete = plan_assembly(&uuid, &candidates, AssemblyOptions::default(), |p| {
+        let complete = plan_assembly(&uuid, &candidates, ASSEMBLY_OPTIONS, |p| {
             p.iter().all(|&x| x)
         })
         .map(|plan| {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::array::assemble::{CreateOptions, create};
+use crate::array::assemble::{CreateOptions, create, parse_layout};
 use crate::block::BlockDevice;
 use crate::host::runtime::HostRuntime;
 use crate::host::spec::{format_size, parse_size};
@@ -162,6 +162,7 @@ fn cmd_create(args: CreateArgs) -> Result<(), CliError> {
     if args.name.len() > 32 {
         return Err(CliError::usage("array name is longer than 32 bytes"));
     }
+    parse_layout(args.level, args.layout.as_deref()).map_err(|e| CliError::usage(e.to_string()))?;
     let mut seen = std::collections::HashSet::new();
     for m in &args.members {
         if !seen.insert(m.clone()) {
@@ -196,14 +197,30 @@ fn cmd_create(args: CreateArgs) -> Result<(), CliError> {
     let all_fresh = args.members.iter().all(|m| !m.exists());
     let pool = IoPool::new(4);
     let mut members: Vec<(String, Rc<dyn BlockDevice>)> = Vec::new();
+    // Image files this command made, removed again if it fails.
+    let mut made: Vec<PathBuf> = Vec::new();
+    let remove_made = |made: &[PathBuf]| {
+        for p in made {
+            let _ = std::fs::remove_file(p);
+        }
+    };
     for m in &args.members {
         let disk = if m.exists() {
             FileDisk::open(m, pool.clone())
         } else {
-            FileDisk::create_sparse(m, args.size.unwrap_or(0), pool.clone())
+            let d = FileDisk::create_sparse(m, args.size.unwrap_or(0), pool.clone());
+            if d.is_ok() {
+                made.push(m.clone());
+            }
+            d
+        };
+        match disk {
+            Ok(disk) => members.push((m.display().to_string(), Rc::new(disk))),
+            Err(e) => {
+                remove_made(&made);
+                return Err(CliError::failed(format!("{}: {e}", m.display())));
+            }
         }
-        .map_err(|e| CliError::failed(format!("{}: {e}", m.display())))?;
-        members.push((m.display().to_string(), Rc::new(disk)));
     }
     let opts = CreateOptions {
         level: args.level,
@@ -223,7 +240,20 @@ fn cmd_create(args: CreateArgs) -> Result<(), CliError> {
         Ok::<_, crate::array::assemble::CreateError>((array, clean))
     });
     pool.shutdown();
-    let (array, clean) = result.map_err(|e| CliError::usage(e.to_string()))?;
+    let (array, clean) = match result {
+        Ok(r) => r,
+        Err(e) => {
+            remove_made(&made);
+            let status = match e {
+                crate::array::assemble::CreateError::Io { .. } => 1,
+                _ => 2,
+            };
+            return Err(CliError {
+                message: e.to_string(),
+                status,
+            });
+        }
+    };
     clean.map_err(|e| CliError::failed(e.to_string()))?;
     let sb = array
         .superblock()

@@ -1,0 +1,270 @@
+//! Engine unit tests: read repair, read balancing, member failure handling.
+
+use alloc::format;
+use alloc::rc::Rc;
+use alloc::string::String;
+use alloc::vec;
+use alloc::vec::Vec;
+
+use super::assemble::{CreateOptions, assemble, create};
+use super::{Array, Health, MemberState, ReadPolicy};
+use crate::block::{BlockDevice, Bytes, IoError};
+use crate::executor::Executor;
+use crate::metadata::{DeviceRole, Level, Superblock};
+use crate::platform::faulty::{FaultConfig, FaultOp, FaultyDisk};
+use crate::platform::memory::MemoryDisk;
+
+struct Rig {
+    exec: Executor,
+    mem: Vec<Rc<MemoryDisk>>,
+    disks: Vec<Rc<FaultyDisk>>,
+    array: Rc<Array>,
+}
+
+fn rig(level: Level, layout: Option<&str>, count: usize, latency: bool) -> Rig {
+    let exec = Executor::new();
+    let mem: Vec<Rc<MemoryDisk>> = (0..count)
+        .map(|_| Rc::new(MemoryDisk::new(16 * 2048)))
+        .collect();
+    let config = FaultConfig {
+        min_latency_ns: if latency { 10 } else { 0 },
+        max_latency_ns: if latency { 1000 } else { 0 },
+        ..FaultConfig::default()
+    };
+    let disks: Vec<Rc<FaultyDisk>> = mem
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            Rc::new(FaultyDisk::new(
+                m.clone(),
+                exec.clone(),
+                i as u64,
+                config.clone(),
+            ))
+        })
+        .collect();
+    let members: Vec<(String, Rc<dyn BlockDevice>)> = disks
+        .iter()
+        .enumerate()
+        .map(|(i, d)| (format!("d{i}"), d.clone() as Rc<dyn BlockDevice>))
+        .collect();
+    let opts = CreateOptions {
+        level,
+        layout: layout.map(Into::into),
+        chunk_sectors: 64,
+        name: "t".into(),
+        uuid: [3; 16],
+        time_s: 1_000,
+        entropy: 9,
+        assume_clean: true,
+    };
+    let e = exec.clone();
+    let array = exec
+        .block_on(async move { create(&e, members, &opts).await })
+        .unwrap()
+        .unwrap();
+    Rig {
+        exec,
+        mem,
+        disks,
+        array,
+    }
+}
+
+impl Rig {
+    fn write(&self, sector: u64, data: Vec<u8>) -> Result<(), IoError> {
+        let a = self.array.clone();
+        self.exec
+            .block_on(async move { a.write(sector, Bytes::from(data), false).await })
+            .unwrap()
+    }
+
+    fn read(&self, sector: u64, sectors: usize) -> Result<Vec<u8>, IoError> {
+        let a = self.array.clone();
+        self.exec
+            .block_on(async move { a.read(sector, vec![0u8; sectors * 512]).await })
+            .unwrap()
+    }
+
+    fn superblock_on(&self, disk: usize) -> Superblock {
+        let mut block = vec![0u8; 4096];
+        self.mem[disk].read_at(8, &mut block).unwrap();
+        Superblock::decode(&block).unwrap()
+    }
+}
+
+#[test]
+fn latent_error_is_read_around_and_repaired() {
+    let r = rig(Level::Raid1, None, 2, false);
+    let data: Vec<u8> = (0..8 * 512).map(|i| (i % 256) as u8).collect();
+    r.write(100, data.clone()).unwrap();
+    let offset = r.array.superblock().unwrap().data_offset_sectors;
+    // Both members get a latent error at a different sector of the range.
+    r.disks[0].add_latent_error(offset + 102);
+    r.disks[1].add_latent_error(offset + 105);
+    r.array.set_read_policy(ReadPolicy::RoundRobin);
+    for _ in 0..4 {
+        assert_eq!(r.read(100, 8).unwrap(), data);
+    }
+    // The failing copies were rewritten from the good one: no more errors, nothing failed.
+    let corrected: u64 = r
+        .array
+        .slots()
+        .iter()
+        .flatten()
+        .map(|m| m.counters().corrected_sectors)
+        .sum();
+    assert!(corrected >= 8, "corrected {corrected}");
+    for d in &r.disks {
+        let d = d.clone();
+        let back = r
+            .exec
+            .block_on(async move { d.read(offset + 100, vec![0u8; 4096]).await })
+            .unwrap();
+        assert_eq!(back.unwrap(), data);
+    }
+    assert_eq!(r.array.health(), Health::Optimal);
+}
+
+#[test]
+fn unrepairable_sector_fails_only_that_read() {
+    let r = rig(Level::Raid10, Some("n2"), 2, false);
+    r.write(0, vec![1u8; 64 * 512]).unwrap();
+    let offset = r.array.superblock().unwrap().data_offset_sectors;
+    // Both copies of sector 10 are unreadable and cannot be rewritten.
+    for d in &r.disks {
+        d.add_latent_error(offset + 10);
+        d.add_error_range(offset + 10, 1, FaultOp::Write);
+    }
+    assert_eq!(r.read(8, 4), Err(IoError::DataLost { sector: 10 }));
+    // The rest of the array reads fine.
+    assert_eq!(r.read(0, 8).unwrap(), vec![1u8; 8 * 512]);
+    assert_eq!(r.read(11, 8).unwrap(), vec![1u8; 8 * 512]);
+}
+
+#[test]
+fn write_error_fails_member_and_persists_it_before_ack() {
+    let r = rig(Level::Raid1, None, 3, false);
+    let events_before = r.superblock_on(0).events;
+    let offset = r.array.superblock().unwrap().data_offset_sectors;
+    r.disks[1].add_error_range(offset, 1 << 20, FaultOp::Write);
+    r.write(0, vec![7u8; 4096]).unwrap();
+    assert_eq!(r.array.health(), Health::Degraded);
+    assert_eq!(
+        r.array.slots()[1].as_ref().unwrap().state(),
+        MemberState::Faulty
+    );
+    for disk in [0, 2] {
+        let sb = r.superblock_on(disk);
+        assert!(sb.events > events_before);
+        assert_eq!(sb.role_of(1), DeviceRole::Faulty);
+    }
+    // Reassembly leaves the failed member out even though it reads fine.
+    let candidates: Vec<(String, Rc<dyn BlockDevice>)> = r
+        .mem
+        .iter()
+        .enumerate()
+        .map(|(i, m)| (format!("d{i}"), m.clone() as Rc<dyn BlockDevice>))
+        .collect();
+    let e = r.exec.clone();
+    let result = r
+        .exec
+        .block_on(async move { assemble(&e, candidates).await })
+        .unwrap();
+    assert_eq!(result.arrays.len(), 1);
+    assert!(result.arrays[0].slots()[1].is_none());
+    assert!(result.problems.iter().any(|p| p.member == "d1"));
+    let a = result.arrays[0].clone();
+    let back = r
+        .exec
+        .block_on(async move { a.read(0, vec![0u8; 4096]).await })
+        .unwrap()
+        .unwrap();
+    assert_eq!(back, vec![7u8; 4096]);
+}
+
+#[test]
+fn raid0_write_error_is_returned_not_hidden() {
+    let r = rig(Level::Raid0, None, 2, false);
+    let offset = r.array.superblock().unwrap().data_offset_sectors;
+    r.disks[1].add_error_range(offset, 64, FaultOp::Write);
+    // Sector 64..128 is chunk 1, on member 1.
+    assert!(matches!(
+        r.write(64, vec![1u8; 512]),
+        Err(IoError::DataLost { .. })
+    ));
+    assert!(r.write(0, vec![1u8; 512]).is_ok());
+}
+
+#[test]
+fn reads_balance_across_copies() {
+    for policy in [ReadPolicy::RoundRobin, ReadPolicy::LeastOutstanding] {
+        let r = rig(Level::Raid1, None, 3, true);
+        r.array.set_read_policy(policy);
+        // Many reads in flight at once.
+        for i in 0..300u64 {
+            let a = r.array.clone();
+            r.exec.spawn_detached(async move {
+                a.read(i * 8, vec![0u8; 4096]).await.unwrap();
+            });
+        }
+        r.exec.run_until_idle();
+        let reads: Vec<u64> = r
+            .array
+            .slots()
+            .iter()
+            .flatten()
+            .map(|m| m.counters().reads)
+            .collect();
+        for &n in &reads {
+            assert!(n >= 60, "{policy:?}: unbalanced {reads:?}");
+        }
+    }
+}
+
+#[test]
+fn least_outstanding_avoids_a_slow_member() {
+    let r = rig(Level::Raid1, None, 2, false);
+    r.disks[0].set_config(FaultConfig {
+        min_latency_ns: 100_000,
+        max_latency_ns: 100_000,
+        ..FaultConfig::default()
+    });
+    r.disks[1].set_config(FaultConfig {
+        min_latency_ns: 1_000,
+        max_latency_ns: 1_000,
+        ..FaultConfig::default()
+    });
+    r.array.set_read_policy(ReadPolicy::LeastOutstanding);
+    // A closed loop of 4 readers: the fast member finishes more.
+    for _ in 0..4 {
+        let a = r.array.clone();
+        r.exec.spawn_detached(async move {
+            for i in 0..50u64 {
+                a.read(i, vec![0u8; 512]).await.unwrap();
+            }
+        });
+    }
+    r.exec.run_until_idle();
+    let slow = r.array.slots()[0].as_ref().unwrap().counters().reads;
+    let fast = r.array.slots()[1].as_ref().unwrap().counters().reads;
+    assert!(fast > 4 * slow, "fast {fast} slow {slow}");
+}
+
+#[test]
+fn requests_past_the_end_change_nothing() {
+    let r = rig(Level::Raid10, Some("f2"), 4, false);
+    let cap = r.array.capacity_sectors();
+    let member_writes = |r: &Rig| -> u64 { r.disks.iter().map(|d| d.stats().writes).sum() };
+    let before = member_writes(&r);
+    assert!(matches!(
+        r.write(cap - 1, vec![1u8; 1024]),
+        Err(IoError::OutOfRange { .. })
+    ));
+    assert!(matches!(r.read(cap, 1), Err(IoError::OutOfRange { .. })));
+    assert!(matches!(
+        r.write(0, vec![1u8; 100]),
+        Err(IoError::Misaligned { .. })
+    ));
+    assert_eq!(member_writes(&r), before);
+}

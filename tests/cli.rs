@@ -1,0 +1,248 @@
+//! The `raid` binary: `create` and `examine`, checked independently by Linux's `mdadm
+//! --examine`, and bad command lines.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn raid(args: &[&str], dir: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_raid"))
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("run raid")
+}
+
+fn tempdir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("orion-cli-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// `mdadm` if installed; in CI its absence is a failure, elsewhere the check is skipped.
+fn mdadm() -> Option<&'static str> {
+    let found = Command::new("mdadm")
+        .arg("--version")
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if found {
+        return Some("mdadm");
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!("mdadm is not installed; .ci/run must install it");
+    }
+    eprintln!("notice: mdadm not installed, skipping the mdadm --examine cross-check");
+    None
+}
+
+/// `Key : value` lines of mdadm's output.
+fn fields(text: &str) -> Vec<(String, String)> {
+    text.lines()
+        .filter_map(|l| l.split_once(" : "))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect()
+}
+
+fn field<'a>(f: &'a [(String, String)], key: &str) -> &'a str {
+    f.iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
+        .unwrap_or_else(|| panic!("no '{key}' in mdadm output: {f:?}"))
+}
+
+struct Case {
+    level: &'static str,
+    layout: Option<&'static str>,
+    members: usize,
+    chunk: &'static str,
+    md_level: &'static str,
+    md_layout: Option<&'static str>,
+    md_chunk: Option<&'static str>,
+}
+
+fn check_case(case: &Case) {
+    let dir = tempdir(&format!(
+        "{}-{}",
+        case.level,
+        case.layout.unwrap_or("default")
+    ));
+    let names: Vec<String> = (0..case.members).map(|i| format!("m{i}.img")).collect();
+    let mut args = vec!["create", "--level", case.level, "--chunk", case.chunk];
+    if let Some(l) = case.layout {
+        args.extend(["--layout", l]);
+    }
+    args.extend(["--size", "64M", "--name", "cross"]);
+    args.extend(names.iter().map(String::as_str));
+    let out = raid(&args, &dir);
+    assert!(
+        out.status.success(),
+        "create failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Our own examine reads every member back.
+    let mut ex = vec!["examine"];
+    ex.extend(names.iter().map(String::as_str));
+    let out = raid(&ex, &dir);
+    assert!(out.status.success());
+    let ours = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(ours.matches("Checksum").count(), case.members);
+
+    let Some(mdadm) = mdadm() else { return };
+    let mut uuid = None;
+    for (role, name) in names.iter().enumerate() {
+        let out = Command::new(mdadm)
+            .args(["--examine", name])
+            .current_dir(&dir)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(
+            out.status.success(),
+            "mdadm --examine {name} failed: {}{text}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let f = fields(&text);
+        assert_eq!(field(&f, "Magic"), "a92b4efc");
+        assert_eq!(field(&f, "Version"), "1.2");
+        assert!(
+            field(&f, "Checksum").ends_with("- correct"),
+            "checksum: {text}"
+        );
+        assert_eq!(field(&f, "Raid Level"), case.md_level);
+        assert_eq!(field(&f, "Raid Devices"), case.members.to_string());
+        assert!(field(&f, "Name").ends_with("cross"));
+        if let Some(layout) = case.md_layout {
+            assert_eq!(field(&f, "Layout"), layout);
+        }
+        if let Some(chunk) = case.md_chunk {
+            assert_eq!(field(&f, "Chunk Size"), chunk);
+        }
+        assert_eq!(field(&f, "Device Role"), format!("Active device {role}"));
+        assert_eq!(
+            field(&f, "Array State").split(' ').next().unwrap(),
+            "A".repeat(case.members)
+        );
+        let this_uuid = field(&f, "Array UUID").to_string();
+        // Ours prints the same UUID.
+        assert!(ours.contains(&this_uuid));
+        match &uuid {
+            None => uuid = Some(this_uuid),
+            Some(u) => assert_eq!(u, &this_uuid, "all members carry one array UUID"),
+        }
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn mdadm_examines_raid0_members() {
+    check_case(&Case {
+        level: "0",
+        layout: None,
+        members: 3,
+        chunk: "64K",
+        md_level: "raid0",
+        md_layout: Some("original"),
+        md_chunk: Some("64K"),
+    });
+}
+
+#[test]
+fn mdadm_examines_raid1_members() {
+    check_case(&Case {
+        level: "1",
+        layout: None,
+        members: 3,
+        chunk: "512K",
+        md_level: "raid1",
+        md_layout: None,
+        md_chunk: None,
+    });
+}
+
+#[test]
+fn mdadm_examines_raid10_layouts() {
+    for (layout, md) in [("n2", "near=2"), ("f2", "far=2"), ("o2", "offset=2")] {
+        check_case(&Case {
+            level: "10",
+            layout: Some(layout),
+            members: 4,
+            chunk: "512K",
+            md_level: "raid10",
+            md_layout: Some(md),
+            md_chunk: Some("512K"),
+        });
+    }
+}
+
+#[test]
+fn wrong_arguments_exit_with_status_2_and_touch_nothing() {
+    let dir = tempdir("badargs");
+    for args in [
+        vec!["create", "--level", "7", "--size", "8M", "a.img", "b.img"],
+        vec![
+            "create", "--level", "1", "--chunk", "3K", "--size", "8M", "a.img", "b.img",
+        ],
+        vec!["create", "--level", "1", "--size", "lots", "a.img", "b.img"],
+        vec![
+            "create", "--level", "10", "--layout", "zz9", "--size", "8M", "a.img", "b.img",
+        ],
+        vec!["create", "--level", "1", "a.img", "b.img"],
+        vec!["create", "--level", "1", "--size", "8M", "a.img", "a.img"],
+        vec!["create", "--level", "1", "--size", "8M", "a.img"],
+        vec!["frobnicate"],
+        vec!["examine"],
+    ] {
+        let out = raid(&args, &dir);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!out.stderr.is_empty(), "{args:?} says why");
+    }
+    let left: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
+    assert!(
+        left.is_empty(),
+        "a failed create left files behind: {left:?}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn create_refuses_members_of_another_array_and_examine_rejects_corruption() {
+    let dir = tempdir("refuse");
+    let out = raid(
+        &["create", "--level", "1", "--size", "16M", "a.img", "b.img"],
+        &dir,
+    );
+    assert!(out.status.success());
+    let before = std::fs::read(dir.join("a.img")).unwrap();
+    let out = raid(&["create", "--level", "0", "a.img", "b.img"], &dir);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already belongs"));
+    assert_eq!(std::fs::read(dir.join("a.img")).unwrap(), before);
+
+    // Flip one byte inside the checksummed superblock: examine refuses to trust it.
+    let mut bytes = before.clone();
+    bytes[4096 + 100] ^= 0x01;
+    std::fs::write(dir.join("a.img"), &bytes).unwrap();
+    let out = raid(&["examine", "a.img", "b.img"], &dir);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("a.img") && err.contains("checksum"), "{err}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("b.img"));
+
+    // --force overwrites.
+    let out = raid(
+        &["create", "--force", "--level", "0", "a.img", "b.img"],
+        &dir,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
