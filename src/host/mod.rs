@@ -2,5 +2,6 @@
 //! worker-thread completions, member specs, and the `raid` command-line tool.
 
 pub mod cli;
+pub mod nbd;
 pub mod runtime;
 pub mod spec;
