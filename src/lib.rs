@@ -14,6 +14,7 @@ pub mod executor;
 #[cfg(feature = "std")]
 pub mod host;
 pub mod layout;
+pub mod manage;
 pub mod metadata;
 pub mod parity;
 pub mod platform;

@@ -21,6 +21,9 @@ use crate::metadata::{
 };
 use crate::rng::SplitMix64;
 
+/// A member device and the name it is shown under (path, `mem:` spec).
+pub type NamedDevice = (String, Rc<dyn BlockDevice>);
+
 /// What `create` needs to know.
 #[derive(Clone, Debug)]
 pub struct CreateOptions {
@@ -146,7 +149,7 @@ fn min_members(level: Level) -> usize {
 /// Nothing is written unless the whole geometry checks out first.
 pub async fn create(
     exec: &Executor,
-    members: Vec<(String, Rc<dyn BlockDevice>)>,
+    members: Vec<NamedDevice>,
     opts: &CreateOptions,
 ) -> Result<Rc<Array>, CreateError> {
     let level = opts.level;
@@ -304,10 +307,7 @@ fn can_run(sb: &Superblock, present: &[bool]) -> bool {
 /// Reads every candidate's superblock, groups them by array, and starts each array that
 /// can run. Members left out (stale, faulty, corrupt, foreign, spare, unreadable) are
 /// reported with the reason.
-pub async fn assemble(
-    exec: &Executor,
-    candidates: Vec<(String, Rc<dyn BlockDevice>)>,
-) -> AssembleResult {
+pub async fn assemble(exec: &Executor, candidates: Vec<NamedDevice>) -> AssembleResult {
     let mut result = AssembleResult::default();
     let reads = join_all(
         candidates
@@ -375,7 +375,7 @@ fn superblock_of(decoded: &[Candidate], id: usize) -> Option<&Superblock> {
 /// Builds and starts the array a plan describes, or reports why it cannot start.
 async fn start(
     exec: &Executor,
-    candidates: &[(String, Rc<dyn BlockDevice>)],
+    candidates: &[NamedDevice],
     decoded: &[Candidate],
     plan: &AssemblyPlan,
     problems: &mut Vec<Problem>,

@@ -13,16 +13,31 @@ use core::cell::{Cell, RefCell};
 
 use orion_driver::{
     DeviceClass, DeviceInfo, DriverError, Frame, FrameError, HotplugEvent, IoOp, IoRequest,
-    IoResponse, Message, OrionDriver, ShutdownReason, bad_frame_reply, decode, decode_header,
-    dispatch,
+    IoResponse, ManagementRequest, ManagementResponse, Message, OrionDriver, ShutdownReason,
+    bad_frame_reply, decode, decode_header, dispatch,
 };
 
 use crate::array::assemble::{ASSEMBLY_OPTIONS, assemble, read_superblock};
 use crate::array::{Array, MemberState};
 use crate::block::{BlockDevice, Bytes, IoError, SECTOR_BYTES};
 use crate::executor::Executor;
+use crate::manage;
 use crate::metadata::{Candidate, SlotState, Superblock, group_candidates, plan_assembly};
 use ipc_member::{IpcMember, IpcPort};
+
+mod erased {
+    /// Serializes any management document (serde's trait is not object-safe).
+    pub trait Json {
+        fn to_json(&self) -> alloc::vec::Vec<u8>;
+    }
+
+    impl<T: serde::Serialize> Json for T {
+        fn to_json(&self) -> alloc::vec::Vec<u8> {
+            // Serializing plain structs of strings and numbers cannot fail.
+            serde_json::to_vec(self).expect("management documents serialize")
+        }
+    }
+}
 
 /// First device id given to an array (member disks use the kernel's ids, below this).
 pub const ARRAY_ID_BASE: u32 = 0x4000_0000;
@@ -57,6 +72,19 @@ impl ArrayManager {
 
     pub fn get(&self, id: u32) -> Option<&Rc<Array>> {
         self.arrays.get(&id)
+    }
+
+    /// The array with this name, and its id.
+    pub fn find(&self, name: &str) -> Option<(u32, Rc<Array>)> {
+        self.arrays
+            .iter()
+            .find(|(_, a)| a.name() == name)
+            .map(|(&id, a)| (id, a.clone()))
+    }
+
+    /// Stops serving an array.
+    pub fn remove(&mut self, id: u32) -> Option<Rc<Array>> {
+        self.arrays.remove(&id)
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (u32, &Rc<Array>)> {
@@ -287,6 +315,81 @@ impl RaidDriver {
         Ok(())
     }
 
+    /// Answers a management request at once, or later (with `sequence`) for `stop`.
+    fn manage(&self, sequence: u64, request: ManagementRequest) -> Option<Message> {
+        let opcode = request.opcode;
+        let respond = move |status: Result<Vec<u8>, (DriverError, String)>| {
+            Message::ManagementResponse(match status {
+                Ok(payload) => ManagementResponse {
+                    opcode,
+                    status: Ok(()),
+                    payload,
+                },
+                Err((e, why)) => ManagementResponse {
+                    opcode,
+                    status: Err(e),
+                    payload: why.into_bytes(),
+                },
+            })
+        };
+        let named = |payload: &[u8]| -> Result<(u32, Rc<Array>), (DriverError, String)> {
+            let req: manage::NameRequest = serde_json::from_slice(payload).map_err(|e| {
+                (
+                    DriverError::InvalidArgument,
+                    alloc::format!("bad request: {e}"),
+                )
+            })?;
+            self.arrays.borrow().find(&req.name).ok_or((
+                DriverError::NotFound,
+                alloc::format!("no array named '{}'", req.name),
+            ))
+        };
+        let to_json = |value: &dyn erased::Json| value.to_json();
+        match opcode {
+            manage::OP_STATUS => {
+                let report = manage::StatusReport {
+                    arrays: self
+                        .arrays
+                        .borrow()
+                        .iter()
+                        .map(|(id, a)| manage::array_status(id, a))
+                        .collect(),
+                };
+                Some(respond(Ok(to_json(&report))))
+            }
+            manage::OP_DETAIL => Some(respond(
+                named(&request.payload).map(|(id, a)| to_json(&manage::array_detail(id, &a))),
+            )),
+            manage::OP_STOP => match named(&request.payload) {
+                Err(e) => Some(respond(Err(e))),
+                Ok((id, array)) => {
+                    let arrays = self.arrays.clone();
+                    let disks = self.disks.clone();
+                    let outbox = self.outbox.clone();
+                    self.exec.spawn_detached(async move {
+                        let result = array.mark_clean().await;
+                        arrays.borrow_mut().arrays.remove(&id);
+                        for entry in disks.borrow_mut().disks.values_mut() {
+                            if entry.array_id == Some(id) {
+                                entry.array_id = None;
+                            }
+                        }
+                        let message = respond(match result {
+                            Ok(()) => Ok(Vec::new()),
+                            Err(e) => Err((DriverError::Io, alloc::format!("{e}"))),
+                        });
+                        outbox.borrow_mut().push_back(Frame { sequence, message });
+                    });
+                    None
+                }
+            },
+            _ => Some(respond(Err((
+                DriverError::Protocol(orion_driver::ProtocolError::UnknownOpcode),
+                alloc::format!("unknown management opcode {opcode:#06x}"),
+            )))),
+        }
+    }
+
     fn start_shutdown(&self, sequence: u64, reason: ShutdownReason) {
         log::info!("shutdown requested ({reason:?})");
         let arrays: Vec<Rc<Array>> = self
@@ -314,7 +417,7 @@ impl RaidDriver {
 }
 
 /// Performs one block request on an array; returns the data of a read.
-async fn perform(array: &Array, request: IoRequest) -> Result<Vec<u8>, IoError> {
+pub async fn perform(array: &Array, request: IoRequest) -> Result<Vec<u8>, IoError> {
     let fua = request.flags.contains(orion_driver::IoFlags::FUA);
     let bytes = request.sector_count as usize * SECTOR_BYTES;
     match request.op {
@@ -473,6 +576,7 @@ impl OrionDriver for RaidDriver {
                 self.exec.advance_to(now_ns);
                 None
             }
+            Message::ManagementRequest(request) => self.manage(sequence, request),
             Message::Hotplug { event, device } => {
                 let result = match event {
                     HotplugEvent::Added => self.disk_added(device),

@@ -3,14 +3,16 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
-use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
 
 use crate::array::assemble::{CreateOptions, create, parse_layout};
 use crate::block::BlockDevice;
+use crate::host::control::{self, ControlError};
 use crate::host::runtime::HostRuntime;
-use crate::host::spec::{format_size, parse_size};
+use crate::host::serve::{ServeOptions, scan_dir, serve};
+use crate::host::spec::{MemberSpec, format_size, parse_size};
+use crate::manage;
 use crate::metadata::{
     DeviceRole, Level, SUPERBLOCK_BYTES, SUPERBLOCK_OFFSET_BYTES, Superblock, format_uuid,
 };
@@ -33,6 +35,85 @@ pub enum Command {
     Create(CreateArgs),
     /// Print the md superblock of each member.
     Examine(ExamineArgs),
+    /// Assemble (or create) arrays and export each over NBD until SIGINT/SIGTERM.
+    Serve(ServeArgs),
+    /// The quick start: serve ./raid-data/ (created on first use) on ./raid.sock and
+    /// 127.0.0.1:10809.
+    Up(UpArgs),
+    /// State of every array of a running server (like /proc/mdstat).
+    Status(StatusArgs),
+    /// One array in detail (like mdadm --detail).
+    Detail(NameArgs),
+    /// Stop serving an array: flush it and mark it clean.
+    Stop(NameArgs),
+}
+
+/// Default control socket: the one `raid up` uses.
+pub const DEFAULT_CONTROL: &str = "raid-data/control.sock";
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// Serve NBD on this Unix socket.
+    #[arg(long)]
+    pub nbd_socket: Option<PathBuf>,
+    /// Serve NBD on this TCP address (e.g. 127.0.0.1:10809).
+    #[arg(long)]
+    pub nbd_listen: Option<String>,
+    /// Control socket path.
+    #[arg(long, default_value = DEFAULT_CONTROL)]
+    pub control: PathBuf,
+    /// Use every image file (*.img) and block device in this directory as a candidate.
+    #[arg(long)]
+    pub scan: Option<PathBuf>,
+    /// Create the array on the members first (as `raid create`), then serve it.
+    #[arg(long)]
+    pub create: bool,
+    /// With --create: the RAID level.
+    #[arg(short, long, value_parser = parse_level)]
+    pub level: Option<Level>,
+    /// With --create: the layout.
+    #[arg(short = 'p', long)]
+    pub layout: Option<String>,
+    /// With --create: the chunk size.
+    #[arg(short, long, value_parser = parse_size, default_value = "512K")]
+    pub chunk: u64,
+    /// With --create: the array name.
+    #[arg(short = 'N', long, default_value = "orion")]
+    pub name: String,
+    /// Members: image files, block devices, or mem:SIZE for a volatile memory member.
+    pub members: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct UpArgs {
+    /// Directory of the member images.
+    #[arg(long, default_value = "raid-data")]
+    pub dir: PathBuf,
+    /// Size of each member image created on first use.
+    #[arg(long, value_parser = parse_size, default_value = "1G")]
+    pub member_size: u64,
+}
+
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    /// Print one JSON object (for scripts).
+    #[arg(long)]
+    pub json: bool,
+    /// Control socket of the running server.
+    #[arg(long, default_value = DEFAULT_CONTROL)]
+    pub control: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct NameArgs {
+    /// Array name.
+    pub name: String,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Control socket of the running server.
+    #[arg(long, default_value = DEFAULT_CONTROL)]
+    pub control: PathBuf,
 }
 
 #[derive(Args, Debug)]
@@ -113,6 +194,11 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Command::Create(args) => cmd_create(args),
         Command::Examine(args) => cmd_examine(args),
+        Command::Serve(args) => cmd_serve(args),
+        Command::Up(args) => cmd_up(args),
+        Command::Status(args) => cmd_status(args),
+        Command::Detail(args) => cmd_detail(args),
+        Command::Stop(args) => cmd_stop(args),
     }
 }
 
@@ -400,8 +486,284 @@ fn describe_role(role: DeviceRole) -> String {
     }
 }
 
-/// Keeps the pool type reachable for commands that share one.
-pub type SharedPool = Arc<IoPool>;
+fn cmd_serve(args: ServeArgs) -> Result<(), CliError> {
+    let mut members = Vec::new();
+    if let Some(dir) = &args.scan {
+        members.extend(scan_dir(dir).map_err(|e| CliError::failed(e.0))?);
+    }
+    for m in &args.members {
+        members.push(MemberSpec::parse(m).map_err(|e| CliError::usage(e.to_string()))?);
+    }
+    if members.is_empty() {
+        return Err(CliError::usage("give members, or --scan DIR"));
+    }
+    if args.nbd_socket.is_none() && args.nbd_listen.is_none() {
+        return Err(CliError::usage(
+            "give --nbd-socket PATH and/or --nbd-listen ADDR",
+        ));
+    }
+    let create = if args.create {
+        let level = args
+            .level
+            .ok_or_else(|| CliError::usage("--create needs --level"))?;
+        parse_layout(level, args.layout.as_deref()).map_err(|e| CliError::usage(e.to_string()))?;
+        let chunk_sectors = checked_chunk_sectors(args.chunk)?;
+        // Memory members start zeroed; files are trusted only if they are all new.
+        let assume_clean = members.iter().all(|m| matches!(m, MemberSpec::Memory(_)));
+        Some(CreateOptions {
+            level,
+            layout: args.layout.clone(),
+            chunk_sectors,
+            name: args.name.clone(),
+            uuid: random_bytes(),
+            time_s: now_seconds(),
+            entropy: u64::from_le_bytes(random_bytes()),
+            assume_clean,
+        })
+    } else {
+        if members.iter().any(|m| matches!(m, MemberSpec::Memory(_))) {
+            return Err(CliError::usage(
+                "mem: members hold no array yet: use --create with them",
+            ));
+        }
+        None
+    };
+    serve(ServeOptions {
+        nbd_socket: args.nbd_socket,
+        nbd_listen: args.nbd_listen,
+        control: args.control,
+        create,
+        members,
+        banner: true,
+    })
+    .map_err(|e| CliError::failed(e.0))
+}
+
+fn cmd_up(args: UpArgs) -> Result<(), CliError> {
+    let dir = &args.dir;
+    std::fs::create_dir_all(dir)
+        .map_err(|e| CliError::failed(format!("{}: {e}", dir.display())))?;
+    let existing = scan_dir(dir).map_err(|e| CliError::failed(e.0))?;
+    if existing.is_empty() {
+        println!(
+            "raid: {} is empty: creating a RAID10 (near2) of 4 sparse {} members",
+            dir.display(),
+            format_size(args.member_size)
+        );
+        let members: Vec<PathBuf> = (0..4).map(|i| dir.join(format!("disk{i}.img"))).collect();
+        cmd_create(CreateArgs {
+            level: Level::Raid10,
+            layout: Some("n2".into()),
+            chunk: 512 * 1024,
+            name: "orion".into(),
+            size: Some(args.member_size),
+            force: false,
+            members,
+        })?;
+    }
+    let members = scan_dir(dir).map_err(|e| CliError::failed(e.0))?;
+    serve(ServeOptions {
+        nbd_socket: Some(PathBuf::from("raid.sock")),
+        nbd_listen: Some("127.0.0.1:10809".into()),
+        control: dir.join("control.sock"),
+        create: None,
+        members,
+        banner: true,
+    })
+    .map_err(|e| CliError::failed(e.0))
+}
+
+fn control_error(e: ControlError) -> CliError {
+    CliError::failed(e.to_string())
+}
+
+fn decode_json<T: serde::de::DeserializeOwned>(payload: &[u8]) -> Result<T, CliError> {
+    serde_json::from_slice(payload)
+        .map_err(|e| CliError::failed(format!("unexpected answer from the server: {e}")))
+}
+
+fn name_payload(name: &str) -> Vec<u8> {
+    serde_json::to_vec(&manage::NameRequest {
+        name: name.to_string(),
+    })
+    .unwrap_or_default()
+}
+
+fn cmd_status(args: StatusArgs) -> Result<(), CliError> {
+    let payload =
+        control::call(&args.control, manage::OP_STATUS, Vec::new()).map_err(control_error)?;
+    if args.json {
+        println!("{}", String::from_utf8_lossy(&payload));
+        return Ok(());
+    }
+    let report: manage::StatusReport = decode_json(&payload)?;
+    print!("{}", render_status(&report));
+    Ok(())
+}
+
+/// `/proc/mdstat`-like text.
+pub fn render_status(report: &manage::StatusReport) -> String {
+    let mut s = String::new();
+    if report.arrays.is_empty() {
+        s.push_str("no arrays\n");
+    }
+    for a in &report.arrays {
+        let members: Vec<String> = a
+            .members
+            .iter()
+            .map(|m| match m.state.as_str() {
+                "active" => format!("{}[{}]", m.path, m.role),
+                "missing" => format!("(missing)[{}]", m.role),
+                other => format!("{}[{}]({})", m.path, m.role, other),
+            })
+            .collect();
+        let _ = writeln!(
+            s,
+            "{} : {} {} {}",
+            a.name,
+            a.state,
+            a.level,
+            members.join(" ")
+        );
+        let map: String = a
+            .members
+            .iter()
+            .map(|m| if m.state == "active" { 'U' } else { '_' })
+            .collect();
+        let layout = if a.layout == "-" {
+            String::new()
+        } else {
+            format!(" layout {}", a.layout)
+        };
+        let chunk = if a.chunk_bytes > 0 {
+            format!(" {}K chunk", a.chunk_bytes / 1024)
+        } else {
+            String::new()
+        };
+        let _ = writeln!(
+            s,
+            "      {} blocks{chunk}{layout} [{}/{}] [{map}]",
+            a.size_bytes / 1024,
+            a.members.len(),
+            a.members.iter().filter(|m| m.state == "active").count()
+        );
+        if let Some(job) = &a.job {
+            let width = 20usize;
+            let done = ((job.progress.clamp(0.0, 1.0)) * width as f64) as usize;
+            let _ = writeln!(
+                s,
+                "      [{}>{}]  {} = {:.1}% finish={}s speed={}K/sec",
+                "=".repeat(done),
+                ".".repeat(width - done),
+                job.kind,
+                job.progress * 100.0,
+                job.eta_s,
+                job.rate_bytes_per_s / 1024
+            );
+        }
+        if a.needs_resync {
+            let _ = writeln!(s, "      (unclean shutdown: resync pending)");
+        }
+        s.push('\n');
+    }
+    s
+}
+
+fn cmd_detail(args: NameArgs) -> Result<(), CliError> {
+    let payload = control::call(&args.control, manage::OP_DETAIL, name_payload(&args.name))
+        .map_err(control_error)?;
+    if args.json {
+        println!("{}", String::from_utf8_lossy(&payload));
+        return Ok(());
+    }
+    let d: manage::ArrayDetail = decode_json(&payload)?;
+    let mut s = String::new();
+    let mut line = |k: &str, v: String| {
+        let _ = writeln!(s, "{k:>16} : {v}");
+    };
+    line("Name", d.status.name.clone());
+    line("UUID", d.status.uuid.clone());
+    line("Raid Level", d.status.level.clone());
+    line(
+        "Array Size",
+        format!(
+            "{} ({})",
+            d.status.size_bytes,
+            format_size(d.status.size_bytes)
+        ),
+    );
+    line(
+        "Used Dev Size",
+        format!(
+            "{} ({})",
+            d.member_size_bytes,
+            format_size(d.member_size_bytes)
+        ),
+    );
+    line("Raid Devices", d.status.members.len().to_string());
+    line("State", d.status.state.clone());
+    line("Events", d.events.to_string());
+    if d.status.layout != "-" {
+        line("Layout", d.status.layout.clone());
+    }
+    if d.status.chunk_bytes > 0 {
+        line("Chunk Size", format!("{}K", d.status.chunk_bytes / 1024));
+    }
+    line("Read Policy", d.read_policy.clone());
+    line("Data Offset", format!("{} sectors", d.data_offset_sectors));
+    line(
+        "I/O",
+        format!(
+            "{} reads ({}), {} writes ({}), {} flushes, {} errors",
+            d.reads,
+            format_size(d.read_bytes),
+            d.writes,
+            format_size(d.write_bytes),
+            d.flushes,
+            d.errors
+        ),
+    );
+    let _ = writeln!(
+        s,
+        "\n    Number   State     Reads  Writes  Errors  Corrected  Device"
+    );
+    for m in &d.status.members {
+        let det = d.member_details.iter().find(|x| x.role == m.role);
+        let (r, w, e, c) = det
+            .map(|x| {
+                (
+                    x.reads,
+                    x.writes,
+                    x.read_errors + x.write_errors,
+                    x.corrected_sectors,
+                )
+            })
+            .unwrap_or((0, 0, 0, 0));
+        let _ = writeln!(
+            s,
+            "    {:>6}   {:<8} {:>6}  {:>6}  {:>6}  {:>9}  {}",
+            m.role, m.state, r, w, e, c, m.path
+        );
+    }
+    print!("{s}");
+    Ok(())
+}
+
+fn cmd_stop(args: NameArgs) -> Result<(), CliError> {
+    control::call(&args.control, manage::OP_STOP, name_payload(&args.name))
+        .map_err(control_error)?;
+    println!("raid: stopped {}", args.name);
+    Ok(())
+}
+
+fn checked_chunk_sectors(chunk: u64) -> Result<u32, CliError> {
+    if !chunk.is_multiple_of(4096) || chunk == 0 {
+        return Err(CliError::usage(format!(
+            "chunk size {chunk} is not a positive multiple of 4 KiB"
+        )));
+    }
+    u32::try_from(chunk / 512).map_err(|_| CliError::usage("chunk size is too large"))
+}
 
 #[cfg(test)]
 mod tests {

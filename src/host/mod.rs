@@ -2,6 +2,8 @@
 //! worker-thread completions, member specs, and the `raid` command-line tool.
 
 pub mod cli;
+pub mod control;
 pub mod nbd;
 pub mod runtime;
+pub mod serve;
 pub mod spec;

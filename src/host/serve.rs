@@ -1,0 +1,494 @@
+//! `raid serve` and `raid up`: the engine thread that owns the arrays (through a
+//! `RaidDriver`), fed by the NBD server and the control socket.
+//!
+//! Threads: NBD connection threads and control socket threads decode requests and hand them
+//! to the engine thread over a channel; the engine runs them as tasks on the single
+//! executor; member I/O runs on the worker pool; completions go back through callbacks.
+//! One executor orders everything, which is what makes multi-connection NBD coherent.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, Sender, TryRecvError, channel};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use orion_driver::{Frame, IoFlags, IoOp, IoRequest};
+
+use crate::array::Array;
+use crate::array::assemble::{AssembleResult, CreateOptions, NamedDevice, assemble, create};
+use crate::block::{BlockDevice, SECTOR_BYTES};
+use crate::driver::{RaidDriver, driver_error, perform};
+use crate::host::control::{ControlEvent, ControlServer};
+use crate::host::nbd::server::ServerConfig;
+use crate::host::nbd::{Backend, Completion, ExportInfo, IoOutcome, NbdErrno, NbdIo};
+use crate::host::runtime::HostRuntime;
+use crate::host::spec::MemberSpec;
+use crate::platform::file::{FileDisk, IoPool};
+use crate::platform::memory::MemoryDisk;
+
+/// Work for the engine thread.
+enum EngineMsg {
+    Nbd {
+        export: usize,
+        io: NbdIo,
+        done: Completion,
+    },
+    /// SIGINT or SIGTERM.
+    Stop,
+    /// The NBD server drained its connections.
+    NbdStopped,
+}
+
+/// Wakes the engine loop from any thread.
+#[derive(Clone)]
+pub struct Wake(Arc<(Mutex<bool>, Condvar)>);
+
+impl Wake {
+    pub fn wake(&self) {
+        let (flag, cv) = &*self.0;
+        *flag.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        cv.notify_one();
+    }
+}
+
+/// The NBD server's view of the engine: a channel to the engine thread.
+struct EngineBackend {
+    tx: Mutex<Sender<EngineMsg>>,
+    wake: Wake,
+    exports: Vec<ExportInfo>,
+}
+
+impl Backend for EngineBackend {
+    fn exports(&self) -> Vec<ExportInfo> {
+        self.exports.clone()
+    }
+
+    fn submit(&self, export: usize, io: NbdIo, done: Completion) {
+        let sent = self
+            .tx
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .send(EngineMsg::Nbd { export, io, done });
+        match sent {
+            Ok(()) => self.wake.wake(),
+            Err(std::sync::mpsc::SendError(EngineMsg::Nbd { done, .. })) => {
+                done(IoOutcome::Err(NbdErrno::ESHUTDOWN))
+            }
+            Err(_) => {}
+        }
+    }
+}
+
+/// Where and how to serve.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    pub nbd_socket: Option<PathBuf>,
+    pub nbd_listen: Option<String>,
+    pub control: PathBuf,
+    /// Create this array on the members first.
+    pub create: Option<CreateOptions>,
+    pub members: Vec<MemberSpec>,
+    /// Printed once the server is up (how to connect).
+    pub banner: bool,
+}
+
+/// Why serving could not start.
+#[derive(Debug)]
+pub struct ServeError(pub String);
+
+impl std::fmt::Display for ServeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Opens every member spec as a block device.
+pub fn open_members(
+    specs: &[MemberSpec],
+    pool: &Arc<IoPool>,
+) -> Result<Vec<NamedDevice>, ServeError> {
+    let mut out: Vec<NamedDevice> = Vec::new();
+    for spec in specs {
+        match spec {
+            MemberSpec::Path(p) => {
+                let disk = FileDisk::open(p, pool.clone())
+                    .map_err(|e| ServeError(format!("{}: {e}", p.display())))?;
+                out.push((p.display().to_string(), Rc::new(disk)));
+            }
+            MemberSpec::Memory(bytes) => {
+                if *bytes < 4 << 20 {
+                    return Err(ServeError(format!(
+                        "mem:{bytes}: a memory member needs at least 4 MiB"
+                    )));
+                }
+                out.push((
+                    format!("mem:{bytes}"),
+                    Rc::new(MemoryDisk::new(bytes / SECTOR_BYTES as u64)),
+                ));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The regular files and block devices directly inside `dir`, sorted by name.
+pub fn scan_dir(dir: &Path) -> Result<Vec<MemberSpec>, ServeError> {
+    use std::os::unix::fs::FileTypeExt;
+    let entries =
+        std::fs::read_dir(dir).map_err(|e| ServeError(format!("{}: {e}", dir.display())))?;
+    let mut paths: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .filter(|e| {
+            e.file_type()
+                .map(|t| t.is_file() || t.is_block_device())
+                .unwrap_or(false)
+        })
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "img") || !p.is_file())
+        .collect();
+    paths.sort();
+    Ok(paths.into_iter().map(MemberSpec::Path).collect())
+}
+
+fn preferred_block_bytes(array: &Array) -> u32 {
+    let chunk = array
+        .superblock()
+        .map(|sb| sb.chunk_sectors as usize * SECTOR_BYTES)
+        .unwrap_or(0);
+    if chunk.is_power_of_two() && chunk >= 4096 {
+        chunk.min(2 << 20) as u32
+    } else {
+        4096
+    }
+}
+
+fn nbd_to_request(device_id: u32, io: NbdIo) -> IoRequest {
+    let sectors = |len: u32| len / SECTOR_BYTES as u32;
+    let fua_flag = |fua: bool| if fua { IoFlags::FUA } else { IoFlags::empty() };
+    match io {
+        NbdIo::Read { offset, length } => {
+            IoRequest::read(device_id, offset / SECTOR_BYTES as u64, sectors(length))
+        }
+        NbdIo::Write { offset, data, fua } => {
+            IoRequest::write(device_id, offset / SECTOR_BYTES as u64, data, fua_flag(fua))
+        }
+        NbdIo::Flush => IoRequest::flush(device_id),
+        NbdIo::Trim {
+            offset,
+            length,
+            fua,
+        } => IoRequest {
+            device_id,
+            op: IoOp::Discard,
+            flags: fua_flag(fua),
+            sector: offset / SECTOR_BYTES as u64,
+            sector_count: sectors(length),
+            data: Vec::new(),
+        },
+        NbdIo::WriteZeroes {
+            offset,
+            length,
+            fua,
+        } => IoRequest {
+            device_id,
+            op: IoOp::WriteZeroes,
+            flags: fua_flag(fua),
+            sector: offset / SECTOR_BYTES as u64,
+            sector_count: sectors(length),
+            data: Vec::new(),
+        },
+    }
+}
+
+/// Assembles (or creates) the arrays and serves them until SIGINT/SIGTERM; then finishes
+/// requests in flight, flushes, marks every array clean and returns.
+pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
+    let rt = HostRuntime::new();
+    let wake = Wake(rt.waker());
+    let pool = IoPool::new(8);
+    let members = open_members(&opts.members, &pool)?;
+    if members.is_empty() {
+        return Err(ServeError("no members given".into()));
+    }
+    let exec = rt.exec.clone();
+    let now_s = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let arrays: Vec<Rc<Array>> = match opts.create.clone() {
+        Some(create_opts) => {
+            let array = rt
+                .block_on(async move { create(&exec, members, &create_opts).await })
+                .map_err(|e| ServeError(format!("create: {e}")))?;
+            vec![array]
+        }
+        None => {
+            let result: AssembleResult = rt.block_on(async move { assemble(&exec, members).await });
+            for p in &result.problems {
+                log::warn!("{}: {}", p.member, p.reason);
+                eprintln!("raid: {}: {}", p.member, p.reason);
+            }
+            if result.arrays.is_empty() {
+                return Err(ServeError("no array could be assembled".into()));
+            }
+            result.arrays
+        }
+    };
+    let driver = RaidDriver::new(rt.exec.clone());
+    let mut exports = Vec::new();
+    let mut export_ids = Vec::new();
+    for array in &arrays {
+        array.set_wall_clock_base(now_s);
+        let id = driver.add_array(array.clone());
+        export_ids.push(id);
+        exports.push(ExportInfo {
+            name: array.name().to_string(),
+            description: format!("Orion RAID array {}", array.name()),
+            size_bytes: array.capacity_sectors() * SECTOR_BYTES as u64,
+            preferred_block_bytes: preferred_block_bytes(array),
+            read_only: false,
+            multi_conn: true,
+            can_trim: true,
+        });
+    }
+
+    let (tx, rx) = channel::<EngineMsg>();
+    let backend = Arc::new(EngineBackend {
+        tx: Mutex::new(tx.clone()),
+        wake: wake.clone(),
+        exports: exports.clone(),
+    });
+    let tcp = match &opts.nbd_listen {
+        Some(addr) => Some(
+            addr.parse::<std::net::SocketAddr>()
+                .map_err(|e| ServeError(format!("--nbd-listen {addr}: {e}")))?,
+        ),
+        None => None,
+    };
+    let nbd = crate::host::nbd::Server::start(
+        backend,
+        ServerConfig {
+            unix_socket: opts.nbd_socket.clone(),
+            tcp,
+            ..ServerConfig::default()
+        },
+    )
+    .map_err(|e| ServeError(format!("NBD server: {e}")))?;
+
+    let (ctl_tx, ctl_rx) = channel::<ControlEvent>();
+    let w = wake.clone();
+    let mut control = ControlServer::start(&opts.control, ctl_tx, Arc::new(move || w.wake()))
+        .map_err(|e| ServeError(format!("control socket {}: {e}", opts.control.display())))?;
+
+    let stop_flag = Arc::new(AtomicBool::new(false));
+    install_signal_handlers(tx.clone(), wake.clone(), stop_flag.clone())?;
+
+    if opts.banner {
+        print_banner(&opts, &exports);
+    }
+    log::info!("serving {} array(s)", arrays.len());
+
+    let mut engine = Engine {
+        rt,
+        driver,
+        export_ids,
+        rx,
+        ctl_rx,
+        control_seq: HashMap::new(),
+        next_seq: 1,
+    };
+    let mut nbd = Some(nbd);
+    let mut stopping = false;
+    let mut clean_done: Option<crate::executor::JoinHandle<bool>> = None;
+    loop {
+        for msg in engine.drain() {
+            match msg {
+                EngineMsg::Stop if !stopping => {
+                    stopping = true;
+                    eprintln!("raid: stopping: finishing requests in flight");
+                    // The server waits for requests in flight, which need this loop: stop it
+                    // from another thread.
+                    if let Some(server) = nbd.take() {
+                        let tx = tx.clone();
+                        let w = wake.clone();
+                        std::thread::spawn(move || {
+                            server.shutdown();
+                            let _ = tx.send(EngineMsg::NbdStopped);
+                            w.wake();
+                        });
+                    }
+                }
+                EngineMsg::NbdStopped => {
+                    let arrays = arrays.clone();
+                    clean_done = Some(engine.rt.exec.spawn(async move {
+                        let mut ok = true;
+                        for a in arrays {
+                            if let Err(e) = a.mark_clean().await {
+                                log::error!("{}: {e}", a.name());
+                                ok = false;
+                            }
+                        }
+                        ok
+                    }));
+                }
+                _ => {}
+            }
+        }
+        engine.route_replies(&control);
+        if let Some(ok) = clean_done.as_ref().and_then(|h| h.try_take()) {
+            control.stop();
+            pool.shutdown();
+            return if ok {
+                eprintln!("raid: arrays flushed and marked clean");
+                Ok(())
+            } else {
+                Err(ServeError("an array could not be marked clean".into()))
+            };
+        }
+        engine.rt.turn(Duration::from_millis(200));
+    }
+}
+
+struct Engine {
+    rt: HostRuntime,
+    driver: RaidDriver,
+    export_ids: Vec<u32>,
+    rx: Receiver<EngineMsg>,
+    ctl_rx: Receiver<ControlEvent>,
+    /// Our sequence → (control connection, its sequence).
+    control_seq: HashMap<u64, (u64, u64)>,
+    next_seq: u64,
+}
+
+impl Engine {
+    /// Starts every queued request; returns the messages the loop itself handles.
+    fn drain(&mut self) -> Vec<EngineMsg> {
+        let mut rest = Vec::new();
+        loop {
+            match self.rx.try_recv() {
+                Ok(EngineMsg::Nbd { export, io, done }) => self.start_nbd(export, io, done),
+                Ok(other) => rest.push(other),
+                Err(TryRecvError::Empty) | Err(TryRecvError::Disconnected) => break,
+            }
+        }
+        while let Ok(event) = self.ctl_rx.try_recv() {
+            match event {
+                ControlEvent::Frame { conn, frame } => {
+                    let seq = self.next_seq;
+                    self.next_seq += 1;
+                    self.control_seq.insert(seq, (conn, frame.sequence));
+                    self.driver.handle_frame(Frame {
+                        sequence: seq,
+                        message: frame.message,
+                    });
+                }
+                ControlEvent::Closed { conn } => {
+                    self.control_seq.retain(|_, (c, _)| *c != conn);
+                }
+            }
+        }
+        rest
+    }
+
+    fn start_nbd(&self, export: usize, io: NbdIo, done: Completion) {
+        let Some(&id) = self.export_ids.get(export) else {
+            done(IoOutcome::Err(NbdErrno::EINVAL));
+            return;
+        };
+        let Some(array) = self.driver.arrays().get(id).cloned() else {
+            // Stopped through the control socket.
+            done(IoOutcome::Err(NbdErrno::ESHUTDOWN));
+            return;
+        };
+        let request = nbd_to_request(id, io);
+        let trim_fua = request.op == IoOp::Discard && request.flags.contains(IoFlags::FUA);
+        self.rt.exec.spawn_detached(async move {
+            let mut result = perform(&array, request).await;
+            if trim_fua && result.is_ok() {
+                result = array.flush().await.map(|()| Vec::new());
+            }
+            done(match result {
+                Ok(data) => IoOutcome::Ok(data),
+                Err(e) => IoOutcome::Err(match driver_error(&e) {
+                    orion_driver::DriverError::OutOfRange
+                    | orion_driver::DriverError::InvalidArgument => NbdErrno::EINVAL,
+                    _ => NbdErrno::EIO,
+                }),
+            });
+        });
+    }
+
+    fn route_replies(&mut self, control: &ControlServer) {
+        self.driver.poll();
+        for frame in self.driver.take_outgoing() {
+            match self.control_seq.remove(&frame.sequence) {
+                Some((conn, seq)) => control.send(
+                    conn,
+                    &Frame {
+                        sequence: seq,
+                        message: frame.message,
+                    },
+                ),
+                None => log::debug!("reply {} has no control client", frame.sequence),
+            }
+        }
+    }
+}
+
+fn install_signal_handlers(
+    tx: Sender<EngineMsg>,
+    wake: Wake,
+    flag: Arc<AtomicBool>,
+) -> Result<(), ServeError> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
+        .map_err(|e| ServeError(format!("signals: {e}")))?;
+    std::thread::Builder::new()
+        .name("raid-signals".into())
+        .spawn(move || {
+            for _ in signals.forever() {
+                flag.store(true, Ordering::SeqCst);
+                let _ = tx.send(EngineMsg::Stop);
+                wake.wake();
+            }
+        })
+        .map_err(|e| ServeError(format!("signals: {e}")))?;
+    Ok(())
+}
+
+fn print_banner(opts: &ServeOptions, exports: &[ExportInfo]) {
+    println!("raid: serving {} array(s):", exports.len());
+    for e in exports {
+        println!(
+            "  {} — {} ({} bytes)",
+            if e.name.is_empty() {
+                "(default)"
+            } else {
+                &e.name
+            },
+            crate::host::spec::format_size(e.size_bytes),
+            e.size_bytes
+        );
+    }
+    if let Some(sock) = &opts.nbd_socket {
+        let s = sock.display();
+        println!("\nConnect over the Unix socket {s}:");
+        println!("  nbdinfo 'nbd+unix:///?socket={s}'");
+        println!(
+            "  qemu-io -f raw 'nbd+unix:///?socket={s}' -c 'write -P 0xab 0 64k' -c 'read -P 0xab 0 64k'"
+        );
+        println!("  nbdcopy some-file.img 'nbd+unix:///?socket={s}'");
+        println!(
+            "  fio --name=t --ioengine=nbd --uri='nbd+unix:///?socket={s}' --rw=randrw --bs=4k --size=256M --verify=crc32c"
+        );
+    }
+    if let Some(addr) = &opts.nbd_listen {
+        println!("\nor over TCP: nbdinfo nbd://{addr}");
+    }
+    println!(
+        "\nManage it: raid status --control {}   (stop with Ctrl-C)",
+        opts.control.display()
+    );
+}

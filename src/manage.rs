@@ -1,0 +1,238 @@
+//! Management requests: the opcodes the storage service (or the host tool's control socket)
+//! sends in `ManagementRequest` frames, and the JSON documents they answer with.
+//!
+//! Request payloads are small JSON objects (or empty); responses are JSON. JSON because the
+//! same documents are what `raid status --json` prints for scripts: one encoding, no drift.
+
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
+
+use serde::{Deserialize, Serialize};
+
+use crate::array::{Array, Health, MemberState};
+use crate::block::{BlockDevice, SECTOR_BYTES};
+use crate::layout::ArrayLayout;
+use crate::metadata::{Level, format_uuid};
+
+/// Every array's state (like /proc/mdstat). Request payload: empty.
+pub const OP_STATUS: u16 = 0x0001;
+/// One array in detail (like `mdadm --detail`). Request: [`NameRequest`].
+pub const OP_DETAIL: u16 = 0x0002;
+/// Stop an array: flush, mark clean, stop serving it. Request: [`NameRequest`].
+pub const OP_STOP: u16 = 0x0003;
+
+/// A request naming one array.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NameRequest {
+    pub name: String,
+}
+
+/// One member as `status` reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberStatus {
+    pub path: String,
+    /// Slot in the array.
+    pub role: u32,
+    /// `active`, `faulty` or `missing`.
+    pub state: String,
+}
+
+/// A background job (rebuild, resync, check) in progress.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobStatus {
+    pub kind: String,
+    /// 0..1.
+    pub progress: f64,
+    pub rate_bytes_per_s: u64,
+    pub eta_s: u64,
+}
+
+/// One array as `status` reports it; the field names are a contract with scripts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ArrayStatus {
+    pub name: String,
+    pub level: String,
+    pub size_bytes: u64,
+    /// `optimal`, `degraded`, `rebuilding` or `failed`.
+    pub state: String,
+    pub members: Vec<MemberStatus>,
+    pub job: Option<JobStatus>,
+    pub mismatches: u64,
+    pub uuid: String,
+    /// The device id the array is served under.
+    pub device_id: u32,
+    pub chunk_bytes: u64,
+    pub layout: String,
+    /// Unclean shutdown seen and no resync run yet.
+    pub needs_resync: bool,
+}
+
+/// The answer to [`OP_STATUS`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusReport {
+    pub arrays: Vec<ArrayStatus>,
+}
+
+/// Counters of one member, for `detail`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberDetail {
+    pub path: String,
+    pub role: u32,
+    pub state: String,
+    pub device_uuid: String,
+    pub events: u64,
+    pub reads: u64,
+    pub writes: u64,
+    pub read_errors: u64,
+    pub write_errors: u64,
+    pub corrected_sectors: u64,
+    pub in_flight: u32,
+}
+
+/// The answer to [`OP_DETAIL`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ArrayDetail {
+    #[serde(flatten)]
+    pub status: ArrayStatus,
+    pub events: u64,
+    pub data_offset_sectors: u64,
+    pub member_size_bytes: u64,
+    pub read_policy: String,
+    pub reads: u64,
+    pub writes: u64,
+    pub read_bytes: u64,
+    pub write_bytes: u64,
+    pub flushes: u64,
+    pub discards: u64,
+    pub errors: u64,
+    pub member_details: Vec<MemberDetail>,
+}
+
+fn layout_name(layout: &ArrayLayout, md_layout: u32) -> String {
+    match layout {
+        // mdadm's spelling (`near=2`), as `mdadm --detail` prints it.
+        ArrayLayout::Raid10(l) => crate::metadata::Raid10Layout::from_raw(md_layout)
+            .map(|m| m.to_string())
+            .unwrap_or_else(|| l.layout().to_string()),
+        ArrayLayout::Raid0(_) => match md_layout {
+            1 => "original".into(),
+            2 => "alternate".into(),
+            _ => "-".into(),
+        },
+        ArrayLayout::Raid1(_) => "-".into(),
+    }
+}
+
+fn state_name(array: &Array) -> &'static str {
+    match array.health() {
+        Health::Optimal => "optimal",
+        Health::Degraded => "degraded",
+        Health::Failed => "failed",
+    }
+}
+
+/// The status document of one array served as `device_id`.
+pub fn array_status(device_id: u32, array: &Array) -> ArrayStatus {
+    let sb = array.superblock();
+    let members = array
+        .slots()
+        .iter()
+        .enumerate()
+        .map(|(slot, m)| match m {
+            Some(m) => MemberStatus {
+                path: m.name.clone(),
+                role: slot as u32,
+                state: match m.state() {
+                    MemberState::Active => "active".into(),
+                    MemberState::Faulty => "faulty".into(),
+                },
+            },
+            None => MemberStatus {
+                path: String::new(),
+                role: slot as u32,
+                state: "missing".into(),
+            },
+        })
+        .collect();
+    ArrayStatus {
+        name: array.name().to_string(),
+        level: sb
+            .as_ref()
+            .map(|s| s.level.to_string())
+            .unwrap_or_else(|| level_of(array.layout()).to_string()),
+        size_bytes: array.capacity_sectors() * SECTOR_BYTES as u64,
+        state: state_name(array).into(),
+        members,
+        job: None,
+        mismatches: 0,
+        uuid: sb
+            .as_ref()
+            .map(|s| format_uuid(&s.array_uuid).to_string())
+            .unwrap_or_default(),
+        device_id,
+        chunk_bytes: sb
+            .as_ref()
+            .map(|s| u64::from(s.chunk_sectors) * SECTOR_BYTES as u64)
+            .unwrap_or(0),
+        layout: layout_name(array.layout(), sb.as_ref().map(|s| s.layout).unwrap_or(0)),
+        needs_resync: array.needs_resync(),
+    }
+}
+
+fn level_of(layout: &ArrayLayout) -> Level {
+    match layout {
+        ArrayLayout::Raid0(_) => Level::Raid0,
+        ArrayLayout::Raid1(_) => Level::Raid1,
+        ArrayLayout::Raid10(_) => Level::Raid10,
+    }
+}
+
+/// The detail document of one array.
+pub fn array_detail(device_id: u32, array: &Array) -> ArrayDetail {
+    let sb = array.superblock();
+    let counters = array.counters();
+    let member_details = array
+        .slots()
+        .iter()
+        .enumerate()
+        .filter_map(|(slot, m)| m.as_ref().map(|m| (slot, m)))
+        .map(|(slot, m)| {
+            let msb = m.superblock();
+            let c = m.counters();
+            MemberDetail {
+                path: m.name.clone(),
+                role: slot as u32,
+                state: m.state().to_string(),
+                device_uuid: format_uuid(&msb.device_uuid).to_string(),
+                events: msb.events,
+                reads: c.reads,
+                writes: c.writes,
+                read_errors: c.read_errors,
+                write_errors: c.write_errors,
+                corrected_sectors: c.corrected_sectors,
+                in_flight: m.inflight(),
+            }
+        })
+        .collect();
+    ArrayDetail {
+        status: array_status(device_id, array),
+        events: sb.as_ref().map(|s| s.events).unwrap_or(0),
+        data_offset_sectors: sb.as_ref().map(|s| s.data_offset_sectors).unwrap_or(0),
+        member_size_bytes: sb
+            .as_ref()
+            .map(|s| s.size_sectors * SECTOR_BYTES as u64)
+            .unwrap_or(0),
+        read_policy: match array.read_policy() {
+            crate::array::ReadPolicy::RoundRobin => "round-robin".into(),
+            crate::array::ReadPolicy::LeastOutstanding => "adaptive".into(),
+        },
+        reads: counters.reads,
+        writes: counters.writes,
+        read_bytes: counters.read_bytes,
+        write_bytes: counters.write_bytes,
+        flushes: counters.flushes,
+        discards: counters.discards,
+        errors: counters.errors,
+        member_details,
+    }
+}
