@@ -278,3 +278,40 @@ fn serve_rejects_bad_arguments() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach"));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A 16 TiB array (sparse image files) is served in little memory: nothing in the engine
+/// grows with the array's size.
+#[test]
+fn sixteen_tib_array_stays_small() {
+    let dir = std::env::temp_dir().join(format!("orion-serve-16t-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let members = ["b0.img", "b1.img", "b2.img", "b3.img"];
+    let mut args = vec!["create", "--level", "10", "--size", "8T", "--name", "big"];
+    args.extend(members);
+    ok(&raid(&args, &dir));
+    let server = Server::start(&dir, &members);
+    let status = ok(&raid(&["status", "--json", "--control", "ctl.sock"], &dir));
+    let v: serde_json::Value = serde_json::from_str(status.trim()).unwrap();
+    let size = v["arrays"][0]["size_bytes"].as_u64().unwrap();
+    assert!(size >= (16u64 << 40) - (1 << 30), "size {size}");
+    if tool("qemu-io").is_some() {
+        let last = format!("write -P 0x77 {} 64k", size - (1 << 20));
+        ok(&qemu_io(
+            &server.uri(),
+            &["write -P 0x55 0 1M", "write -P 0x66 8T 1M", &last, "flush"],
+        ));
+        let last = format!("read -P 0x77 {} 64k", size - (1 << 20));
+        ok(&qemu_io(&server.uri(), &["read -P 0x66 8T 1M", &last]));
+    }
+    let status = std::fs::read_to_string(format!("/proc/{}/status", server.child.id())).unwrap();
+    let peak_kib: u64 = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    assert!(peak_kib < 256 * 1024, "peak resident memory {peak_kib} KiB");
+    server.stop();
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -1,16 +1,75 @@
-//! Drives the core executor on the host: a monotonic clock and a condition variable that
-//! worker threads signal when they complete a request.
+//! Drives the core executor on the host: a monotonic clock, and a wake-up signal that worker
+//! threads, NBD connections and the control socket raise when they hand the engine work.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::executor::Executor;
 
+/// Raised from any thread; the engine thread sleeps on it. Raising it costs an atomic store
+/// unless the engine is actually asleep: most wake-ups happen while the engine is busy, and a
+/// futex call for each would dominate a 4 KiB request.
+pub struct Signal {
+    pending: AtomicBool,
+    sleeping: AtomicBool,
+    lock: Mutex<()>,
+    cv: Condvar,
+}
+
+impl Signal {
+    fn new() -> Self {
+        Signal {
+            pending: AtomicBool::new(false),
+            sleeping: AtomicBool::new(false),
+            lock: Mutex::new(()),
+            cv: Condvar::new(),
+        }
+    }
+
+    /// Wakes the engine (or makes its next wait return at once).
+    pub fn raise(&self) {
+        self.pending.store(true, Ordering::SeqCst);
+        if self.sleeping.load(Ordering::SeqCst) {
+            // Taking the lock orders this notify after the sleeper's check of `pending`.
+            let _g = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+            self.cv.notify_one();
+        }
+    }
+
+    /// Waits until raised or `timeout`; clears the signal.
+    fn wait(&self, timeout: Duration) {
+        if self.pending.swap(false, Ordering::SeqCst) || timeout.is_zero() {
+            return;
+        }
+        // A short spin catches the next request of a busy client without a sleep/wake pair.
+        let spin_until = Instant::now() + Duration::from_micros(30).min(timeout);
+        while Instant::now() < spin_until {
+            if self.pending.swap(false, Ordering::SeqCst) {
+                return;
+            }
+            std::hint::spin_loop();
+        }
+        let guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        self.sleeping.store(true, Ordering::SeqCst);
+        // `raise` stores `pending` before it reads `sleeping`; this reads `pending` after
+        // storing `sleeping`: one of the two sees the other (no lost wake-up).
+        if !self.pending.load(Ordering::SeqCst) {
+            let _unused = self
+                .cv
+                .wait_timeout(guard, timeout)
+                .unwrap_or_else(|e| e.into_inner());
+        }
+        self.sleeping.store(false, Ordering::SeqCst);
+        self.pending.store(false, Ordering::SeqCst);
+    }
+}
+
 /// The executor plus what the host needs to sleep until there is work.
 pub struct HostRuntime {
     pub exec: Executor,
-    wakeup: Arc<(Mutex<bool>, Condvar)>,
+    signal: Arc<Signal>,
     start: Instant,
 }
 
@@ -23,23 +82,19 @@ impl Default for HostRuntime {
 impl HostRuntime {
     pub fn new() -> Self {
         let exec = Executor::new();
-        let wakeup = Arc::new((Mutex::new(false), Condvar::new()));
-        let w = wakeup.clone();
-        exec.set_notifier(Arc::new(move || {
-            let (flag, cv) = &*w;
-            *flag.lock().unwrap_or_else(|e| e.into_inner()) = true;
-            cv.notify_one();
-        }));
+        let signal = Arc::new(Signal::new());
+        let s = signal.clone();
+        exec.set_notifier(Arc::new(move || s.raise()));
         HostRuntime {
             exec,
-            wakeup,
+            signal,
             start: Instant::now(),
         }
     }
 
-    /// A handle other threads can use to wake the main loop.
-    pub fn waker(&self) -> Arc<(Mutex<bool>, Condvar)> {
-        self.wakeup.clone()
+    /// A handle other threads use to wake the main loop.
+    pub fn signal(&self) -> Arc<Signal> {
+        self.signal.clone()
     }
 
     fn now_ns(&self) -> u64 {
@@ -55,15 +110,7 @@ impl HostRuntime {
         if let Some(deadline) = self.exec.next_deadline_ns() {
             wait = wait.min(Duration::from_nanos(deadline.saturating_sub(self.now_ns())));
         }
-        let (flag, cv) = &*self.wakeup;
-        let mut ready = flag.lock().unwrap_or_else(|e| e.into_inner());
-        if !*ready && !wait.is_zero() {
-            ready = cv
-                .wait_timeout(ready, wait)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
-        }
-        *ready = false;
+        self.signal.wait(wait);
     }
 
     /// Runs `future` to completion, driving every other task meanwhile.

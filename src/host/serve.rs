@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, Sender, TryRecvError, channel};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use orion_driver::{Frame, IoFlags, IoOp, IoRequest};
@@ -23,7 +23,7 @@ use crate::driver::{RaidDriver, driver_error, perform};
 use crate::host::control::{ControlEvent, ControlServer};
 use crate::host::nbd::server::ServerConfig;
 use crate::host::nbd::{Backend, Completion, ExportInfo, IoOutcome, NbdErrno, NbdIo};
-use crate::host::runtime::HostRuntime;
+use crate::host::runtime::{HostRuntime, Signal};
 use crate::host::spec::MemberSpec;
 use crate::platform::file::{FileDisk, IoPool};
 use crate::platform::memory::MemoryDisk;
@@ -43,13 +43,11 @@ enum EngineMsg {
 
 /// Wakes the engine loop from any thread.
 #[derive(Clone)]
-pub struct Wake(Arc<(Mutex<bool>, Condvar)>);
+pub struct Wake(Arc<Signal>);
 
 impl Wake {
     pub fn wake(&self) {
-        let (flag, cv) = &*self.0;
-        *flag.lock().unwrap_or_else(|e| e.into_inner()) = true;
-        cv.notify_one();
+        self.0.raise();
     }
 }
 
@@ -206,7 +204,7 @@ fn nbd_to_request(device_id: u32, io: NbdIo) -> IoRequest {
 /// requests in flight, flushes, marks every array clean and returns.
 pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
     let rt = HostRuntime::new();
-    let wake = Wake(rt.waker());
+    let wake = Wake(rt.signal());
     let pool = IoPool::new(8);
     let members = open_members(&opts.members, &pool)?;
     if members.is_empty() {

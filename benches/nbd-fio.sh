@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# Speed of the NBD export, side by side with `nbdkit memory` of the same size, in one run.
+#
+#   bash benches/nbd-fio.sh [raid0|raid1|raid10|all]   (default: all)
+#
+# Both servers listen on Unix sockets; fio's nbd engine drives them with the same jobs:
+# 4k random read and write (iodepth 16), 1 MiB sequential read and write (iodepth 4).
+# Prints a table with the ratio ours/nbdkit; RUNTIME=<s> changes the time per job.
+# A benchmark, not a test: numbers depend on the machine and its load.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+which=${1:-all}
+runtime=${RUNTIME:-10}
+work=$(mktemp -d /tmp/orion-bench.XXXXXX)
+pids=()
+cleanup() {
+    for p in "${pids[@]}"; do kill -INT "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+for t in fio nbdkit jq; do
+    command -v "$t" >/dev/null || { echo "needs $t (apt-get install fio nbdkit jq)" >&2; exit 1; }
+done
+cargo build --release --quiet
+raid=target/release/raid
+
+wait_socket() {
+    for _ in $(seq 200); do [ -S "$1" ] && return 0; sleep 0.05; done
+    echo "no socket $1" >&2; exit 1
+}
+
+# fio_job URI NAME RW BS DEPTH -> prints "iops bw_bytes"
+fio_job() {
+    local uri=$1 name=$2 rw=$3 bs=$4 depth=$5
+    fio --name="$name" --ioengine=nbd --uri="$uri" --rw="$rw" --bs="$bs" \
+        --iodepth="$depth" --size=1G --time_based --runtime="$runtime" --ramp_time=1 \
+        --output-format=json 2>/dev/null | sed -n '/^{/,$p' |
+        jq -r '.jobs[0] | if (.read.io_bytes > 0) then "\(.read.iops) \(.read.bw_bytes)" else "\(.write.iops) \(.write.bw_bytes)" end'
+}
+
+# Fill the first 1 GiB so reads do not hit holes (both servers are sparse).
+fill() {
+    fio --name=fill --ioengine=nbd --uri="$1" --rw=write --bs=1M --iodepth=4 --size=1G \
+        --output-format=json >/dev/null 2>&1
+}
+
+run_level() {
+    local level=$1; shift
+    local members=("$@")
+    local per_member=${members[0]#mem:}
+    local dir="$work/$level"
+    mkdir -p "$dir"
+    "$raid" serve --create --level "$level" --chunk 512K --name bench \
+        --nbd-socket "$dir/raid.sock" --control "$dir/ctl.sock" "${members[@]}" \
+        >"$dir/raid.log" 2>&1 &
+    pids+=($!)
+    wait_socket "$dir/raid.sock"; wait_socket "$dir/ctl.sock"
+    local size
+    size=$("$raid" status --json --control "$dir/ctl.sock" | jq '.arrays[0].size_bytes')
+    nbdkit --exit-with-parent --unix "$dir/kit.sock" memory "$size" &
+    pids+=($!)
+    wait_socket "$dir/kit.sock"
+    local ours="nbd+unix:///?socket=$dir/raid.sock"
+    local kit="nbd+unix:///?socket=$dir/kit.sock"
+    fill "$ours"; fill "$kit"
+    printf '\n%s of %d x %s (%s bytes)\n' "$level" "${#members[@]}" "$per_member" "$size"
+    printf '%-22s %14s %14s %7s\n' "job" "raid" "nbdkit" "ratio"
+    for job in "randread 4k 16" "randwrite 4k 16" "read 1M 4" "write 1M 4"; do
+        set -- $job
+        read -r o_iops o_bw < <(fio_job "$ours" "$1" "$1" "$2" "$3")
+        read -r k_iops k_bw < <(fio_job "$kit" "$1" "$1" "$2" "$3")
+        if [ "$2" = 4k ]; then
+            printf '%-22s %11.0f io %11.0f io %7.2f\n' "$1 $2 qd$3 (IOPS)" "$o_iops" "$k_iops" \
+                "$(echo "$o_iops / $k_iops" | bc -l)"
+        else
+            printf '%-22s %9.0f MB/s %9.0f MB/s %7.2f\n' "$1 $2 qd$3 (BW)" \
+                "$(echo "$o_bw / 1000000" | bc -l)" "$(echo "$k_bw / 1000000" | bc -l)" \
+                "$(echo "$o_bw / $k_bw" | bc -l)"
+        fi
+    done
+    kill -INT "${pids[-2]}" "${pids[-1]}" 2>/dev/null || true
+    wait "${pids[-2]}" 2>/dev/null || true
+}
+
+case $which in
+    raid0|all) run_level 0 mem:512M mem:512M mem:512M mem:512M ;;&
+    raid1|all) run_level 1 mem:2G mem:2G ;;&
+    raid10|all) run_level 10 mem:1G mem:1G mem:1G mem:1G ;;
+    raid0|raid1) ;;
+    *) echo "usage: $0 [raid0|raid1|raid10|all]" >&2; exit 2 ;;
+esac
