@@ -426,11 +426,16 @@ impl Array {
         &self,
         array_sector: u64,
         ext: Extent,
+        buf: Vec<u8>,
     ) -> Result<(Vec<u8>, Vec<RepairJob>), IoError> {
         let bytes = ext.sectors as usize * SECTOR_BYTES;
+        assert_eq!(buf.len(), bytes, "extent buffer matches the extent");
+        // The caller's buffer serves the first attempt; a retry (error path) gets a new one.
+        let mut first = Some(buf);
         let mut failed: Vec<(Rc<Member>, u64)> = Vec::new();
         for (member, sector) in self.read_order(&ext) {
-            match member.read_data(sector, vec![0u8; bytes]).await {
+            let buf = first.take().unwrap_or_else(|| vec![0u8; bytes]);
+            match member.read_data(sector, buf).await {
                 Ok(data) => {
                     let mut jobs = Vec::new();
                     if !failed.is_empty() && self.redundant {
@@ -550,10 +555,31 @@ impl Array {
             return Ok(buf);
         }
         let guard = self.lock.lock_shared(sector, sector + sectors).await;
-        let extents = self.extents(sector, sectors);
+        let mut extents = self.extents(sector, sectors);
+        if extents.len() == 1 {
+            // The common case: one member read straight into the caller's buffer.
+            let (s, ext) = extents.pop().expect("one extent");
+            let result = self.read_extent(s, ext, buf).await;
+            drop(guard);
+            return match result {
+                Ok((data, repairs)) => {
+                    for job in repairs {
+                        self.repair(job).await;
+                    }
+                    Ok(data)
+                }
+                Err(e) => {
+                    self.count(|c| c.errors += 1);
+                    Err(e)
+                }
+            };
+        }
         let futures: Vec<_> = extents
             .into_iter()
-            .map(|(s, ext)| async move { (s, self.read_extent(s, ext).await) })
+            .map(|(s, ext)| async move {
+                let piece = vec![0u8; ext.sectors as usize * SECTOR_BYTES];
+                (s, self.read_extent(s, ext, piece).await)
+            })
             .collect();
         let mut first_error = None;
         let mut repairs = Vec::new();
