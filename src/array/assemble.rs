@@ -431,7 +431,23 @@ async fn start(
                     member_sb.clone(),
                 ))));
             }
-            SlotState::Recovering { .. } | SlotState::Missing { .. } => {
+            SlotState::Recovering { .. } => {
+                slots.push(None);
+                sizes.push(None);
+            }
+            SlotState::Missing {
+                expected_dev_number,
+            } => {
+                problems.push(Problem {
+                    member: label.clone(),
+                    reason: match expected_dev_number {
+                        Some(d) => format!(
+                            "slot {} is missing (device {d} of the array was not found)",
+                            slots.len()
+                        ),
+                        None => format!("slot {} is missing", slots.len()),
+                    },
+                });
                 slots.push(None);
                 sizes.push(None);
             }

@@ -268,3 +268,71 @@ fn requests_past_the_end_change_nothing() {
     ));
     assert_eq!(member_writes(&r), before);
 }
+
+#[test]
+fn assembly_reports_missing_corrupt_and_groups_arrays() {
+    let a = rig(Level::Raid1, None, 3, false);
+    let b = rig(Level::Raid10, Some("n2"), 4, false);
+    // b's UUID must differ from a's: rewrite b with another UUID.
+    let exec = a.exec.clone();
+    let members: Vec<(String, Rc<dyn BlockDevice>)> = b
+        .mem
+        .iter()
+        .enumerate()
+        .map(|(i, m)| (format!("e{i}"), m.clone() as Rc<dyn BlockDevice>))
+        .collect();
+    let opts = CreateOptions {
+        level: Level::Raid10,
+        layout: None,
+        chunk_sectors: 64,
+        name: "other".into(),
+        uuid: [4; 16],
+        time_s: 1_000,
+        entropy: 5,
+        assume_clean: true,
+    };
+    let e = exec.clone();
+    exec.block_on(async move { create(&e, members, &opts).await })
+        .unwrap()
+        .unwrap();
+    // A blank disk and one with a corrupted superblock.
+    let blank = Rc::new(MemoryDisk::new(16 * 2048));
+    let corrupt = Rc::new(MemoryDisk::new(16 * 2048));
+    let mut block = vec![0u8; 4096];
+    a.mem[2].read_at(8, &mut block).unwrap();
+    block[200] ^= 0x40;
+    corrupt.write_at(8, &block).unwrap();
+
+    let mut candidates: Vec<(String, Rc<dyn BlockDevice>)> = vec![
+        ("d0".into(), a.mem[0].clone()),
+        ("d1".into(), a.mem[1].clone()),
+        ("blank".into(), blank),
+        ("corrupt".into(), corrupt),
+    ];
+    for (i, m) in b.mem.iter().enumerate() {
+        candidates.push((format!("e{i}"), m.clone()));
+    }
+    let e = exec.clone();
+    let result = exec
+        .block_on(async move { assemble(&e, candidates).await })
+        .unwrap();
+    let mut names: Vec<String> = result.arrays.iter().map(|x| x.name().into()).collect();
+    names.sort();
+    assert_eq!(names, ["other", "t"]);
+    let t = result.arrays.iter().find(|x| x.name() == "t").unwrap();
+    assert_eq!(t.health(), Health::Degraded);
+    assert!(t.slots()[2].is_none());
+    let other = result.arrays.iter().find(|x| x.name() == "other").unwrap();
+    assert_eq!(other.health(), Health::Optimal);
+    let why = |who: &str| {
+        result
+            .problems
+            .iter()
+            .find(|p| p.member.contains(who) || p.reason.contains(who))
+            .map(|p| p.reason.clone())
+            .unwrap_or_else(|| panic!("no problem reported for {who}: {:?}", result.problems))
+    };
+    assert!(why("blank").contains("no valid md superblock"));
+    assert!(why("corrupt").contains("checksum"));
+    assert!(why("slot 2").contains("missing"));
+}
