@@ -653,66 +653,6 @@ fn tcp_listener_serves_qemu() {
     assert!(!text(&out).contains("failed"));
 }
 
-/// Our server against `nbdkit memory`: fio 4k random reads, queue depth 16, both over Unix
-/// sockets. Information only: `cargo test --release --test nbd_clients -- --ignored
-/// --nocapture`.
-#[test]
-#[ignore]
-fn fio_randread_performance() {
-    if !have("fio") || !have("nbdkit") {
-        return;
-    }
-    let fio = |uri: &str| -> String {
-        let out = run(
-            "fio",
-            &[
-                "--name=randread",
-                "--ioengine=nbd",
-                &format!("--uri={uri}"),
-                "--rw=randread",
-                "--bs=4k",
-                "--size=256M",
-                "--iodepth=16",
-                "--time_based",
-                "--runtime=10",
-                "--randseed=7",
-            ],
-        );
-        let t = text(&out);
-        t.lines()
-            .filter(|l| l.contains("IOPS=") || l.contains("clat (usec)") || l.contains(" lat ("))
-            .collect::<Vec<_>>()
-            .join("\n")
-    };
-    for (name, mode) in [("pool", Mode::Pool), ("inline", Mode::Inline)] {
-        let backend = MemoryBackend::single(256 * MIB, mode);
-        let srv = serve(&format!("perf-{name}"), backend);
-        eprintln!(
-            "== orion nbd server, memory backend completing {name}:\n{}",
-            fio(&srv.uri())
-        );
-    }
-    let dir = temp_dir("perf-nbdkit");
-    let socket = dir.join("nbdkit.sock");
-    let mut nbdkit = Command::new("nbdkit")
-        .args(["-f", "-U"])
-        .arg(&socket)
-        .args(["memory", "256M"])
-        .spawn()
-        .expect("start nbdkit");
-    for _ in 0..100 {
-        if socket.exists() {
-            break;
-        }
-        thread::sleep(Duration::from_millis(50));
-    }
-    let uri = format!("nbd+unix:///?socket={}", socket.display());
-    eprintln!("== nbdkit memory 256M:\n{}", fio(&uri));
-    let _ = nbdkit.kill();
-    let _ = nbdkit.wait();
-    let _ = std::fs::remove_dir_all(&dir);
-}
-
 // ---------------------------------------------------------------------------------------
 // A raw client: bad input the real clients never send
 

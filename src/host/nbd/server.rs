@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::io::{self, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -711,10 +711,76 @@ struct Reply {
     credit_bytes: usize,
 }
 
+/// The connection's write side, shared by the writer thread and by completions that send
+/// their reply at once (saving a thread hand-off per request).
+struct ReplyPath {
+    out: Mutex<Outgoing>,
+    credits: Arc<Credits>,
+}
+
+struct Outgoing {
+    stream: Stream,
+    /// What a non-blocking send left unsent of a reply: the writer sends it before anything
+    /// else, so replies never interleave.
+    tail: Vec<u8>,
+    broken: bool,
+}
+
+enum DirectSend {
+    All,
+    Partial(usize),
+    WouldBlock,
+    Failed,
+}
+
+/// One `sendmsg` of header and data without blocking (and without SIGPIPE).
+#[allow(unsafe_code)]
+fn send_nonblocking(stream: &Stream, header: &[u8], data: &[u8]) -> DirectSend {
+    use std::os::unix::io::AsRawFd;
+    let fd = match stream {
+        Stream::Unix(s) => s.as_raw_fd(),
+        Stream::Tcp(s) => s.as_raw_fd(),
+    };
+    let mut iov = [
+        libc::iovec {
+            iov_base: header.as_ptr() as *mut libc::c_void,
+            iov_len: header.len(),
+        },
+        libc::iovec {
+            iov_base: data.as_ptr() as *mut libc::c_void,
+            iov_len: data.len(),
+        },
+    ];
+    // SAFETY: an all-zero msghdr is valid (no name, no control data).
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = iov.as_mut_ptr();
+    msg.msg_iovlen = if data.is_empty() { 1 } else { 2 };
+    // SAFETY: `fd` is the open socket `stream` owns; the iovecs point into `header` and
+    // `data`, which outlive the call; sendmsg only reads them.
+    let n = unsafe { libc::sendmsg(fd, &msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) };
+    let total = header.len() + data.len();
+    if n < 0 {
+        let err = io::Error::last_os_error();
+        return match err.kind() {
+            io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => DirectSend::WouldBlock,
+            _ => DirectSend::Failed,
+        };
+    }
+    let n = n as usize;
+    if n == total {
+        DirectSend::All
+    } else if n == 0 {
+        DirectSend::WouldBlock
+    } else {
+        DirectSend::Partial(n)
+    }
+}
+
 /// The promise of exactly one reply: sent on completion, or `EIO` if the completion is
 /// dropped uncalled, so every request is answered and its credit returned.
 struct PendingReply {
-    sender: Option<Sender<Reply>>,
+    sender: Option<Sender<Option<Reply>>>,
+    path: Arc<ReplyPath>,
     cookie: u64,
     /// `Some(length)` for a read: the data must be exactly that long.
     read_length: Option<u32>,
@@ -738,14 +804,66 @@ impl PendingReply {
         self.send(result);
     }
 
+    /// Sends at once when the socket takes the whole reply without blocking; otherwise
+    /// hands it to the writer thread.
+    fn try_direct(&self, result: &Result<Vec<u8>, NbdErrno>) -> bool {
+        let Ok(mut out) = self.path.out.try_lock() else {
+            return false;
+        };
+        if out.broken || !out.tail.is_empty() {
+            return false;
+        }
+        let header = proto::encode_simple_reply_header(&proto::SimpleReplyHeader::new(
+            self.cookie,
+            result.as_ref().map(|_| ()).map_err(|e| *e),
+        ));
+        let data: &[u8] = match result {
+            Ok(d) => d,
+            Err(_) => &[],
+        };
+        match send_nonblocking(&out.stream, &header, data) {
+            DirectSend::All => true,
+            DirectSend::Partial(n) => {
+                let mut tail = Vec::with_capacity(header.len() + data.len() - n);
+                if n < header.len() {
+                    tail.extend_from_slice(&header[n..]);
+                    tail.extend_from_slice(data);
+                } else {
+                    tail.extend_from_slice(&data[n - header.len()..]);
+                }
+                out.tail = tail;
+                if let Some(sender) = &self.sender {
+                    // Wake the writer to send the rest.
+                    let _ = sender.send(None);
+                }
+                true
+            }
+            DirectSend::WouldBlock => false,
+            DirectSend::Failed => {
+                out.broken = true;
+                let _ = out.stream.shutdown(Shutdown::Both);
+                // The writer still takes the reply, to return its credit.
+                false
+            }
+        }
+    }
+
     fn send(&mut self, result: Result<Vec<u8>, NbdErrno>) {
+        if self.sender.is_none() {
+            return;
+        }
+        if self.try_direct(&result) {
+            self.sender = None;
+            self.path.credits.release(self.credit_bytes);
+            return;
+        }
         if let Some(sender) = self.sender.take() {
             // Fails only if the writer thread is gone, which waits for every sender.
-            let _ = sender.send(Reply {
+            let _ = sender.send(Some(Reply {
                 cookie: self.cookie,
                 result,
                 credit_bytes: self.credit_bytes,
-            });
+            }));
         }
     }
 }
@@ -770,13 +888,21 @@ fn transmission(
         max_bytes: shared.config.max_in_flight_bytes,
     });
     let (sender, receiver) = mpsc::channel();
+    let path = Arc::new(ReplyPath {
+        out: Mutex::new(Outgoing {
+            stream: writer,
+            tail: Vec::new(),
+            broken: false,
+        }),
+        credits: credits.clone(),
+    });
     let writer_thread = {
-        let credits = credits.clone();
+        let path = path.clone();
         thread::Builder::new()
             .name(format!("nbd-reply-{id}"))
-            .spawn(move || write_replies(writer, receiver, &credits))?
+            .spawn(move || write_replies(&path, receiver))?
     };
-    let result = read_requests(shared, &mut reader, &sender, &credits, selected);
+    let result = read_requests(shared, &mut reader, &sender, &path, selected);
     // The writer ends once every in-flight completion has sent its reply.
     drop(sender);
     let _ = writer_thread.join();
@@ -786,17 +912,18 @@ fn transmission(
 fn read_requests(
     shared: &Shared,
     reader: &mut BufReader<Stream>,
-    sender: &Sender<Reply>,
-    credits: &Credits,
+    sender: &Sender<Option<Reply>>,
+    path: &Arc<ReplyPath>,
     selected: &Selected,
 ) -> Result<(), ConnectionError> {
+    let credits = &*path.credits;
     let reply_now = |cookie: u64, result: Result<Vec<u8>, NbdErrno>| {
         credits.acquire(0);
-        let _ = sender.send(Reply {
+        let _ = sender.send(Some(Reply {
             cookie,
             result,
             credit_bytes: 0,
-        });
+        }));
     };
     let mut header_bytes = [0u8; proto::REQUEST_HEADER_BYTES];
     loop {
@@ -891,6 +1018,7 @@ fn read_requests(
         };
         let pending = PendingReply {
             sender: Some(sender.clone()),
+            path: path.clone(),
             cookie,
             read_length,
             credit_bytes,
@@ -903,45 +1031,52 @@ fn read_requests(
     }
 }
 
-/// Sends replies in the order they complete, batching what is ready into few writes.
-fn write_replies(stream: Stream, receiver: Receiver<Reply>, credits: &Credits) {
-    let mut out = BufWriter::with_capacity(WRITE_BUFFER_BYTES, stream);
-    let mut healthy = true;
-    loop {
-        let reply = match receiver.try_recv() {
-            Ok(reply) => reply,
-            Err(TryRecvError::Empty) => {
-                if healthy && out.flush().is_err() {
-                    healthy = false;
-                    let _ = out.get_ref().shutdown(Shutdown::Both);
-                }
-                match receiver.recv() {
-                    Ok(reply) => reply,
-                    Err(_) => break,
+/// Sends the replies completions could not send at once, batching what is ready.
+fn write_replies(path: &ReplyPath, receiver: Receiver<Option<Reply>>) {
+    let mut batch: Vec<u8> = Vec::with_capacity(WRITE_BUFFER_BYTES);
+    let mut credit_bytes: Vec<usize> = Vec::new();
+    while let Ok(first) = receiver.recv() {
+        let mut next = Some(first);
+        while let Some(msg) = next.take() {
+            if let Some(reply) = msg {
+                encode_reply(&mut batch, &reply);
+                credit_bytes.push(reply.credit_bytes);
+            }
+            if batch.len() >= WRITE_BUFFER_BYTES {
+                break;
+            }
+            next = match receiver.try_recv() {
+                Ok(msg) => Some(msg),
+                Err(TryRecvError::Empty) | Err(TryRecvError::Disconnected) => None,
+            };
+        }
+        {
+            let mut out = lock(&path.out);
+            if !out.broken {
+                let tail = std::mem::take(&mut out.tail);
+                let ok =
+                    out.stream.write_all(&tail).is_ok() && out.stream.write_all(&batch).is_ok();
+                if !ok {
+                    // The client is gone: wake the reader too, keep draining to return credits.
+                    out.broken = true;
+                    let _ = out.stream.shutdown(Shutdown::Both);
                 }
             }
-            Err(TryRecvError::Disconnected) => break,
-        };
-        if healthy && write_reply(&mut out, &reply).is_err() {
-            // The client is gone: wake the reader too, keep draining to return credits.
-            healthy = false;
-            let _ = out.get_ref().shutdown(Shutdown::Both);
         }
-        credits.release(reply.credit_bytes);
-    }
-    if healthy {
-        let _ = out.flush();
+        batch.clear();
+        for bytes in credit_bytes.drain(..) {
+            path.credits.release(bytes);
+        }
     }
 }
 
-fn write_reply(out: &mut impl Write, reply: &Reply) -> io::Result<()> {
+fn encode_reply(out: &mut Vec<u8>, reply: &Reply) {
     let header = proto::SimpleReplyHeader::new(
         reply.cookie,
         reply.result.as_ref().map(|_| ()).map_err(|e| *e),
     );
-    out.write_all(&proto::encode_simple_reply_header(&header))?;
+    out.extend_from_slice(&proto::encode_simple_reply_header(&header));
     if let Ok(data) = &reply.result {
-        out.write_all(data)?;
+        out.extend_from_slice(data);
     }
-    Ok(())
 }
