@@ -60,7 +60,7 @@ run_level() {
     wait_socket "$dir/raid.sock"; wait_socket "$dir/ctl.sock"
     local size
     size=$("$raid" status --json --control "$dir/ctl.sock" | jq '.arrays[0].size_bytes')
-    nbdkit --exit-with-parent --unix "$dir/kit.sock" memory "$size" &
+    nbdkit -f --exit-with-parent --unix "$dir/kit.sock" memory "$size" &
     pids+=($!)
     wait_socket "$dir/kit.sock"
     local ours="nbd+unix:///?socket=$dir/raid.sock"

@@ -28,6 +28,8 @@ const FALLBACK_PREFERRED_BLOCK_BYTES: u32 = 4096;
 const MAX_OPTION_DATA_BYTES: u32 = 64 << 10;
 const READ_BUFFER_BYTES: usize = 128 << 10;
 const WRITE_BUFFER_BYTES: usize = 256 << 10;
+/// Replies up to this size are sent straight from the completion when the socket takes them.
+const DIRECT_REPLY_MAX_BYTES: usize = 128 << 10;
 
 /// Where to listen and how much one connection may have in flight.
 #[derive(Clone, Debug)]
@@ -807,6 +809,11 @@ impl PendingReply {
     /// Sends at once when the socket takes the whole reply without blocking; otherwise
     /// hands it to the writer thread.
     fn try_direct(&self, result: &Result<Vec<u8>, NbdErrno>) -> bool {
+        // Large replies rarely fit the socket buffer at once: the writer sends them without
+        // copying.
+        if matches!(result, Ok(d) if d.len() > DIRECT_REPLY_MAX_BYTES) {
+            return false;
+        }
         let Ok(mut out) = self.path.out.try_lock() else {
             return false;
         };
@@ -1031,18 +1038,23 @@ fn read_requests(
     }
 }
 
-/// Sends the replies completions could not send at once, batching what is ready.
+/// Sends the replies completions could not send at once: small ones batched into few
+/// writes, large read data written from its own buffer.
 fn write_replies(path: &ReplyPath, receiver: Receiver<Option<Reply>>) {
     let mut batch: Vec<u8> = Vec::with_capacity(WRITE_BUFFER_BYTES);
+    let mut large: Vec<Reply> = Vec::new();
     let mut credit_bytes: Vec<usize> = Vec::new();
     while let Ok(first) = receiver.recv() {
         let mut next = Some(first);
         while let Some(msg) = next.take() {
             if let Some(reply) = msg {
-                encode_reply(&mut batch, &reply);
                 credit_bytes.push(reply.credit_bytes);
+                match &reply.result {
+                    Ok(data) if data.len() > DIRECT_REPLY_MAX_BYTES => large.push(reply),
+                    _ => encode_reply(&mut batch, &reply),
+                }
             }
-            if batch.len() >= WRITE_BUFFER_BYTES {
+            if batch.len() >= WRITE_BUFFER_BYTES || !large.is_empty() {
                 break;
             }
             next = match receiver.try_recv() {
@@ -1054,8 +1066,18 @@ fn write_replies(path: &ReplyPath, receiver: Receiver<Option<Reply>>) {
             let mut out = lock(&path.out);
             if !out.broken {
                 let tail = std::mem::take(&mut out.tail);
-                let ok =
+                let mut ok =
                     out.stream.write_all(&tail).is_ok() && out.stream.write_all(&batch).is_ok();
+                for reply in &large {
+                    let header = proto::encode_simple_reply_header(&proto::SimpleReplyHeader::new(
+                        reply.cookie,
+                        Ok(()),
+                    ));
+                    let data = reply.result.as_deref().unwrap_or(&[]);
+                    ok = ok
+                        && out.stream.write_all(&header).is_ok()
+                        && out.stream.write_all(data).is_ok();
+                }
                 if !ok {
                     // The client is gone: wake the reader too, keep draining to return credits.
                     out.broken = true;
@@ -1064,6 +1086,7 @@ fn write_replies(path: &ReplyPath, receiver: Receiver<Option<Reply>>) {
             }
         }
         batch.clear();
+        large.clear();
         for bytes in credit_bytes.drain(..) {
             path.credits.release(bytes);
         }
