@@ -106,6 +106,45 @@ pub trait BlockDevice {
     }
 }
 
+/// Implements [`BlockDevice`] for a type whose logic lives in inherent `async fn`s named
+/// `do_read`, `do_write`, `do_flush` and `do_discard`, with `$capacity` giving its size.
+#[macro_export]
+macro_rules! block_device_via_async_fns {
+    ($ty:ty, |$this:ident| $capacity:expr) => {
+        impl $crate::block::BlockDevice for $ty {
+            fn capacity_sectors(&self) -> u64 {
+                let $this = self;
+                $capacity
+            }
+
+            fn read(
+                &self,
+                sector: u64,
+                buf: alloc::vec::Vec<u8>,
+            ) -> $crate::block::IoFuture<'_, alloc::vec::Vec<u8>> {
+                alloc::boxed::Box::pin(self.do_read(sector, buf))
+            }
+
+            fn write(
+                &self,
+                sector: u64,
+                data: $crate::block::Bytes,
+                fua: bool,
+            ) -> $crate::block::IoFuture<'_, ()> {
+                alloc::boxed::Box::pin(self.do_write(sector, data, fua))
+            }
+
+            fn flush(&self) -> $crate::block::IoFuture<'_, ()> {
+                alloc::boxed::Box::pin(self.do_flush())
+            }
+
+            fn discard(&self, sector: u64, sectors: u64) -> $crate::block::IoFuture<'_, ()> {
+                alloc::boxed::Box::pin(self.do_discard(sector, sectors))
+            }
+        }
+    };
+}
+
 /// Checks that a request of `bytes` at `sector` is whole sectors and inside `capacity_sectors`,
 /// returning its length in sectors.
 pub fn check_range(sector: u64, bytes: usize, capacity_sectors: u64) -> Result<u64, IoError> {

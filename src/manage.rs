@@ -9,7 +9,7 @@ use alloc::vec::Vec;
 
 use serde::{Deserialize, Serialize};
 
-use crate::array::{Array, Health, MemberState};
+use crate::array::{Array, MemberState};
 use crate::block::{BlockDevice, SECTOR_BYTES};
 use crate::layout::ArrayLayout;
 use crate::metadata::{Level, format_uuid};
@@ -123,14 +123,6 @@ fn layout_name(layout: &ArrayLayout, md_layout: u32) -> String {
     }
 }
 
-fn state_name(array: &Array) -> &'static str {
-    match array.health() {
-        Health::Optimal => "optimal",
-        Health::Degraded => "degraded",
-        Health::Failed => "failed",
-    }
-}
-
 /// The status document of one array served as `device_id`.
 pub fn array_status(device_id: u32, array: &Array) -> ArrayStatus {
     let sb = array.superblock();
@@ -161,7 +153,7 @@ pub fn array_status(device_id: u32, array: &Array) -> ArrayStatus {
             .map(|s| s.level.to_string())
             .unwrap_or_else(|| level_of(array.layout()).to_string()),
         size_bytes: array.capacity_sectors() * SECTOR_BYTES as u64,
-        state: state_name(array).into(),
+        state: array.health().to_string(),
         members,
         job: None,
         mismatches: 0,

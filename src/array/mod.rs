@@ -7,7 +7,6 @@ pub mod rangelock;
 #[cfg(test)]
 mod tests;
 
-use alloc::boxed::Box;
 use alloc::rc::Rc;
 use alloc::string::String;
 use alloc::vec;
@@ -15,9 +14,7 @@ use alloc::vec::Vec;
 use core::cell::{Cell, RefCell};
 use core::fmt;
 
-use crate::block::{
-    BlockDevice, Bytes, IoError, IoFuture, SECTOR_BYTES, check_range, check_sectors,
-};
+use crate::block::{BlockDevice, Bytes, IoError, SECTOR_BYTES, check_range, check_sectors};
 use crate::executor::{AsyncMutex, Executor, join_all};
 use crate::layout::{ArrayLayout, Extent};
 use crate::metadata::{DeviceRole, MdTime, Superblock};
@@ -863,24 +860,4 @@ impl Array {
     }
 }
 
-impl BlockDevice for Array {
-    fn capacity_sectors(&self) -> u64 {
-        self.layout.array_sectors()
-    }
-
-    fn read(&self, sector: u64, buf: Vec<u8>) -> IoFuture<'_, Vec<u8>> {
-        Box::pin(self.do_read(sector, buf))
-    }
-
-    fn write(&self, sector: u64, data: Bytes, fua: bool) -> IoFuture<'_, ()> {
-        Box::pin(self.do_write(sector, data, fua))
-    }
-
-    fn flush(&self) -> IoFuture<'_, ()> {
-        Box::pin(self.do_flush())
-    }
-
-    fn discard(&self, sector: u64, sectors: u64) -> IoFuture<'_, ()> {
-        Box::pin(self.do_discard(sector, sectors))
-    }
-}
+crate::block_device_via_async_fns!(Array, |d| d.layout.array_sectors());

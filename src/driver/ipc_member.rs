@@ -1,7 +1,6 @@
 //! `IpcMember`: a member disk reached through Orion IPC. Each request becomes an `IoRequest`
 //! frame to the disk's driver; the `IoResponse` with the same sequence completes it.
 
-use alloc::boxed::Box;
 use alloc::collections::{BTreeMap, VecDeque};
 use alloc::rc::Rc;
 use alloc::vec::Vec;
@@ -11,9 +10,7 @@ use core::task::{Poll, Waker};
 
 use orion_driver::{DriverError, Frame, IoFlags, IoOp, IoRequest, IoResponse, Message};
 
-use crate::block::{
-    BlockDevice, Bytes, IoError, IoFuture, SECTOR_BYTES, check_range, check_sectors,
-};
+use crate::block::{Bytes, IoError, SECTOR_BYTES, check_range, check_sectors};
 
 /// Largest member request sent in one frame (the protocol allows 8 MiB; 1 MiB keeps frames
 /// small and requests parallel).
@@ -226,24 +223,4 @@ impl IpcMember {
     }
 }
 
-impl BlockDevice for IpcMember {
-    fn capacity_sectors(&self) -> u64 {
-        self.capacity_sectors
-    }
-
-    fn read(&self, sector: u64, buf: Vec<u8>) -> IoFuture<'_, Vec<u8>> {
-        Box::pin(self.do_read(sector, buf))
-    }
-
-    fn write(&self, sector: u64, data: Bytes, fua: bool) -> IoFuture<'_, ()> {
-        Box::pin(self.do_write(sector, data, fua))
-    }
-
-    fn flush(&self) -> IoFuture<'_, ()> {
-        Box::pin(self.do_flush())
-    }
-
-    fn discard(&self, sector: u64, sectors: u64) -> IoFuture<'_, ()> {
-        Box::pin(self.do_discard(sector, sectors))
-    }
-}
+crate::block_device_via_async_fns!(IpcMember, |d| d.capacity_sectors);

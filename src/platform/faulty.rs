@@ -12,9 +12,7 @@ use alloc::rc::Rc;
 use alloc::vec::Vec;
 use core::cell::RefCell;
 
-use crate::block::{
-    BlockDevice, Bytes, IoError, IoFuture, SECTOR_BYTES, check_range, check_sectors,
-};
+use crate::block::{BlockDevice, Bytes, IoError, SECTOR_BYTES, check_range, check_sectors};
 use crate::executor::Executor;
 use crate::rng::SplitMix64;
 
@@ -343,27 +341,7 @@ impl FaultyDisk {
     }
 }
 
-impl BlockDevice for FaultyDisk {
-    fn capacity_sectors(&self) -> u64 {
-        self.inner.capacity_sectors()
-    }
-
-    fn read(&self, sector: u64, buf: Vec<u8>) -> IoFuture<'_, Vec<u8>> {
-        Box::pin(self.do_read(sector, buf))
-    }
-
-    fn write(&self, sector: u64, data: Bytes, fua: bool) -> IoFuture<'_, ()> {
-        Box::pin(self.do_write(sector, data, fua))
-    }
-
-    fn flush(&self) -> IoFuture<'_, ()> {
-        Box::pin(self.do_flush())
-    }
-
-    fn discard(&self, sector: u64, sectors: u64) -> IoFuture<'_, ()> {
-        Box::pin(self.do_discard(sector, sectors))
-    }
-}
+crate::block_device_via_async_fns!(FaultyDisk, |d| d.inner.capacity_sectors());
 
 #[cfg(test)]
 mod tests {
