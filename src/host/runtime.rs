@@ -8,6 +8,9 @@ use std::time::{Duration, Instant};
 
 use crate::executor::Executor;
 
+/// Spin iterations before sleeping (a few microseconds).
+const SPIN_ITERATIONS: u32 = 2_000;
+
 /// Raised from any thread; the engine thread sleeps on it. Raising it costs an atomic store
 /// unless the engine is actually asleep: most wake-ups happen while the engine is busy, and a
 /// futex call for each would dominate a 4 KiB request.
@@ -43,10 +46,11 @@ impl Signal {
         if self.pending.swap(false, Ordering::SeqCst) || timeout.is_zero() {
             return;
         }
-        // A short spin catches the next request of a busy client without a sleep/wake pair.
-        let spin_until = Instant::now() + Duration::from_micros(30).min(timeout);
-        while Instant::now() < spin_until {
-            if self.pending.swap(false, Ordering::SeqCst) {
+        // A short spin catches a request that is already on its way without a sleep/wake
+        // pair. Bounded by iterations, not the clock: reading the clock in the loop cost more
+        // than the work it waited for, and on two cores a long spin starves the clients.
+        for _ in 0..SPIN_ITERATIONS {
+            if self.pending.load(Ordering::Relaxed) && self.pending.swap(false, Ordering::SeqCst) {
                 return;
             }
             std::hint::spin_loop();
