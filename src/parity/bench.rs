@@ -1,0 +1,1 @@
+//! Throughput measurements of the parity engines (`raid bench parity`).

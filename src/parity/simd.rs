@@ -1,0 +1,355 @@
+//! The SIMD kernels shared by the SSSE3 and AVX2 engines, written once as a macro and
+//! instantiated in each engine's module with that engine's vector type and target feature.
+//!
+//! Shape of every kernel: the outer loop walks the blocks in steps of `LANES` vectors; for
+//! each step the inner loop walks the sources, keeping P and Q of the step in registers, so
+//! each source byte is loaded once and each output byte stored once. Q follows Horner's rule
+//! (sources sorted by slot from high to low; one doubling per slot of distance), which costs
+//! four vector operations per source instead of a full multiply. The recoveries finish each
+//! step with two nibble-table multiplies (`pshufb`), so they are single passes too.
+//! Streaming (non-temporal) stores are used for large blocks, where the outputs would only
+//! push the inputs out of the cache.
+//!
+//! The engine module provides: `V`, `W` (bytes per vector), `Table`, and the
+//! `#[target_feature]` functions `zero`, `splat`, `xor`, `mul2`, `table`, `table_mul`,
+//! `fold`, `fence`, and the unsafe `load` and `put::<NT>`.
+
+use super::Job;
+
+/// What a syndrome kernel does at the end of each step (see [`Job`]).
+pub(super) const GEN_PQ: u8 = 0;
+pub(super) const GEN_Q: u8 = 1;
+pub(super) const UPDATE: u8 = 2;
+pub(super) const REC2: u8 = 3;
+pub(super) const REC_DATA_P: u8 = 4;
+pub(super) const REC_DATA_Q: u8 = 5;
+
+/// Blocks at least this long get non-temporal stores when their outputs are aligned.
+/// Below it, the outputs are likely read again soon (and the whole working set fits in the
+/// private L2); above it, caching them only evicts data the caller still needs.
+pub(super) const STREAMING_MIN_BYTES: usize = 256 * 1024;
+
+/// The raw pointers of a [`Job`], taken once per call.
+pub(super) struct Io {
+    pub(super) mode: u8,
+    pub(super) p_in: *const u8,
+    pub(super) q_in: *const u8,
+    pub(super) p_out: *mut u8,
+    pub(super) q_out: *mut u8,
+    pub(super) x_out: *mut u8,
+    pub(super) y_out: *mut u8,
+    pub(super) a: u8,
+    pub(super) b: u8,
+    /// The OR of the output addresses, to test their alignment at once.
+    pub(super) out_addr_bits: usize,
+}
+
+impl Io {
+    pub(super) fn of(job: &mut Job<'_>) -> Io {
+        let mut io = Io {
+            mode: GEN_PQ,
+            p_in: core::ptr::null(),
+            q_in: core::ptr::null(),
+            p_out: core::ptr::null_mut(),
+            q_out: core::ptr::null_mut(),
+            x_out: core::ptr::null_mut(),
+            y_out: core::ptr::null_mut(),
+            a: 0,
+            b: 0,
+            out_addr_bits: 0,
+        };
+        match job {
+            Job::GenPq { p, q } => {
+                io.p_out = p.as_mut_ptr();
+                io.q_out = q.as_mut_ptr();
+            }
+            Job::GenQ { q } => {
+                io.mode = GEN_Q;
+                io.q_out = q.as_mut_ptr();
+            }
+            Job::Update { p, q } => {
+                io.mode = UPDATE;
+                io.p_out = p.as_mut_ptr();
+                io.q_out = q.as_mut_ptr();
+            }
+            Job::Rec2 { p, q, a, b, dx, dy } => {
+                io.mode = REC2;
+                io.p_in = p.as_ptr();
+                io.q_in = q.as_ptr();
+                io.a = *a;
+                io.b = *b;
+                io.x_out = dx.as_mut_ptr();
+                io.y_out = dy.as_mut_ptr();
+            }
+            Job::RecDataP { q, c, dx, p_out } => {
+                io.mode = REC_DATA_P;
+                io.q_in = q.as_ptr();
+                io.a = *c;
+                io.x_out = dx.as_mut_ptr();
+                io.p_out = p_out.as_mut_ptr();
+            }
+            Job::RecDataQ { p, c, dx, q_out } => {
+                io.mode = REC_DATA_Q;
+                io.p_in = p.as_ptr();
+                io.a = *c;
+                io.x_out = dx.as_mut_ptr();
+                io.q_out = q_out.as_mut_ptr();
+            }
+        }
+        io.out_addr_bits = [io.p_out, io.q_out, io.x_out, io.y_out]
+            .iter()
+            .fold(0, |bits, p| bits | *p as usize);
+        io
+    }
+}
+
+/// Whether to use streaming stores for `len`-byte outputs whose addresses OR to `addr_bits`.
+pub(super) fn streaming(len: usize, addr_bits: usize, vector_bytes: usize) -> bool {
+    len >= STREAMING_MIN_BYTES && addr_bits % vector_bytes == 0
+}
+
+macro_rules! simd_kernels {
+    ($feature:literal) => {
+        use $crate::parity::simd::{GEN_PQ, GEN_Q, Io, REC_DATA_P, REC_DATA_Q, REC2, UPDATE};
+
+        /// Constants of a syndrome kernel, hoisted out of its loops.
+        struct Consts {
+            poly: V,
+            mask: V,
+            ta: Table,
+            tb: Table,
+        }
+
+        /// One step of `LANES` vectors at byte `pos` of an xor.
+        ///
+        /// # Safety
+        /// `srcs` is non-empty; every source and `dst` hold at least `pos + LANES·W` bytes;
+        /// with `NT`, `dst + pos` is aligned to `W`.
+        #[target_feature(enable = $feature)]
+        #[inline]
+        unsafe fn xor_step<const LANES: usize, const ACC: bool, const NT: bool>(
+            srcs: &[&[u8]],
+            dst: *mut u8,
+            pos: usize,
+        ) {
+            // SAFETY: the caller guarantees the bounds, alignment and non-empty `srcs`.
+            unsafe {
+                let first = srcs.get_unchecked(0).as_ptr().add(pos);
+                let mut acc = [zero(); LANES];
+                for l in 0..LANES {
+                    acc[l] = load(first.add(l * W));
+                }
+                if ACC {
+                    for l in 0..LANES {
+                        acc[l] = xor(acc[l], load(dst.add(pos + l * W)));
+                    }
+                }
+                for s in srcs.get_unchecked(1..) {
+                    let sp = s.as_ptr().add(pos);
+                    for l in 0..LANES {
+                        acc[l] = xor(acc[l], load(sp.add(l * W)));
+                    }
+                }
+                for l in 0..LANES {
+                    put::<NT>(dst.add(pos + l * W), acc[l]);
+                }
+            }
+        }
+
+        /// `dst (^)= ⊕ srcs` over the longest prefix of whole vectors; returns its length.
+        ///
+        /// # Safety
+        /// `srcs` is non-empty; every source and `dst` hold at least `len` bytes; with `NT`,
+        /// `dst` is aligned to `W`.
+        #[target_feature(enable = $feature)]
+        unsafe fn xor_kernel<const LANES: usize, const ACC: bool, const NT: bool>(
+            srcs: &[&[u8]],
+            dst: *mut u8,
+            len: usize,
+        ) -> usize {
+            let mut pos = 0;
+            while pos + LANES * W <= len {
+                // SAFETY: `pos + LANES·W <= len`; the rest is the caller's guarantee.
+                unsafe { xor_step::<LANES, ACC, NT>(srcs, dst, pos) };
+                pos += LANES * W;
+            }
+            while pos + W <= len {
+                // SAFETY: `pos + W <= len`; the rest is the caller's guarantee.
+                unsafe { xor_step::<1, ACC, NT>(srcs, dst, pos) };
+                pos += W;
+            }
+            if NT {
+                fence();
+            }
+            pos
+        }
+
+        /// One step of `LANES` vectors at byte `pos` of a syndrome job.
+        ///
+        /// # Safety
+        /// Every source and every pointer of `io` used by `MODE` hold at least
+        /// `pos + LANES·W` bytes; with `NT`, the outputs at `pos` are aligned to `W`.
+        #[target_feature(enable = $feature)]
+        #[inline]
+        unsafe fn syndrome_step<const LANES: usize, const MODE: u8, const NT: bool>(
+            plan: &$crate::parity::Plan<'_>,
+            io: &Io,
+            k: &Consts,
+            pos: usize,
+        ) {
+            let mut p = [zero(); LANES];
+            let mut q = [zero(); LANES];
+            let srcs = plan.sources();
+            let gaps = plan.gaps();
+            // SAFETY: the caller guarantees the bounds and alignment of every access.
+            unsafe {
+                if let Some(first) = srcs.first() {
+                    let sp = first.as_ptr().add(pos);
+                    for l in 0..LANES {
+                        q[l] = load(sp.add(l * W));
+                        p[l] = q[l];
+                    }
+                }
+                for i in 1..srcs.len() {
+                    let mut gap = *gaps.get_unchecked(i);
+                    while gap != 0 {
+                        for l in 0..LANES {
+                            q[l] = mul2(q[l], k.poly);
+                        }
+                        gap -= 1;
+                    }
+                    let sp = srcs.get_unchecked(i).as_ptr().add(pos);
+                    for l in 0..LANES {
+                        let d = load(sp.add(l * W));
+                        if MODE != GEN_Q {
+                            p[l] = xor(p[l], d);
+                        }
+                        q[l] = xor(q[l], d);
+                    }
+                }
+                for _ in 0..plan.tail_gap() {
+                    for l in 0..LANES {
+                        q[l] = mul2(q[l], k.poly);
+                    }
+                }
+                for l in 0..LANES {
+                    let o = pos + l * W;
+                    match MODE {
+                        GEN_PQ => {
+                            put::<NT>(io.p_out.add(o), p[l]);
+                            put::<NT>(io.q_out.add(o), q[l]);
+                        }
+                        GEN_Q => put::<NT>(io.q_out.add(o), q[l]),
+                        UPDATE => {
+                            put::<NT>(io.p_out.add(o), xor(load(io.p_out.add(o)), p[l]));
+                            put::<NT>(io.q_out.add(o), xor(load(io.q_out.add(o)), q[l]));
+                        }
+                        REC2 => {
+                            let pd = xor(p[l], load(io.p_in.add(o)));
+                            let qd = xor(q[l], load(io.q_in.add(o)));
+                            let x = xor(table_mul(&k.ta, pd, k.mask), table_mul(&k.tb, qd, k.mask));
+                            put::<NT>(io.x_out.add(o), x);
+                            put::<NT>(io.y_out.add(o), xor(pd, x));
+                        }
+                        REC_DATA_P => {
+                            let x = table_mul(&k.ta, xor(q[l], load(io.q_in.add(o))), k.mask);
+                            put::<NT>(io.x_out.add(o), x);
+                            put::<NT>(io.p_out.add(o), xor(p[l], x));
+                        }
+                        REC_DATA_Q => {
+                            let x = xor(p[l], load(io.p_in.add(o)));
+                            put::<NT>(io.x_out.add(o), x);
+                            put::<NT>(io.q_out.add(o), xor(q[l], table_mul(&k.ta, x, k.mask)));
+                        }
+                        _ => unreachable!(),
+                    }
+                }
+            }
+        }
+
+        /// Runs a syndrome job over the longest prefix of whole vectors; returns its length.
+        ///
+        /// # Safety
+        /// `io` was made from a job whose buffers all hold `plan.len()` bytes, as the
+        /// plan's sources do; with `NT`, the outputs are aligned to `W`.
+        #[target_feature(enable = $feature)]
+        unsafe fn syndrome_kernel<const LANES: usize, const MODE: u8, const NT: bool>(
+            plan: &$crate::parity::Plan<'_>,
+            io: &Io,
+        ) -> usize {
+            let len = plan.len();
+            let k = Consts {
+                poly: splat($crate::parity::gf::POLY_LOW),
+                mask: splat(0x0f),
+                ta: table(io.a),
+                tb: table(io.b),
+            };
+            let mut pos = 0;
+            while pos + LANES * W <= len {
+                // SAFETY: `pos + LANES·W <= len`; the rest is the caller's guarantee.
+                unsafe { syndrome_step::<LANES, MODE, NT>(plan, io, &k, pos) };
+                pos += LANES * W;
+            }
+            while pos + W <= len {
+                // SAFETY: `pos + W <= len`; the rest is the caller's guarantee.
+                unsafe { syndrome_step::<1, MODE, NT>(plan, io, &k, pos) };
+                pos += W;
+            }
+            if NT {
+                fence();
+            }
+            pos
+        }
+
+        /// Dispatches a syndrome job to the kernel instance for its mode.
+        ///
+        /// # Safety
+        /// As [`syndrome_kernel`].
+        #[target_feature(enable = $feature)]
+        unsafe fn syndrome_dispatch<const LANES: usize, const NT: bool>(
+            plan: &$crate::parity::Plan<'_>,
+            io: &Io,
+        ) -> usize {
+            // SAFETY: forwarded from the caller.
+            unsafe {
+                match io.mode {
+                    GEN_PQ => syndrome_kernel::<LANES, GEN_PQ, NT>(plan, io),
+                    GEN_Q => syndrome_kernel::<LANES, GEN_Q, NT>(plan, io),
+                    UPDATE => syndrome_kernel::<LANES, UPDATE, NT>(plan, io),
+                    REC2 => syndrome_kernel::<LANES, REC2, NT>(plan, io),
+                    REC_DATA_P => syndrome_kernel::<LANES, REC_DATA_P, NT>(plan, io),
+                    REC_DATA_Q => syndrome_kernel::<LANES, REC_DATA_Q, NT>(plan, io),
+                    _ => unreachable!(),
+                }
+            }
+        }
+
+        /// Reads every byte of `blocks`, block after block, and folds them into a number.
+        #[target_feature(enable = $feature)]
+        fn read_kernel(blocks: &[&[u8]]) -> u64 {
+            const LANES: usize = 4;
+            let mut acc = [zero(); LANES];
+            let mut tail = 0u64;
+            for block in blocks {
+                let len = block.len();
+                let ptr = block.as_ptr();
+                let mut pos = 0;
+                while pos + LANES * W <= len {
+                    for l in 0..LANES {
+                        // SAFETY: `pos + LANES·W <= len`, the block's length.
+                        acc[l] = xor(acc[l], unsafe { load(ptr.add(pos + l * W)) });
+                    }
+                    pos += LANES * W;
+                }
+                for &byte in &block[pos..] {
+                    tail = tail.wrapping_add(byte as u64);
+                }
+            }
+            let mut sum = acc[0];
+            for v in &acc[1..] {
+                sum = xor(sum, *v);
+            }
+            fold(sum) ^ tail
+        }
+    };
+}
