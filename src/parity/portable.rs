@@ -116,17 +116,24 @@ pub(super) fn xor(srcs: &[&[u8]], dst: &mut [u8], accumulate: bool, range: Range
 
 /// Runs a syndrome job over `range`.
 pub(super) fn syndrome(plan: &Plan<'_>, job: &mut Job<'_>, range: Range<usize>) {
+    let coefficients = job.coefficients();
     walk(range, |at, bytes, chunk| {
         if chunk {
-            syndrome_at::<CHUNK_WORDS>(plan, job, at, bytes);
+            syndrome_at::<CHUNK_WORDS>(plan, job, coefficients, at, bytes);
         } else {
-            syndrome_at::<1>(plan, job, at, bytes);
+            syndrome_at::<1>(plan, job, coefficients, at, bytes);
         }
     });
 }
 
 #[inline(always)]
-fn syndrome_at<const N: usize>(plan: &Plan<'_>, job: &mut Job<'_>, at: usize, bytes: usize) {
+fn syndrome_at<const N: usize>(
+    plan: &Plan<'_>,
+    job: &mut Job<'_>,
+    (a, b): (u8, u8),
+    at: usize,
+    bytes: usize,
+) {
     let mut p = [0u64; N];
     let mut q = [0u64; N];
     for (src, &gap) in plan.sources().iter().zip(plan.gaps()) {
@@ -161,10 +168,9 @@ fn syndrome_at<const N: usize>(plan: &Plan<'_>, job: &mut Job<'_>, at: usize, by
         Job::Rec2 {
             p: p_in,
             q: q_in,
-            a,
-            b,
             dx,
             dy,
+            ..
         } => {
             let pin = load::<N>(p_in, at, bytes);
             let qin = load::<N>(q_in, at, bytes);
@@ -173,38 +179,32 @@ fn syndrome_at<const N: usize>(plan: &Plan<'_>, job: &mut Job<'_>, at: usize, by
             for i in 0..N {
                 let pd = p[i] ^ pin[i];
                 let qd = q[i] ^ qin[i];
-                x[i] = mul_const(*a, pd) ^ mul_const(*b, qd);
+                x[i] = mul_const(a, pd) ^ mul_const(b, qd);
                 y[i] = pd ^ x[i];
             }
             store(dx, at, bytes, x);
             store(dy, at, bytes, y);
         }
         Job::RecDataP {
-            q: q_in,
-            c,
-            dx,
-            p_out,
+            q: q_in, dx, p_out, ..
         } => {
             let qin = load::<N>(q_in, at, bytes);
             let mut x = [0u64; N];
             for i in 0..N {
-                x[i] = mul_const(*c, q[i] ^ qin[i]);
+                x[i] = mul_const(a, q[i] ^ qin[i]);
                 p[i] ^= x[i];
             }
             store(dx, at, bytes, x);
             store(p_out, at, bytes, p);
         }
         Job::RecDataQ {
-            p: p_in,
-            c,
-            dx,
-            q_out,
+            p: p_in, dx, q_out, ..
         } => {
             let pin = load::<N>(p_in, at, bytes);
             let mut x = [0u64; N];
             for i in 0..N {
                 x[i] = p[i] ^ pin[i];
-                q[i] ^= mul_const(*c, x[i]);
+                q[i] ^= mul_const(a, x[i]);
             }
             store(dx, at, bytes, x);
             store(q_out, at, bytes, q);

@@ -3,7 +3,36 @@
 //! Deliberately naive (no Horner's rule, no tables beyond log/exp): the other engines are
 //! tested against these functions, so they must be obviously right rather than fast.
 
-use super::gf;
+use super::{Job, gf};
+
+/// Runs a syndrome job on `blocks[i]` at slot `slots[i]`.
+pub(super) fn run(blocks: &[&[u8]], slots: &[u8], job: &mut Job<'_>) {
+    match job {
+        Job::GenPq { p, q } => pq_gen(blocks, slots, Some(p), q),
+        Job::GenQ { q } => pq_gen(blocks, slots, None, q),
+        Job::Update { p, q } => accumulate(blocks, slots, p, q),
+        Job::Rec2 {
+            p,
+            q,
+            x_slot,
+            y_slot,
+            dx,
+            dy,
+        } => recover_two_data(blocks, slots, p, q, (*x_slot, dx), (*y_slot, dy)),
+        Job::RecDataP {
+            q,
+            x_slot,
+            dx,
+            p_out,
+        } => recover_data_and_p(blocks, slots, q, (*x_slot, dx), p_out),
+        Job::RecDataQ {
+            p,
+            x_slot,
+            dx,
+            q_out,
+        } => recover_data_and_q(blocks, slots, p, (*x_slot, dx), q_out),
+    }
+}
 
 /// `dst = ⊕ srcs`, or `dst ^= ⊕ srcs` when `accumulate`.
 pub(super) fn xor(srcs: &[&[u8]], dst: &mut [u8], accumulate: bool) {
@@ -19,7 +48,7 @@ fn coefficient(slot: u8) -> u8 {
 }
 
 /// `P = Σ Dᵢ` (when asked) and `Q = Σ g^slotᵢ · Dᵢ`.
-pub(super) fn pq_gen(data: &[&[u8]], slots: &[u8], mut p: Option<&mut [u8]>, q: &mut [u8]) {
+fn pq_gen(data: &[&[u8]], slots: &[u8], mut p: Option<&mut [u8]>, q: &mut [u8]) {
     for i in 0..q.len() {
         let mut p_byte = 0u8;
         let mut q_byte = 0u8;
@@ -34,13 +63,13 @@ pub(super) fn pq_gen(data: &[&[u8]], slots: &[u8], mut p: Option<&mut [u8]>, q: 
     }
 }
 
-/// `P ^= Σ (oldᵢ ⊕ newᵢ)`, `Q ^= Σ g^slotᵢ · (oldᵢ ⊕ newᵢ)`.
-pub(super) fn pq_update(old: &[&[u8]], new: &[&[u8]], slots: &[u8], p: &mut [u8], q: &mut [u8]) {
+/// `P ^= Σ Dᵢ`, `Q ^= Σ g^slotᵢ · Dᵢ`: for an update the blocks are the old and the new
+/// contents of each changed slot, so this adds their difference.
+fn accumulate(blocks: &[&[u8]], slots: &[u8], p: &mut [u8], q: &mut [u8]) {
     for i in 0..p.len() {
-        for ((o, n), &slot) in old.iter().zip(new).zip(slots) {
-            let delta = o[i] ^ n[i];
-            p[i] ^= delta;
-            q[i] ^= gf::mul(coefficient(slot), delta);
+        for (block, &slot) in blocks.iter().zip(slots) {
+            p[i] ^= block[i];
+            q[i] ^= gf::mul(coefficient(slot), block[i]);
         }
     }
 }
@@ -57,7 +86,7 @@ fn partial_syndromes(survivors: &[&[u8]], slots: &[u8], i: usize) -> (u8, u8) {
 }
 
 /// Solves `pd = dx ⊕ dy`, `qd = gˣ·dx ⊕ gʸ·dy` for each byte.
-pub(super) fn recover_two_data(
+fn recover_two_data(
     survivors: &[&[u8]],
     slots: &[u8],
     p: &[u8],
@@ -80,7 +109,7 @@ pub(super) fn recover_two_data(
 }
 
 /// `dx = (Q ⊕ Σ g^slot·D) / gˣ`, then `P = Σ D ⊕ dx`.
-pub(super) fn recover_data_and_p(
+fn recover_data_and_p(
     survivors: &[&[u8]],
     slots: &[u8],
     q: &[u8],
@@ -97,7 +126,7 @@ pub(super) fn recover_data_and_p(
 }
 
 /// `dx = P ⊕ Σ D`, then `Q = Σ g^slot·D ⊕ gˣ·dx`.
-pub(super) fn recover_data_and_q(
+fn recover_data_and_q(
     survivors: &[&[u8]],
     slots: &[u8],
     p: &[u8],

@@ -7,8 +7,8 @@
 //! (sources sorted by slot from high to low; one doubling per slot of distance), which costs
 //! four vector operations per source instead of a full multiply. The recoveries finish each
 //! step with two nibble-table multiplies (`pshufb`), so they are single passes too.
-//! Streaming (non-temporal) stores are used for large blocks, where the outputs would only
-//! push the inputs out of the cache.
+//! With `NT`, outputs are written with streaming (non-temporal) stores; the front end
+//! decides when (see `StoreHint`).
 //!
 //! The engine module provides: `V`, `W` (bytes per vector), `Table`, and the
 //! `#[target_feature]` functions `zero`, `splat`, `xor`, `mul2`, `table`, `table_mul`,
@@ -23,11 +23,6 @@ pub(super) const UPDATE: u8 = 2;
 pub(super) const REC2: u8 = 3;
 pub(super) const REC_DATA_P: u8 = 4;
 pub(super) const REC_DATA_Q: u8 = 5;
-
-/// Blocks at least this long get non-temporal stores when their outputs are aligned.
-/// Below it, the outputs are likely read again soon (and the whole working set fits in the
-/// private L2); above it, caching them only evicts data the caller still needs.
-pub(super) const STREAMING_MIN_BYTES: usize = 256 * 1024;
 
 /// The raw pointers of a [`Job`], taken once per call.
 pub(super) struct Io {
@@ -58,6 +53,7 @@ impl Io {
             b: 0,
             out_addr_bits: 0,
         };
+        (io.a, io.b) = job.coefficients();
         match job {
             Job::GenPq { p, q } => {
                 io.p_out = p.as_mut_ptr();
@@ -72,26 +68,22 @@ impl Io {
                 io.p_out = p.as_mut_ptr();
                 io.q_out = q.as_mut_ptr();
             }
-            Job::Rec2 { p, q, a, b, dx, dy } => {
+            Job::Rec2 { p, q, dx, dy, .. } => {
                 io.mode = REC2;
                 io.p_in = p.as_ptr();
                 io.q_in = q.as_ptr();
-                io.a = *a;
-                io.b = *b;
                 io.x_out = dx.as_mut_ptr();
                 io.y_out = dy.as_mut_ptr();
             }
-            Job::RecDataP { q, c, dx, p_out } => {
+            Job::RecDataP { q, dx, p_out, .. } => {
                 io.mode = REC_DATA_P;
                 io.q_in = q.as_ptr();
-                io.a = *c;
                 io.x_out = dx.as_mut_ptr();
                 io.p_out = p_out.as_mut_ptr();
             }
-            Job::RecDataQ { p, c, dx, q_out } => {
+            Job::RecDataQ { p, dx, q_out, .. } => {
                 io.mode = REC_DATA_Q;
                 io.p_in = p.as_ptr();
-                io.a = *c;
                 io.x_out = dx.as_mut_ptr();
                 io.q_out = q_out.as_mut_ptr();
             }
@@ -103,9 +95,10 @@ impl Io {
     }
 }
 
-/// Whether to use streaming stores for `len`-byte outputs whose addresses OR to `addr_bits`.
-pub(super) fn streaming(len: usize, addr_bits: usize, vector_bytes: usize) -> bool {
-    len >= STREAMING_MIN_BYTES && addr_bits % vector_bytes == 0
+/// Whether addresses that OR to `addr_bits` are all aligned for `vector_bytes`-wide
+/// streaming stores.
+pub(super) fn aligned(addr_bits: usize, vector_bytes: usize) -> bool {
+    addr_bits % vector_bytes == 0
 }
 
 macro_rules! simd_kernels {
@@ -232,13 +225,20 @@ macro_rules! simd_kernels {
                         q[l] = mul2(q[l], k.poly);
                     }
                 }
+                if MODE == GEN_PQ {
+                    // P's lines, then Q's: each write-combining buffer fills completely
+                    // before the next one opens.
+                    for l in 0..LANES {
+                        put::<NT>(io.p_out.add(pos + l * W), p[l]);
+                    }
+                    for l in 0..LANES {
+                        put::<NT>(io.q_out.add(pos + l * W), q[l]);
+                    }
+                }
                 for l in 0..LANES {
                     let o = pos + l * W;
                     match MODE {
-                        GEN_PQ => {
-                            put::<NT>(io.p_out.add(o), p[l]);
-                            put::<NT>(io.q_out.add(o), q[l]);
-                        }
+                        GEN_PQ => {}
                         GEN_Q => put::<NT>(io.q_out.add(o), q[l]),
                         UPDATE => {
                             put::<NT>(io.p_out.add(o), xor(load(io.p_out.add(o)), p[l]));
@@ -324,23 +324,27 @@ macro_rules! simd_kernels {
             }
         }
 
-        /// Reads every byte of `blocks`, block after block, and folds them into a number.
+        /// Reads every byte of `blocks` in the order the kernels do (all blocks side by
+        /// side, a step at a time) and folds them into a number: the plain read the
+        /// benchmark compares the kernels with.
         #[target_feature(enable = $feature)]
         fn read_kernel(blocks: &[&[u8]]) -> u64 {
             const LANES: usize = 4;
             let mut acc = [zero(); LANES];
             let mut tail = 0u64;
-            for block in blocks {
-                let len = block.len();
-                let ptr = block.as_ptr();
-                let mut pos = 0;
-                while pos + LANES * W <= len {
+            let len = blocks.iter().map(|b| b.len()).min().unwrap_or(0);
+            let mut pos = 0;
+            while pos + LANES * W <= len {
+                for block in blocks {
+                    let ptr = block.as_ptr();
                     for l in 0..LANES {
-                        // SAFETY: `pos + LANES·W <= len`, the block's length.
+                        // SAFETY: `pos + LANES·W <= len`, at most the block's length.
                         acc[l] = xor(acc[l], unsafe { load(ptr.add(pos + l * W)) });
                     }
-                    pos += LANES * W;
                 }
+                pos += LANES * W;
+            }
+            for block in blocks {
                 for &byte in &block[pos..] {
                     tail = tail.wrapping_add(byte as u64);
                 }

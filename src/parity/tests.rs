@@ -86,8 +86,17 @@ impl Buffers {
     }
 }
 
+/// Every engine, and each SIMD engine a second time forced to streaming stores (which it
+/// uses wherever the outputs are aligned to its vector width).
 fn engines() -> Vec<ParityEngine> {
-    ParityEngine::available()
+    let mut all = ParityEngine::available();
+    let streaming: Vec<ParityEngine> = all
+        .iter()
+        .filter(|e| matches!(e.kind(), EngineKind::Ssse3 | EngineKind::Avx2))
+        .map(|e| e.with_store_hint(StoreHint::Stream))
+        .collect();
+    all.extend(streaming);
+    all
 }
 
 /// Slots as md assigns them for a rotated layout: not the identity order.
@@ -109,7 +118,7 @@ const OFFSETS: [usize; 3] = [0, 1, 13];
 
 #[test]
 fn at_least_scalar_and_portable_and_detected_simd() {
-    let kinds: Vec<EngineKind> = engines().iter().map(|e| e.kind()).collect();
+    let kinds: Vec<EngineKind> = ParityEngine::available().iter().map(|e| e.kind()).collect();
     assert_eq!(&kinds[..2], &[EngineKind::Scalar, EngineKind::Portable]);
     #[cfg(target_arch = "x86_64")]
     {
@@ -224,7 +233,8 @@ fn every_engine_recovers_every_failure_pair_like_the_reference() {
                 );
                 for &(a, b) in &failures {
                     let lost = lost_of(k, a, b);
-                    let mut work = Buffers::new(k + 2, len, (offset + 3) % 64);
+                    // Offset 0 keeps every output aligned, so streaming stores run too.
+                    let mut work = Buffers::new(k + 2, len, (offset * 3) % 64);
                     {
                         let mut blocks = work.all_mut();
                         for (i, block) in blocks.iter_mut().enumerate() {
@@ -263,6 +273,43 @@ fn lost_of(k: usize, a: usize, b: Option<usize>) -> Lost {
         (a, Some(b)) if b == p => Lost::DataP(a),
         (a, Some(b)) if b == q => Lost::DataQ(a),
         (a, Some(b)) => Lost::TwoData(a, b),
+    }
+}
+
+#[test]
+fn aligned_outputs_take_the_streaming_path_and_agree() {
+    let mut rng = Rng(0x57_4ea3);
+    for count in [1usize, 2, 5, 16] {
+        for len in [32usize, 64, 1000, 4096 + 96 + 7] {
+            let mut bufs = Buffers::new(count + 3, len, 0);
+            for b in bufs.all_mut() {
+                rng.fill(b);
+            }
+            let srcs: Vec<&[u8]> = (0..count).map(|i| bufs.get(i)).collect();
+            let slots = rotated_slots(count, 1);
+            let mut want = vec![0u8; len];
+            ParityEngine::scalar().xor(&srcs, &mut want);
+            let (want_p, want_q) = scalar_pq(&srcs, &slots, len);
+            for engine in engines() {
+                let mut out = Buffers::new(2, len, 0);
+                let mut outs = out.all_mut();
+                let (p, q) = outs.split_at_mut(1);
+                engine.xor(&srcs, p[0]);
+                assert!(
+                    *p[0] == want[..],
+                    "{} {:?} xor n={count} len={len}",
+                    engine.name(),
+                    engine.store_hint()
+                );
+                engine.pq_gen(&srcs, &slots, p[0], q[0]);
+                assert!(
+                    *p[0] == want_p[..] && *q[0] == want_q[..],
+                    "{} {:?} pq_gen n={count} len={len}",
+                    engine.name(),
+                    engine.store_hint()
+                );
+            }
+        }
     }
 }
 
@@ -383,7 +430,7 @@ fn self_benchmark_follows_the_clock() {
     // A scripted clock: each candidate reads the clock twice per round, three rounds; make
     // the portable engine (the first candidate) the fastest.
     let calls = core::cell::Cell::new(0u64);
-    let candidates = engines().len() as u64 - 1;
+    let candidates = ParityEngine::available().len() as u64 - 1;
     let clock = || {
         let n = calls.get();
         calls.set(n + 1);
