@@ -406,12 +406,13 @@ fn summary() {
     let slice = Duration::from_millis(4);
     println!();
     println!(
-        "summary: {} vs its baseline, alternating turns, best of {rounds}",
+        "summary: {} against a baseline in alternating turns; GB/s are the best of {rounds} turns,",
         ours.name()
     );
+    println!("ratios are of the bests and the median of the per-round ratios");
     println!(
-        "{:<9} {:>3} {:>7} {:>9} {:>9} {:>6}  baseline",
-        "op", "k", "block", "ours", "base", "ratio"
+        "{:<9} {:>3} {:>7} {:>9} {:>9} {:>6} {:>6}  baseline",
+        "op", "k", "block", "ours", "base", "best", "median"
     );
     #[cfg(feature = "isal")]
     for len in env_list("PARITY_LEN", &BLOCK_BYTES) {

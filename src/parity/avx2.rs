@@ -14,9 +14,6 @@ type V = __m256i;
 const W: usize = 32;
 /// Vectors per step: 4 × 32 bytes keeps P and Q of a step in 8 of the 16 YMM registers.
 const LANES: usize = 4;
-/// Vectors per step of a streaming xor: one cache line, so each write-combining buffer is
-/// filled and sent within a step (measured faster than two lines per step).
-const STREAM_LANES: usize = 2;
 
 #[target_feature(enable = "avx2")]
 #[inline]
@@ -147,9 +144,9 @@ impl Avx2 {
         unsafe {
             match (accumulate, nt) {
                 (false, false) => xor_kernel::<LANES, false, false>(srcs, d, len),
-                (false, true) => xor_kernel::<STREAM_LANES, false, true>(srcs, d, len),
+                (false, true) => xor_kernel::<LANES, false, true>(srcs, d, len),
                 (true, false) => xor_kernel::<LANES, true, false>(srcs, d, len),
-                (true, true) => xor_kernel::<STREAM_LANES, true, true>(srcs, d, len),
+                (true, true) => xor_kernel::<LANES, true, true>(srcs, d, len),
             }
         }
     }

@@ -110,11 +110,21 @@ pub fn div(a: u8, b: u8) -> u8 {
 /// hi[x >> 4]`, because multiplication distributes over the xor of the two nibbles. This
 /// is the form a byte shuffle (`pshufb`) can evaluate sixteen or thirty-two lanes at once.
 pub fn nibble_tables(c: u8) -> ([u8; 16], [u8; 16]) {
+    // c·2ⁱ for i in 0..8 by doubling; every entry is then an xor of those (multiplication
+    // is linear over xor), so a table costs a few dozen cheap operations, not 32 multiplies.
+    let mut powers = [0u8; 8];
+    let mut x = c;
+    for p in powers.iter_mut() {
+        *p = x;
+        x = mul2(x);
+    }
     let mut lo = [0u8; 16];
     let mut hi = [0u8; 16];
-    for n in 0..16u8 {
-        lo[n as usize] = mul(c, n);
-        hi[n as usize] = mul(c, n << 4);
+    for n in 1..16usize {
+        let low_bit = n.trailing_zeros() as usize;
+        let rest = n & (n - 1);
+        lo[n] = lo[rest] ^ powers[low_bit];
+        hi[n] = hi[rest] ^ powers[low_bit + 4];
     }
     (lo, hi)
 }

@@ -127,7 +127,8 @@ macro_rules! simd_kernels {
         ) {
             // SAFETY: the caller guarantees the bounds, alignment and non-empty `srcs`.
             unsafe {
-                let first = srcs.get_unchecked(0).as_ptr().add(pos);
+                let n = srcs.len();
+                let first = srcs.get_unchecked(n - 1).as_ptr().add(pos);
                 let mut acc = [zero(); LANES];
                 for l in 0..LANES {
                     acc[l] = load(first.add(l * W));
@@ -137,7 +138,7 @@ macro_rules! simd_kernels {
                         acc[l] = xor(acc[l], load(dst.add(pos + l * W)));
                     }
                 }
-                for s in srcs.get_unchecked(1..) {
+                for s in srcs.get_unchecked(..n - 1).iter().rev() {
                     let sp = s.as_ptr().add(pos);
                     for l in 0..LANES {
                         acc[l] = xor(acc[l], load(sp.add(l * W)));
@@ -335,7 +336,8 @@ macro_rules! simd_kernels {
             let len = blocks.iter().map(|b| b.len()).min().unwrap_or(0);
             let mut pos = 0;
             while pos + LANES * W <= len {
-                for block in blocks {
+                // Last block first, as the xor kernel goes.
+                for block in blocks.iter().rev() {
                     let ptr = block.as_ptr();
                     for l in 0..LANES {
                         // SAFETY: `pos + LANES·W <= len`, at most the block's length.

@@ -13,8 +13,6 @@ type V = __m128i;
 const W: usize = 16;
 /// Vectors per step: P and Q of a step take 8 of the 16 XMM registers.
 const LANES: usize = 4;
-/// Vectors per step of a streaming xor: one cache line.
-const STREAM_LANES: usize = 4;
 
 #[target_feature(enable = "ssse3")]
 #[inline]
@@ -139,9 +137,9 @@ impl Ssse3 {
         unsafe {
             match (accumulate, nt) {
                 (false, false) => xor_kernel::<LANES, false, false>(srcs, d, len),
-                (false, true) => xor_kernel::<STREAM_LANES, false, true>(srcs, d, len),
+                (false, true) => xor_kernel::<LANES, false, true>(srcs, d, len),
                 (true, false) => xor_kernel::<LANES, true, false>(srcs, d, len),
-                (true, true) => xor_kernel::<STREAM_LANES, true, true>(srcs, d, len),
+                (true, true) => xor_kernel::<LANES, true, true>(srcs, d, len),
             }
         }
     }
