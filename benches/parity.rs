@@ -583,11 +583,11 @@ mod isal {
 
     fn check_aligned(len: usize, blocks: &[*const u8]) {
         assert!(
-            len % 32 == 0 && len <= i32::MAX as usize,
+            len.is_multiple_of(32) && len <= i32::MAX as usize,
             "ISA-L: length {len}"
         );
         assert!(
-            blocks.iter().all(|p| *p as usize % 32 == 0),
+            blocks.iter().all(|p| (*p as usize).is_multiple_of(32)),
             "ISA-L: 32-byte alignment"
         );
     }

@@ -362,24 +362,24 @@ fn print_row(
     for m in row {
         write!(out, " {:>9.2}", m.gb_per_s)?;
     }
-    if let (Some(read), Some(last)) = (read, row.last()) {
-        if let Some(r) = read.iter().find(|r| r.engine == last.engine) {
-            write!(
-                out,
-                "   {}: {:.2}× read",
-                last.engine.name(),
-                last.gb_per_s / r.gb_per_s
-            )?;
-        }
+    if let (Some(read), Some(last)) = (read, row.last())
+        && let Some(r) = read.iter().find(|r| r.engine == last.engine)
+    {
+        write!(
+            out,
+            "   {}: {:.2}× read",
+            last.engine.name(),
+            last.gb_per_s / r.gb_per_s
+        )?;
     }
     writeln!(out)?;
     out.flush()
 }
 
 fn human_bytes(bytes: usize) -> String {
-    if bytes >= 1 << 20 && bytes % (1 << 20) == 0 {
+    if bytes >= 1 << 20 && bytes.is_multiple_of(1 << 20) {
         format!("{} MiB", bytes >> 20)
-    } else if bytes >= 1 << 10 && bytes % (1 << 10) == 0 {
+    } else if bytes >= 1 << 10 && bytes.is_multiple_of(1 << 10) {
         format!("{} KiB", bytes >> 10)
     } else {
         format!("{bytes} B")

@@ -222,6 +222,9 @@ pub struct SelfBenchmark {
 const INLINE_SOURCES: usize = 32;
 
 /// Where a [`Plan`] keeps its sources: inline for the usual stripe, on the heap beyond.
+// The inline variant is large on purpose: a plan lives on the stack for one call, and the
+// point is not to allocate on the I/O path.
+#[allow(clippy::large_enum_variant)]
 enum Store<'a> {
     Inline {
         srcs: [&'a [u8]; INLINE_SOURCES],
@@ -802,7 +805,7 @@ impl ParityEngine {
             } else if Some(i) == y {
                 lost_blocks[1] = &mut **block;
             } else {
-                plan.push(&**block, slots[i]);
+                plan.push(block, slots[i]);
             }
         }
         let [dx, dy] = lost_blocks;

@@ -98,7 +98,7 @@ impl Io {
 /// Whether addresses that OR to `addr_bits` are all aligned for `vector_bytes`-wide
 /// streaming stores.
 pub(super) fn aligned(addr_bits: usize, vector_bytes: usize) -> bool {
-    addr_bits % vector_bytes == 0
+    addr_bits.is_multiple_of(vector_bytes)
 }
 
 macro_rules! simd_kernels {

@@ -52,7 +52,7 @@ struct Buffers {
 
 impl Buffers {
     fn new(count: usize, len: usize, offset: usize) -> Self {
-        let stride = (len + offset + 64 + 63) / 64 * 64;
+        let stride = (len + offset + 64).div_ceil(64) * 64;
         let backing = vec![0u8; stride * count + 64];
         Buffers {
             backing,
@@ -437,7 +437,7 @@ fn self_benchmark_follows_the_clock() {
         let engine = n / 6;
         let elapsed = if engine == 0 { 1 } else { 10 };
         // Start reads return a base; end reads return base + elapsed.
-        if n % 2 == 0 {
+        if n.is_multiple_of(2) {
             n * 100
         } else {
             (n - 1) * 100 + elapsed
