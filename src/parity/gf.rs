@@ -129,6 +129,21 @@ pub fn nibble_tables(c: u8) -> ([u8; 16], [u8; 16]) {
     (lo, hi)
 }
 
+/// `c·x` for every byte `x`, built like [`nibble_tables`] from the doublings of `c`.
+pub(crate) fn mul_table(c: u8) -> [u8; 256] {
+    let mut powers = [0u8; 8];
+    let mut x = c;
+    for p in powers.iter_mut() {
+        *p = x;
+        x = mul2(x);
+    }
+    let mut table = [0u8; 256];
+    for n in 1..256usize {
+        table[n] = table[n & (n - 1)] ^ powers[n.trailing_zeros() as usize];
+    }
+    table
+}
+
 /// The coefficients that solve for two lost data blocks at slots `x` and `y`.
 ///
 /// With `pd = P ⊕ ΣP(survivors)` and `qd = Q ⊕ ΣQ(survivors)`, the lost blocks are
@@ -190,6 +205,16 @@ mod tests {
             let (lo, hi) = nibble_tables(c);
             for x in 0..=255u8 {
                 assert_eq!(lo[(x & 15) as usize] ^ hi[(x >> 4) as usize], mul(c, x));
+            }
+        }
+    }
+
+    #[test]
+    fn mul_table_multiplies() {
+        for c in 0..=255u8 {
+            let t = mul_table(c);
+            for x in 0..=255u8 {
+                assert_eq!(t[x as usize], mul(c, x));
             }
         }
     }

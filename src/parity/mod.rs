@@ -148,9 +148,8 @@ pub struct ParityEngine {
 /// disk), and cost when the whole working set would have stayed in cache.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum StoreHint {
-    /// Decide by the size of the call: stream when its buffers (sources and outputs) no
-    /// longer fit the cache level the operation lives in: [`XOR_STREAMING_BYTES`] for
-    /// XOR, [`SYNDROME_STREAMING_BYTES`] for P+Q work.
+    /// Decide by the size of the call: stream when its outputs would push its sources out
+    /// of the cache level the operation lives in (see [`SYNDROME_STREAMING_BYTES`]).
     #[default]
     Auto,
     /// Always keep outputs in cache (e.g. recovered data about to be returned to a reader).
@@ -160,14 +159,14 @@ pub enum StoreHint {
     Stream,
 }
 
-/// [`StoreHint::Auto`] streams the output of an XOR when the call touches more than this:
-/// beyond the private L2 (512 KiB on the Zen 3 it was tuned on), a cached output only
-/// evicts the sources.
-pub const XOR_STREAMING_BYTES: usize = 512 << 10;
+/// The private L2 of the Zen 3 the [`StoreHint::Auto`] rules were tuned on.
+const L2_BYTES: usize = 512 << 10;
 
-/// [`StoreHint::Auto`] streams the outputs of P+Q work when the call touches more than
-/// this: P+Q is compute-heavier, so caching its outputs pays while the working set fits the
-/// shared L3 (measured on a Zen 3 with 32 MiB of L3).
+/// [`StoreHint::Auto`] streams the output of an XOR when the call touches more than the
+/// L2: a cached output would only evict sources. P+Q work streams its outputs when the
+/// sources fit the L2 but the outputs would push them out, or when the call touches more
+/// than this: P+Q is compute-heavier, so caching its outputs pays while the working set
+/// fits the shared L3 (32 MiB on the machine it was tuned on).
 pub const SYNDROME_STREAMING_BYTES: usize = 16 << 20;
 
 /// Which blocks of a RAID-6 stripe are lost, for [`ParityEngine::recover`]. Data blocks are
@@ -463,10 +462,16 @@ impl ParityEngine {
         self.store_hint
     }
 
-    /// Whether to stream outputs when a call touches `footprint_bytes` in all.
-    fn stream(&self, footprint_bytes: usize, auto_threshold_bytes: usize) -> bool {
+    /// Whether to stream the outputs of a call that reads `source_bytes` and touches
+    /// `footprint_bytes` in all, given the [`StoreHint::Auto`] rule `auto`.
+    fn stream(
+        &self,
+        source_bytes: usize,
+        footprint_bytes: usize,
+        auto: fn(usize, usize) -> bool,
+    ) -> bool {
         match self.store_hint {
-            StoreHint::Auto => footprint_bytes > auto_threshold_bytes,
+            StoreHint::Auto => auto(source_bytes, footprint_bytes),
             StoreHint::Cache => false,
             StoreHint::Stream => true,
         }
@@ -613,7 +618,9 @@ impl ParityEngine {
             }
             return;
         }
-        let stream = self.stream((srcs.len() + 1) * len, XOR_STREAMING_BYTES);
+        let stream = self.stream(srcs.len() * len, (srcs.len() + 1) * len, |_, footprint| {
+            footprint > L2_BYTES
+        });
         let done = match self.imp {
             Imp::Scalar => {
                 scalar::xor(srcs, dst, accumulate);
@@ -884,8 +891,11 @@ impl ParityEngine {
     /// that do not fill a vector.
     fn run(&self, plan: &Plan<'_>, mut job: Job<'_>) {
         job.check_len(plan.len());
-        let footprint = (plan.sources().len() + job.buffer_count()) * plan.len();
-        let stream = self.stream(footprint, SYNDROME_STREAMING_BYTES);
+        let sources = plan.sources().len() * plan.len();
+        let footprint = sources + job.buffer_count() * plan.len();
+        let stream = self.stream(sources, footprint, |sources, footprint| {
+            (sources <= L2_BYTES && footprint > L2_BYTES) || footprint > SYNDROME_STREAMING_BYTES
+        });
         let done = match self.imp {
             Imp::Scalar => {
                 scalar::run(plan.sources(), plan.slots(), &mut job);

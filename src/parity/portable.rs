@@ -3,7 +3,7 @@
 
 use core::ops::Range;
 
-use super::gf::POLY_LOW;
+use super::gf::{self, POLY_LOW};
 use super::{Job, Plan};
 
 /// Words per step of the main loop: four independent chains keep the ALUs busy.
@@ -19,19 +19,10 @@ fn mul2(x: u64) -> u64 {
     shifted ^ ((high >> 7) * POLY_LOW as u64)
 }
 
-/// Multiplies each byte of `x` by the constant `c`, one bit of `c` at a time.
-#[inline]
-fn mul_const(c: u8, mut x: u64) -> u64 {
-    let mut c = c;
-    let mut product = 0;
-    while c != 0 {
-        if c & 1 != 0 {
-            product ^= x;
-        }
-        x = mul2(x);
-        c >>= 1;
-    }
-    product
+/// Multiplies each byte of `x` by a constant, looked up in its [`gf::mul_table`].
+#[inline(always)]
+fn mul_const(table: &[u8; 256], x: u64) -> u64 {
+    u64::from_le_bytes(x.to_le_bytes().map(|b| table[b as usize]))
 }
 
 /// `N` words from `s[at..at + bytes]`, zero-padded when `bytes < 8·N`. Zero padding is
@@ -116,7 +107,18 @@ pub(super) fn xor(srcs: &[&[u8]], dst: &mut [u8], accumulate: bool, range: Range
 
 /// Runs a syndrome job over `range`.
 pub(super) fn syndrome(plan: &Plan<'_>, job: &mut Job<'_>, range: Range<usize>) {
-    let coefficients = job.coefficients();
+    let (a, b) = job.coefficients();
+    // Only the recoveries multiply by constants; the tables cost 512 cheap steps.
+    let recovering = matches!(
+        job,
+        Job::Rec2 { .. } | Job::RecDataP { .. } | Job::RecDataQ { .. }
+    );
+    let tables = if recovering {
+        (gf::mul_table(a), gf::mul_table(b))
+    } else {
+        ([0; 256], [0; 256])
+    };
+    let coefficients = (&tables.0, &tables.1);
     walk(range, |at, bytes, chunk| {
         if chunk {
             syndrome_at::<CHUNK_WORDS>(plan, job, coefficients, at, bytes);
@@ -130,7 +132,7 @@ pub(super) fn syndrome(plan: &Plan<'_>, job: &mut Job<'_>, range: Range<usize>) 
 fn syndrome_at<const N: usize>(
     plan: &Plan<'_>,
     job: &mut Job<'_>,
-    (a, b): (u8, u8),
+    (a, b): (&[u8; 256], &[u8; 256]),
     at: usize,
     bytes: usize,
 ) {
@@ -233,7 +235,6 @@ pub(super) fn read(blocks: &[&[u8]]) -> u64 {
 
 #[cfg(test)]
 mod tests {
-    use super::super::gf;
     use super::*;
 
     #[test]
@@ -241,7 +242,7 @@ mod tests {
         for c in [0u8, 1, 2, 3, 0x1d, 0x80, 0xff, 0x8e] {
             for x in 0..=255u8 {
                 let word = u64::from_le_bytes([x, x ^ 0x55, 0, 0xff, x.wrapping_mul(7), 1, 2, 3]);
-                let got = mul_const(c, word).to_le_bytes();
+                let got = mul_const(&gf::mul_table(c), word).to_le_bytes();
                 let want = word.to_le_bytes().map(|b| gf::mul(c, b));
                 assert_eq!(got, want, "c={c} x={x}");
                 assert_eq!(mul2(word).to_le_bytes(), word.to_le_bytes().map(gf::mul2));
