@@ -11,13 +11,14 @@
 //! Environment: `PARITY_TABLE=1` runs the `raid bench parity` table instead;
 //! `PARITY_SUMMARY=0` skips the summary; `PARITY_SUMMARY_ONLY=1` runs only the summary;
 //! `PARITY_SUMMARY_DRAM=0` leaves the memory-bound rows out of it; `PARITY_ONLY=xor,pq_gen`
-//! limits it to some operations; `PARITY_K=4,8` and `PARITY_LEN=4096` to some shapes.
+//! limits it to some operations; `PARITY_K=4,8` and `PARITY_LEN=4096` to some shapes;
+//! `PARITY_READ=block` reads block after block in the plain-read rows.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput};
-use orion_raid::parity::{ParityEngine, StoreHint, bench};
+use orion_raid::parity::{ParityEngine, ReadOrder, StoreHint, bench};
 
 const DATA_COUNTS: [usize; 3] = [4, 8, 16];
 const BLOCK_BYTES: [usize; 3] = [4 << 10, 64 << 10, 1 << 20];
@@ -186,7 +187,7 @@ fn run(imp: &Impl, prepared: &Prepared, op: Op, s: &mut Stripe<'_>) -> u64 {
                         (y as u8, &mut *s.out_y),
                     );
                 }
-                Op::Read => return engine.read_all(&data),
+                Op::Read => return engine.read_all(&data, read_order()),
             }
         }
         #[cfg(feature = "isal")]
@@ -214,6 +215,16 @@ fn run(imp: &Impl, prepared: &Prepared, op: Op, s: &mut Stripe<'_>) -> u64 {
     #[cfg(not(feature = "isal"))]
     let _ = prepared;
     0
+}
+
+/// The order of the plain read: side by side as the kernels read (default), or block by
+/// block with `PARITY_READ=block`.
+fn read_order() -> ReadOrder {
+    if std::env::var("PARITY_READ").is_ok_and(|v| v == "block") {
+        ReadOrder::BlockByBlock
+    } else {
+        ReadOrder::SideBySide
+    }
 }
 
 fn implementations() -> Vec<Impl> {

@@ -168,8 +168,8 @@ impl Avx2 {
         }
     }
 
-    pub(crate) fn read(self, blocks: &[&[u8]]) -> u64 {
+    pub(crate) fn read(self, blocks: &[&[u8]], side_by_side: bool) -> u64 {
         // SAFETY: `self` proves AVX2 is available.
-        unsafe { read_kernel(blocks) }
+        unsafe { read_kernel(blocks, side_by_side) }
     }
 }

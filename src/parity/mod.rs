@@ -169,6 +169,15 @@ const L2_BYTES: usize = 512 << 10;
 /// fits the shared L3 (32 MiB on the machine it was tuned on).
 pub const SYNDROME_STREAMING_BYTES: usize = 16 << 20;
 
+/// The order of [`ParityEngine::read_all`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadOrder {
+    /// All blocks a step at a time, as the parity kernels read them.
+    SideBySide,
+    /// One block after the other.
+    BlockByBlock,
+}
+
 /// Which blocks of a RAID-6 stripe are lost, for [`ParityEngine::recover`]. Data blocks are
 /// named by their index in the `data` list (not by slot).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -912,15 +921,17 @@ impl ParityEngine {
         }
     }
 
-    /// The sum of all bytes of `blocks` read with this engine's widest loads, for the plain
-    /// read baseline of [`bench`]. The value is meaningless; it only keeps the reads alive.
-    pub fn read_all(&self, blocks: &[&[u8]]) -> u64 {
+    /// The sum of all bytes of `blocks` read with this engine's widest loads, in `order`,
+    /// for the plain-read baseline of [`bench`]. The value is meaningless; it only keeps the
+    /// reads alive.
+    pub fn read_all(&self, blocks: &[&[u8]], order: ReadOrder) -> u64 {
+        let side_by_side = order == ReadOrder::SideBySide;
         match self.imp {
             Imp::Scalar | Imp::Portable => portable::read(blocks),
             #[cfg(target_arch = "x86_64")]
-            Imp::Ssse3(e) => e.read(blocks),
+            Imp::Ssse3(e) => e.read(blocks, side_by_side),
             #[cfg(target_arch = "x86_64")]
-            Imp::Avx2(e) => e.read(blocks),
+            Imp::Avx2(e) => e.read(blocks, side_by_side),
         }
     }
 }

@@ -329,29 +329,38 @@ macro_rules! simd_kernels {
             }
         }
 
-        /// Reads every byte of `blocks` in the order the kernels do (all blocks side by
-        /// side, a step at a time) and folds them into a number: the plain read the
-        /// benchmark compares the kernels with.
+        /// Reads every byte of `blocks` and folds them into a number: the plain read the
+        /// benchmark compares the kernels with. `side_by_side` reads all blocks a step at
+        /// a time, last block first, as the kernels do; otherwise block after block.
         #[target_feature(enable = $feature)]
-        fn read_kernel(blocks: &[&[u8]]) -> u64 {
+        fn read_kernel(blocks: &[&[u8]], side_by_side: bool) -> u64 {
             const LANES: usize = 4;
             let mut acc = [zero(); LANES];
             let mut tail = 0u64;
             let len = blocks.iter().map(|b| b.len()).min().unwrap_or(0);
-            let mut pos = 0;
-            while pos + LANES * W <= len {
-                // Last block first, as the xor kernel goes.
-                for block in blocks.iter().rev() {
-                    let ptr = block.as_ptr();
-                    for l in 0..LANES {
-                        // SAFETY: `pos + LANES·W <= len`, at most the block's length.
-                        acc[l] = xor(acc[l], unsafe { load(ptr.add(pos + l * W)) });
+            let whole = len - len % (LANES * W);
+            let mut step = |ptr: *const u8, pos: usize| {
+                for l in 0..LANES {
+                    // SAFETY: callers pass `pos + LANES·W <= whole <= len`, at most the
+                    // block's length.
+                    acc[l] = xor(acc[l], unsafe { load(ptr.add(pos + l * W)) });
+                }
+            };
+            if side_by_side {
+                for pos in (0..whole).step_by(LANES * W) {
+                    for block in blocks.iter().rev() {
+                        step(block.as_ptr(), pos);
                     }
                 }
-                pos += LANES * W;
+            } else {
+                for block in blocks {
+                    for pos in (0..whole).step_by(LANES * W) {
+                        step(block.as_ptr(), pos);
+                    }
+                }
             }
             for block in blocks {
-                for &byte in &block[pos..] {
+                for &byte in &block[whole..] {
                     tail = tail.wrapping_add(byte as u64);
                 }
             }

@@ -161,8 +161,8 @@ impl Ssse3 {
         }
     }
 
-    pub(crate) fn read(self, blocks: &[&[u8]]) -> u64 {
+    pub(crate) fn read(self, blocks: &[&[u8]], side_by_side: bool) -> u64 {
         // SAFETY: `self` proves SSSE3 is available.
-        unsafe { read_kernel(blocks) }
+        unsafe { read_kernel(blocks, side_by_side) }
     }
 }
