@@ -24,6 +24,11 @@ pub(super) const REC2: u8 = 3;
 pub(super) const REC_DATA_P: u8 = 4;
 pub(super) const REC_DATA_Q: u8 = 5;
 
+/// Above this many sources the kernels take them a group at a time (see `xor_grouped`).
+pub(super) const GROUP_SOURCES: usize = 8;
+/// Bytes of each source a group pass reads before the next group: one page.
+pub(super) const GROUP_CHUNK_BYTES: usize = 4096;
+
 /// The raw pointers of a [`Job`], taken once per call.
 pub(super) struct Io {
     pub(super) mode: u8,
@@ -103,7 +108,10 @@ pub(super) fn aligned(addr_bits: usize, vector_bytes: usize) -> bool {
 
 macro_rules! simd_kernels {
     ($feature:literal) => {
-        use $crate::parity::simd::{GEN_PQ, GEN_Q, Io, REC_DATA_P, REC_DATA_Q, REC2, UPDATE};
+        use $crate::parity::simd::{
+            GEN_PQ, GEN_Q, GROUP_CHUNK_BYTES, GROUP_SOURCES, Io, REC_DATA_P, REC_DATA_Q, REC2,
+            UPDATE,
+        };
 
         /// Constants of a syndrome kernel, hoisted out of its loops.
         struct Consts {
@@ -154,6 +162,64 @@ macro_rules! simd_kernels {
             }
         }
 
+        /// `dst (^)= ⊕ srcs` over the longest prefix of whole chunks, a group of sources
+        /// at a time through a chunk-sized scratch in L1; returns the prefix length.
+        /// Many sources side by side are many streams at once, more than the hardware
+        /// prefetchers follow; a group at a time reads each source a chunk at a time.
+        ///
+        /// # Safety
+        /// As [`xor_kernel`].
+        #[target_feature(enable = $feature)]
+        unsafe fn xor_grouped<const LANES: usize, const ACC: bool, const NT: bool>(
+            srcs: &[&[u8]],
+            dst: *mut u8,
+            len: usize,
+        ) -> usize {
+            let mut scratch = [zero(); GROUP_CHUNK_BYTES / W];
+            let groups = srcs.len().div_ceil(GROUP_SOURCES);
+            let mut pos = 0;
+            while pos + GROUP_CHUNK_BYTES <= len {
+                // Last group first, last source first in each, as `xor_step` goes.
+                for (g, group) in srcs.rchunks(GROUP_SOURCES).enumerate() {
+                    let mut off = 0;
+                    while off < GROUP_CHUNK_BYTES {
+                        let mut acc = [zero(); LANES];
+                        // SAFETY: `pos + off + LANES·W <= pos + GROUP_CHUNK_BYTES <= len`;
+                        // the scratch index stays below its length (`off < CHUNK`).
+                        unsafe {
+                            for l in 0..LANES {
+                                acc[l] = if g == 0 {
+                                    if ACC {
+                                        load(dst.add(pos + off + l * W))
+                                    } else {
+                                        zero()
+                                    }
+                                } else {
+                                    *scratch.get_unchecked(off / W + l)
+                                };
+                            }
+                            for s in group.iter().rev() {
+                                let sp = s.as_ptr().add(pos + off);
+                                for l in 0..LANES {
+                                    acc[l] = xor(acc[l], load(sp.add(l * W)));
+                                }
+                            }
+                            for l in 0..LANES {
+                                if g + 1 == groups {
+                                    put::<NT>(dst.add(pos + off + l * W), acc[l]);
+                                } else {
+                                    *scratch.get_unchecked_mut(off / W + l) = acc[l];
+                                }
+                            }
+                        }
+                        off += LANES * W;
+                    }
+                }
+                pos += GROUP_CHUNK_BYTES;
+            }
+            pos
+        }
+
         /// `dst (^)= ⊕ srcs` over the longest prefix of whole vectors; returns its length.
         ///
         /// # Safety
@@ -166,6 +232,10 @@ macro_rules! simd_kernels {
             len: usize,
         ) -> usize {
             let mut pos = 0;
+            if srcs.len() > GROUP_SOURCES {
+                // SAFETY: forwarded from the caller.
+                pos = unsafe { xor_grouped::<LANES, ACC, NT>(srcs, dst, len) };
+            }
             while pos + LANES * W <= len {
                 // SAFETY: `pos + LANES·W <= len`; the rest is the caller's guarantee.
                 unsafe { xor_step::<LANES, ACC, NT>(srcs, dst, pos) };

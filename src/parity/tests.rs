@@ -279,8 +279,8 @@ fn lost_of(k: usize, a: usize, b: Option<usize>) -> Lost {
 #[test]
 fn aligned_outputs_take_the_streaming_path_and_agree() {
     let mut rng = Rng(0x57_4ea3);
-    for count in [1usize, 2, 5, 16] {
-        for len in [32usize, 64, 1000, 4096 + 96 + 7] {
+    for count in [1usize, 2, 5, 9, 16, 17] {
+        for len in [32usize, 64, 1000, 4096 + 96 + 7, 3 * 4096 + 33] {
             let mut bufs = Buffers::new(count + 3, len, 0);
             for b in bufs.all_mut() {
                 rng.fill(b);
@@ -301,6 +301,15 @@ fn aligned_outputs_take_the_streaming_path_and_agree() {
                     engine.name(),
                     engine.store_hint()
                 );
+                // Xoring the same sources in again must cancel to zero.
+                engine.xor_into(&srcs, p[0]);
+                assert!(
+                    p[0].iter().all(|&b| b == 0),
+                    "{} {:?} xor_into n={count} len={len}",
+                    engine.name(),
+                    engine.store_hint()
+                );
+                engine.xor(&srcs, p[0]);
                 engine.pq_gen(&srcs, &slots, p[0], q[0]);
                 assert!(
                     *p[0] == want_p[..] && *q[0] == want_q[..],
