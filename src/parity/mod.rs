@@ -172,7 +172,8 @@ pub const SYNDROME_STREAMING_BYTES: usize = 16 << 20;
 /// The order of [`ParityEngine::read_all`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ReadOrder {
-    /// All blocks a step at a time, as the parity kernels read them.
+    /// As the parity kernels read: all blocks a step at a time (past 8 blocks, a group of
+    /// 8 at a time, a page of each).
     SideBySide,
     /// One block after the other.
     BlockByBlock,

@@ -295,6 +295,27 @@ macro_rules! simd_kernels {
                         q[l] = xor(q[l], d);
                     }
                 }
+                syndrome_finish::<LANES, MODE, NT>(plan, io, k, pos, p, q);
+            }
+        }
+
+        /// The end of a step: the last doublings of Q, then what `MODE` does with P and Q
+        /// at byte `pos`.
+        ///
+        /// # Safety
+        /// As [`syndrome_step`].
+        #[target_feature(enable = $feature)]
+        #[inline]
+        unsafe fn syndrome_finish<const LANES: usize, const MODE: u8, const NT: bool>(
+            plan: &$crate::parity::Plan<'_>,
+            io: &Io,
+            k: &Consts,
+            pos: usize,
+            p: [V; LANES],
+            mut q: [V; LANES],
+        ) {
+            // SAFETY: the caller guarantees the bounds and alignment of every access.
+            unsafe {
                 for _ in 0..plan.tail_gap() {
                     for l in 0..LANES {
                         q[l] = mul2(q[l], k.poly);
@@ -342,6 +363,79 @@ macro_rules! simd_kernels {
             }
         }
 
+        /// A syndrome job over the longest prefix of whole chunks, a group of sources at a
+        /// time through chunk-sized P and Q scratch in L1 (see `xor_grouped`); Horner's
+        /// rule carries over from group to group in the scratch Q. Returns the prefix
+        /// length.
+        ///
+        /// # Safety
+        /// As [`syndrome_kernel`].
+        #[target_feature(enable = $feature)]
+        unsafe fn syndrome_grouped<const LANES: usize, const MODE: u8, const NT: bool>(
+            plan: &$crate::parity::Plan<'_>,
+            io: &Io,
+            k: &Consts,
+        ) -> usize {
+            let len = plan.len();
+            let srcs = plan.sources();
+            let gaps = plan.gaps();
+            let groups = srcs.len().div_ceil(GROUP_SOURCES);
+            let mut scratch_p = [zero(); GROUP_CHUNK_BYTES / W];
+            let mut scratch_q = [zero(); GROUP_CHUNK_BYTES / W];
+            let mut pos = 0;
+            while pos + GROUP_CHUNK_BYTES <= len {
+                for g in 0..groups {
+                    let first = g * GROUP_SOURCES;
+                    let end = (first + GROUP_SOURCES).min(srcs.len());
+                    let mut off = 0;
+                    while off < GROUP_CHUNK_BYTES {
+                        let at = pos + off;
+                        let mut p = [zero(); LANES];
+                        let mut q = [zero(); LANES];
+                        // SAFETY: `at + LANES·W <= pos + GROUP_CHUNK_BYTES <= len`, the
+                        // length of every source and output; scratch indices stay below
+                        // `GROUP_CHUNK_BYTES / W`.
+                        unsafe {
+                            if g > 0 {
+                                for l in 0..LANES {
+                                    p[l] = *scratch_p.get_unchecked(off / W + l);
+                                    q[l] = *scratch_q.get_unchecked(off / W + l);
+                                }
+                            }
+                            for i in first..end {
+                                let mut gap = *gaps.get_unchecked(i);
+                                while gap != 0 {
+                                    for l in 0..LANES {
+                                        q[l] = mul2(q[l], k.poly);
+                                    }
+                                    gap -= 1;
+                                }
+                                let sp = srcs.get_unchecked(i).as_ptr().add(at);
+                                for l in 0..LANES {
+                                    let d = load(sp.add(l * W));
+                                    if MODE != GEN_Q {
+                                        p[l] = xor(p[l], d);
+                                    }
+                                    q[l] = xor(q[l], d);
+                                }
+                            }
+                            if g + 1 == groups {
+                                syndrome_finish::<LANES, MODE, NT>(plan, io, k, at, p, q);
+                            } else {
+                                for l in 0..LANES {
+                                    *scratch_p.get_unchecked_mut(off / W + l) = p[l];
+                                    *scratch_q.get_unchecked_mut(off / W + l) = q[l];
+                                }
+                            }
+                        }
+                        off += LANES * W;
+                    }
+                }
+                pos += GROUP_CHUNK_BYTES;
+            }
+            pos
+        }
+
         /// Runs a syndrome job over the longest prefix of whole vectors; returns its length.
         ///
         /// # Safety
@@ -360,6 +454,10 @@ macro_rules! simd_kernels {
                 tb: table(io.b),
             };
             let mut pos = 0;
+            if plan.sources().len() > GROUP_SOURCES {
+                // SAFETY: forwarded from the caller.
+                pos = unsafe { syndrome_grouped::<LANES, MODE, NT>(plan, io, &k) };
+            }
             while pos + LANES * W <= len {
                 // SAFETY: `pos + LANES·W <= len`; the rest is the caller's guarantee.
                 unsafe { syndrome_step::<LANES, MODE, NT>(plan, io, &k, pos) };
@@ -400,8 +498,9 @@ macro_rules! simd_kernels {
         }
 
         /// Reads every byte of `blocks` and folds them into a number: the plain read the
-        /// benchmark compares the kernels with. `side_by_side` reads all blocks a step at
-        /// a time, last block first, as the kernels do; otherwise block after block.
+        /// benchmark compares the kernels with. `side_by_side` reads in the kernels' order
+        /// (all blocks a step at a time, last block first; past 8 blocks a group at a time);
+        /// otherwise block after block.
         #[target_feature(enable = $feature)]
         fn read_kernel(blocks: &[&[u8]], side_by_side: bool) -> u64 {
             const LANES: usize = 4;
@@ -416,7 +515,24 @@ macro_rules! simd_kernels {
                     acc[l] = xor(acc[l], unsafe { load(ptr.add(pos + l * W)) });
                 }
             };
-            if side_by_side {
+            if side_by_side && blocks.len() > GROUP_SOURCES {
+                // As the kernels go past 8 sources: a page of each of a group at a time.
+                let chunks_end = len - len % GROUP_CHUNK_BYTES;
+                for chunk in (0..chunks_end).step_by(GROUP_CHUNK_BYTES) {
+                    for group in blocks.rchunks(GROUP_SOURCES) {
+                        for pos in (chunk..chunk + GROUP_CHUNK_BYTES).step_by(LANES * W) {
+                            for block in group.iter().rev() {
+                                step(block.as_ptr(), pos);
+                            }
+                        }
+                    }
+                }
+                for pos in (chunks_end..whole).step_by(LANES * W) {
+                    for block in blocks.iter().rev() {
+                        step(block.as_ptr(), pos);
+                    }
+                }
+            } else if side_by_side {
                 for pos in (0..whole).step_by(LANES * W) {
                     for block in blocks.iter().rev() {
                         step(block.as_ptr(), pos);

@@ -192,72 +192,97 @@ fn xor_equals_scalar_for_every_count_length_and_offset() {
 fn every_engine_recovers_every_failure_pair_like_the_reference() {
     let seed = 0x5eed_0001u64;
     let mut rng = Rng(seed);
-    let all = engines();
     for k in 1..=16usize {
         let slots = rotated_slots(k, k / 2);
         for len in LENGTHS {
             let offset = OFFSETS[(k + len) % OFFSETS.len()];
-            // Blocks 0..k are data, k is P, k+1 is Q.
-            let mut original = Buffers::new(k + 2, len, offset);
+            check_every_failure(k, len, offset, &slots, &mut rng, seed);
+        }
+    }
+}
+
+/// Past 8 sources and 4 KiB the SIMD kernels go a group of sources at a time; the same
+/// checks there, with aligned (streaming) and unaligned outputs.
+#[test]
+fn many_blocks_of_several_pages_recover_too() {
+    let seed = 0x5eed_0003u64;
+    let mut rng = Rng(seed);
+    for (k, offset) in [(9usize, 0usize), (16, 5), (17, 0)] {
+        let slots = rotated_slots(k, 2);
+        check_every_failure(k, 2 * 4096 + 77, offset, &slots, &mut rng, seed);
+    }
+}
+
+/// For every engine: P and Q as the reference computes them, and every single and double
+/// loss among the `k` data blocks, P and Q restored to the original bytes.
+fn check_every_failure(
+    k: usize,
+    len: usize,
+    offset: usize,
+    slots: &[u8],
+    rng: &mut Rng,
+    seed: u64,
+) {
+    // Blocks 0..k are data, k is P, k+1 is Q.
+    let mut original = Buffers::new(k + 2, len, offset);
+    {
+        let mut blocks = original.all_mut();
+        for b in blocks.iter_mut().take(k) {
+            rng.fill(b);
+        }
+    }
+    let (p, q) = {
+        let data: Vec<&[u8]> = (0..k).map(|i| original.get(i)).collect();
+        scalar_pq(&data, slots, len)
+    };
+    {
+        let mut blocks = original.all_mut();
+        blocks[k].copy_from_slice(&p);
+        blocks[k + 1].copy_from_slice(&q);
+    }
+    let data: Vec<&[u8]> = (0..k).map(|i| original.get(i)).collect();
+    let mut failures = Vec::new();
+    for a in 0..k + 2 {
+        failures.push((a, None));
+        for b in a + 1..k + 2 {
+            failures.push((a, Some(b)));
+        }
+    }
+    for engine in engines() {
+        let mut ep = vec![0u8; len];
+        let mut eq = vec![0u8; len];
+        engine.pq_gen(&data, slots, &mut ep, &mut eq);
+        assert!(
+            ep == p && eq == q,
+            "{} pq_gen k={k} len={len} seed={seed:#x}",
+            engine.name()
+        );
+        for &(a, b) in &failures {
+            let lost = lost_of(k, a, b);
+            // Offset 0 keeps every output aligned, so streaming stores run too.
+            let mut work = Buffers::new(k + 2, len, (offset * 3) % 64);
             {
-                let mut blocks = original.all_mut();
-                for b in blocks.iter_mut().take(k) {
-                    rng.fill(b);
+                let mut blocks = work.all_mut();
+                for (i, block) in blocks.iter_mut().enumerate() {
+                    if i == a || Some(i) == b {
+                        rng.fill(block);
+                    } else {
+                        block.copy_from_slice(original.get(i));
+                    }
                 }
+                let (data_blocks, parity) = blocks.split_at_mut(k);
+                let (pb, qb) = parity.split_at_mut(1);
+                engine
+                    .recover(data_blocks, slots, pb[0], qb[0], lost)
+                    .expect("valid loss");
             }
-            let (p, q) = {
-                let data: Vec<&[u8]> = (0..k).map(|i| original.get(i)).collect();
-                scalar_pq(&data, &slots, len)
-            };
-            {
-                let mut blocks = original.all_mut();
-                blocks[k].copy_from_slice(&p);
-                blocks[k + 1].copy_from_slice(&q);
-            }
-            let data: Vec<&[u8]> = (0..k).map(|i| original.get(i)).collect();
-            let mut failures = Vec::new();
-            for a in 0..k + 2 {
-                failures.push((a, None));
-                for b in a + 1..k + 2 {
-                    failures.push((a, Some(b)));
-                }
-            }
-            for engine in &all {
-                let mut ep = vec![0u8; len];
-                let mut eq = vec![0u8; len];
-                engine.pq_gen(&data, &slots, &mut ep, &mut eq);
+            for i in 0..k + 2 {
                 assert!(
-                    ep == p && eq == q,
-                    "{} pq_gen k={k} len={len} seed={seed:#x}",
-                    engine.name()
+                    work.get(i) == original.get(i),
+                    "{} {:?} k={k} len={len} lost={lost:?} block {i} differs (seed {seed:#x})",
+                    engine.name(),
+                    engine.store_hint()
                 );
-                for &(a, b) in &failures {
-                    let lost = lost_of(k, a, b);
-                    // Offset 0 keeps every output aligned, so streaming stores run too.
-                    let mut work = Buffers::new(k + 2, len, (offset * 3) % 64);
-                    {
-                        let mut blocks = work.all_mut();
-                        for (i, block) in blocks.iter_mut().enumerate() {
-                            if i == a || Some(i) == b {
-                                rng.fill(block);
-                            } else {
-                                block.copy_from_slice(original.get(i));
-                            }
-                        }
-                        let (data_blocks, parity) = blocks.split_at_mut(k);
-                        let (pb, qb) = parity.split_at_mut(1);
-                        engine
-                            .recover(data_blocks, &slots, pb[0], qb[0], lost)
-                            .expect("valid loss");
-                    }
-                    for i in 0..k + 2 {
-                        assert!(
-                            work.get(i) == original.get(i),
-                            "{} k={k} len={len} lost={lost:?} block {i} differs (seed {seed:#x})",
-                            engine.name()
-                        );
-                    }
-                }
             }
         }
     }
@@ -328,7 +353,7 @@ fn update_equals_full_recompute() {
     let mut rng = Rng(seed);
     for engine in engines() {
         for k in [1usize, 2, 5, 16] {
-            for len in [1usize, 33, 300, 1061] {
+            for len in [1usize, 33, 300, 1061, 2 * 4096 + 77] {
                 let slots = rotated_slots(k, 1);
                 let mut data: Vec<Vec<u8>> = (0..k).map(|_| vec![0u8; len]).collect();
                 data.iter_mut().for_each(|d| rng.fill(d));
