@@ -57,8 +57,10 @@
 //! The SIMD engines keep P and Q in registers across all sources (one pass over the data),
 //! compute Q by Horner's rule (one doubling per slot), multiply by constants with `pshufb`
 //! nibble tables, and solve recoveries in the same pass that gathers the syndromes, so a
-//! recovery costs about what a P+Q generation costs. A call allocates nothing for up to 32
-//! data blocks. [`StoreHint`] says whether outputs go through the cache or are streamed
+//! recovery costs about what a P+Q generation costs. Past 8 sources they take a group of 8
+//! at a time, a page of each, through P and Q scratch kept in L1: many sources side by side
+//! are more streams than the hardware prefetchers follow. A call allocates nothing for up
+//! to 32 data blocks. [`StoreHint`] says whether outputs go through the cache or are streamed
 //! to memory (non-temporal stores): by default by the size of the call; a caller that knows
 //! its output goes straight to a disk can ask for streaming.
 //!
