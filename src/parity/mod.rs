@@ -925,7 +925,7 @@ impl ParityEngine {
     }
 
     /// The sum of all bytes of `blocks` read with this engine's widest loads, in `order`,
-    /// for the plain-read baseline of [`bench`]. The value is meaningless; it only keeps the
+    /// for the plain-read baseline of [`mod@bench`]. The value is meaningless; it only keeps the
     /// reads alive.
     pub fn read_all(&self, blocks: &[&[u8]], order: ReadOrder) -> u64 {
         let side_by_side = order == ReadOrder::SideBySide;
