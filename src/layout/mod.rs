@@ -1,5 +1,5 @@
-//! Pure address maps from array sectors to member sectors for RAID 0, 1 and 10, placed exactly
-//! as Linux md places them.
+//! Pure address maps from array sectors to member sectors for RAID 0, 1, 10 and the parity
+//! levels 4, 5 and 6, placed exactly as Linux md places them.
 //!
 //! Units: sectors of 512 bytes. A member sector is relative to that member's `data_offset`
 //! (the caller adds it). A `disk_index` is the member's role (slot) in the array, 0-based.
@@ -11,9 +11,14 @@
 mod raid0;
 mod raid1;
 mod raid10;
+mod raid5;
 
 pub use raid0::{Raid0Layout, Raid0Zone, Raid0ZoneLayout};
 pub use raid1::Raid1Layout;
+pub use raid5::{
+    MAX_RAID6_DDF_DISKS, MAX_RAID6_DISKS, MemberRole, ParityAlgorithm, ParityCell, ParityLevel,
+    ParseParityAlgorithmError, Raid5Layout, StripeAddress,
+};
 pub use raid10::{FarSets, ParseRaid10LayoutError, Raid10Layout, Raid10LayoutBits};
 
 use core::fmt;
@@ -76,6 +81,20 @@ pub enum LayoutError {
     /// A multi-zone RAID0 whose later zones stripe over several members needs layout 1
     /// (original) or 2 (alternate); md refuses to guess, and so do we.
     UnknownRaid0ZoneLayout { layout: u32 },
+    /// RAID4/5/6: fewer members than md runs the level with.
+    TooFewMembers {
+        level: ParityLevel,
+        disk_count: usize,
+        min_disk_count: usize,
+    },
+    /// RAID6: more members than mdadm allows or than Q's coefficients can tell apart.
+    TooManyMembers {
+        level: ParityLevel,
+        disk_count: usize,
+        max_disk_count: usize,
+    },
+    /// RAID5/6: a layout (algorithm) number md does not define for the level.
+    UnknownParityAlgorithm { level: ParityLevel, algorithm: u32 },
     /// The members are too small to hold a single chunk of data.
     MemberTooSmall,
     /// The sizes overflow 64-bit sector arithmetic.
@@ -121,6 +140,26 @@ impl fmt::Display for LayoutError {
                 "RAID0 with members of unequal size needs zone layout 1 (original) or \
                  2 (alternate), got {layout}"
             ),
+            LayoutError::TooFewMembers {
+                level,
+                disk_count,
+                min_disk_count,
+            } => write!(
+                f,
+                "{level} needs at least {min_disk_count} members, got {disk_count}"
+            ),
+            LayoutError::TooManyMembers {
+                level,
+                disk_count,
+                max_disk_count,
+            } => write!(
+                f,
+                "{level} with this layout supports at most {max_disk_count} members, \
+                 got {disk_count}"
+            ),
+            LayoutError::UnknownParityAlgorithm { level, algorithm } => {
+                write!(f, "layout {algorithm} is not a {level} layout md knows")
+            }
             LayoutError::MemberTooSmall => {
                 write!(f, "members are too small to hold one chunk of data")
             }
