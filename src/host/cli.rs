@@ -46,6 +46,23 @@ pub enum Command {
     Detail(NameArgs),
     /// Stop serving an array: flush it and mark it clean.
     Stop(NameArgs),
+    /// Measure speed: `raid bench parity [--json]`.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BenchCommand {
+    /// XOR, P+Q generation and two-block recovery per engine, in cache and from memory,
+    /// beside a plain read of the same bytes.
+    Parity {
+        /// One JSON object per line (for scripts).
+        #[arg(long)]
+        json: bool,
+        /// Skip the memory-bound rows (they cycle through 512 MiB of buffers).
+        #[arg(long)]
+        no_memory_bound: bool,
+    },
 }
 
 /// Default control socket: the one `raid up` uses.
@@ -199,6 +216,22 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Status(args) => cmd_status(args),
         Command::Detail(args) => cmd_detail(args),
         Command::Stop(args) => cmd_stop(args),
+        Command::Bench(BenchCommand::Parity {
+            json,
+            no_memory_bound,
+        }) => {
+            let mut opts = crate::parity::bench::BenchOptions {
+                json,
+                ..Default::default()
+            };
+            if no_memory_bound {
+                opts.memory_bound_bytes = 0;
+            }
+            let stdout = std::io::stdout();
+            crate::parity::bench::run(&opts, &mut stdout.lock())
+                .map(|_| ())
+                .map_err(|e| CliError::failed(format!("bench: {e}")))
+        }
     }
 }
 
