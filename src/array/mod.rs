@@ -827,6 +827,8 @@ impl Array {
                     for d in 0..sb.max_dev() {
                         let role = match live.iter().find(|(dev, _)| *dev == d) {
                             Some(&(_, slot)) => DeviceRole::Active(slot),
+                            // A spare holds no data: it may stay a spare.
+                            None if sb.role_of(d) == DeviceRole::Spare => DeviceRole::Spare,
                             None => DeviceRole::Faulty,
                         };
                         // Inside the table by construction of the loop.

@@ -157,7 +157,12 @@ fn write_error_fails_member_and_persists_it_before_ack() {
     for disk in [0, 2] {
         let sb = r.superblock_on(disk);
         assert!(sb.events > events_before);
+        assert_eq!(sb.role_of(0), DeviceRole::Active(0));
         assert_eq!(sb.role_of(1), DeviceRole::Faulty);
+        assert_eq!(sb.role_of(2), DeviceRole::Active(2));
+        // Unused entries of the table stay spare (0xffff), as mdadm writes them.
+        assert_eq!(sb.role_of(3), DeviceRole::Spare);
+        assert_eq!(sb.role_of(sb.max_dev() - 1), DeviceRole::Spare);
     }
     // Reassembly leaves the failed member out even though it reads fine.
     let candidates: Vec<(String, Rc<dyn BlockDevice>)> = r
