@@ -9,7 +9,7 @@ use alloc::vec::Vec;
 
 use serde::{Deserialize, Serialize};
 
-use crate::array::{Array, MemberState};
+use crate::array::{Array, ArrayCounters, MemberCounters, MemberState};
 use crate::block::{BlockDevice, SECTOR_BYTES};
 use crate::layout::ArrayLayout;
 use crate::metadata::{Level, format_uuid};
@@ -81,11 +81,8 @@ pub struct MemberDetail {
     pub state: String,
     pub device_uuid: String,
     pub events: u64,
-    pub reads: u64,
-    pub writes: u64,
-    pub read_errors: u64,
-    pub write_errors: u64,
-    pub corrected_sectors: u64,
+    #[serde(flatten)]
+    pub counters: MemberCounters,
     pub in_flight: u32,
 }
 
@@ -98,13 +95,8 @@ pub struct ArrayDetail {
     pub data_offset_sectors: u64,
     pub member_size_bytes: u64,
     pub read_policy: String,
-    pub reads: u64,
-    pub writes: u64,
-    pub read_bytes: u64,
-    pub write_bytes: u64,
-    pub flushes: u64,
-    pub discards: u64,
-    pub errors: u64,
+    #[serde(flatten)]
+    pub counters: ArrayCounters,
     pub member_details: Vec<MemberDetail>,
 }
 
@@ -190,18 +182,13 @@ pub fn array_detail(device_id: u32, array: &Array) -> ArrayDetail {
         .filter_map(|(slot, m)| m.as_ref().map(|m| (slot, m)))
         .map(|(slot, m)| {
             let msb = m.superblock();
-            let c = m.counters();
             MemberDetail {
                 path: m.name.clone(),
                 role: slot as u32,
                 state: m.state().to_string(),
                 device_uuid: format_uuid(&msb.device_uuid).to_string(),
                 events: msb.events,
-                reads: c.reads,
-                writes: c.writes,
-                read_errors: c.read_errors,
-                write_errors: c.write_errors,
-                corrected_sectors: c.corrected_sectors,
+                counters: m.counters(),
                 in_flight: m.inflight(),
             }
         })
@@ -218,13 +205,7 @@ pub fn array_detail(device_id: u32, array: &Array) -> ArrayDetail {
             crate::array::ReadPolicy::RoundRobin => "round-robin".into(),
             crate::array::ReadPolicy::LeastOutstanding => "adaptive".into(),
         },
-        reads: counters.reads,
-        writes: counters.writes,
-        read_bytes: counters.read_bytes,
-        write_bytes: counters.write_bytes,
-        flushes: counters.flushes,
-        discards: counters.discards,
-        errors: counters.errors,
+        counters,
         member_details,
     }
 }

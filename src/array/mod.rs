@@ -71,7 +71,7 @@ impl fmt::Display for Health {
 }
 
 /// Per-member counters.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct MemberCounters {
     pub reads: u64,
     pub writes: u64,
@@ -176,7 +176,7 @@ struct RepairJob {
 }
 
 /// Counters of the array as a whole.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ArrayCounters {
     pub reads: u64,
     pub writes: u64,

@@ -748,12 +748,12 @@ fn cmd_detail(args: NameArgs) -> Result<(), CliError> {
         "I/O",
         format!(
             "{} reads ({}), {} writes ({}), {} flushes, {} errors",
-            d.reads,
-            format_size(d.read_bytes),
-            d.writes,
-            format_size(d.write_bytes),
-            d.flushes,
-            d.errors
+            d.counters.reads,
+            format_size(d.counters.read_bytes),
+            d.counters.writes,
+            format_size(d.counters.write_bytes),
+            d.counters.flushes,
+            d.counters.errors
         ),
     );
     let _ = writeln!(
@@ -764,11 +764,12 @@ fn cmd_detail(args: NameArgs) -> Result<(), CliError> {
         let det = d.member_details.iter().find(|x| x.role == m.role);
         let (r, w, e, c) = det
             .map(|x| {
+                let c = &x.counters;
                 (
-                    x.reads,
-                    x.writes,
-                    x.read_errors + x.write_errors,
-                    x.corrected_sectors,
+                    c.reads,
+                    c.writes,
+                    c.read_errors + c.write_errors,
+                    c.corrected_sectors,
                 )
             })
             .unwrap_or((0, 0, 0, 0));
