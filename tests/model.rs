@@ -800,3 +800,39 @@ fn overlapping_writes_land_in_order_on_every_mirror() {
     );
     assert_eq!(version_of(&copies[0][..SECTOR], 100), Some(15));
 }
+
+#[test]
+fn raid1_two_copies() {
+    run_all(Config {
+        name: "raid1x2",
+        level: Level::Raid1,
+        layout: None,
+        members: 2,
+        member_mib: &[8],
+        chunk_kib: 64,
+    });
+}
+
+#[test]
+fn raid10_near3_five() {
+    run_all(Config {
+        name: "raid10-n3",
+        level: Level::Raid10,
+        layout: Some("n3"),
+        members: 5,
+        member_mib: &[8],
+        chunk_kib: 16,
+    });
+}
+
+#[test]
+fn raid10_near2_far2_four() {
+    run_all(Config {
+        name: "raid10-n2f2",
+        level: Level::Raid10,
+        layout: Some("n2f2"),
+        members: 4,
+        member_mib: &[8],
+        chunk_kib: 32,
+    });
+}
