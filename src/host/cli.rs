@@ -812,6 +812,52 @@ mod tests {
     }
 
     #[test]
+    fn status_text_shows_members_and_job_progress() {
+        let report = manage::StatusReport {
+            arrays: vec![manage::ArrayStatus {
+                name: "a".into(),
+                level: "raid1".into(),
+                size_bytes: 1 << 30,
+                state: "degraded".into(),
+                members: vec![
+                    manage::MemberStatus {
+                        path: "x.img".into(),
+                        role: 0,
+                        state: "active".into(),
+                    },
+                    manage::MemberStatus {
+                        path: String::new(),
+                        role: 1,
+                        state: "missing".into(),
+                    },
+                ],
+                job: Some(manage::JobStatus {
+                    kind: "recovery".into(),
+                    progress: 0.5,
+                    rate_bytes_per_s: 10 << 20,
+                    eta_s: 51,
+                }),
+                mismatches: 0,
+                uuid: "u".into(),
+                device_id: 1,
+                chunk_bytes: 0,
+                layout: "-".into(),
+                needs_resync: false,
+            }],
+        };
+        let text = render_status(&report);
+        assert!(
+            text.contains("a : degraded raid1 x.img[0] (missing)[1]"),
+            "{text}"
+        );
+        assert!(text.contains("[2/1] [U_]"), "{text}");
+        assert!(
+            text.contains("[==========>..........]  recovery = 50.0% finish=51s speed=10240K/sec"),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn time_formatting() {
         assert_eq!(format_time(0), "1970-01-01 00:00:00 UTC");
         assert_eq!(format_time(1_700_000_000), "2023-11-14 22:13:20 UTC");
