@@ -39,6 +39,9 @@ impl Server {
     fn start(dir: &Path, extra: &[&str]) -> Server {
         let mut args = vec!["serve", "--nbd-socket", "nbd.sock", "--control", "ctl.sock"];
         args.extend_from_slice(extra);
+        // Sockets a killed server left behind would look like a live one to the wait below.
+        let _ = std::fs::remove_file(dir.join("nbd.sock"));
+        let _ = std::fs::remove_file(dir.join("ctl.sock"));
         let child = Command::new(env!("CARGO_BIN_EXE_raid"))
             .args(&args)
             .current_dir(dir)
@@ -312,6 +315,38 @@ fn sixteen_tib_array_stays_small() {
         .and_then(|v| v.parse().ok())
         .unwrap();
     assert!(peak_kib < 256 * 1024, "peak resident memory {peak_kib} KiB");
+    server.stop();
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A server killed outright (no clean stop): flushed data survives, and the array comes
+/// back marked as needing a resync (the superblocks say it was dirty).
+#[test]
+fn killed_server_keeps_flushed_data_and_reports_unclean_shutdown() {
+    if tool("qemu-io").is_none() {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("orion-serve-kill-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    ok(&raid(
+        &[
+            "create", "--level", "1", "--size", "32M", "--name", "m", "a.img", "b.img",
+        ],
+        &dir,
+    ));
+    let mut server = Server::start(&dir, &["a.img", "b.img"]);
+    ok(&qemu_io(&server.uri(), &["write -P 0x3c 1M 256k", "flush"]));
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+    drop(server);
+    let ex = ok(&raid(&["examine", "a.img"], &dir));
+    assert!(ex.contains("State : active"), "dirty on disk: {ex}");
+    let server = Server::start(&dir, &["a.img", "b.img"]);
+    ok(&qemu_io(&server.uri(), &["read -P 0x3c 1M 256k"]));
+    let status = ok(&raid(&["status", "--json", "--control", "ctl.sock"], &dir));
+    let v: serde_json::Value = serde_json::from_str(status.trim()).unwrap();
+    assert_eq!(v["arrays"][0]["needs_resync"], true, "{status}");
     server.stop();
     std::fs::remove_dir_all(&dir).unwrap();
 }
