@@ -147,7 +147,12 @@ pub fn array_status(device_id: u32, array: &Array) -> ArrayStatus {
         size_bytes: array.capacity_sectors() * SECTOR_BYTES as u64,
         state: array.health().to_string(),
         members,
-        job: None,
+        job: array.job().map(|j| JobStatus {
+            kind: j.kind.name().into(),
+            progress: j.fraction(),
+            rate_bytes_per_s: j.rate_bytes_per_s(),
+            eta_s: j.eta_s(),
+        }),
         mismatches: 0,
         uuid: sb
             .as_ref()

@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 use std::rc::Rc;
 
 use orion_raid::array::assemble::{CreateOptions, assemble, create};
-use orion_raid::array::{Array, Health, MemberState};
+use orion_raid::array::{Array, Health, MemberState, ReadPolicy};
 use orion_raid::block::{BlockDevice, Bytes, SECTOR_BYTES};
 use orion_raid::executor::Executor;
 use orion_raid::metadata::{DeviceRole, Level};
@@ -562,16 +562,39 @@ impl Ctx {
 
     fn verify_after_crash(&mut self) {
         let cap = self.array.capacity_sectors();
+        // The array comes up dirty: resync it, then every copy must agree.
+        assert!(
+            self.array.needs_resync() || !self.array.is_redundant(),
+            "seed {}: an unclean shutdown went unnoticed",
+            self.seed
+        );
         let array = self.array.clone();
-        let data = self
+        let resynced = self
             .exec
-            .block_on(async move { array.read(0, vec![0u8; cap as usize * SECTOR]).await })
-            .expect("read finishes");
-        let data = match data {
-            Ok(d) => d,
-            Err(e) => panic!("seed {}: full read after crash failed: {e}", self.seed),
-        };
-        let mut uncertain = Vec::new();
+            .block_on(async move { array.resync().await })
+            .expect("resync finishes");
+        assert!(resynced.is_ok(), "seed {}: resync failed", self.seed);
+        assert!(!self.array.needs_resync());
+        self.array.set_read_policy(ReadPolicy::RoundRobin);
+        let mut reads = Vec::new();
+        for _ in 0..self.cfg.members {
+            let array = self.array.clone();
+            let data = self
+                .exec
+                .block_on(async move { array.read(0, vec![0u8; cap as usize * SECTOR]).await })
+                .expect("read finishes");
+            match data {
+                Ok(d) => reads.push(d),
+                Err(e) => panic!("seed {}: full read after crash failed: {e}", self.seed),
+            }
+        }
+        assert!(
+            reads.windows(2).all(|w| w[0] == w[1]),
+            "{} seed {}: copies disagree after resync",
+            self.cfg.name,
+            self.seed
+        );
+        let data = reads.swap_remove(0);
         {
             let mut m = self.model.borrow_mut();
             let discards = std::mem::take(&mut m.discards);
@@ -587,9 +610,6 @@ impl Ctx {
                     "{} seed {}: after crash sector {i} holds {got:?}; durable {} maybe {:?}\nreplay with SEED={}",
                     self.cfg.name, self.seed, sm.durable, sm.maybe, self.seed
                 );
-                if anything || !sm.maybe.is_empty() {
-                    uncertain.push(i as u64);
-                }
                 let v = got.unwrap_or(0);
                 *sm = SectorModel {
                     current: v,
@@ -599,25 +619,6 @@ impl Ctx {
                 };
             }
             m.acked_at.clear();
-        }
-        // Mirrors may disagree where writes were torn: rewrite those sectors so the model
-        // is exact again (a resync would do the same).
-        for s in uncertain {
-            let version = self.next_version;
-            self.next_version += 1;
-            let mut buf = vec![0u8; SECTOR];
-            pattern(version, s, &mut buf);
-            let array = self.array.clone();
-            let r = self
-                .exec
-                .block_on(async move { array.write(s, Bytes::from(buf), false).await })
-                .expect("write finishes");
-            assert_eq!(r, Ok(()), "seed {}", self.seed);
-            let mut m = self.model.borrow_mut();
-            let sm = &mut m.sectors[s as usize];
-            sm.current = version;
-            sm.unspecified = false;
-            sm.maybe.insert(version);
         }
         self.spawn_flush();
         self.quiesce();

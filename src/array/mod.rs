@@ -4,6 +4,7 @@
 
 pub mod assemble;
 pub mod rangelock;
+pub mod resync;
 #[cfg(test)]
 mod tests;
 
@@ -207,6 +208,8 @@ pub struct Array {
     counters: Cell<ArrayCounters>,
     /// Wall-clock seconds at executor time zero (the core has no wall clock of its own).
     wall_clock_base_s: Cell<u64>,
+    /// The background job in progress (resync).
+    job: Cell<Option<resync::JobProgress>>,
 }
 
 /// Failures of array-wide operations (not of one block request).
@@ -264,6 +267,7 @@ impl Array {
             needs_resync: Cell::new(dirty),
             counters: Cell::new(ArrayCounters::default()),
             wall_clock_base_s: Cell::new(0),
+            job: Cell::new(None),
         };
         // Until the platform says otherwise, time continues from the last update on disk.
         let last = array

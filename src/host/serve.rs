@@ -234,6 +234,18 @@ pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
             result.arrays
         }
     };
+    for array in arrays.iter().filter(|a| a.needs_resync()) {
+        eprintln!(
+            "raid: {}: unclean shutdown: resyncing in the background",
+            array.name()
+        );
+        let a = array.clone();
+        rt.exec.spawn_detached(async move {
+            if let Err(e) = a.resync().await {
+                log::error!("{}: resync stopped: {e}", a.name());
+            }
+        });
+    }
     let driver = RaidDriver::new(rt.exec.clone());
     let mut exports = Vec::new();
     let mut export_ids = Vec::new();
