@@ -112,6 +112,10 @@ fn layout_name(layout: &ArrayLayout, md_layout: u32) -> String {
             _ => "-".into(),
         },
         ArrayLayout::Raid1(_) => "-".into(),
+        ArrayLayout::Raid5(l) => match l.level() {
+            crate::layout::ParityLevel::Raid4 => "-".into(),
+            _ => l.algorithm().name().into(),
+        },
     }
 }
 
@@ -173,6 +177,11 @@ fn level_of(layout: &ArrayLayout) -> Level {
         ArrayLayout::Raid0(_) => Level::Raid0,
         ArrayLayout::Raid1(_) => Level::Raid1,
         ArrayLayout::Raid10(_) => Level::Raid10,
+        ArrayLayout::Raid5(l) => match l.level() {
+            crate::layout::ParityLevel::Raid4 => Level::Raid4,
+            crate::layout::ParityLevel::Raid5 => Level::Raid5,
+            crate::layout::ParityLevel::Raid6 => Level::Raid6,
+        },
     }
 }
 

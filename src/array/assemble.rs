@@ -10,8 +10,8 @@ use super::{Array, Member, SUPERBLOCK_SECTOR};
 use crate::block::{BlockDevice, Bytes, IoError};
 use crate::executor::{Executor, join_all};
 use crate::layout::{
-    ArrayLayout, LayoutError, Raid0Layout, Raid0ZoneLayout, Raid1Layout, Raid10Layout,
-    Raid10LayoutBits,
+    ArrayLayout, LayoutError, ParityAlgorithm, ParityLevel, Raid0Layout, Raid0ZoneLayout,
+    Raid1Layout, Raid5Layout, Raid10Layout, Raid10LayoutBits,
 };
 use crate::metadata::{
     self, AssemblyOptions, AssemblyPlan, Candidate, CreateSpec, DeviceRole, Level, MemberStatus,
@@ -110,8 +110,50 @@ pub fn parse_layout(level: Level, text: Option<&str>) -> Result<u32, CreateError
                 "raid1 has no layouts (got '{t}')"
             ))),
         },
+        Level::Raid4 | Level::Raid5 | Level::Raid6 => {
+            let parity = parity_level(level).ok_or(CreateError::UnsupportedLevel(level))?;
+            let algorithm = match text {
+                None => return Ok(parity.default_layout_number()),
+                // RAID4's layout word is meaningless; mdadm writes 0.
+                Some("0") if parity == ParityLevel::Raid4 => ParityAlgorithm::ParityLast,
+                Some(t) => match t.parse::<u32>() {
+                    Ok(raw) => ParityAlgorithm::from_md_number(raw)
+                        .filter(|a| a.valid_for(parity))
+                        .ok_or_else(|| bad(t))?,
+                    Err(_) => ParityAlgorithm::parse_for_level(parity, &t.to_ascii_lowercase())
+                        .map_err(|_| bad(t))?,
+                },
+            };
+            // md ignores a RAID4 array's layout and mdadm writes 0.
+            Ok(match parity {
+                ParityLevel::Raid4 => parity.default_layout_number(),
+                _ => algorithm.md_number(),
+            })
+        }
         other => Err(CreateError::UnsupportedLevel(other)),
     }
+}
+
+/// The parity level of an md level, if it is one.
+fn parity_level(level: Level) -> Option<ParityLevel> {
+    match level {
+        Level::Raid4 => Some(ParityLevel::Raid4),
+        Level::Raid5 => Some(ParityLevel::Raid5),
+        Level::Raid6 => Some(ParityLevel::Raid6),
+        _ => None,
+    }
+}
+
+fn parity_layout(sb: &Superblock) -> Option<Result<Raid5Layout, LayoutError>> {
+    parity_level(sb.level).map(|level| {
+        Raid5Layout::new(
+            level,
+            sb.raid_disk_count as usize,
+            sb.layout,
+            sb.chunk_sectors,
+            sb.size_sectors,
+        )
+    })
 }
 
 /// The address map for an array described by `sb` whose members have these usable data
@@ -134,14 +176,17 @@ pub fn layout_for(
         Level::Raid1 => Raid1Layout::new(disks, sb.size_sectors).map(ArrayLayout::Raid1),
         Level::Raid10 => Raid10Layout::new(disks, sb.layout, sb.chunk_sectors, sb.size_sectors)
             .map(ArrayLayout::Raid10),
-        _ => Err(LayoutError::NoMembers),
+        _ => match parity_layout(sb) {
+            Some(l) => l.map(ArrayLayout::Raid5),
+            None => Err(LayoutError::NoMembers),
+        },
     }
 }
 
 fn min_members(level: Level) -> usize {
     match level {
         Level::Raid0 | Level::Raid1 | Level::Raid10 => 2,
-        _ => usize::MAX,
+        _ => parity_level(level).map_or(usize::MAX, ParityLevel::min_disk_count),
     }
 }
 
@@ -153,7 +198,9 @@ pub async fn create(
     opts: &CreateOptions,
 ) -> Result<Rc<Array>, CreateError> {
     let level = opts.level;
-    if !matches!(level, Level::Raid0 | Level::Raid1 | Level::Raid10) {
+    if !matches!(level, Level::Raid0 | Level::Raid1 | Level::Raid10)
+        && parity_level(level).is_none()
+    {
         return Err(CreateError::UnsupportedLevel(level));
     }
     if members.len() < min_members(level) {
@@ -300,7 +347,10 @@ fn can_run(sb: &Superblock, present: &[bool]) -> bool {
             Ok(l) => present.len() == l.disk_count() && l.survives(present),
             Err(_) => false,
         },
-        _ => false,
+        _ => match parity_layout(sb) {
+            Some(Ok(l)) => present.len() == l.disk_count() && l.survives(present),
+            _ => false,
+        },
     }
 }
 

@@ -5,6 +5,9 @@
 pub mod assemble;
 pub mod rangelock;
 pub mod resync;
+mod stripe;
+#[cfg(test)]
+mod stripe_tests;
 #[cfg(test)]
 mod tests;
 
@@ -19,6 +22,7 @@ use crate::block::{BlockDevice, Bytes, IoError, SECTOR_BYTES, check_range, check
 use crate::executor::{AsyncMutex, Executor, join_all};
 use crate::layout::{ArrayLayout, Extent};
 use crate::metadata::{DeviceRole, MdTime, Superblock};
+use crate::parity::ParityEngine;
 use rangelock::RangeLock;
 
 /// Where the v1.2 superblock sits on every member.
@@ -210,6 +214,8 @@ pub struct Array {
     wall_clock_base_s: Cell<u64>,
     /// The background job in progress (resync).
     job: Cell<Option<resync::JobProgress>>,
+    /// The parity kernels of the RAID 4/5/6 paths.
+    parity: Cell<ParityEngine>,
 }
 
 /// Failures of array-wide operations (not of one block request).
@@ -268,6 +274,7 @@ impl Array {
             counters: Cell::new(ArrayCounters::default()),
             wall_clock_base_s: Cell::new(0),
             job: Cell::new(None),
+            parity: Cell::new(ParityEngine::widest()),
         };
         // Until the platform says otherwise, time continues from the last update on disk.
         let last = array
@@ -317,6 +324,16 @@ impl Array {
 
     pub fn counters(&self) -> ArrayCounters {
         self.counters.get()
+    }
+
+    /// The parity engine the RAID 4/5/6 paths use.
+    pub fn parity_engine(&self) -> ParityEngine {
+        self.parity.get()
+    }
+
+    /// Replaces the parity engine (e.g. with the one `ParityEngine::select` picked).
+    pub fn set_parity_engine(&self, engine: ParityEngine) {
+        self.parity.set(engine);
     }
 
     pub fn read_policy(&self) -> ReadPolicy {
@@ -547,6 +564,9 @@ impl Array {
     }
 
     async fn do_read(&self, sector: u64, mut buf: Vec<u8>) -> Result<Vec<u8>, IoError> {
+        if let ArrayLayout::Raid5(l) = &self.layout {
+            return self.parity_read(l, sector, buf).await;
+        }
         let sectors = check_range(sector, buf.len(), self.capacity_sectors())?;
         self.count(|c| {
             c.reads += 1;
@@ -611,6 +631,9 @@ impl Array {
     }
 
     async fn do_write(&self, sector: u64, data: Bytes, fua: bool) -> Result<(), IoError> {
+        if let ArrayLayout::Raid5(l) = &self.layout {
+            return self.parity_write(l, sector, data, fua).await;
+        }
         let sectors = check_range(sector, data.len(), self.capacity_sectors())?;
         self.count(|c| {
             c.writes += 1;
@@ -705,6 +728,11 @@ impl Array {
         check_sectors(sector, sectors, self.capacity_sectors())?;
         self.count(|c| c.discards += 1);
         if sectors == 0 {
+            return Ok(());
+        }
+        if matches!(self.layout, ArrayLayout::Raid5(_)) {
+            // Discarding a data chunk would leave its stripe's parity matching other content
+            // (members need not read back zeros), and a discard promises nothing: do nothing.
             return Ok(());
         }
         let _g = self.lock.lock(sector, sector + sectors).await;

@@ -174,10 +174,15 @@ pub fn parse_level(text: &str) -> Result<Level, String> {
         "0" | "stripe" => Ok(Level::Raid0),
         "1" | "mirror" => Ok(Level::Raid1),
         "10" => Ok(Level::Raid10),
-        "4" | "5" | "6" | "50" | "60" => Err(format!(
-            "RAID level {t} is not available yet in this version (levels: 0, 1, 10)"
+        "4" => Ok(Level::Raid4),
+        "5" => Ok(Level::Raid5),
+        "6" => Ok(Level::Raid6),
+        "50" | "60" => Err(format!(
+            "RAID level {t} is not available yet in this version (levels: 0, 1, 4, 5, 6, 10)"
         )),
-        _ => Err(format!("unknown RAID level '{text}' (levels: 0, 1, 10)")),
+        _ => Err(format!(
+            "unknown RAID level '{text}' (levels: 0, 1, 4, 5, 6, 10)"
+        )),
     }
 }
 
@@ -488,6 +493,11 @@ pub fn describe_superblock(path: &Path, sb: &Superblock) -> String {
         Level::Raid0 => {
             if let Some(l) = sb.raid0_layout() {
                 line("Layout", l.to_string());
+            }
+        }
+        Level::Raid5 | Level::Raid6 => {
+            if let Some(a) = crate::layout::ParityAlgorithm::from_md_number(sb.layout) {
+                line("Layout", a.name().into());
             }
         }
         _ => {}
@@ -808,6 +818,9 @@ mod tests {
         assert_eq!(parse_level("raid10"), Ok(Level::Raid10));
         assert_eq!(parse_level("1"), Ok(Level::Raid1));
         assert_eq!(parse_level("mirror"), Ok(Level::Raid1));
+        assert_eq!(parse_level("raid5"), Ok(Level::Raid5));
+        assert_eq!(parse_level("6"), Ok(Level::Raid6));
+        assert_eq!(parse_level("4"), Ok(Level::Raid4));
         assert!(parse_level("7").is_err());
     }
 

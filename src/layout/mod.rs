@@ -174,6 +174,8 @@ pub enum ArrayLayout {
     Raid0(Raid0Layout),
     Raid1(Raid1Layout),
     Raid10(Raid10Layout),
+    /// RAID 4, 5 and 6 (the level is inside).
+    Raid5(Raid5Layout),
 }
 
 impl ArrayLayout {
@@ -183,6 +185,7 @@ impl ArrayLayout {
             ArrayLayout::Raid0(l) => l.disk_count(),
             ArrayLayout::Raid1(l) => l.disk_count(),
             ArrayLayout::Raid10(l) => l.disk_count(),
+            ArrayLayout::Raid5(l) => l.disk_count(),
         }
     }
 
@@ -192,6 +195,7 @@ impl ArrayLayout {
             ArrayLayout::Raid0(l) => l.array_sectors(),
             ArrayLayout::Raid1(l) => l.array_sectors(),
             ArrayLayout::Raid10(l) => l.array_sectors(),
+            ArrayLayout::Raid5(l) => l.array_sectors(),
         }
     }
 
@@ -201,16 +205,22 @@ impl ArrayLayout {
             ArrayLayout::Raid0(l) => l.map(array_sector),
             ArrayLayout::Raid1(l) => l.map(array_sector),
             ArrayLayout::Raid10(l) => l.map(array_sector),
+            ArrayLayout::Raid5(l) => l.map(array_sector),
         }
     }
 
-    /// Which array sector a member cell holds, and as which copy (always 0 for RAID0);
+    /// Which array sector a member cell holds, and as which copy (always 0 for RAID0/4/5/6);
     /// `None` if the cell holds no array data.
     pub fn unmap(&self, disk_index: usize, member_sector: u64) -> Option<(usize, u64)> {
         match self {
             ArrayLayout::Raid0(l) => l.unmap(disk_index, member_sector).map(|s| (0, s)),
             ArrayLayout::Raid1(l) => l.unmap(disk_index, member_sector),
             ArrayLayout::Raid10(l) => l.unmap(disk_index, member_sector),
+            // Parity cells hold no array sector.
+            ArrayLayout::Raid5(l) => match l.unmap(disk_index, member_sector)? {
+                ParityCell::Data { array_sector } => Some((0, array_sector)),
+                ParityCell::P { .. } | ParityCell::Q { .. } => None,
+            },
         }
     }
 
@@ -221,6 +231,7 @@ impl ArrayLayout {
             ArrayLayout::Raid0(l) => l.survives(alive),
             ArrayLayout::Raid1(l) => l.survives(alive),
             ArrayLayout::Raid10(l) => l.survives(alive),
+            ArrayLayout::Raid5(l) => l.survives(alive),
         }
     }
 }

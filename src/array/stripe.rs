@@ -1,0 +1,651 @@
+//! The I/O engine of the parity levels (RAID 4, 5, 6): reads with reconstruction and repair,
+//! full-stripe / read-modify-write / reconstruct-write under stripe locks, degraded I/O.
+//!
+//! Locking: for a parity layout the array's `RangeLock` is taken over stripe indices, not
+//! array sectors (the copy-based paths, which lock sectors, never run on such an array).
+//! Writes hold their stripes exclusively, reads share them, a repair takes its stripe alone.
+//!
+//! Memory: a request allocates buffers for the member cells of the stripes it touches (at
+//! most a chunk per member per stripe), never anything that scales with the array.
+
+use alloc::boxed::Box;
+use alloc::rc::Rc;
+use alloc::vec;
+use alloc::vec::Vec;
+
+use super::{Array, Member};
+use crate::block::{BlockDevice, Bytes, IoError, SECTOR_BYTES, check_range};
+use crate::executor::join_all;
+use crate::layout::Raid5Layout;
+use crate::parity::Lost;
+
+/// The part of a request that falls in one data chunk of one stripe.
+#[derive(Clone, Copy, Debug)]
+struct Segment {
+    data_index: usize,
+    offset_sectors: u64,
+    sectors: u64,
+    /// Where the segment's bytes start in the request buffer.
+    buf_offset: usize,
+}
+
+/// A run of member cells that failed a read on a live member and is to be rewritten.
+struct StripeRepair {
+    stripe: u64,
+    offset_sectors: u64,
+    sectors: u64,
+    disk_index: usize,
+}
+
+/// Splits `[sector, sector + sectors)` into per-stripe groups of chunk segments.
+fn stripe_segments(l: &Raid5Layout, sector: u64, sectors: u64) -> Vec<(u64, Vec<Segment>)> {
+    let mut groups: Vec<(u64, Vec<Segment>)> = Vec::new();
+    let end = sector + sectors;
+    let mut s = sector;
+    while s < end {
+        let at = l
+            .stripe_of(s)
+            .expect("a checked request lies inside the array");
+        let len = (l.chunk_sectors() - at.offset_sectors).min(end - s);
+        let seg = Segment {
+            data_index: at.data_index,
+            offset_sectors: at.offset_sectors,
+            sectors: len,
+            buf_offset: ((s - sector) as usize) * SECTOR_BYTES,
+        };
+        match groups.last_mut() {
+            Some((stripe, segs)) if *stripe == at.stripe => segs.push(seg),
+            _ => groups.push((at.stripe, vec![seg])),
+        }
+        s += len;
+    }
+    groups
+}
+
+fn array_sector_of(l: &Raid5Layout, stripe: u64, data_index: usize, offset_sectors: u64) -> u64 {
+    (stripe * l.data_disks() as u64 + data_index as u64) * l.chunk_sectors() + offset_sectors
+}
+
+/// How one read of a cell ended.
+enum CellRead {
+    Ok(Vec<u8>),
+    /// The member is missing or failed (now or before).
+    Gone,
+    /// A read error on a member that stays in the array: the cell wants a rewrite.
+    Error,
+}
+
+impl Array {
+    /// Reads the cells `[offset, offset + sectors)` of `stripe` on `disks`, all at once.
+    async fn read_cells(
+        &self,
+        l: &Raid5Layout,
+        stripe: u64,
+        offset_sectors: u64,
+        sectors: u64,
+        disks: &[usize],
+    ) -> Vec<(usize, CellRead)> {
+        let at = l.member_sector(stripe, offset_sectors);
+        let bytes = sectors as usize * SECTOR_BYTES;
+        let jobs: Vec<_> = disks
+            .iter()
+            .map(|&d| {
+                let member = self.member(d).cloned();
+                async move {
+                    let Some(member) = member else {
+                        return (d, None, Err(IoError::DeviceFailed));
+                    };
+                    let r = member.read_data(at, vec![0u8; bytes]).await;
+                    (d, Some(member), r)
+                }
+            })
+            .collect();
+        let mut out = Vec::with_capacity(disks.len());
+        for (d, member, r) in join_all(jobs).await {
+            let cell = match (member, r) {
+                (_, Ok(data)) => CellRead::Ok(data),
+                (None, Err(_)) => CellRead::Gone,
+                (Some(member), Err(e)) => {
+                    log::warn!(
+                        "{}: read error on {} at member sector {at}: {e}",
+                        self.name,
+                        member.name
+                    );
+                    if matches!(e, IoError::DeviceFailed) {
+                        self.fail_member_rc(&member).await;
+                        CellRead::Gone
+                    } else {
+                        CellRead::Error
+                    }
+                }
+            };
+            out.push((d, cell));
+        }
+        out
+    }
+
+    /// Fills the `None` cells of one stripe band (indexed by member) from the others.
+    /// Returns false when more cells are lost than the level's parity can rebuild.
+    fn solve_stripe(&self, l: &Raid5Layout, stripe: u64, cells: &mut [Option<Vec<u8>>]) -> bool {
+        let lost: Vec<usize> = (0..cells.len()).filter(|&d| cells[d].is_none()).collect();
+        if lost.is_empty() {
+            return true;
+        }
+        if lost.len() > l.parity_disks() {
+            return false;
+        }
+        let Some(len) = cells.iter().flatten().map(Vec::len).next() else {
+            return false;
+        };
+        let engine = self.parity.get();
+        if l.parity_disks() == 1 {
+            // P is the xor of the data, so any one cell is the xor of all the others.
+            let sources: Vec<&[u8]> = cells.iter().flatten().map(Vec::as_slice).collect();
+            let mut out = vec![0u8; len];
+            engine.xor(&sources, &mut out);
+            cells[lost[0]] = Some(out);
+            return true;
+        }
+        let k = l.data_disks();
+        let p_disk = l.parity_disk(stripe);
+        let Some(q_disk) = l.q_disk(stripe) else {
+            return false;
+        };
+        let data_disks: Vec<usize> = (0..k).map(|i| l.data_disk(stripe, i)).collect();
+        let slots: Vec<u8> = data_disks
+            .iter()
+            .map(|&d| {
+                l.syndrome_slot(stripe, d)
+                    .expect("a data member has a syndrome slot")
+            })
+            .collect();
+        let lost_data: Vec<usize> = (0..k).filter(|&i| cells[data_disks[i]].is_none()).collect();
+        let p_lost = cells[p_disk].is_none();
+        let q_lost = cells[q_disk].is_none();
+        let which = match (lost_data.as_slice(), p_lost, q_lost) {
+            ([], true, false) => Lost::P,
+            ([], false, true) => Lost::Q,
+            ([], true, true) => Lost::PQ,
+            ([x], false, false) => Lost::Data(*x),
+            ([x], true, false) => Lost::DataP(*x),
+            ([x], false, true) => Lost::DataQ(*x),
+            ([x, y], false, false) => Lost::TwoData(*x, *y),
+            _ => return false,
+        };
+        let mut take = |d: usize| cells[d].take().unwrap_or_else(|| vec![0u8; len]);
+        let mut data: Vec<Vec<u8>> = data_disks.iter().map(|&d| take(d)).collect();
+        let mut p = take(p_disk);
+        let mut q = take(q_disk);
+        let solved = {
+            let mut views: Vec<&mut [u8]> = data.iter_mut().map(Vec::as_mut_slice).collect();
+            engine.recover(&mut views, &slots, &mut p, &mut q, which)
+        };
+        for (&d, buf) in data_disks.iter().zip(data) {
+            cells[d] = Some(buf);
+        }
+        cells[p_disk] = Some(p);
+        cells[q_disk] = Some(q);
+        match solved {
+            Ok(()) => true,
+            Err(e) => {
+                log::error!("{}: stripe {stripe} cannot be rebuilt: {e}", self.name);
+                for d in lost {
+                    cells[d] = None;
+                }
+                false
+            }
+        }
+    }
+
+    /// Rebuilds the cells `[offset, offset + sectors)` of `target` in `stripe` from the other
+    /// members. On failure, the offset (in the chunk) of the first sector that is lost.
+    async fn reconstruct_cell(
+        &self,
+        l: &Raid5Layout,
+        stripe: u64,
+        offset_sectors: u64,
+        sectors: u64,
+        target: usize,
+    ) -> Result<Vec<u8>, u64> {
+        let others: Vec<usize> = (0..l.disk_count()).filter(|&d| d != target).collect();
+        let mut cells: Vec<Option<Vec<u8>>> = vec![None; l.disk_count()];
+        for (d, r) in self
+            .read_cells(l, stripe, offset_sectors, sectors, &others)
+            .await
+        {
+            if let CellRead::Ok(data) = r {
+                cells[d] = Some(data);
+            }
+        }
+        if self.solve_stripe(l, stripe, &mut cells) {
+            return Ok(cells[target]
+                .take()
+                .expect("a solved stripe has every cell"));
+        }
+        if sectors == 1 {
+            return Err(offset_sectors);
+        }
+        // Bad sectors on different members need not overlap: go sector by sector, trying
+        // the target itself first (a member that is still here may hold most of them).
+        let mut out = vec![0u8; sectors as usize * SECTOR_BYTES];
+        for i in 0..sectors {
+            let off = offset_sectors + i;
+            let direct = match self.read_cells(l, stripe, off, 1, &[target]).await.pop() {
+                Some((_, CellRead::Ok(data))) => Some(data),
+                _ => None,
+            };
+            let data = match direct {
+                Some(data) => data,
+                None => Box::pin(self.reconstruct_cell(l, stripe, off, 1, target)).await?,
+            };
+            let at = i as usize * SECTOR_BYTES;
+            out[at..at + SECTOR_BYTES].copy_from_slice(&data);
+        }
+        Ok(out)
+    }
+
+    /// Reads through a parity layout.
+    pub(super) async fn parity_read(
+        &self,
+        l: &Raid5Layout,
+        sector: u64,
+        mut buf: Vec<u8>,
+    ) -> Result<Vec<u8>, IoError> {
+        let sectors = check_range(sector, buf.len(), self.capacity_sectors())?;
+        self.count(|c| {
+            c.reads += 1;
+            c.read_bytes += buf.len() as u64;
+        });
+        if sectors == 0 {
+            return Ok(buf);
+        }
+        let groups = stripe_segments(l, sector, sectors);
+        let first = groups[0].0;
+        let last = groups[groups.len() - 1].0;
+        let guard = self.lock.lock_shared(first, last + 1).await;
+        let jobs: Vec<_> = groups
+            .iter()
+            .map(|(stripe, segs)| self.read_stripe(l, *stripe, segs))
+            .collect();
+        let mut repairs = Vec::new();
+        let mut first_error = None;
+        for result in join_all(jobs).await {
+            match result {
+                Ok((pieces, jobs)) => {
+                    for (seg, data) in pieces {
+                        buf[seg.buf_offset..seg.buf_offset + data.len()].copy_from_slice(&data);
+                    }
+                    repairs.extend(jobs);
+                }
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        // A repair takes its stripe exclusively: only after this read let go of it.
+        drop(guard);
+        for job in repairs {
+            self.repair_cell(l, job).await;
+        }
+        match first_error {
+            None => Ok(buf),
+            Some(e) => {
+                self.count(|c| c.errors += 1);
+                Err(e)
+            }
+        }
+    }
+
+    /// The segments of one stripe: straight from their data members, rebuilt when that fails.
+    async fn read_stripe(
+        &self,
+        l: &Raid5Layout,
+        stripe: u64,
+        segs: &[Segment],
+    ) -> Result<(Vec<(Segment, Vec<u8>)>, Vec<StripeRepair>), IoError> {
+        let jobs: Vec<_> = segs
+            .iter()
+            .map(|seg| async move {
+                let disk = l.data_disk(stripe, seg.data_index);
+                let r = self
+                    .read_cells(l, stripe, seg.offset_sectors, seg.sectors, &[disk])
+                    .await
+                    .pop()
+                    .map_or(CellRead::Gone, |(_, r)| r);
+                (seg, disk, r)
+            })
+            .collect();
+        let mut pieces = Vec::with_capacity(segs.len());
+        let mut repairs = Vec::new();
+        for (seg, disk, r) in join_all(jobs).await {
+            let data = match r {
+                CellRead::Ok(data) => data,
+                other => {
+                    let rebuilt = self
+                        .reconstruct_cell(l, stripe, seg.offset_sectors, seg.sectors, disk)
+                        .await
+                        .map_err(|off| IoError::DataLost {
+                            sector: array_sector_of(l, stripe, seg.data_index, off),
+                        })?;
+                    if matches!(other, CellRead::Error) && self.redundant {
+                        repairs.push(StripeRepair {
+                            stripe,
+                            offset_sectors: seg.offset_sectors,
+                            sectors: seg.sectors,
+                            disk_index: disk,
+                        });
+                    }
+                    rebuilt
+                }
+            };
+            pieces.push((*seg, data));
+        }
+        Ok((pieces, repairs))
+    }
+
+    /// Rewrites cells that failed a read with their content rebuilt from the rest of the
+    /// stripe, holding the stripe alone so that no newer write is overwritten.
+    async fn repair_cell(&self, l: &Raid5Layout, job: StripeRepair) {
+        let _g = self.lock.lock(job.stripe, job.stripe + 1).await;
+        let Some(member) = self.member(job.disk_index).cloned() else {
+            return;
+        };
+        let Ok(data) = self
+            .reconstruct_cell(
+                l,
+                job.stripe,
+                job.offset_sectors,
+                job.sectors,
+                job.disk_index,
+            )
+            .await
+        else {
+            return;
+        };
+        let at = l.member_sector(job.stripe, job.offset_sectors);
+        self.rewrite(&member, at, job.sectors, Bytes::from(data))
+            .await;
+    }
+
+    /// Writes repaired content onto a member; a member that cannot take it is failed.
+    async fn rewrite(&self, member: &Rc<Member>, at: u64, sectors: u64, data: Bytes) {
+        match member.write_data(at, data, false).await {
+            Ok(()) => {
+                member.count(|c| c.corrected_sectors += sectors);
+                log::info!(
+                    "{}: corrected {sectors} sectors on {} at member sector {at}",
+                    self.name,
+                    member.name
+                );
+            }
+            Err(_) => self.fail_member_rc(member).await,
+        }
+    }
+
+    /// Writes through a parity layout.
+    pub(super) async fn parity_write(
+        &self,
+        l: &Raid5Layout,
+        sector: u64,
+        data: Bytes,
+        fua: bool,
+    ) -> Result<(), IoError> {
+        let sectors = check_range(sector, data.len(), self.capacity_sectors())?;
+        self.count(|c| {
+            c.writes += 1;
+            c.write_bytes += data.len() as u64;
+        });
+        if sectors == 0 {
+            return Ok(());
+        }
+        let groups = stripe_segments(l, sector, sectors);
+        let first = groups[0].0;
+        let last = groups[groups.len() - 1].0;
+        let _g = self.lock.lock(first, last + 1).await;
+        self.mark_dirty().await?;
+        let jobs: Vec<_> = groups
+            .iter()
+            .map(|(stripe, segs)| self.write_stripe(l, *stripe, segs, &data, fua))
+            .collect();
+        let mut first_error = None;
+        for r in join_all(jobs).await {
+            if let Err(e) = r {
+                first_error.get_or_insert(e);
+            }
+        }
+        match first_error {
+            None => Ok(()),
+            Some(e) => {
+                self.count(|c| c.errors += 1);
+                Err(e)
+            }
+        }
+    }
+
+    /// Splits one stripe's segments into bands of chunk offsets where the same data chunks
+    /// are written, and writes each band.
+    async fn write_stripe(
+        &self,
+        l: &Raid5Layout,
+        stripe: u64,
+        segs: &[Segment],
+        data: &Bytes,
+        fua: bool,
+    ) -> Result<(), IoError> {
+        let mut cuts: Vec<u64> = segs
+            .iter()
+            .flat_map(|s| [s.offset_sectors, s.offset_sectors + s.sectors])
+            .collect();
+        cuts.sort_unstable();
+        cuts.dedup();
+        for pair in cuts.windows(2) {
+            let (lo, hi) = (pair[0], pair[1]);
+            let new: Vec<(usize, Bytes)> = segs
+                .iter()
+                .filter(|s| s.offset_sectors <= lo && hi <= s.offset_sectors + s.sectors)
+                .map(|s| {
+                    let from = s.buf_offset + ((lo - s.offset_sectors) as usize) * SECTOR_BYTES;
+                    let to = from + ((hi - lo) as usize) * SECTOR_BYTES;
+                    (s.data_index, data.slice(from..to))
+                })
+                .collect();
+            if !new.is_empty() {
+                self.write_band(l, stripe, lo, hi - lo, new, fua).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes new content for some data chunks of `[offset, offset + sectors)` in `stripe`
+    /// (every chunk in `new` covers the whole band) and the matching parity.
+    async fn write_band(
+        &self,
+        l: &Raid5Layout,
+        stripe: u64,
+        offset_sectors: u64,
+        sectors: u64,
+        new: Vec<(usize, Bytes)>,
+        fua: bool,
+    ) -> Result<(), IoError> {
+        let n = l.disk_count();
+        let k = l.data_disks();
+        let bytes = sectors as usize * SECTOR_BYTES;
+        let p_disk = l.parity_disk(stripe);
+        let q_disk = l.q_disk(stripe);
+        let parity: Vec<usize> = core::iter::once(p_disk).chain(q_disk).collect();
+        let mut new_of: Vec<Option<Bytes>> = vec![None; k];
+        for (i, b) in new {
+            new_of[i] = Some(b);
+        }
+        let touched: Vec<usize> = (0..k)
+            .filter(|&i| new_of[i].is_some())
+            .map(|i| l.data_disk(stripe, i))
+            .collect();
+        let untouched: Vec<usize> = (0..k)
+            .filter(|&i| new_of[i].is_none())
+            .map(|i| l.data_disk(stripe, i))
+            .collect();
+        let lost_sector = || {
+            let i = new_of.iter().position(Option::is_some).unwrap_or(0);
+            IoError::DataLost {
+                sector: array_sector_of(l, stripe, i, offset_sectors),
+            }
+        };
+        let live = |d: usize| self.member(d).is_some();
+
+        let rmw_possible = !untouched.is_empty()
+            && parity.iter().all(|&d| live(d))
+            && touched.iter().all(|&d| live(d));
+        let rcw_possible = untouched.iter().all(|&d| live(d));
+        let rmw_reads = touched.len() + parity.len();
+        let use_rmw = rmw_possible && (!rcw_possible || rmw_reads < untouched.len());
+        let first_reads: Vec<usize> = if untouched.is_empty() {
+            Vec::new()
+        } else if use_rmw {
+            touched.iter().chain(&parity).copied().collect()
+        } else if rcw_possible {
+            untouched.clone()
+        } else {
+            (0..n).filter(|&d| live(d)).collect()
+        };
+
+        let mut cells: Vec<Option<Vec<u8>>> = vec![None; n];
+        let mut unreadable: Vec<usize> = Vec::new();
+        let mut read_done = vec![false; n];
+        let mut clean = true;
+        for (d, r) in self
+            .read_cells(l, stripe, offset_sectors, sectors, &first_reads)
+            .await
+        {
+            read_done[d] = true;
+            match r {
+                CellRead::Ok(data) => cells[d] = Some(data),
+                CellRead::Gone => clean = false,
+                CellRead::Error => {
+                    clean = false;
+                    unreadable.push(d);
+                }
+            }
+        }
+        // A failed read turns any plan into a reconstruct-write from everything readable.
+        let rmw = use_rmw && clean;
+        if !clean {
+            let rest: Vec<usize> = (0..n).filter(|&d| !read_done[d] && live(d)).collect();
+            for (d, r) in self
+                .read_cells(l, stripe, offset_sectors, sectors, &rest)
+                .await
+            {
+                match r {
+                    CellRead::Ok(data) => cells[d] = Some(data),
+                    CellRead::Gone => {}
+                    CellRead::Error => unreadable.push(d),
+                }
+            }
+        }
+        if !rmw && untouched.iter().any(|&d| cells[d].is_none()) {
+            // The untouched data is implied by what survives: rebuild it (a touched chunk's
+            // old content may be needed for that, so solve the old stripe as a whole).
+            if !self.solve_stripe(l, stripe, &mut cells) {
+                return Err(lost_sector());
+            }
+        }
+
+        let engine = self.parity.get();
+        let mut p = vec![0u8; bytes];
+        let mut q = vec![0u8; if q_disk.is_some() { bytes } else { 0 }];
+        if rmw {
+            let mut old: Vec<&[u8]> = Vec::new();
+            let mut fresh: Vec<&[u8]> = Vec::new();
+            let mut slots: Vec<u8> = Vec::new();
+            for (i, b) in new_of.iter().enumerate() {
+                if let Some(b) = b {
+                    let d = l.data_disk(stripe, i);
+                    old.push(cells[d].as_deref().expect("read for the update"));
+                    fresh.push(b);
+                    if q_disk.is_some() {
+                        slots.push(l.syndrome_slot(stripe, d).expect("a data member's slot"));
+                    }
+                }
+            }
+            p.copy_from_slice(cells[p_disk].as_deref().expect("old P read"));
+            match q_disk {
+                Some(qd) => {
+                    q.copy_from_slice(cells[qd].as_deref().expect("old Q read"));
+                    engine.pq_update(&old, &fresh, &slots, &mut p, &mut q);
+                }
+                None => {
+                    let sources: Vec<&[u8]> = old.iter().chain(&fresh).copied().collect();
+                    engine.xor_into(&sources, &mut p);
+                }
+            }
+        } else {
+            let mut data: Vec<&[u8]> = Vec::with_capacity(k);
+            let mut slots: Vec<u8> = Vec::with_capacity(k);
+            for (i, b) in new_of.iter().enumerate() {
+                let d = l.data_disk(stripe, i);
+                data.push(match b {
+                    Some(b) => b,
+                    None => cells[d].as_deref().expect("untouched data read or rebuilt"),
+                });
+                if q_disk.is_some() {
+                    slots.push(l.syndrome_slot(stripe, d).expect("a data member's slot"));
+                }
+            }
+            if q_disk.is_some() {
+                engine.pq_gen(&data, &slots, &mut p, &mut q);
+            } else {
+                engine.xor(&data, &mut p);
+            }
+        }
+
+        let at = l.member_sector(stripe, offset_sectors);
+        let mut writes: Vec<(usize, Bytes, bool)> = Vec::new();
+        for (i, b) in new_of.iter().enumerate() {
+            if let Some(b) = b {
+                writes.push((l.data_disk(stripe, i), b.clone(), false));
+            }
+        }
+        writes.push((p_disk, Bytes::from(p), false));
+        if let Some(qd) = q_disk {
+            writes.push((qd, Bytes::from(q), false));
+        }
+        // Untouched cells that failed a read get their rebuilt content back.
+        for &d in &unreadable {
+            if untouched.contains(&d)
+                && let Some(c) = cells[d].take()
+            {
+                writes.push((d, Bytes::from(c), true));
+            }
+        }
+        let jobs: Vec<_> = writes
+            .into_iter()
+            .filter_map(|(d, b, repair)| {
+                self.member(d).cloned().map(|m| async move {
+                    let r = if repair {
+                        self.rewrite(&m, at, sectors, b).await;
+                        Ok(())
+                    } else {
+                        m.write_data(at, b, fua).await
+                    };
+                    (m, r)
+                })
+            })
+            .collect();
+        let mut failed: Vec<Rc<Member>> = Vec::new();
+        for (m, r) in join_all(jobs).await {
+            if let Err(e) = r {
+                log::warn!("{}: write error on {}: {e}", self.name, m.name);
+                failed.push(m);
+            }
+        }
+        // The failure is on disk before the write is acknowledged.
+        for m in &failed {
+            self.fail_member_rc(m).await;
+        }
+        let dead = (0..n).filter(|&d| !live(d)).count();
+        if dead > l.parity_disks() && touched.iter().any(|&d| !live(d)) {
+            return Err(lost_sector());
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,378 @@
+//! Parity-level engine tests: random I/O against a reference, parity recomputed from the
+//! members after every write, degraded and failed arrays, latent errors and repair.
+
+extern crate std;
+
+use alloc::format;
+use alloc::rc::Rc;
+use alloc::string::String;
+use alloc::vec;
+use alloc::vec::Vec;
+
+use super::assemble::{CreateOptions, create};
+use super::{Array, Health};
+use crate::block::{BlockDevice, Bytes, IoError};
+use crate::executor::Executor;
+use crate::layout::{ArrayLayout, Raid5Layout};
+use crate::metadata::Level;
+use crate::parity::ParityEngine;
+use crate::platform::faulty::{FaultConfig, FaultOp, FaultyDisk};
+use crate::platform::memory::MemoryDisk;
+use crate::rng::SplitMix64;
+
+const CHUNK_SECTORS: u32 = 16;
+const SEED: u64 = 0x5eed_0005_0006_0004;
+
+struct Rig {
+    exec: Executor,
+    mem: Vec<Rc<MemoryDisk>>,
+    disks: Vec<Rc<FaultyDisk>>,
+    array: Rc<Array>,
+    layout: Raid5Layout,
+    data_offset: u64,
+}
+
+fn rig(level: Level, layout: Option<&str>, count: usize, latency: bool) -> Rig {
+    let exec = Executor::new();
+    let mem: Vec<Rc<MemoryDisk>> = (0..count)
+        .map(|_| Rc::new(MemoryDisk::new(8 * 2048)))
+        .collect();
+    let config = FaultConfig {
+        min_latency_ns: if latency { 10 } else { 0 },
+        max_latency_ns: if latency { 1000 } else { 0 },
+        ..FaultConfig::default()
+    };
+    let disks: Vec<Rc<FaultyDisk>> = mem
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            Rc::new(FaultyDisk::new(
+                m.clone(),
+                exec.clone(),
+                i as u64,
+                config.clone(),
+            ))
+        })
+        .collect();
+    let members: Vec<(String, Rc<dyn BlockDevice>)> = disks
+        .iter()
+        .enumerate()
+        .map(|(i, d)| (format!("d{i}"), d.clone() as Rc<dyn BlockDevice>))
+        .collect();
+    let opts = CreateOptions {
+        level,
+        layout: layout.map(Into::into),
+        chunk_sectors: CHUNK_SECTORS,
+        name: "p".into(),
+        uuid: [5; 16],
+        time_s: 1_000,
+        entropy: 11,
+        assume_clean: true,
+    };
+    let e = exec.clone();
+    let array = exec
+        .block_on(async move { create(&e, members, &opts).await })
+        .unwrap()
+        .unwrap();
+    let ArrayLayout::Raid5(layout) = array.layout().clone() else {
+        panic!("a parity layout");
+    };
+    let data_offset = array.superblock().unwrap().data_offset_sectors;
+    Rig {
+        exec,
+        mem,
+        disks,
+        array,
+        layout,
+        data_offset,
+    }
+}
+
+impl Rig {
+    fn write(&self, sector: u64, data: Vec<u8>) -> Result<(), IoError> {
+        let a = self.array.clone();
+        self.exec
+            .block_on(async move { a.write(sector, Bytes::from(data), false).await })
+            .unwrap()
+    }
+
+    fn read(&self, sector: u64, sectors: u64) -> Result<Vec<u8>, IoError> {
+        let a = self.array.clone();
+        self.exec
+            .block_on(async move { a.read(sector, vec![0u8; sectors as usize * 512]).await })
+            .unwrap()
+    }
+
+    fn fail_slot(&self, slot: usize) {
+        let a = self.array.clone();
+        self.exec
+            .block_on(async move { a.fail_member(slot).await })
+            .unwrap()
+            .unwrap();
+    }
+
+    fn cell(&self, disk: usize, stripe: u64) -> Vec<u8> {
+        let mut buf = vec![0u8; CHUNK_SECTORS as usize * 512];
+        let at = self.data_offset + self.layout.member_sector(stripe, 0);
+        self.mem[disk].read_at(at, &mut buf).unwrap();
+        buf
+    }
+
+    /// Recomputes P (and Q) of `stripe` from the members' data and compares.
+    fn check_parity(&self, stripe: u64, what: &str) {
+        let l = &self.layout;
+        let engine = ParityEngine::scalar();
+        let data_disks: Vec<usize> = (0..l.data_disks())
+            .map(|i| l.data_disk(stripe, i))
+            .collect();
+        let data: Vec<Vec<u8>> = data_disks.iter().map(|&d| self.cell(d, stripe)).collect();
+        let views: Vec<&[u8]> = data.iter().map(Vec::as_slice).collect();
+        let mut p = vec![0u8; views[0].len()];
+        match l.q_disk(stripe) {
+            None => engine.xor(&views, &mut p),
+            Some(qd) => {
+                let slots: Vec<u8> = data_disks
+                    .iter()
+                    .map(|&d| l.syndrome_slot(stripe, d).unwrap())
+                    .collect();
+                let mut q = vec![0u8; p.len()];
+                engine.pq_gen(&views, &slots, &mut p, &mut q);
+                assert!(
+                    self.cell(qd, stripe) == q,
+                    "{what}: Q of stripe {stripe} is stale"
+                );
+            }
+        }
+        assert!(
+            self.cell(l.parity_disk(stripe), stripe) == p,
+            "{what}: P of stripe {stripe} is stale"
+        );
+    }
+}
+
+fn pattern(rng: &mut SplitMix64, sectors: u64) -> Vec<u8> {
+    let mut v = vec![0u8; sectors as usize * 512];
+    rng.fill(&mut v);
+    v
+}
+
+/// Random writes inside the first `stripes` stripes, checking parity after each and the
+/// whole region against a reference at the end. Returns the reference.
+fn random_io(r: &Rig, rng: &mut SplitMix64, stripes: u64, writes: usize, what: &str) -> Vec<u8> {
+    let sds = r.layout.stripe_data_sectors();
+    let region = stripes * sds;
+    let mut reference = r.read(0, region).unwrap();
+    for _ in 0..writes {
+        let len = rng.range_inclusive(1, 2 * sds + 3).min(region);
+        let start = rng.below(region - len + 1);
+        let data = pattern(rng, len);
+        r.write(start, data.clone()).unwrap();
+        let at = start as usize * 512;
+        reference[at..at + data.len()].copy_from_slice(&data);
+        if r.array.health() == Health::Optimal {
+            for stripe in start / sds..=(start + len - 1) / sds {
+                r.check_parity(stripe, what);
+            }
+        }
+        // A random read-back of some range.
+        let rlen = rng.range_inclusive(1, sds + 5).min(region);
+        let rs = rng.below(region - rlen + 1);
+        let back = r.read(rs, rlen).unwrap();
+        let at = rs as usize * 512;
+        assert!(
+            back == reference[at..at + back.len()],
+            "{what}: read of {rlen} at {rs} differs"
+        );
+    }
+    assert!(
+        r.read(0, region).unwrap() == reference,
+        "{what}: region differs"
+    );
+    reference
+}
+
+fn configs() -> Vec<(Level, u32)> {
+    let mut v = vec![(Level::Raid4, 0)];
+    v.extend((0..=5).map(|a| (Level::Raid5, a)));
+    v.extend((0..=5).chain(16..=20).map(|a| (Level::Raid6, a)));
+    v
+}
+
+#[test]
+fn random_writes_read_back_and_keep_parity() {
+    std::eprintln!("seed {SEED:#x}");
+    let mut rng = SplitMix64::new(SEED);
+    for (level, algorithm) in configs() {
+        for count in 4..=7 {
+            let layout = format!("{algorithm}");
+            let r = rig(level, Some(&layout), count, count % 2 == 1);
+            let what = format!("{level} layout {algorithm} on {count}");
+            random_io(&r, &mut rng, 6, 25, &what);
+            assert_eq!(r.array.health(), Health::Optimal, "{what}");
+        }
+    }
+}
+
+#[test]
+fn degraded_arrays_read_and_write() {
+    std::eprintln!("seed {SEED:#x}");
+    let mut rng = SplitMix64::new(SEED ^ 1);
+    for (level, algorithm) in configs() {
+        for count in [4usize, 5, 7] {
+            let layout = format!("{algorithm}");
+            let r = rig(level, Some(&layout), count, false);
+            let what = format!("degraded {level} layout {algorithm} on {count}");
+            let reference = random_io(&r, &mut rng, 5, 10, &what);
+            let region = reference.len() as u64 / 512;
+            let tolerated = r.layout.parity_disks();
+            // The first failure is found by I/O (the disk is pulled), the second by hand.
+            let first = rng.below(count as u64) as usize;
+            r.disks[first].fail();
+            assert!(r.read(0, region).unwrap() == reference, "{what}");
+            if tolerated == 2 {
+                let second = (first + 1 + rng.below(count as u64 - 1) as usize) % count;
+                r.fail_slot(second);
+            }
+            assert_eq!(r.array.health(), Health::Degraded, "{what}");
+            assert!(r.read(0, region).unwrap() == reference, "{what}");
+            random_io(&r, &mut rng, 5, 15, &what);
+            assert_eq!(r.array.health(), Health::Degraded, "{what}");
+        }
+    }
+}
+
+#[test]
+fn three_failures_on_raid6_lose_exactly_the_dead_chunks() {
+    let mut rng = SplitMix64::new(SEED ^ 2);
+    for algorithm in [0u32, 2, 5, 16, 19] {
+        let count = 6;
+        let r = rig(Level::Raid6, Some(&format!("{algorithm}")), count, false);
+        let reference = random_io(&r, &mut rng, 6, 5, "raid6 before loss");
+        for slot in [1, 3, 4] {
+            r.fail_slot(slot);
+        }
+        assert_eq!(r.array.health(), Health::Failed);
+        let l = r.layout.clone();
+        let chunk = u64::from(CHUNK_SECTORS);
+        let chunks = reference.len() as u64 / 512 / chunk;
+        for c in 0..chunks {
+            let at = l.stripe_of(c * chunk).unwrap();
+            let disk = l.data_disk(at.stripe, at.data_index);
+            let got = r.read(c * chunk + 3, chunk - 3);
+            if [1, 3, 4].contains(&disk) {
+                assert_eq!(
+                    got,
+                    Err(IoError::DataLost {
+                        sector: c * chunk + 3
+                    })
+                );
+            } else {
+                let from = (c * chunk + 3) as usize * 512;
+                assert!(got.unwrap() == reference[from..from + (chunk - 3) as usize * 512]);
+            }
+        }
+        // Writes to a lost chunk fail; writes elsewhere still land.
+        let _ = r.write(0, vec![7u8; 512 * chunk as usize * 3]);
+    }
+}
+
+#[test]
+fn latent_error_is_rebuilt_and_repaired() {
+    for (level, count) in [(Level::Raid5, 4), (Level::Raid6, 5), (Level::Raid4, 3)] {
+        let r = rig(level, None, count, false);
+        let mut rng = SplitMix64::new(SEED ^ 3);
+        let reference = random_io(&r, &mut rng, 4, 8, "latent");
+        let l = r.layout.clone();
+        // A latent error in data chunk 1 of stripe 2, sector 5.
+        let disk = l.data_disk(2, 1);
+        let member_sector = r.data_offset + l.member_sector(2, 5);
+        r.disks[disk].add_latent_error(member_sector);
+        let region = reference.len() as u64 / 512;
+        assert!(r.read(0, region).unwrap() == reference);
+        let corrected = r.array.slots()[disk].as_ref().unwrap().counters();
+        assert!(corrected.corrected_sectors >= 1, "{level}");
+        // The member holds the right data again and reads without error.
+        let direct = {
+            let d = r.disks[disk].clone();
+            r.exec
+                .block_on(async move { d.read(member_sector, vec![0u8; 512]).await })
+                .unwrap()
+                .unwrap()
+        };
+        let array_sector = (2 * l.data_disks() as u64 + 1) * u64::from(CHUNK_SECTORS) + 5;
+        let at = array_sector as usize * 512;
+        assert!(direct == reference[at..at + 512]);
+        assert_eq!(r.array.health(), Health::Optimal);
+        r.check_parity(2, "after repair");
+    }
+}
+
+#[test]
+fn degraded_raid5_with_a_latent_error_loses_one_sector() {
+    let r = rig(Level::Raid5, None, 4, false);
+    let mut rng = SplitMix64::new(SEED ^ 4);
+    let reference = random_io(&r, &mut rng, 4, 8, "lse");
+    let l = r.layout.clone();
+    let chunk = u64::from(CHUNK_SECTORS);
+    let dead = l.data_disk(1, 0);
+    r.fail_slot(dead);
+    // Another member of stripe 1 has a bad sector at offset 6: only that row is lost.
+    let other = l.data_disk(1, 1);
+    r.disks[other].add_latent_error(r.data_offset + l.member_sector(1, 6));
+    let chunk_start = l.data_disks() as u64 * chunk;
+    assert_eq!(
+        r.read(chunk_start, chunk),
+        Err(IoError::DataLost {
+            sector: chunk_start + 6
+        })
+    );
+    let from = chunk_start as usize * 512;
+    assert!(r.read(chunk_start, 6).unwrap() == reference[from..from + 6 * 512]);
+    let from7 = from + 7 * 512;
+    assert!(r.read(chunk_start + 7, chunk - 7).unwrap() == reference[from7..from7 + 9 * 512]);
+}
+
+#[test]
+fn write_error_fails_the_member_and_the_write_succeeds() {
+    for level in [Level::Raid5, Level::Raid6] {
+        let r = rig(level, None, 5, false);
+        let mut rng = SplitMix64::new(SEED ^ 5);
+        let mut reference = random_io(&r, &mut rng, 4, 4, "write error");
+        r.disks[2].add_error_range(0, 1 << 20, FaultOp::Write);
+        let sds = r.layout.stripe_data_sectors();
+        let data = pattern(&mut rng, sds + 9);
+        r.write(5, data.clone()).unwrap();
+        reference[5 * 512..5 * 512 + data.len()].copy_from_slice(&data);
+        assert_eq!(r.array.health(), Health::Degraded);
+        let region = reference.len() as u64 / 512;
+        assert!(r.read(0, region).unwrap() == reference);
+        // The failure is recorded on the survivors.
+        let sb = r.array.superblock().unwrap();
+        assert!(sb.events > 0);
+    }
+}
+
+#[test]
+fn full_stripe_write_reads_nothing() {
+    let r = rig(Level::Raid6, None, 6, false);
+    let sds = r.layout.stripe_data_sectors();
+    let reads_before: u64 = r
+        .array
+        .slots()
+        .iter()
+        .flatten()
+        .map(|m| m.counters().reads)
+        .sum();
+    let mut rng = SplitMix64::new(SEED ^ 6);
+    r.write(sds, pattern(&mut rng, 2 * sds)).unwrap();
+    let reads_after: u64 = r
+        .array
+        .slots()
+        .iter()
+        .flatten()
+        .map(|m| m.counters().reads)
+        .sum();
+    assert_eq!(reads_before, reads_after);
+    r.check_parity(1, "full stripe");
+    r.check_parity(2, "full stripe");
+}
