@@ -176,6 +176,59 @@ fn mdadm_examines_raid10_layouts() {
 }
 
 #[test]
+fn mdadm_examines_raid5_layouts() {
+    for layout in ["left-symmetric", "right-asymmetric", "parity-first"] {
+        check_case(&Case {
+            level: "5",
+            layout: Some(layout),
+            members: 4,
+            chunk: "64K",
+            md_level: "raid5",
+            md_layout: Some(layout),
+            md_chunk: Some("64K"),
+        });
+    }
+    // No layout given: mdadm's default.
+    check_case(&Case {
+        level: "raid5",
+        layout: None,
+        members: 3,
+        chunk: "512K",
+        md_level: "raid5",
+        md_layout: Some("left-symmetric"),
+        md_chunk: Some("512K"),
+    });
+}
+
+#[test]
+fn mdadm_examines_raid6_layouts() {
+    for layout in ["left-symmetric", "right-symmetric", "left-symmetric-6"] {
+        check_case(&Case {
+            level: "6",
+            layout: Some(layout),
+            members: 5,
+            chunk: "128K",
+            md_level: "raid6",
+            md_layout: Some(layout),
+            md_chunk: Some("128K"),
+        });
+    }
+}
+
+#[test]
+fn mdadm_examines_raid4_members() {
+    check_case(&Case {
+        level: "4",
+        layout: None,
+        members: 4,
+        chunk: "64K",
+        md_level: "raid4",
+        md_layout: None,
+        md_chunk: Some("64K"),
+    });
+}
+
+#[test]
 fn wrong_arguments_exit_with_status_2_and_touch_nothing() {
     let dir = tempdir("badargs");
     for args in [
