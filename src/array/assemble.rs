@@ -347,8 +347,16 @@ fn can_run(sb: &Superblock, present: &[bool]) -> bool {
             Ok(l) => present.len() == l.disk_count() && l.survives(present),
             Err(_) => false,
         },
+        // A parity array shut down uncleanly may hold stripes whose parity does not match
+        // their data; rebuilding a missing member from them would return wrong data, so a
+        // dirty degraded array does not start (md refuses it too).
         _ => match parity_layout(sb) {
-            Some(Ok(l)) => present.len() == l.disk_count() && l.survives(present),
+            Some(Ok(l)) => {
+                let complete = present.iter().all(|&p| p);
+                present.len() == l.disk_count()
+                    && l.survives(present)
+                    && (complete || sb.resync_offset_sectors == super::RESYNC_DONE)
+            }
             _ => false,
         },
     }

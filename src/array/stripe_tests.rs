@@ -9,7 +9,7 @@ use alloc::string::String;
 use alloc::vec;
 use alloc::vec::Vec;
 
-use super::assemble::{CreateOptions, create};
+use super::assemble::{CreateOptions, assemble, create};
 use super::{Array, Health};
 use crate::block::{BlockDevice, Bytes, IoError};
 use crate::executor::Executor;
@@ -375,4 +375,46 @@ fn full_stripe_write_reads_nothing() {
     assert_eq!(reads_before, reads_after);
     r.check_parity(1, "full stripe");
     r.check_parity(2, "full stripe");
+}
+
+#[test]
+fn dirty_degraded_raid5_does_not_assemble_clean_one_does() {
+    let r = rig(Level::Raid5, Some("left-symmetric"), 4, false);
+    r.write(0, vec![9u8; 4096]).unwrap();
+    let candidates = |r: &Rig| -> Vec<(String, Rc<dyn BlockDevice>)> {
+        r.disks
+            .iter()
+            .enumerate()
+            .skip(1)
+            .map(|(i, d)| (format!("d{i}"), d.clone() as Rc<dyn BlockDevice>))
+            .collect()
+    };
+    // Written and not stopped cleanly: dirty on disk.
+    let e = r.exec.clone();
+    let c = candidates(&r);
+    let result = r
+        .exec
+        .block_on(async move { assemble(&e, c).await })
+        .unwrap();
+    assert!(result.arrays.is_empty(), "{result:?}");
+    let a = r.array.clone();
+    r.exec
+        .block_on(async move { a.mark_clean().await })
+        .unwrap()
+        .unwrap();
+    let e = r.exec.clone();
+    let c = candidates(&r);
+    let result = r
+        .exec
+        .block_on(async move { assemble(&e, c).await })
+        .unwrap();
+    assert_eq!(result.arrays.len(), 1, "{result:?}");
+    let a = result.arrays[0].clone();
+    assert_eq!(a.health(), Health::Degraded);
+    let back = r
+        .exec
+        .block_on(async move { a.read(0, vec![0u8; 4096]).await })
+        .unwrap()
+        .unwrap();
+    assert_eq!(back, vec![9u8; 4096]);
 }
