@@ -194,7 +194,13 @@ fn random_io(r: &Rig, rng: &mut SplitMix64, stripes: u64, writes: usize, what: &
 fn configs() -> Vec<(Level, u32)> {
     let mut v = vec![(Level::Raid4, 0)];
     v.extend((0..=5).map(|a| (Level::Raid5, a)));
-    v.extend((0..=5).chain(16..=20).map(|a| (Level::Raid6, a)));
+    // md layouts 0-5, the DDF layouts 8-10 (slots are member indices) and the -6 layouts.
+    v.extend(
+        (0..=5)
+            .chain(8..=10)
+            .chain(16..=20)
+            .map(|a| (Level::Raid6, a)),
+    );
     v
 }
 
@@ -417,4 +423,30 @@ fn dirty_degraded_raid5_does_not_assemble_clean_one_does() {
         .unwrap()
         .unwrap();
     assert_eq!(back, vec![9u8; 4096]);
+}
+
+fn member_reads(r: &Rig) -> u64 {
+    r.array
+        .slots()
+        .iter()
+        .flatten()
+        .map(|m| m.counters().reads)
+        .sum()
+}
+
+#[test]
+fn partial_writes_pick_the_plan_with_fewer_reads() {
+    let r = rig(Level::Raid6, None, 7, false);
+    let chunk = u64::from(CHUNK_SECTORS);
+    let mut rng = SplitMix64::new(SEED ^ 7);
+    // One sector of one chunk: read-modify-write reads it, P and Q (3) rather than the
+    // four untouched chunks.
+    let before = member_reads(&r);
+    r.write(3, pattern(&mut rng, 1)).unwrap();
+    assert_eq!(member_reads(&r) - before, 3);
+    // Four of five chunks: reconstruct-write reads the one untouched chunk.
+    let before = member_reads(&r);
+    r.write(0, pattern(&mut rng, 4 * chunk)).unwrap();
+    assert_eq!(member_reads(&r) - before, 1);
+    r.check_parity(0, "plans");
 }
