@@ -498,7 +498,11 @@ impl Array {
             && touched.iter().all(|&d| live(d));
         let rcw_possible = untouched.iter().all(|&d| live(d));
         let rmw_reads = touched.len() + parity.len();
-        let use_rmw = rmw_possible && (!rcw_possible || rmw_reads < untouched.len());
+        // After an unclean shutdown (no resync yet) parity may be stale: read-modify-write
+        // would keep it stale, reconstruct-write makes the band consistent again.
+        let trust_parity = !self.needs_resync.get();
+        let use_rmw =
+            rmw_possible && (!rcw_possible || (trust_parity && rmw_reads < untouched.len()));
         let first_reads: Vec<usize> = if untouched.is_empty() {
             Vec::new()
         } else if use_rmw {
