@@ -209,12 +209,15 @@ impl Array {
     ) -> Result<Vec<u8>, u64> {
         let others: Vec<usize> = (0..l.disk_count()).filter(|&d| d != target).collect();
         let mut cells: Vec<Option<Vec<u8>>> = vec![None; l.disk_count()];
+        let mut gone = usize::from(self.member(target).is_none());
         for (d, r) in self
             .read_cells(l, stripe, offset_sectors, sectors, &others)
             .await
         {
-            if let CellRead::Ok(data) = r {
-                cells[d] = Some(data);
+            match r {
+                CellRead::Ok(data) => cells[d] = Some(data),
+                CellRead::Gone => gone += 1,
+                CellRead::Error => {}
             }
         }
         if self.solve_stripe(l, stripe, &mut cells) {
@@ -222,7 +225,9 @@ impl Array {
                 .take()
                 .expect("a solved stripe has every cell"));
         }
-        if sectors == 1 {
+        // With more whole members gone than parity covers, every sector here is lost; only
+        // read errors (which may hit single sectors) are worth a sector-by-sector retry.
+        if sectors == 1 || gone > l.parity_disks() {
             return Err(offset_sectors);
         }
         // Bad sectors on different members need not overlap: go sector by sector, trying

@@ -493,3 +493,18 @@ fn writes_after_an_unclean_shutdown_rewrite_parity_from_the_data() {
         .unwrap();
     assert_eq!(back, data);
 }
+
+#[test]
+fn smallest_arrays_work_and_survive_one_failure() {
+    let mut rng = SplitMix64::new(SEED ^ 9);
+    for (level, count) in [(Level::Raid5, 2), (Level::Raid5, 3), (Level::Raid4, 2)] {
+        let r = rig(level, None, count, false);
+        let what = format!("{level} on {count}");
+        let reference = random_io(&r, &mut rng, 6, 20, &what);
+        r.disks[count - 1].fail();
+        let region = reference.len() as u64 / 512;
+        assert!(r.read(0, region).unwrap() == reference, "{what}");
+        random_io(&r, &mut rng, 6, 10, &what);
+        assert_eq!(r.array.health(), Health::Degraded, "{what}");
+    }
+}
