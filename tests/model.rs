@@ -51,9 +51,9 @@ struct Config {
     /// Member sizes in MiB (unequal sizes exercise the RAID0 zones).
     member_mib: &'static [u64],
     chunk_kib: u32,
-    /// Whether rounds end in a crash and reassembly. The parity levels run without: after an
-    /// unclean shutdown their parity may not match the data (the write hole) until a resync,
-    /// and a degraded dirty parity array is refused at assembly, as md refuses it.
+    /// Whether rounds end in a crash and reassembly. The parity levels run without: the model
+    /// fails members, and a dirty degraded parity array is refused at assembly (as md refuses
+    /// it: the write hole may have left parity that would rebuild the missing member wrongly).
     crash: bool,
 }
 
@@ -887,6 +887,7 @@ fn raid1_two_copies() {
         members: 2,
         member_mib: &[8],
         chunk_kib: 64,
+        crash: true,
     });
 }
 
@@ -899,6 +900,7 @@ fn raid10_near3_five() {
         members: 5,
         member_mib: &[8],
         chunk_kib: 16,
+        crash: true,
     });
 }
 
@@ -911,5 +913,6 @@ fn raid10_near2_far2_four() {
         members: 4,
         member_mib: &[8],
         chunk_kib: 32,
+        crash: true,
     });
 }

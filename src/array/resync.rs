@@ -126,6 +126,9 @@ impl Array {
 
     /// Returns the number of extents no copy could be read from.
     async fn resync_region(&self, sector: u64, sectors: u64) -> u64 {
+        if let super::ArrayLayout::Raid5(l) = &self.layout {
+            return self.parity_resync_region(l, sector, sectors).await;
+        }
         let _g = self.lock.lock(sector, sector + sectors).await;
         let mut unreadable = 0;
         for (_, ext) in self.extents(sector, sectors) {

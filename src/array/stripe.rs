@@ -658,3 +658,83 @@ impl Array {
         Ok(())
     }
 }
+
+impl Array {
+    /// Resync of the parity levels: recomputes the parity of every stripe whose first
+    /// sector lies in `[sector, sector + sectors)` from its data, one stripe at a time under
+    /// the stripe lock. Returns how many stripes could not be made consistent.
+    pub(super) async fn parity_resync_region(
+        &self,
+        l: &Raid5Layout,
+        sector: u64,
+        sectors: u64,
+    ) -> u64 {
+        let sds = l.stripe_data_sectors();
+        let first = sector.div_ceil(sds);
+        let end = (sector + sectors).div_ceil(sds).min(l.stripe_count());
+        let mut unreadable = 0;
+        for stripe in first..end {
+            if !self.parity_resync_stripe(l, stripe).await {
+                unreadable += 1;
+            }
+        }
+        unreadable
+    }
+
+    async fn parity_resync_stripe(&self, l: &Raid5Layout, stripe: u64) -> bool {
+        let _g = self.lock.lock(stripe, stripe + 1).await;
+        let k = l.data_disks();
+        let chunk = l.chunk_sectors();
+        let data_disks: Vec<usize> = (0..k).map(|i| l.data_disk(stripe, i)).collect();
+        let mut cells: Vec<Option<Vec<u8>>> = vec![None; l.disk_count()];
+        for (d, r) in self.read_cells(l, stripe, 0, chunk, &data_disks).await {
+            if let CellRead::Ok(data) = r {
+                cells[d] = Some(data);
+            }
+        }
+        if data_disks.iter().any(|&d| cells[d].is_none()) {
+            // Data that cannot be read can only come from the parity this resync distrusts:
+            // leave the stripe as it is.
+            return false;
+        }
+        let engine = self.parity.get();
+        let bytes = chunk as usize * SECTOR_BYTES;
+        let data: Vec<&[u8]> = data_disks
+            .iter()
+            .map(|&d| cells[d].as_deref().expect("checked above"))
+            .collect();
+        let mut p = vec![0u8; bytes];
+        let mut writes: Vec<(usize, Bytes)> = Vec::new();
+        match l.q_disk(stripe) {
+            Some(qd) => {
+                let slots: Vec<u8> = data_disks
+                    .iter()
+                    .map(|&d| {
+                        l.syndrome_slot(stripe, d)
+                            .expect("a data member has a syndrome slot")
+                    })
+                    .collect();
+                let mut q = vec![0u8; bytes];
+                engine.pq_gen(&data, &slots, &mut p, &mut q);
+                writes.push((qd, Bytes::from(q)));
+            }
+            None => engine.xor(&data, &mut p),
+        }
+        writes.push((l.parity_disk(stripe), Bytes::from(p)));
+        let at = l.member_sector(stripe, 0);
+        let jobs: Vec<_> = writes
+            .into_iter()
+            .filter_map(|(d, b)| {
+                self.member(d)
+                    .cloned()
+                    .map(|m| async move { (m.clone(), m.write_data(at, b, false).await) })
+            })
+            .collect();
+        for (m, r) in join_all(jobs).await {
+            if r.is_err() {
+                self.fail_member_rc(&m).await;
+            }
+        }
+        true
+    }
+}

@@ -508,3 +508,29 @@ fn smallest_arrays_work_and_survive_one_failure() {
         assert_eq!(r.array.health(), Health::Degraded, "{what}");
     }
 }
+
+#[test]
+fn resync_recomputes_stale_parity() {
+    for (level, count) in [(Level::Raid5, 4), (Level::Raid6, 6)] {
+        let r = rig(level, None, count, false);
+        let mut rng = SplitMix64::new(SEED ^ 10);
+        let reference = random_io(&r, &mut rng, 5, 10, "resync");
+        let l = r.layout.clone();
+        for stripe in [0u64, 3] {
+            let d = l.parity_disk(stripe);
+            r.mem[d]
+                .write_at(r.data_offset + l.member_sector(stripe, 2), &[0x3cu8; 512])
+                .unwrap();
+        }
+        let a = r.array.clone();
+        r.exec
+            .block_on(async move { a.resync().await })
+            .unwrap()
+            .unwrap();
+        for stripe in 0..l.stripe_count() {
+            r.check_parity(stripe, "after resync");
+        }
+        let region = reference.len() as u64 / 512;
+        assert!(r.read(0, region).unwrap() == reference);
+    }
+}
