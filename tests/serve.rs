@@ -218,6 +218,7 @@ fn raid10_over_nbd_with_real_clients() {
                 "--verify=crc32c",
                 "--do_verify=1",
                 "--verify_fatal=1",
+                "--verify_state_save=0",
             ])
             .output()
             .unwrap();
