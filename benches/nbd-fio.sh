@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Speed of the NBD export, side by side with `nbdkit memory` of the same size, in one run.
 #
-#   bash benches/nbd-fio.sh [raid0|raid1|raid10|all]   (default: all)
+#   bash benches/nbd-fio.sh [raid0|raid1|raid10|raid5|raid6|all]   (default: all)
 #
 # Both servers listen on Unix sockets; fio's nbd engine drives them with the same jobs:
 # 4k random read and write (iodepth 16), 1 MiB sequential read and write (iodepth 4).
@@ -88,7 +88,9 @@ run_level() {
 case $which in
     raid0|all) run_level 0 mem:512M mem:512M mem:512M mem:512M ;;&
     raid1|all) run_level 1 mem:2G mem:2G ;;&
-    raid10|all) run_level 10 mem:1G mem:1G mem:1G mem:1G ;;
-    raid0|raid1) ;;
-    *) echo "usage: $0 [raid0|raid1|raid10|all]" >&2; exit 2 ;;
+    raid10|all) run_level 10 mem:1G mem:1G mem:1G mem:1G ;;&
+    raid5|all) run_level 5 mem:512M mem:512M mem:512M mem:512M mem:512M ;;&
+    raid6|all) run_level 6 mem:512M mem:512M mem:512M mem:512M mem:512M mem:512M ;;
+    raid0|raid1|raid10|raid5) ;;
+    *) echo "usage: $0 [raid0|raid1|raid10|raid5|raid6|all]" >&2; exit 2 ;;
 esac

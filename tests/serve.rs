@@ -363,3 +363,35 @@ fn killed_server_keeps_flushed_data_and_reports_unclean_shutdown() {
     assert_eq!(ex.matches("State : clean").count(), 2, "{ex}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A parity array advertises its full stripe as the preferred NBD block size (a write of it
+/// needs no reads) when that is a power of two, else the chunk.
+#[test]
+fn parity_export_prefers_the_full_stripe() {
+    if tool("nbdinfo").is_none() {
+        return;
+    }
+    for (members, preferred) in [(5usize, 4 * 65536u64), (4, 65536)] {
+        let dir = std::env::temp_dir().join(format!(
+            "orion-serve-stripe-{}-{members}",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut args = vec!["--create", "--level", "5", "--chunk", "64K", "--name", "p"];
+        args.extend(std::iter::repeat_n("mem:16M", members));
+        let server = Server::start(&dir, &args);
+        let out = Command::new("nbdinfo")
+            .args(["--json", &server.uri()])
+            .output()
+            .unwrap();
+        let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(
+            info["exports"][0]["block_size_preferred"].as_u64(),
+            Some(preferred),
+            "{members} members"
+        );
+        server.stop();
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -150,13 +150,24 @@ pub fn scan_dir(dir: &Path) -> Result<Vec<MemberSpec>, ServeError> {
     Ok(paths.into_iter().map(MemberSpec::Path).collect())
 }
 
+/// The NBD preferred block size: the full stripe of a parity array when it is a power of
+/// two (a write of it needs no reads), otherwise the chunk; at most 2 MiB, at least 4 KiB.
 fn preferred_block_bytes(array: &Array) -> u32 {
     let chunk = array
         .superblock()
         .map(|sb| sb.chunk_sectors as usize * SECTOR_BYTES)
         .unwrap_or(0);
-    if chunk.is_power_of_two() && chunk >= 4096 {
-        chunk.min(2 << 20) as u32
+    let stripe = match array.layout() {
+        crate::layout::ArrayLayout::Raid5(l) => l.stripe_data_sectors() as usize * SECTOR_BYTES,
+        _ => 0,
+    };
+    let preferred = if stripe.is_power_of_two() && stripe <= 2 << 20 {
+        stripe
+    } else {
+        chunk
+    };
+    if preferred.is_power_of_two() && preferred >= 4096 {
+        preferred.min(2 << 20) as u32
     } else {
         4096
     }
