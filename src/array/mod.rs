@@ -9,6 +9,8 @@ mod stripe;
 #[cfg(test)]
 mod stripe_tests;
 #[cfg(test)]
+mod test_rig;
+#[cfg(test)]
 mod tests;
 
 use alloc::rc::Rc;

@@ -9,14 +9,15 @@ use alloc::string::String;
 use alloc::vec;
 use alloc::vec::Vec;
 
-use super::assemble::{CreateOptions, assemble, create};
+use super::assemble::assemble;
+use super::test_rig::{FaultyArray, faulty_array, options};
 use super::{Array, Health};
 use crate::block::{BlockDevice, Bytes, IoError};
 use crate::executor::Executor;
 use crate::layout::{ArrayLayout, Raid5Layout};
 use crate::metadata::Level;
 use crate::parity::ParityEngine;
-use crate::platform::faulty::{FaultConfig, FaultOp, FaultyDisk};
+use crate::platform::faulty::{FaultOp, FaultyDisk};
 use crate::platform::memory::MemoryDisk;
 use crate::rng::SplitMix64;
 
@@ -33,47 +34,15 @@ struct Rig {
 }
 
 fn rig(level: Level, layout: Option<&str>, count: usize, latency: bool) -> Rig {
-    let exec = Executor::new();
-    let mem: Vec<Rc<MemoryDisk>> = (0..count)
-        .map(|_| Rc::new(MemoryDisk::new(8 * 2048)))
-        .collect();
-    let config = FaultConfig {
-        min_latency_ns: if latency { 10 } else { 0 },
-        max_latency_ns: if latency { 1000 } else { 0 },
-        ..FaultConfig::default()
-    };
-    let disks: Vec<Rc<FaultyDisk>> = mem
-        .iter()
-        .enumerate()
-        .map(|(i, m)| {
-            Rc::new(FaultyDisk::new(
-                m.clone(),
-                exec.clone(),
-                i as u64,
-                config.clone(),
-            ))
-        })
-        .collect();
-    let members: Vec<(String, Rc<dyn BlockDevice>)> = disks
-        .iter()
-        .enumerate()
-        .map(|(i, d)| (format!("d{i}"), d.clone() as Rc<dyn BlockDevice>))
-        .collect();
-    let opts = CreateOptions {
-        level,
-        layout: layout.map(Into::into),
-        chunk_sectors: CHUNK_SECTORS,
-        name: "p".into(),
-        uuid: [5; 16],
-        time_s: 1_000,
-        entropy: 11,
-        assume_clean: true,
-    };
-    let e = exec.clone();
-    let array = exec
-        .block_on(async move { create(&e, members, &opts).await })
-        .unwrap()
-        .unwrap();
+    let mut opts = options(level, layout, CHUNK_SECTORS, "p");
+    opts.uuid = [5; 16];
+    opts.entropy = 11;
+    let FaultyArray {
+        exec,
+        mem,
+        disks,
+        array,
+    } = faulty_array(opts, count, 8 * 2048, latency);
     let ArrayLayout::Raid5(layout) = array.layout().clone() else {
         panic!("a parity layout");
     };

@@ -7,6 +7,7 @@ use alloc::vec;
 use alloc::vec::Vec;
 
 use super::assemble::{CreateOptions, assemble, create};
+use super::test_rig::{faulty_array, options};
 use super::{Array, Health, MemberState, ReadPolicy};
 use crate::block::{BlockDevice, Bytes, IoError};
 use crate::executor::Executor;
@@ -22,52 +23,12 @@ struct Rig {
 }
 
 fn rig(level: Level, layout: Option<&str>, count: usize, latency: bool) -> Rig {
-    let exec = Executor::new();
-    let mem: Vec<Rc<MemoryDisk>> = (0..count)
-        .map(|_| Rc::new(MemoryDisk::new(16 * 2048)))
-        .collect();
-    let config = FaultConfig {
-        min_latency_ns: if latency { 10 } else { 0 },
-        max_latency_ns: if latency { 1000 } else { 0 },
-        ..FaultConfig::default()
-    };
-    let disks: Vec<Rc<FaultyDisk>> = mem
-        .iter()
-        .enumerate()
-        .map(|(i, m)| {
-            Rc::new(FaultyDisk::new(
-                m.clone(),
-                exec.clone(),
-                i as u64,
-                config.clone(),
-            ))
-        })
-        .collect();
-    let members: Vec<(String, Rc<dyn BlockDevice>)> = disks
-        .iter()
-        .enumerate()
-        .map(|(i, d)| (format!("d{i}"), d.clone() as Rc<dyn BlockDevice>))
-        .collect();
-    let opts = CreateOptions {
-        level,
-        layout: layout.map(Into::into),
-        chunk_sectors: 64,
-        name: "t".into(),
-        uuid: [3; 16],
-        time_s: 1_000,
-        entropy: 9,
-        assume_clean: true,
-    };
-    let e = exec.clone();
-    let array = exec
-        .block_on(async move { create(&e, members, &opts).await })
-        .unwrap()
-        .unwrap();
+    let r = faulty_array(options(level, layout, 64, "t"), count, 16 * 2048, latency);
     Rig {
-        exec,
-        mem,
-        disks,
-        array,
+        exec: r.exec,
+        mem: r.mem,
+        disks: r.disks,
+        array: r.array,
     }
 }
 

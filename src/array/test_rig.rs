@@ -1,0 +1,89 @@
+//! Test support shared by the engine tests: an array created on faulty memory disks.
+
+use alloc::format;
+use alloc::rc::Rc;
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use super::Array;
+use super::assemble::{CreateOptions, create};
+use crate::block::BlockDevice;
+use crate::executor::Executor;
+use crate::metadata::Level;
+use crate::platform::faulty::{FaultConfig, FaultyDisk};
+use crate::platform::memory::MemoryDisk;
+
+/// What an engine test needs: the executor, the raw memory behind each member, the faulty
+/// wrappers the array uses, and the array.
+pub(super) struct FaultyArray {
+    pub exec: Executor,
+    pub mem: Vec<Rc<MemoryDisk>>,
+    pub disks: Vec<Rc<FaultyDisk>>,
+    pub array: Rc<Array>,
+}
+
+/// Creates an array of `count` members of `member_sectors` each (named `d0`, `d1`, …) on
+/// faulty memory disks, with a little random latency if asked.
+pub(super) fn faulty_array(
+    opts: CreateOptions,
+    count: usize,
+    member_sectors: u64,
+    latency: bool,
+) -> FaultyArray {
+    let exec = Executor::new();
+    let mem: Vec<Rc<MemoryDisk>> = (0..count)
+        .map(|_| Rc::new(MemoryDisk::new(member_sectors)))
+        .collect();
+    let config = FaultConfig {
+        min_latency_ns: if latency { 10 } else { 0 },
+        max_latency_ns: if latency { 1000 } else { 0 },
+        ..FaultConfig::default()
+    };
+    let disks: Vec<Rc<FaultyDisk>> = mem
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            Rc::new(FaultyDisk::new(
+                m.clone(),
+                exec.clone(),
+                i as u64,
+                config.clone(),
+            ))
+        })
+        .collect();
+    let members: Vec<(String, Rc<dyn BlockDevice>)> = disks
+        .iter()
+        .enumerate()
+        .map(|(i, d)| (format!("d{i}"), d.clone() as Rc<dyn BlockDevice>))
+        .collect();
+    let e = exec.clone();
+    let array = exec
+        .block_on(async move { create(&e, members, &opts).await })
+        .expect("create finishes")
+        .expect("create succeeds");
+    FaultyArray {
+        exec,
+        mem,
+        disks,
+        array,
+    }
+}
+
+/// Create options for tests: fixed UUID, time and entropy.
+pub(super) fn options(
+    level: Level,
+    layout: Option<&str>,
+    chunk_sectors: u32,
+    name: &str,
+) -> CreateOptions {
+    CreateOptions {
+        level,
+        layout: layout.map(Into::into),
+        chunk_sectors,
+        name: name.into(),
+        uuid: [3; 16],
+        time_s: 1_000,
+        entropy: 9,
+        assume_clean: true,
+    }
+}
