@@ -10,7 +10,7 @@ use alloc::vec;
 use alloc::vec::Vec;
 
 use super::assemble::assemble;
-use super::test_rig::{FaultyArray, faulty_array, options};
+use super::test_rig::{FaultyArray, faulty_array, options, read_now, write_now};
 use super::{Array, Health};
 use crate::block::{BlockDevice, Bytes, IoError};
 use crate::executor::Executor;
@@ -59,17 +59,11 @@ fn rig(level: Level, layout: Option<&str>, count: usize, latency: bool) -> Rig {
 
 impl Rig {
     fn write(&self, sector: u64, data: Vec<u8>) -> Result<(), IoError> {
-        let a = self.array.clone();
-        self.exec
-            .block_on(async move { a.write(sector, Bytes::from(data), false).await })
-            .unwrap()
+        write_now(&self.exec, &self.array, sector, data)
     }
 
     fn read(&self, sector: u64, sectors: u64) -> Result<Vec<u8>, IoError> {
-        let a = self.array.clone();
-        self.exec
-            .block_on(async move { a.read(sector, vec![0u8; sectors as usize * 512]).await })
-            .unwrap()
+        read_now(&self.exec, &self.array, sector, sectors as usize)
     }
 
     fn fail_slot(&self, slot: usize) {

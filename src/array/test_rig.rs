@@ -7,7 +7,7 @@ use alloc::vec::Vec;
 
 use super::Array;
 use super::assemble::{CreateOptions, create};
-use crate::block::BlockDevice;
+use crate::block::{BlockDevice, Bytes, IoError, SECTOR_BYTES};
 use crate::executor::Executor;
 use crate::metadata::Level;
 use crate::platform::faulty::{FaultConfig, FaultyDisk};
@@ -86,4 +86,31 @@ pub(super) fn options(
         entropy: 9,
         assume_clean: true,
     }
+}
+
+/// Writes `data` at `sector` and runs the executor until the write completes.
+pub(super) fn write_now(
+    exec: &Executor,
+    array: &Rc<Array>,
+    sector: u64,
+    data: Vec<u8>,
+) -> Result<(), IoError> {
+    let a = array.clone();
+    exec.block_on(async move { a.write(sector, Bytes::from(data), false).await })
+        .expect("write finishes")
+}
+
+/// Reads `sectors` sectors at `sector` and runs the executor until the read completes.
+pub(super) fn read_now(
+    exec: &Executor,
+    array: &Rc<Array>,
+    sector: u64,
+    sectors: usize,
+) -> Result<Vec<u8>, IoError> {
+    let a = array.clone();
+    exec.block_on(async move {
+        a.read(sector, alloc::vec![0u8; sectors * SECTOR_BYTES])
+            .await
+    })
+    .expect("read finishes")
 }

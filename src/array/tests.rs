@@ -7,9 +7,9 @@ use alloc::vec;
 use alloc::vec::Vec;
 
 use super::assemble::{CreateOptions, assemble, create};
-use super::test_rig::{faulty_array, options};
+use super::test_rig::{faulty_array, options, read_now, write_now};
 use super::{Array, Health, MemberState, ReadPolicy};
-use crate::block::{BlockDevice, Bytes, IoError};
+use crate::block::{BlockDevice, IoError};
 use crate::executor::Executor;
 use crate::metadata::{DeviceRole, Level, Superblock};
 use crate::platform::faulty::{FaultConfig, FaultOp, FaultyDisk};
@@ -34,17 +34,11 @@ fn rig(level: Level, layout: Option<&str>, count: usize, latency: bool) -> Rig {
 
 impl Rig {
     fn write(&self, sector: u64, data: Vec<u8>) -> Result<(), IoError> {
-        let a = self.array.clone();
-        self.exec
-            .block_on(async move { a.write(sector, Bytes::from(data), false).await })
-            .unwrap()
+        write_now(&self.exec, &self.array, sector, data)
     }
 
     fn read(&self, sector: u64, sectors: usize) -> Result<Vec<u8>, IoError> {
-        let a = self.array.clone();
-        self.exec
-            .block_on(async move { a.read(sector, vec![0u8; sectors * 512]).await })
-            .unwrap()
+        read_now(&self.exec, &self.array, sector, sectors)
     }
 
     fn superblock_on(&self, disk: usize) -> Superblock {
