@@ -18,54 +18,32 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput};
+use orion_raid::parity::bench::Pool;
 use orion_raid::parity::{ParityEngine, ReadOrder, StoreHint, bench};
 
 const DATA_COUNTS: [usize; 3] = [4, 8, 16];
 const BLOCK_BYTES: [usize; 3] = [4 << 10, 64 << 10, 1 << 20];
 const MEMORY_BLOCK_BYTES: usize = 1 << 20;
 const MEMORY_POOL_BYTES: usize = 512 << 20;
-const PAGE_BYTES: usize = 4096;
 
-/// `count` page-aligned blocks of `len` bytes, filled with seeded noise.
+/// `count` page-aligned blocks of `len` bytes, filled with seeded noise (the `raid bench`
+/// pool, so both benchmarks measure the same buffers).
 struct Blocks {
-    backing: Vec<u8>,
-    base: usize,
-    stride: usize,
+    pool: Pool,
     len: usize,
-    count: usize,
 }
 
 impl Blocks {
     fn new(count: usize, len: usize, seed: u64) -> Blocks {
-        let stride = len.div_ceil(PAGE_BYTES) * PAGE_BYTES;
-        let mut backing = vec![0u8; stride * count + PAGE_BYTES];
-        let base = (PAGE_BYTES - backing.as_ptr() as usize % PAGE_BYTES) % PAGE_BYTES;
-        let mut x = seed | 1;
-        for chunk in backing[base..].chunks_mut(8) {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            let bytes = x.to_le_bytes();
-            chunk.copy_from_slice(&bytes[..chunk.len()]);
-        }
         Blocks {
-            backing,
-            base,
-            stride,
+            pool: Pool::new(count, len, seed),
             len,
-            count,
         }
     }
 
     /// Blocks `first..first + n` as mutable slices.
     fn range(&mut self, first: usize, n: usize) -> Vec<&mut [u8]> {
-        assert!(first + n <= self.count);
-        let start = self.base + first * self.stride;
-        let len = self.len;
-        self.backing[start..start + n * self.stride]
-            .chunks_mut(self.stride)
-            .map(|b| &mut b[..len])
-            .collect()
+        self.pool.blocks(first, n, self.len)
     }
 }
 

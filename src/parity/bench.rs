@@ -109,8 +109,9 @@ impl Measurement {
     }
 }
 
-/// Block buffers carved out of one allocation, each aligned to a page.
-struct Pool {
+/// Block buffers carved out of one allocation, each aligned to a page, filled with seeded
+/// noise. Shared with the criterion benchmark.
+pub struct Pool {
     backing: Vec<u8>,
     base: usize,
     block_bytes: usize,
@@ -120,7 +121,8 @@ struct Pool {
 const PAGE_BYTES: usize = 4096;
 
 impl Pool {
-    fn new(count: usize, block_bytes: usize, seed: u64) -> Pool {
+    /// `count` blocks of up to `block_bytes` each.
+    pub fn new(count: usize, block_bytes: usize, seed: u64) -> Pool {
         let stride = block_bytes.div_ceil(PAGE_BYTES) * PAGE_BYTES;
         let mut backing = vec![0u8; stride * count + PAGE_BYTES];
         let addr = backing.as_ptr() as usize;
@@ -143,7 +145,7 @@ impl Pool {
     }
 
     /// Blocks `first..first + n`, each `len` bytes, split into shared and mutable ones.
-    fn blocks(&mut self, first: usize, n: usize, len: usize) -> Vec<&mut [u8]> {
+    pub fn blocks(&mut self, first: usize, n: usize, len: usize) -> Vec<&mut [u8]> {
         assert!(first + n <= self.count);
         let start = self.base + first * self.block_bytes;
         self.backing[start..start + n * self.block_bytes]
