@@ -5,6 +5,9 @@
 pub mod assemble;
 pub mod rangelock;
 pub mod resync;
+pub mod scrub;
+#[cfg(test)]
+mod scrub_tests;
 mod stripe;
 #[cfg(test)]
 mod stripe_tests;
@@ -218,6 +221,8 @@ pub struct Array {
     job: Cell<Option<resync::JobProgress>>,
     /// The parity kernels of the RAID 4/5/6 paths.
     parity: Cell<ParityEngine>,
+    /// The check/repair job's report and controls.
+    scrub: scrub::ScrubState,
 }
 
 /// Failures of array-wide operations (not of one block request).
@@ -277,6 +282,7 @@ impl Array {
             wall_clock_base_s: Cell::new(0),
             job: Cell::new(None),
             parity: Cell::new(ParityEngine::widest()),
+            scrub: scrub::ScrubState::new(),
         };
         // Until the platform says otherwise, time continues from the last update on disk.
         let last = array

@@ -31,12 +31,18 @@ pub struct JobProgress {
 pub enum JobKind {
     #[default]
     Resync,
+    /// Scrub that counts mismatches (`raid check`).
+    Check,
+    /// Scrub that fixes mismatches (`raid repair`).
+    Repair,
 }
 
 impl JobKind {
     pub fn name(self) -> &'static str {
         match self {
             JobKind::Resync => "resync",
+            JobKind::Check => "check",
+            JobKind::Repair => "repair",
         }
     }
 }

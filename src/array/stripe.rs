@@ -67,7 +67,7 @@ fn array_sector_of(l: &Raid5Layout, stripe: u64, data_index: usize, offset_secto
 }
 
 /// How one read of a cell ended.
-enum CellRead {
+pub(super) enum CellRead {
     Ok(Vec<u8>),
     /// The member is missing or failed (now or before).
     Gone,
@@ -77,7 +77,7 @@ enum CellRead {
 
 impl Array {
     /// Reads the cells `[offset, offset + sectors)` of `stripe` on `disks`, all at once.
-    async fn read_cells(
+    pub(super) async fn read_cells(
         &self,
         l: &Raid5Layout,
         stripe: u64,
@@ -199,7 +199,7 @@ impl Array {
 
     /// Rebuilds the cells `[offset, offset + sectors)` of `target` in `stripe` from the other
     /// members. On failure, the offset (in the chunk) of the first sector that is lost.
-    async fn reconstruct_cell(
+    pub(super) async fn reconstruct_cell(
         &self,
         l: &Raid5Layout,
         stripe: u64,
@@ -373,7 +373,7 @@ impl Array {
     }
 
     /// Writes repaired content onto a member; a member that cannot take it is failed.
-    async fn rewrite(&self, member: &Rc<Member>, at: u64, sectors: u64, data: Bytes) {
+    pub(super) async fn rewrite(&self, member: &Rc<Member>, at: u64, sectors: u64, data: Bytes) {
         match member.write_data(at, data, false).await {
             Ok(()) => {
                 member.count(|c| c.corrected_sectors += sectors);

@@ -67,6 +67,7 @@
 //! With the `std` feature, [`bench::run`] measures every engine (`raid bench parity`).
 
 pub mod gf;
+pub mod locate;
 mod portable;
 mod scalar;
 

@@ -1,0 +1,772 @@
+//! Scrub: the `check` and `repair` background jobs of every redundant level, and their report.
+//!
+//! A scrub walks the array with a cursor, one mirror region or one parity stripe at a time
+//! under the exclusive range/stripe lock (so a foreground write lands wholly before or after
+//! the comparison, never in the middle of it), and compares the redundancy it finds:
+//! * RAID 1/10: every live copy against the first readable copy in md's order; `repair`
+//!   rewrites the copies that differ from it (md's choice of source).
+//! * RAID 4/5: P against the xor of the data; `repair` rewrites P.
+//! * RAID 6: P and Q against the data. When one block is wrong the syndromes name it
+//!   ([`crate::parity::locate`]) and `repair` rewrites that block; when they cannot, `repair`
+//!   regenerates P and Q as md does. With one member missing, the one parity that can still
+//!   be checked is.
+//!
+//! Mismatches are counted in sectors as md's `mismatch_cnt`: a whole 4 KiB compare unit
+//! ([`COMPARE_SECTORS`]) per unit that differs. Read errors met on the way are handled as in
+//! foreground reads: the content is rebuilt from the redundancy and written back.
+
+use alloc::rc::Rc;
+use alloc::string::String;
+use alloc::vec;
+use alloc::vec::Vec;
+use core::cell::{Cell, RefCell};
+use core::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use super::resync::{JobKind, JobProgress};
+use super::stripe::CellRead;
+use super::{Array, Member, MemberState};
+use crate::block::{Bytes, IoError, SECTOR_BYTES};
+use crate::executor::{AsyncMutex, join_all};
+use crate::layout::{ArrayLayout, Extent, Raid5Layout};
+use crate::parity::locate::{Culprit, locate};
+
+/// The unit a scrub compares and counts: md's stripe page (4 KiB).
+pub const COMPARE_SECTORS: u64 = 8;
+/// Bad regions a report lists; more are only counted.
+pub const BAD_REGIONS_KEPT: usize = 64;
+/// Array sectors of a mirror scrubbed under one lock (1 MiB).
+const MIRROR_REGION_SECTORS: u64 = 2048;
+
+const COMPARE_BYTES: usize = COMPARE_SECTORS as usize * SECTOR_BYTES;
+
+/// Which scrub.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ScrubMode {
+    /// Count and name mismatches; change nothing (except rewriting unreadable sectors).
+    Check,
+    /// As check, and make every mismatch consistent again.
+    Repair,
+}
+
+impl ScrubMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            ScrubMode::Check => "check",
+            ScrubMode::Repair => "repair",
+        }
+    }
+
+    fn job_kind(self) -> JobKind {
+        match self {
+            ScrubMode::Check => JobKind::Check,
+            ScrubMode::Repair => JobKind::Repair,
+        }
+    }
+}
+
+/// Where a scrub is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ScrubOutcome {
+    Running,
+    /// Walked the whole array.
+    Finished,
+    /// Stopped by `cancel_scrub` (or the array stopping).
+    Cancelled,
+    /// Stopped because the array lost the redundancy to check against.
+    Aborted,
+}
+
+/// What a wrong block holds in its stripe.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BlockKind {
+    Data,
+    P,
+    Q,
+}
+
+/// The member a RAID6 scrub found holding the one wrong block of a stripe.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WrongMember {
+    /// The member's slot (role) in the array.
+    pub slot: usize,
+    /// The member's name (path).
+    pub name: String,
+    pub block: BlockKind,
+    /// For a data block, its Q coefficient index (md's syndrome slot).
+    pub syndrome_slot: Option<u8>,
+}
+
+/// A run of mismatched compare units.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BadRegion {
+    /// The parity stripe (RAID 4/5/6); `None` for mirrors.
+    pub stripe: Option<u64>,
+    /// First array sector of the region (of the stripe, for a parity level).
+    pub array_sector: u64,
+    /// Where the region starts on the members (relative to the data offset): on every
+    /// member of a parity stripe, on the first copy of a mirror.
+    pub member_sector: u64,
+    pub sectors: u64,
+    /// The wrong member, when the level can tell (RAID6 with every member present).
+    pub wrong: Option<WrongMember>,
+}
+
+/// The result of the last (or the running) scrub.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScrubReport {
+    pub mode: ScrubMode,
+    pub outcome: ScrubOutcome,
+    /// Array sectors compared so far.
+    pub checked_sectors: u64,
+    /// Sectors found inconsistent, counted as md's `mismatch_cnt` (whole compare units).
+    pub mismatched_sectors: u64,
+    /// The first [`BAD_REGIONS_KEPT`] bad regions, in array order.
+    pub bad_regions: Vec<BadRegion>,
+    /// Bad regions found beyond those listed.
+    pub bad_regions_omitted: u64,
+    /// Mismatched sectors made consistent (repair only).
+    pub repaired_sectors: u64,
+    /// Sectors that failed a read and were rebuilt and rewritten.
+    pub read_errors_corrected: u64,
+    /// Array sectors that could not be compared (too little readable).
+    pub unchecked_sectors: u64,
+}
+
+impl ScrubReport {
+    fn new(mode: ScrubMode) -> Self {
+        ScrubReport {
+            mode,
+            outcome: ScrubOutcome::Running,
+            checked_sectors: 0,
+            mismatched_sectors: 0,
+            bad_regions: Vec::new(),
+            bad_regions_omitted: 0,
+            repaired_sectors: 0,
+            read_errors_corrected: 0,
+            unchecked_sectors: 0,
+        }
+    }
+
+    fn add_region(&mut self, region: BadRegion) {
+        // Runs that continue the last one (the next compare unit, same verdict) grow it.
+        if let Some(last) = self.bad_regions.last_mut()
+            && last.stripe == region.stripe
+            && last.wrong == region.wrong
+            && last.member_sector + last.sectors == region.member_sector
+            && (region.stripe.is_some() || last.array_sector + last.sectors == region.array_sector)
+            && self.bad_regions_omitted == 0
+        {
+            last.sectors += region.sectors;
+            return;
+        }
+        if self.bad_regions.len() < BAD_REGIONS_KEPT {
+            self.bad_regions.push(region);
+        } else {
+            self.bad_regions_omitted += 1;
+        }
+    }
+}
+
+/// Why a scrub did not start.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ScrubError {
+    /// The level keeps no redundancy (RAID0, a one-member mirror).
+    NotRedundant,
+    /// Members are missing and what is left has no redundancy to compare.
+    Degraded { missing: usize },
+    /// Another background job runs.
+    Busy(JobKind),
+    /// An unclean shutdown was seen and its resync has not run: mismatches are expected.
+    ResyncPending,
+}
+
+impl fmt::Display for ScrubError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ScrubError::NotRedundant => f.write_str("the array has no redundancy to check"),
+            ScrubError::Degraded { missing } => write!(
+                f,
+                "the array is degraded ({missing} member(s) missing or failed) and has no \
+                 redundancy left to check against; rebuild it first"
+            ),
+            ScrubError::Busy(kind) => write!(f, "a {} is already running", kind.name()),
+            ScrubError::ResyncPending => {
+                f.write_str("a resync after an unclean shutdown has not run yet")
+            }
+        }
+    }
+}
+
+/// Scrub state kept in the array.
+pub(super) struct ScrubState {
+    report: RefCell<Option<ScrubReport>>,
+    cancel: Cell<bool>,
+    /// Held while a scrub walks the array: `stop_scrub` waits on it.
+    running: AsyncMutex<()>,
+}
+
+impl ScrubState {
+    pub(super) fn new() -> Self {
+        ScrubState {
+            report: RefCell::new(None),
+            cancel: Cell::new(false),
+            running: AsyncMutex::new(()),
+        }
+    }
+}
+
+/// One block write a repair makes: member, chunk offset, content.
+type CellWrite = (usize, u64, Vec<u8>);
+
+impl Array {
+    /// Scrubs the whole array, counting mismatches; returns the report when done.
+    pub async fn check(&self) -> Result<ScrubReport, ScrubError> {
+        self.scrub(ScrubMode::Check).await
+    }
+
+    /// Scrubs the whole array and makes every mismatch consistent; returns the report.
+    /// (`repair` alone is the engine's read-error repair of one extent.)
+    pub async fn repair_mismatches(&self) -> Result<ScrubReport, ScrubError> {
+        self.scrub(ScrubMode::Repair).await
+    }
+
+    /// Runs a whole scrub of either kind and returns its report.
+    pub async fn scrub(&self, mode: ScrubMode) -> Result<ScrubReport, ScrubError> {
+        self.begin_scrub(mode)?;
+        Ok(self.run_scrub(mode).await)
+    }
+
+    /// Starts a scrub as a background task on the array's executor and returns at once;
+    /// follow it with [`Array::job`] and [`Array::scrub_report`].
+    pub fn start_scrub(self: &Rc<Self>, mode: ScrubMode) -> Result<(), ScrubError> {
+        self.begin_scrub(mode)?;
+        let array = self.clone();
+        self.exec.spawn_detached(async move {
+            array.run_scrub(mode).await;
+        });
+        Ok(())
+    }
+
+    /// Asks a running scrub to stop after the region it is on. Returns whether one runs.
+    pub fn cancel_scrub(&self) -> bool {
+        let running = self.scrub_running();
+        if running {
+            self.scrub.cancel.set(true);
+        }
+        running
+    }
+
+    /// Cancels a running scrub and waits until it has let go of the array (before a stop:
+    /// no repair write may land after the array is marked clean).
+    pub async fn stop_scrub(&self) {
+        if self.cancel_scrub() {
+            let _ = self.scrub.running.lock().await;
+        }
+    }
+
+    /// The report of the running scrub, or else of the last one since assembly.
+    pub fn scrub_report(&self) -> Option<ScrubReport> {
+        self.scrub.report.borrow().clone()
+    }
+
+    /// Mismatched sectors found by the running or last scrub (md's `mismatch_cnt`).
+    pub fn mismatches(&self) -> u64 {
+        self.scrub
+            .report
+            .borrow()
+            .as_ref()
+            .map_or(0, |r| r.mismatched_sectors)
+    }
+
+    fn scrub_running(&self) -> bool {
+        self.scrub
+            .report
+            .borrow()
+            .as_ref()
+            .is_some_and(|r| r.outcome == ScrubOutcome::Running)
+    }
+
+    /// Whether what is alive still has redundancy: every block survives one more loss.
+    fn can_scrub(&self) -> Result<(), ScrubError> {
+        if !self.redundant {
+            return Err(ScrubError::NotRedundant);
+        }
+        let alive = self.alive();
+        let missing = alive.iter().filter(|&&a| !a).count();
+        let still_redundant = (0..alive.len()).filter(|&i| alive[i]).all(|extra| {
+            let mut fewer = alive.clone();
+            fewer[extra] = false;
+            self.layout.survives(&fewer)
+        });
+        if missing > 0 && !still_redundant {
+            return Err(ScrubError::Degraded { missing });
+        }
+        Ok(())
+    }
+
+    /// Validates and claims the job slot; the scrub itself runs in [`Self::run_scrub`].
+    fn begin_scrub(&self, mode: ScrubMode) -> Result<(), ScrubError> {
+        if let Some(job) = self.job.get() {
+            return Err(ScrubError::Busy(job.kind));
+        }
+        if self.needs_resync.get() {
+            return Err(ScrubError::ResyncPending);
+        }
+        self.can_scrub()?;
+        let now = self.exec.now_ns();
+        self.job.set(Some(JobProgress {
+            kind: mode.job_kind(),
+            done_sectors: 0,
+            total_sectors: self.layout.array_sectors(),
+            started_ns: now,
+            now_ns: now,
+        }));
+        self.scrub.cancel.set(false);
+        *self.scrub.report.borrow_mut() = Some(ScrubReport::new(mode));
+        Ok(())
+    }
+
+    fn note(&self, f: impl FnOnce(&mut ScrubReport)) {
+        if let Some(r) = self.scrub.report.borrow_mut().as_mut() {
+            f(r);
+        }
+    }
+
+    /// Walks the array for a scrub claimed by [`Self::begin_scrub`].
+    async fn run_scrub(&self, mode: ScrubMode) -> ScrubReport {
+        let _running = self.scrub.running.lock().await;
+        let total = self.layout.array_sectors();
+        log::info!("{}: {} started", self.name, mode.name());
+        let mut outcome = ScrubOutcome::Finished;
+        let mut sector = 0;
+        let mut stripe = 0;
+        while sector < total {
+            if self.scrub.cancel.get() {
+                outcome = ScrubOutcome::Cancelled;
+                break;
+            }
+            if self.can_scrub().is_err() {
+                outcome = ScrubOutcome::Aborted;
+                break;
+            }
+            match &self.layout {
+                ArrayLayout::Raid5(l) => {
+                    self.scrub_stripe(l, stripe, mode).await;
+                    stripe += 1;
+                    sector = (stripe * l.stripe_data_sectors()).min(total);
+                }
+                _ => {
+                    let len = MIRROR_REGION_SECTORS.min(total - sector);
+                    self.scrub_mirror_region(sector, len, mode).await;
+                    sector += len;
+                }
+            }
+            if let Some(mut j) = self.job.get() {
+                j.done_sectors = sector;
+                self.job.set(Some(j));
+            }
+        }
+        self.job.set(None);
+        self.note(|r| r.outcome = outcome);
+        let report = self.scrub_report().expect("a begun scrub has a report");
+        let level = if report.mismatched_sectors > 0 {
+            log::Level::Warn
+        } else {
+            log::Level::Info
+        };
+        log::log!(
+            level,
+            "{}: {} {:?}: {} sectors checked, {} mismatched, {} repaired, {} read errors corrected",
+            self.name,
+            mode.name(),
+            outcome,
+            report.checked_sectors,
+            report.mismatched_sectors,
+            report.repaired_sectors,
+            report.read_errors_corrected
+        );
+        report
+    }
+
+    async fn scrub_mirror_region(&self, sector: u64, sectors: u64, mode: ScrubMode) {
+        let _g = self.lock.lock(sector, sector + sectors).await;
+        for (s, ext) in self.extents(sector, sectors) {
+            self.scrub_extent(s, &ext, mode).await;
+        }
+    }
+
+    /// Compares every live copy of one extent with the first readable one.
+    async fn scrub_extent(&self, array_sector: u64, ext: &Extent, mode: ScrubMode) {
+        let copies: Vec<(Rc<Member>, u64)> = ext
+            .copies
+            .iter()
+            .filter_map(|c| self.member(c.disk_index).map(|m| (m.clone(), c.sector)))
+            .collect();
+        if copies.len() < 2 {
+            self.note(|r| r.unchecked_sectors += ext.sectors);
+            return;
+        }
+        let bytes = ext.sectors as usize * SECTOR_BYTES;
+        let reads: Vec<_> = copies
+            .iter()
+            .map(|(m, s)| async move { m.read_data(*s, vec![0u8; bytes]).await })
+            .collect();
+        let mut contents: Vec<Option<Vec<u8>>> = Vec::with_capacity(copies.len());
+        let mut unreadable: Vec<usize> = Vec::new();
+        for (i, r) in join_all(reads).await.into_iter().enumerate() {
+            match r {
+                Ok(d) => contents.push(Some(d)),
+                Err(e) => {
+                    let (m, s) = &copies[i];
+                    log::warn!(
+                        "{}: read error on {} at member sector {s}: {e}",
+                        self.name,
+                        m.name
+                    );
+                    if matches!(e, IoError::DeviceFailed) {
+                        self.fail_member_rc(m).await;
+                    } else {
+                        unreadable.push(i);
+                    }
+                    contents.push(None);
+                }
+            }
+        }
+        let Some(source) = contents.iter().position(Option::is_some) else {
+            self.note(|r| r.unchecked_sectors += ext.sectors);
+            return;
+        };
+        let good = Bytes::from(contents[source].take().expect("the source was read"));
+        for &i in &unreadable {
+            let (m, s) = &copies[i];
+            if m.state() == MemberState::Active {
+                self.rewrite(m, *s, ext.sectors, good.clone()).await;
+                self.note(|r| r.read_errors_corrected += ext.sectors);
+            }
+        }
+        let compared = contents.iter().filter(|c| c.is_some()).count();
+        if compared == 0 && unreadable.is_empty() {
+            // Only the source is left (the others failed now): nothing to compare with.
+            self.note(|r| r.unchecked_sectors += ext.sectors);
+            return;
+        }
+        self.note(|r| r.checked_sectors += ext.sectors);
+        // Per compare unit: which copies differ from the source.
+        let units = bytes.div_ceil(COMPARE_BYTES);
+        let mut writes: Vec<(usize, usize, usize)> = Vec::new(); // (copy, from, to) bytes
+        for u in 0..units {
+            let from = u * COMPARE_BYTES;
+            let to = (from + COMPARE_BYTES).min(bytes);
+            let mut differs = false;
+            for (i, c) in contents.iter().enumerate() {
+                let Some(c) = c else { continue };
+                if c[from..to] != good[from..to] {
+                    differs = true;
+                    match writes.last_mut() {
+                        Some(w) if w.0 == i && w.2 == from => w.2 = to,
+                        _ => writes.push((i, from, to)),
+                    }
+                }
+            }
+            if differs {
+                let sectors = ((to - from) / SECTOR_BYTES) as u64;
+                let off = (from / SECTOR_BYTES) as u64;
+                self.note(|r| {
+                    r.mismatched_sectors += sectors;
+                    r.add_region(BadRegion {
+                        stripe: None,
+                        array_sector: array_sector + off,
+                        member_sector: copies[0].1 + off,
+                        sectors,
+                        wrong: None,
+                    });
+                });
+            }
+        }
+        if mode == ScrubMode::Repair && !writes.is_empty() {
+            if self.mark_dirty().await.is_err() {
+                return;
+            }
+            // Units rewritten on several copies are counted once.
+            let mut fixed = vec![false; units];
+            let jobs: Vec<_> = writes
+                .iter()
+                .map(|&(i, from, to)| {
+                    let (m, s) = copies[i].clone();
+                    let data = good.slice(from..to);
+                    let at = s + (from / SECTOR_BYTES) as u64;
+                    async move { (m.clone(), m.write_data(at, data, false).await) }
+                })
+                .collect();
+            for ((m, r), &(_, from, to)) in join_all(jobs).await.into_iter().zip(&writes) {
+                match r {
+                    Ok(()) => {
+                        for f in &mut fixed[from / COMPARE_BYTES..to.div_ceil(COMPARE_BYTES)] {
+                            *f = true;
+                        }
+                    }
+                    Err(e) => {
+                        log::warn!("{}: repair write failed on {}: {e}", self.name, m.name);
+                        self.fail_member_rc(&m).await;
+                    }
+                }
+            }
+            let sectors: u64 = (0..units)
+                .filter(|&u| fixed[u])
+                .map(|u| ((COMPARE_BYTES.min(bytes - u * COMPARE_BYTES)) / SECTOR_BYTES) as u64)
+                .sum();
+            self.note(|r| r.repaired_sectors += sectors);
+        }
+    }
+
+    /// Reads one member's cell sector by sector after a read error, rebuilding and
+    /// rewriting the sectors that fail. `None` when a sector cannot be rebuilt.
+    async fn scrub_reread_cell(
+        &self,
+        l: &Raid5Layout,
+        stripe: u64,
+        disk: usize,
+    ) -> Option<Vec<u8>> {
+        let chunk = l.chunk_sectors();
+        let mut out = vec![0u8; chunk as usize * SECTOR_BYTES];
+        for off in 0..chunk {
+            let direct = match self.read_cells(l, stripe, off, 1, &[disk]).await.pop() {
+                Some((_, CellRead::Ok(data))) => Some(data),
+                _ => None,
+            };
+            let data = match direct {
+                Some(d) => d,
+                None => {
+                    let rebuilt = self.reconstruct_cell(l, stripe, off, 1, disk).await.ok()?;
+                    if let Some(m) = self.member(disk).cloned() {
+                        let at = l.member_sector(stripe, off);
+                        self.rewrite(&m, at, 1, Bytes::from(rebuilt.clone())).await;
+                        self.note(|r| r.read_errors_corrected += 1);
+                    }
+                    rebuilt
+                }
+            };
+            let at = off as usize * SECTOR_BYTES;
+            out[at..at + SECTOR_BYTES].copy_from_slice(&data);
+        }
+        Some(out)
+    }
+
+    /// Checks (and repairs) one parity stripe, holding it alone.
+    async fn scrub_stripe(&self, l: &Raid5Layout, stripe: u64, mode: ScrubMode) {
+        let _g = self.lock.lock(stripe, stripe + 1).await;
+        let n = l.disk_count();
+        let k = l.data_disks();
+        let chunk = l.chunk_sectors();
+        let sds = l.stripe_data_sectors();
+        let all: Vec<usize> = (0..n).collect();
+        let mut cells: Vec<Option<Vec<u8>>> = vec![None; n];
+        let mut errored = Vec::new();
+        for (d, r) in self.read_cells(l, stripe, 0, chunk, &all).await {
+            match r {
+                CellRead::Ok(data) => cells[d] = Some(data),
+                CellRead::Gone => {}
+                CellRead::Error => errored.push(d),
+            }
+        }
+        for d in errored {
+            cells[d] = self.scrub_reread_cell(l, stripe, d).await;
+            if cells[d].is_none() && self.member(d).is_some() {
+                // A sector neither readable nor rebuildable: comparing would blame parity
+                // for a lost block.
+                self.note(|r| r.unchecked_sectors += sds);
+                return;
+            }
+        }
+        let gone: Vec<usize> = (0..n).filter(|&d| cells[d].is_none()).collect();
+        let p_disk = l.parity_disk(stripe);
+        let q_disk = l.q_disk(stripe);
+        let data_disks: Vec<usize> = (0..k).map(|i| l.data_disk(stripe, i)).collect();
+        let slots: Vec<u8> = match q_disk {
+            Some(_) => data_disks
+                .iter()
+                .map(|&d| {
+                    l.syndrome_slot(stripe, d)
+                        .expect("a data member has a syndrome slot")
+                })
+                .collect(),
+            None => Vec::new(),
+        };
+        let engine = self.parity.get();
+        let bytes = chunk as usize * SECTOR_BYTES;
+        match gone.as_slice() {
+            [] => {}
+            [g] if q_disk.is_some() && *g != p_disk && Some(*g) != q_disk => {
+                // A data member is missing: rebuild it from P, then Q is what can be checked.
+                let others: Vec<&[u8]> = (0..n)
+                    .filter(|&d| d != *g && Some(d) != q_disk)
+                    .map(|d| cells[d].as_deref().expect("every other cell was read"))
+                    .collect();
+                let mut rebuilt = vec![0u8; bytes];
+                engine.xor(&others, &mut rebuilt);
+                cells[*g] = Some(rebuilt);
+            }
+            [_] if q_disk.is_some() => {}
+            _ => {
+                self.note(|r| r.unchecked_sectors += sds);
+                return;
+            }
+        }
+        let missing = gone.first().copied();
+        let data: Vec<&[u8]> = data_disks
+            .iter()
+            .map(|&d| cells[d].as_deref().expect("data present or rebuilt"))
+            .collect();
+        let mut p = vec![0u8; bytes];
+        let mut q = vec![0u8; if q_disk.is_some() { bytes } else { 0 }];
+        if q_disk.is_some() {
+            engine.pq_gen(&data, &slots, &mut p, &mut q);
+        } else {
+            engine.xor(&data, &mut p);
+        }
+        // Which parities can be compared: those present and not used to rebuild a member.
+        let check_p = missing.is_none() || missing == q_disk;
+        let check_q = q_disk.is_some() && (missing.is_none() || missing != q_disk);
+        let stored = |d: Option<usize>| d.and_then(|d| cells[d].as_deref());
+        let stored_p = stored(Some(p_disk)).filter(|_| check_p);
+        let stored_q = stored(q_disk).filter(|_| check_q);
+        let zero = [0u8; COMPARE_BYTES];
+        let mut writes: Vec<CellWrite> = Vec::new();
+        let mut repaired = 0u64;
+        self.note(|r| r.checked_sectors += sds);
+        for u in 0..bytes / COMPARE_BYTES {
+            let range = u * COMPARE_BYTES..(u + 1) * COMPARE_BYTES;
+            let delta = |stored: Option<&[u8]>, fresh: &[u8]| -> Vec<u8> {
+                match stored {
+                    Some(s) => s[range.clone()]
+                        .iter()
+                        .zip(&fresh[range.clone()])
+                        .map(|(a, b)| a ^ b)
+                        .collect(),
+                    None => zero.to_vec(),
+                }
+            };
+            let dp = delta(stored_p, &p);
+            let dq = if q_disk.is_some() {
+                delta(stored_q, &q)
+            } else {
+                zero.to_vec()
+            };
+            let culprit = if q_disk.is_some() && missing.is_none() {
+                locate(&dp, &dq, &slots)
+            } else if dp.iter().chain(&dq).any(|&b| b != 0) {
+                Culprit::Unknown
+            } else {
+                Culprit::Consistent
+            };
+            let wrong_disk = match culprit {
+                Culprit::Consistent => continue,
+                Culprit::P if q_disk.is_some() => Some((p_disk, BlockKind::P, None)),
+                Culprit::Q => q_disk.map(|d| (d, BlockKind::Q, None)),
+                Culprit::Data(i) => Some((data_disks[i], BlockKind::Data, Some(slots[i]))),
+                Culprit::P | Culprit::Unknown => None,
+            };
+            let offset = (u as u64) * COMPARE_SECTORS;
+            let wrong = wrong_disk.map(|(d, block, syndrome_slot)| WrongMember {
+                slot: d,
+                name: self.slots[d]
+                    .as_ref()
+                    .map(|m| m.name.clone())
+                    .unwrap_or_default(),
+                block,
+                syndrome_slot,
+            });
+            self.note(|r| {
+                r.mismatched_sectors += COMPARE_SECTORS;
+                r.add_region(BadRegion {
+                    stripe: Some(stripe),
+                    array_sector: stripe * sds,
+                    member_sector: l.member_sector(stripe, offset),
+                    sectors: COMPARE_SECTORS,
+                    wrong,
+                });
+            });
+            if mode != ScrubMode::Repair {
+                continue;
+            }
+            repaired += COMPARE_SECTORS;
+            let mut push = |d: usize, content: Vec<u8>| match writes.last_mut() {
+                Some(w) if w.0 == d && w.1 + (w.2.len() / SECTOR_BYTES) as u64 == offset => {
+                    w.2.extend_from_slice(&content);
+                }
+                _ => writes.push((d, offset, content)),
+            };
+            match culprit {
+                Culprit::Data(i) => {
+                    let d = data_disks[i];
+                    let fixed: Vec<u8> = cells[d].as_deref().expect("data read")[range.clone()]
+                        .iter()
+                        .zip(&dp)
+                        .map(|(a, b)| a ^ b)
+                        .collect();
+                    push(d, fixed);
+                }
+                Culprit::Q => {
+                    if let Some(qd) = q_disk {
+                        push(qd, q[range.clone()].to_vec());
+                    }
+                }
+                _ => {
+                    // P alone, or md's regeneration when the culprit is unknown: every
+                    // parity that was compared is rewritten from the data.
+                    if check_p {
+                        push(p_disk, p[range.clone()].to_vec());
+                    }
+                    if let (true, Some(qd)) = (check_q, q_disk) {
+                        push(qd, q[range.clone()].to_vec());
+                    }
+                }
+            }
+        }
+        if writes.is_empty() {
+            return;
+        }
+        // Runs per member were built in unit order; P and Q runs interleave, so merge again.
+        writes.sort_by_key(|w| (w.0, w.1));
+        let mut merged: Vec<CellWrite> = Vec::new();
+        for w in writes {
+            match merged.last_mut() {
+                Some(m) if m.0 == w.0 && m.1 + (m.2.len() / SECTOR_BYTES) as u64 == w.1 => {
+                    m.2.extend_from_slice(&w.2);
+                }
+                _ => merged.push(w),
+            }
+        }
+        if self.mark_dirty().await.is_err() {
+            return;
+        }
+        let jobs: Vec<_> = merged
+            .into_iter()
+            .filter_map(|(d, offset, content)| {
+                self.member(d).cloned().map(|m| async move {
+                    let at = l.member_sector(stripe, offset);
+                    (
+                        m.clone(),
+                        m.write_data(at, Bytes::from(content), false).await,
+                    )
+                })
+            })
+            .collect();
+        let mut all_written = true;
+        for (m, r) in join_all(jobs).await {
+            if let Err(e) = r {
+                log::warn!("{}: repair write failed on {}: {e}", self.name, m.name);
+                self.fail_member_rc(&m).await;
+                all_written = false;
+            }
+        }
+        if all_written {
+            self.note(|r| r.repaired_sectors += repaired);
+        }
+    }
+}
