@@ -9,6 +9,7 @@ use alloc::vec::Vec;
 
 use serde::{Deserialize, Serialize};
 
+use crate::array::scrub::ScrubReport;
 use crate::array::{Array, ArrayCounters, MemberCounters, MemberState};
 use crate::block::{BlockDevice, SECTOR_BYTES};
 use crate::layout::ArrayLayout;
@@ -20,6 +21,15 @@ pub const OP_STATUS: u16 = 0x0001;
 pub const OP_DETAIL: u16 = 0x0002;
 /// Stop an array: flush, mark clean, stop serving it. Request: [`NameRequest`].
 pub const OP_STOP: u16 = 0x0003;
+/// Start a scrub that counts mismatches (md's `check`); answers at once with the new
+/// [`ScrubReport`]. Request: [`NameRequest`].
+pub const OP_CHECK: u16 = 0x0020;
+/// Start a scrub that also fixes them (md's `repair`); as [`OP_CHECK`].
+pub const OP_REPAIR: u16 = 0x0021;
+/// The running or last scrub's [`ScrubReport`] (JSON `null` if none). Request: [`NameRequest`].
+pub const OP_SCRUB_REPORT: u16 = 0x0022;
+/// Cancel a running scrub; answers with its report as it stands. Request: [`NameRequest`].
+pub const OP_SCRUB_CANCEL: u16 = 0x0023;
 
 /// A request naming one array.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -98,6 +108,9 @@ pub struct ArrayDetail {
     #[serde(flatten)]
     pub counters: ArrayCounters,
     pub member_details: Vec<MemberDetail>,
+    /// The running or last scrub (check/repair) since the array started.
+    #[serde(default)]
+    pub scrub: Option<ScrubReport>,
 }
 
 fn layout_name(layout: &ArrayLayout, md_layout: u32) -> String {
@@ -157,7 +170,7 @@ pub fn array_status(device_id: u32, array: &Array) -> ArrayStatus {
             rate_bytes_per_s: j.rate_bytes_per_s(),
             eta_s: j.eta_s(),
         }),
-        mismatches: 0,
+        mismatches: array.mismatches(),
         uuid: sb
             .as_ref()
             .map(|s| format_uuid(&s.array_uuid).to_string())
@@ -221,5 +234,6 @@ pub fn array_detail(device_id: u32, array: &Array) -> ArrayDetail {
         },
         counters,
         member_details,
+        scrub: array.scrub_report(),
     }
 }

@@ -641,6 +641,12 @@ impl Array {
         self.note(|r| r.checked_sectors += sds);
         for u in 0..bytes / COMPARE_BYTES {
             let range = u * COMPARE_BYTES..(u + 1) * COMPARE_BYTES;
+            let same = |stored: Option<&[u8]>, fresh: &[u8]| {
+                stored.is_none_or(|s| s[range.clone()] == fresh[range.clone()])
+            };
+            if same(stored_p, &p) && (q_disk.is_none() || same(stored_q, &q)) {
+                continue;
+            }
             let delta = |stored: Option<&[u8]>, fresh: &[u8]| -> Vec<u8> {
                 match stored {
                     Some(s) => s[range.clone()]

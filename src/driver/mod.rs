@@ -18,6 +18,7 @@ use orion_driver::{
 };
 
 use crate::array::assemble::{ASSEMBLY_OPTIONS, assemble, read_superblock};
+use crate::array::scrub::{ScrubError, ScrubMode};
 use crate::array::{Array, MemberState};
 use crate::block::{BlockDevice, Bytes, IoError, SECTOR_BYTES};
 use crate::executor::Executor;
@@ -367,6 +368,8 @@ impl RaidDriver {
                     let disks = self.disks.clone();
                     let outbox = self.outbox.clone();
                     self.exec.spawn_detached(async move {
+                        // No repair write may land after the array is marked clean.
+                        array.stop_scrub().await;
                         let result = array.mark_clean().await;
                         arrays.borrow_mut().arrays.remove(&id);
                         for entry in disks.borrow_mut().disks.values_mut() {
@@ -383,6 +386,38 @@ impl RaidDriver {
                     None
                 }
             },
+            manage::OP_CHECK | manage::OP_REPAIR => {
+                Some(respond(named(&request.payload).and_then(|(_, a)| {
+                    let mode = if opcode == manage::OP_CHECK {
+                        ScrubMode::Check
+                    } else {
+                        ScrubMode::Repair
+                    };
+                    a.start_scrub(mode).map_err(|e| {
+                        let status = match e {
+                            ScrubError::Busy(_) | ScrubError::ResyncPending => DriverError::Busy,
+                            ScrubError::NotRedundant | ScrubError::Degraded { .. } => {
+                                DriverError::Unsupported
+                            }
+                        };
+                        (status, alloc::format!("{}: {e}", a.name()))
+                    })?;
+                    Ok(to_json(&a.scrub_report()))
+                })))
+            }
+            manage::OP_SCRUB_REPORT => Some(respond(
+                named(&request.payload).map(|(_, a)| to_json(&a.scrub_report())),
+            )),
+            manage::OP_SCRUB_CANCEL => Some(respond(named(&request.payload).and_then(|(_, a)| {
+                if a.cancel_scrub() {
+                    Ok(to_json(&a.scrub_report()))
+                } else {
+                    Err((
+                        DriverError::NotFound,
+                        alloc::format!("{}: no check or repair is running", a.name()),
+                    ))
+                }
+            }))),
             _ => Some(respond(Err((
                 DriverError::Protocol(orion_driver::ProtocolError::UnknownOpcode),
                 alloc::format!("unknown management opcode {opcode:#06x}"),
@@ -402,6 +437,7 @@ impl RaidDriver {
         self.exec.spawn_detached(async move {
             let mut result = Ok(());
             for array in arrays {
+                array.stop_scrub().await;
                 if let Err(e) = array.mark_clean().await {
                     log::error!("{}: not marked clean: {e}", array.name());
                     result = Err(DriverError::Io);

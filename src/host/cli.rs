@@ -7,6 +7,7 @@ use std::rc::Rc;
 use clap::{Args, Parser, Subcommand};
 
 use crate::array::assemble::{CreateOptions, create, parse_layout};
+use crate::array::scrub::{ScrubMode, ScrubOutcome, ScrubReport};
 use crate::block::BlockDevice;
 use crate::host::control::{self, ControlError};
 use crate::host::runtime::HostRuntime;
@@ -46,6 +47,10 @@ pub enum Command {
     Detail(NameArgs),
     /// Stop serving an array: flush it and mark it clean.
     Stop(NameArgs),
+    /// Scrub an array: compare every block's redundancy and count mismatches (md's check).
+    Check(ScrubArgs),
+    /// Scrub an array and make every mismatch consistent again (md's repair).
+    Repair(ScrubArgs),
     /// Measure speed: `raid bench parity [--json]`.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -126,6 +131,24 @@ pub struct NameArgs {
     /// Array name.
     pub name: String,
     /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Control socket of the running server.
+    #[arg(long, default_value = DEFAULT_CONTROL)]
+    pub control: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct ScrubArgs {
+    /// Array name.
+    pub name: String,
+    /// Wait until the scrub ends and print its report.
+    #[arg(long)]
+    pub wait: bool,
+    /// Cancel the running scrub instead of starting one.
+    #[arg(long, conflicts_with = "wait")]
+    pub cancel: bool,
+    /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
     /// Control socket of the running server.
@@ -221,6 +244,8 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Status(args) => cmd_status(args),
         Command::Detail(args) => cmd_detail(args),
         Command::Stop(args) => cmd_stop(args),
+        Command::Check(args) => cmd_scrub(args, ScrubMode::Check),
+        Command::Repair(args) => cmd_scrub(args, ScrubMode::Repair),
         Command::Bench(BenchCommand::Parity {
             json,
             no_memory_bound,
@@ -704,6 +729,9 @@ pub fn render_status(report: &manage::StatusReport) -> String {
                 job.rate_bytes_per_s / 1024
             );
         }
+        if a.mismatches > 0 {
+            let _ = writeln!(s, "      mismatch_cnt {} (see raid detail)", a.mismatches);
+        }
         if a.needs_resync {
             let _ = writeln!(s, "      (unclean shutdown: resync pending)");
         }
@@ -766,6 +794,19 @@ fn cmd_detail(args: NameArgs) -> Result<(), CliError> {
             d.counters.errors
         ),
     );
+    if let Some(scrub) = &d.scrub {
+        line(
+            "Last Scrub",
+            format!(
+                "{} {:?}: {} mismatched sectors, {} repaired",
+                scrub.mode.name(),
+                scrub.outcome,
+                scrub.mismatched_sectors,
+                scrub.repaired_sectors
+            )
+            .to_lowercase(),
+        );
+    }
     let _ = writeln!(
         s,
         "\n    Number   State     Reads  Writes  Errors  Corrected  Device"
@@ -789,6 +830,10 @@ fn cmd_detail(args: NameArgs) -> Result<(), CliError> {
             m.role, m.state, r, w, e, c, m.path
         );
     }
+    if let Some(scrub) = &d.scrub {
+        // The bad regions after the member table, as `raid check --wait` prints them.
+        let _ = write!(s, "\n{}", render_scrub_report(&d.status.name, scrub));
+    }
     print!("{s}");
     Ok(())
 }
@@ -798,6 +843,106 @@ fn cmd_stop(args: NameArgs) -> Result<(), CliError> {
         .map_err(control_error)?;
     println!("raid: stopped {}", args.name);
     Ok(())
+}
+
+fn cmd_scrub(args: ScrubArgs, mode: ScrubMode) -> Result<(), CliError> {
+    let name = name_payload(&args.name);
+    if args.cancel {
+        let payload =
+            control::call(&args.control, manage::OP_SCRUB_CANCEL, name).map_err(control_error)?;
+        if args.json {
+            println!("{}", String::from_utf8_lossy(&payload));
+        } else {
+            println!("raid: cancelling the scrub of {}", args.name);
+        }
+        return Ok(());
+    }
+    let opcode = match mode {
+        ScrubMode::Check => manage::OP_CHECK,
+        ScrubMode::Repair => manage::OP_REPAIR,
+    };
+    control::call(&args.control, opcode, name.clone()).map_err(control_error)?;
+    if !args.wait {
+        if !args.json {
+            println!(
+                "raid: {} of {} started (follow it with raid status)",
+                mode.name(),
+                args.name
+            );
+        }
+        return Ok(());
+    }
+    loop {
+        let payload = control::call(&args.control, manage::OP_SCRUB_REPORT, name.clone())
+            .map_err(control_error)?;
+        let report: Option<ScrubReport> = decode_json(&payload)?;
+        let Some(report) = report else {
+            return Err(CliError::failed("the server has no scrub report"));
+        };
+        if report.outcome != ScrubOutcome::Running {
+            if args.json {
+                println!("{}", String::from_utf8_lossy(&payload));
+            } else {
+                print!("{}", render_scrub_report(&args.name, &report));
+            }
+            return Ok(());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// A scrub report as text: totals, then one line per bad region.
+pub fn render_scrub_report(name: &str, r: &ScrubReport) -> String {
+    let mut s = String::new();
+    let outcome = match r.outcome {
+        ScrubOutcome::Running => "running",
+        ScrubOutcome::Finished => "finished",
+        ScrubOutcome::Cancelled => "cancelled",
+        ScrubOutcome::Aborted => "aborted (redundancy lost)",
+    };
+    let _ = writeln!(s, "{} of {name}: {outcome}", r.mode.name());
+    let _ = writeln!(
+        s,
+        "  checked {} sectors, mismatches {} sectors, repaired {} sectors, read errors corrected {} sectors{}",
+        r.checked_sectors,
+        r.mismatched_sectors,
+        r.repaired_sectors,
+        r.read_errors_corrected,
+        if r.unchecked_sectors > 0 {
+            format!(", {} sectors not checkable", r.unchecked_sectors)
+        } else {
+            String::new()
+        }
+    );
+    for b in &r.bad_regions {
+        let place = match b.stripe {
+            Some(stripe) => format!("stripe {stripe}"),
+            None => format!("array sector {}", b.array_sector),
+        };
+        let wrong = match &b.wrong {
+            Some(w) => {
+                let block = match w.block {
+                    crate::array::scrub::BlockKind::Data => match w.syndrome_slot {
+                        Some(z) => format!("data (syndrome slot {z})"),
+                        None => "data".into(),
+                    },
+                    crate::array::scrub::BlockKind::P => "P".into(),
+                    crate::array::scrub::BlockKind::Q => "Q".into(),
+                };
+                format!(": wrong member {} [{}] holds {block}", w.name, w.slot)
+            }
+            None => String::new(),
+        };
+        let _ = writeln!(
+            s,
+            "  mismatch: {place}, member sectors {}+{}{wrong}",
+            b.member_sector, b.sectors
+        );
+    }
+    if r.bad_regions_omitted > 0 {
+        let _ = writeln!(s, "  ... and {} more bad regions", r.bad_regions_omitted);
+    }
+    s
 }
 
 fn checked_chunk_sectors(chunk: u64) -> Result<u32, CliError> {

@@ -346,6 +346,7 @@ pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
                     clean_done = Some(engine.rt.exec.spawn(async move {
                         let mut ok = true;
                         for a in arrays {
+                            a.stop_scrub().await;
                             if let Err(e) = a.mark_clean().await {
                                 log::error!("{}: {e}", a.name());
                                 ok = false;
