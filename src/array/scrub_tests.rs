@@ -34,6 +34,16 @@ struct Rig {
 }
 
 fn rig(level: Level, layout: Option<&str>, count: usize, latency: bool) -> Rig {
+    rig_sized(level, layout, count, latency, MEMBER_SECTORS)
+}
+
+fn rig_sized(
+    level: Level,
+    layout: Option<&str>,
+    count: usize,
+    latency: bool,
+    member_sectors: u64,
+) -> Rig {
     let FaultyArray {
         exec,
         mem,
@@ -42,7 +52,7 @@ fn rig(level: Level, layout: Option<&str>, count: usize, latency: bool) -> Rig {
     } = faulty_array(
         options(level, layout, CHUNK_SECTORS, "s"),
         count,
-        MEMBER_SECTORS,
+        member_sectors,
         latency,
     );
     let data_offset = array.superblock().unwrap().data_offset_sectors;
@@ -439,19 +449,22 @@ fn concurrent_writes_during_a_check_are_never_mismatches() {
         (Level::Raid10, Some("f2"), 4),
     ] {
         let what = format!("{level} seed {SEED:#x}");
-        let mut r = rig(level, layout, count, true);
-        let span = 1024u64;
+        // Mirrors are scrubbed 1 MiB at a time: give them several such regions.
+        let mut r = rig_sized(level, layout, count, true, 6 * 2048);
+        let span = r.array.layout().array_sectors();
         r.fill(span, SEED);
         let reference = Rc::new(core::cell::RefCell::new(r.written.clone()));
         let array = r.array.clone();
         let check = r.exec.spawn(async move { array.check().await });
+        let during = Rc::new(core::cell::Cell::new(0u32));
         let mut writers = Vec::new();
         for w in 0..4u64 {
             let array = r.array.clone();
             let reference = reference.clone();
+            let during = during.clone();
             writers.push(r.exec.spawn(async move {
                 let mut rng = SplitMix64::new(SEED ^ w);
-                for _ in 0..40 {
+                for _ in 0..60 {
                     let sectors = 1 + rng.below(40);
                     let sector = rng.below(span - sectors);
                     let mut data = vec![0u8; sectors as usize * SECTOR_BYTES];
@@ -465,12 +478,19 @@ fn concurrent_writes_during_a_check_are_never_mismatches() {
                         .unwrap();
                     let at = sector as usize * SECTOR_BYTES;
                     reference.borrow_mut()[at..at + data.len()].copy_from_slice(&data);
+                    if array.job().is_some() {
+                        during.set(during.get() + 1);
+                    }
                 }
             }));
         }
         r.exec.run_until_idle();
         let report = check.try_take().expect("check done").expect("check ran");
         assert_clean(&report, &what);
+        assert!(
+            during.get() > 10,
+            "{what}: the writes did not overlap the check"
+        );
         for w in writers {
             w.try_take().expect("writer done");
         }
@@ -480,4 +500,29 @@ fn concurrent_writes_during_a_check_are_never_mismatches() {
         r.verify(&what);
         assert_clean(&r.scrub(ScrubMode::Check), &what);
     }
+}
+
+/// The report's JSON names are what `raid check --json` scripts read.
+#[test]
+fn report_json_field_names() {
+    let mut r = rig(Level::Raid6, None, 4, false);
+    let l = r.parity_layout();
+    r.fill(l.stripe_data_sectors() * 2, 1);
+    let q = l.q_disk(1).unwrap();
+    r.corrupt(q, l.member_sector(1, 0), 1);
+    let report = r.scrub(ScrubMode::Check);
+    let json = serde_json::to_string(&report).unwrap();
+    for needle in [
+        "\"mode\":\"check\"",
+        "\"outcome\":\"finished\"",
+        "\"mismatched_sectors\":8",
+        "\"block\":\"q\"",
+        &format!("\"slot\":{q}"),
+        &format!("\"name\":\"d{q}\""),
+        "\"stripe\":1",
+    ] {
+        assert!(json.contains(needle), "{needle} missing in {json}");
+    }
+    let back: ScrubReport = serde_json::from_str(&json).unwrap();
+    assert_eq!(back, report);
 }

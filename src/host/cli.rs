@@ -1016,6 +1016,54 @@ mod tests {
     }
 
     #[test]
+    fn scrub_report_text_names_the_member() {
+        use crate::array::scrub::{BadRegion, BlockKind, WrongMember};
+        let report = ScrubReport {
+            mode: ScrubMode::Check,
+            outcome: ScrubOutcome::Finished,
+            checked_sectors: 1000,
+            mismatched_sectors: 16,
+            bad_regions: vec![
+                BadRegion {
+                    stripe: Some(3),
+                    array_sector: 384,
+                    member_sector: 384,
+                    sectors: 8,
+                    wrong: Some(WrongMember {
+                        slot: 2,
+                        name: "m2.img".into(),
+                        block: BlockKind::Data,
+                        syndrome_slot: Some(1),
+                    }),
+                },
+                BadRegion {
+                    stripe: None,
+                    array_sector: 40,
+                    member_sector: 40,
+                    sectors: 8,
+                    wrong: None,
+                },
+            ],
+            bad_regions_omitted: 2,
+            repaired_sectors: 0,
+            read_errors_corrected: 0,
+            unchecked_sectors: 0,
+        };
+        let text = render_scrub_report("r6", &report);
+        assert!(text.starts_with("check of r6: finished\n"), "{text}");
+        assert!(text.contains("mismatches 16 sectors"), "{text}");
+        assert!(
+            text.contains("stripe 3, member sectors 384+8: wrong member m2.img [2] holds data (syndrome slot 1)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("array sector 40, member sectors 40+8\n"),
+            "{text}"
+        );
+        assert!(text.contains("2 more bad regions"), "{text}");
+    }
+
+    #[test]
     fn time_formatting() {
         assert_eq!(format_time(0), "1970-01-01 00:00:00 UTC");
         assert_eq!(format_time(1_700_000_000), "2023-11-14 22:13:20 UTC");
