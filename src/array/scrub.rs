@@ -38,6 +38,9 @@ pub const COMPARE_SECTORS: u64 = 8;
 pub const BAD_REGIONS_KEPT: usize = 64;
 /// Array sectors of a mirror scrubbed under one lock (1 MiB).
 const MIRROR_REGION_SECTORS: u64 = 2048;
+/// Parity stripes scrubbed at once, each under its own lock: keeps every member busy while
+/// a stripe is being compared, with buffers for a few stripes only.
+const STRIPES_IN_FLIGHT: u64 = 4;
 
 const COMPARE_BYTES: usize = COMPARE_SECTORS as usize * SECTOR_BYTES;
 
@@ -152,21 +155,29 @@ impl ScrubReport {
         }
     }
 
+    /// Adds a region, keeping the list the first [`BAD_REGIONS_KEPT`] in array order
+    /// (stripes are scrubbed a few at a time, so regions may arrive out of order).
     fn add_region(&mut self, region: BadRegion) {
-        // Runs that continue the last one (the next compare unit, same verdict) grow it.
-        if let Some(last) = self.bad_regions.last_mut()
-            && last.stripe == region.stripe
-            && last.wrong == region.wrong
-            && last.member_sector + last.sectors == region.member_sector
-            && (region.stripe.is_some() || last.array_sector + last.sectors == region.array_sector)
-            && self.bad_regions_omitted == 0
+        let key = |r: &BadRegion| (r.array_sector, r.member_sector);
+        let at = self.bad_regions.partition_point(|r| key(r) <= key(&region));
+        // A run that continues the one before it (the next compare unit, same verdict)
+        // grows it.
+        if let Some(prev) = at.checked_sub(1).map(|i| &mut self.bad_regions[i])
+            && prev.stripe == region.stripe
+            && prev.wrong == region.wrong
+            && prev.member_sector + prev.sectors == region.member_sector
+            && (region.stripe.is_some() || prev.array_sector + prev.sectors == region.array_sector)
         {
-            last.sectors += region.sectors;
+            prev.sectors += region.sectors;
             return;
         }
-        if self.bad_regions.len() < BAD_REGIONS_KEPT {
-            self.bad_regions.push(region);
-        } else {
+        if at >= BAD_REGIONS_KEPT {
+            self.bad_regions_omitted += 1;
+            return;
+        }
+        self.bad_regions.insert(at, region);
+        if self.bad_regions.len() > BAD_REGIONS_KEPT {
+            self.bad_regions.pop();
             self.bad_regions_omitted += 1;
         }
     }
@@ -356,9 +367,19 @@ impl Array {
             }
             match &self.layout {
                 ArrayLayout::Raid5(l) => {
-                    self.scrub_stripe(l, stripe, mode).await;
-                    stripe += 1;
-                    sector = (stripe * l.stripe_data_sectors()).min(total);
+                    let end = (stripe + STRIPES_IN_FLIGHT).min(l.stripe_count());
+                    join_all(
+                        (stripe..end)
+                            .map(|s| self.scrub_stripe(l, s, mode))
+                            .collect(),
+                    )
+                    .await;
+                    stripe = end;
+                    sector = if end == l.stripe_count() {
+                        total
+                    } else {
+                        (stripe * l.stripe_data_sectors()).min(total)
+                    };
                 }
                 _ => {
                     let len = MIRROR_REGION_SECTORS.min(total - sector);
@@ -395,9 +416,14 @@ impl Array {
 
     async fn scrub_mirror_region(&self, sector: u64, sectors: u64, mode: ScrubMode) {
         let _g = self.lock.lock(sector, sector + sectors).await;
-        for (s, ext) in self.extents(sector, sectors) {
-            self.scrub_extent(s, &ext, mode).await;
-        }
+        let extents = self.extents(sector, sectors);
+        join_all(
+            extents
+                .iter()
+                .map(|(s, ext)| self.scrub_extent(*s, ext, mode))
+                .collect(),
+        )
+        .await;
     }
 
     /// Compares every live copy of one extent with the first readable one.

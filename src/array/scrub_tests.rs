@@ -526,3 +526,26 @@ fn report_json_field_names() {
     let back: ScrubReport = serde_json::from_str(&json).unwrap();
     assert_eq!(back, report);
 }
+
+/// Past the bound, the report keeps the first regions in array order and counts the rest,
+/// although stripes are scrubbed a few at a time.
+#[test]
+fn bad_region_list_is_bounded_and_in_order() {
+    use super::scrub::BAD_REGIONS_KEPT;
+    let r = rig(Level::Raid5, None, 4, true);
+    let l = r.parity_layout();
+    let corrupted = BAD_REGIONS_KEPT as u64 + 16;
+    assert!(corrupted <= l.stripe_count());
+    for stripe in 0..corrupted {
+        r.corrupt(l.parity_disk(stripe), l.member_sector(stripe, 0), 1);
+    }
+    let check = r.scrub(ScrubMode::Check);
+    assert_eq!(check.mismatched_sectors, corrupted * 8);
+    assert_eq!(check.bad_regions_omitted, 16);
+    let stripes: Vec<u64> = check
+        .bad_regions
+        .iter()
+        .map(|b| b.stripe.unwrap())
+        .collect();
+    assert_eq!(stripes, (0..BAD_REGIONS_KEPT as u64).collect::<Vec<_>>());
+}
