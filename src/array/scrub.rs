@@ -234,6 +234,40 @@ impl ScrubState {
 /// One block write a repair makes: member, chunk offset, content.
 type CellWrite = (usize, u64, Vec<u8>);
 
+/// Chunk buffers reused from stripe to stripe: a fresh multi-page allocation per cell costs
+/// more (page faults, zeroing) than the compare itself.
+struct Pool {
+    bufs: RefCell<Vec<Vec<u8>>>,
+    keep: usize,
+}
+
+impl Pool {
+    fn new(keep: usize) -> Self {
+        Pool {
+            bufs: RefCell::new(Vec::new()),
+            keep,
+        }
+    }
+
+    /// A buffer of `len` bytes, of any content.
+    fn take(&self, len: usize) -> Vec<u8> {
+        match self.bufs.borrow_mut().pop() {
+            Some(mut b) => {
+                b.resize(len, 0);
+                b
+            }
+            None => vec![0u8; len],
+        }
+    }
+
+    fn give(&self, buf: Vec<u8>) {
+        let mut bufs = self.bufs.borrow_mut();
+        if buf.capacity() > 0 && bufs.len() < self.keep {
+            bufs.push(buf);
+        }
+    }
+}
+
 impl Array {
     /// Scrubs the whole array, counting mismatches; returns the report when done.
     pub async fn check(&self) -> Result<ScrubReport, ScrubError> {
@@ -354,6 +388,7 @@ impl Array {
         let total = self.layout.array_sectors();
         log::info!("{}: {} started", self.name, mode.name());
         let mut outcome = ScrubOutcome::Finished;
+        let pool = Pool::new(STRIPES_IN_FLIGHT as usize * (self.layout.disk_count() + 2));
         let mut sector = 0;
         let mut stripe = 0;
         while sector < total {
@@ -370,7 +405,7 @@ impl Array {
                     let end = (stripe + STRIPES_IN_FLIGHT).min(l.stripe_count());
                     join_all(
                         (stripe..end)
-                            .map(|s| self.scrub_stripe(l, s, mode))
+                            .map(|s| self.scrub_stripe(l, s, mode, &pool))
                             .collect(),
                     )
                     .await;
@@ -583,21 +618,73 @@ impl Array {
         Some(out)
     }
 
-    /// Checks (and repairs) one parity stripe, holding it alone.
-    async fn scrub_stripe(&self, l: &Raid5Layout, stripe: u64, mode: ScrubMode) {
+    /// Checks (and repairs) one parity stripe, holding it alone, in buffers from `pool`.
+    async fn scrub_stripe(&self, l: &Raid5Layout, stripe: u64, mode: ScrubMode, pool: &Pool) {
+        let bytes = l.chunk_sectors() as usize * SECTOR_BYTES;
+        let mut cells: Vec<Option<Vec<u8>>> = (0..l.disk_count())
+            .map(|_| Some(pool.take(bytes)))
+            .collect();
+        let mut p = pool.take(bytes);
+        let mut q = pool.take(if l.q_disk(stripe).is_some() { bytes } else { 0 });
+        self.scrub_stripe_in(l, stripe, mode, &mut cells, &mut p, &mut q)
+            .await;
+        for buf in cells.into_iter().flatten().chain([p, q]) {
+            pool.give(buf);
+        }
+    }
+
+    /// [`Self::scrub_stripe`] with its buffers: `cells` (one per member) are read into,
+    /// `p` and `q` receive the recomputed parity.
+    async fn scrub_stripe_in(
+        &self,
+        l: &Raid5Layout,
+        stripe: u64,
+        mode: ScrubMode,
+        cells: &mut [Option<Vec<u8>>],
+        p: &mut [u8],
+        q: &mut [u8],
+    ) {
         let _g = self.lock.lock(stripe, stripe + 1).await;
         let n = l.disk_count();
         let k = l.data_disks();
-        let chunk = l.chunk_sectors();
         let sds = l.stripe_data_sectors();
-        let all: Vec<usize> = (0..n).collect();
-        let mut cells: Vec<Option<Vec<u8>>> = vec![None; n];
+        let at = l.member_sector(stripe, 0);
+        let reads: Vec<_> = (0..n)
+            .map(|d| {
+                let member = self.member(d).cloned();
+                let buf = if member.is_some() {
+                    cells[d].take()
+                } else {
+                    None
+                };
+                async move {
+                    match (member, buf) {
+                        (Some(m), Some(buf)) => {
+                            let r = m.read_data(at, buf).await;
+                            (d, Some(m), r)
+                        }
+                        _ => (d, None, Err(IoError::DeviceFailed)),
+                    }
+                }
+            })
+            .collect();
         let mut errored = Vec::new();
-        for (d, r) in self.read_cells(l, stripe, 0, chunk, &all).await {
-            match r {
-                CellRead::Ok(data) => cells[d] = Some(data),
-                CellRead::Gone => {}
-                CellRead::Error => errored.push(d),
+        for (d, member, r) in join_all(reads).await {
+            match (member, r) {
+                (_, Ok(data)) => cells[d] = Some(data),
+                (None, Err(_)) => cells[d] = None,
+                (Some(m), Err(e)) => {
+                    log::warn!(
+                        "{}: read error on {} at member sector {at}: {e}",
+                        self.name,
+                        m.name
+                    );
+                    if matches!(e, IoError::DeviceFailed) {
+                        self.fail_member_rc(&m).await;
+                    } else {
+                        errored.push(d);
+                    }
+                }
             }
         }
         for d in errored {
@@ -624,7 +711,7 @@ impl Array {
             None => Vec::new(),
         };
         let engine = self.parity.get();
-        let bytes = chunk as usize * SECTOR_BYTES;
+        let bytes = p.len();
         match gone.as_slice() {
             [] => {}
             [g] if q_disk.is_some() && *g != p_disk && Some(*g) != q_disk => {
@@ -648,13 +735,12 @@ impl Array {
             .iter()
             .map(|&d| cells[d].as_deref().expect("data present or rebuilt"))
             .collect();
-        let mut p = vec![0u8; bytes];
-        let mut q = vec![0u8; if q_disk.is_some() { bytes } else { 0 }];
         if q_disk.is_some() {
-            engine.pq_gen(&data, &slots, &mut p, &mut q);
+            engine.pq_gen(&data, &slots, p, q);
         } else {
-            engine.xor(&data, &mut p);
+            engine.xor(&data, p);
         }
+        let (p, q): (&[u8], &[u8]) = (p, q);
         // Which parities can be compared: those present and not used to rebuild a member.
         let check_p = missing.is_none() || missing == q_disk;
         let check_q = q_disk.is_some() && (missing.is_none() || missing != q_disk);
