@@ -756,7 +756,7 @@ impl Array {
             let same = |stored: Option<&[u8]>, fresh: &[u8]| {
                 stored.is_none_or(|s| s[range.clone()] == fresh[range.clone()])
             };
-            if same(stored_p, &p) && (q_disk.is_none() || same(stored_q, &q)) {
+            if same(stored_p, p) && (q_disk.is_none() || same(stored_q, q)) {
                 continue;
             }
             let delta = |stored: Option<&[u8]>, fresh: &[u8]| -> Vec<u8> {
@@ -769,9 +769,9 @@ impl Array {
                     None => zero.to_vec(),
                 }
             };
-            let dp = delta(stored_p, &p);
+            let dp = delta(stored_p, p);
             let dq = if q_disk.is_some() {
-                delta(stored_q, &q)
+                delta(stored_q, q)
             } else {
                 zero.to_vec()
             };
