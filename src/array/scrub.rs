@@ -83,6 +83,17 @@ pub enum ScrubOutcome {
     Aborted,
 }
 
+impl ScrubOutcome {
+    pub fn name(self) -> &'static str {
+        match self {
+            ScrubOutcome::Running => "running",
+            ScrubOutcome::Finished => "finished",
+            ScrubOutcome::Cancelled => "cancelled",
+            ScrubOutcome::Aborted => "aborted",
+        }
+    }
+}
+
 /// What a wrong block holds in its stripe.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -437,10 +448,10 @@ impl Array {
         };
         log::log!(
             level,
-            "{}: {} {:?}: {} sectors checked, {} mismatched, {} repaired, {} read errors corrected",
+            "{}: {} {}: {} sectors checked, {} mismatched, {} repaired, {} read errors corrected",
             self.name,
             mode.name(),
-            outcome,
+            outcome.name(),
             report.checked_sectors,
             report.mismatched_sectors,
             report.repaired_sectors,

@@ -798,13 +798,12 @@ fn cmd_detail(args: NameArgs) -> Result<(), CliError> {
         line(
             "Last Scrub",
             format!(
-                "{} {:?}: {} mismatched sectors, {} repaired",
+                "{} {}: {} mismatched sectors, {} repaired",
                 scrub.mode.name(),
-                scrub.outcome,
+                scrub.outcome.name(),
                 scrub.mismatched_sectors,
                 scrub.repaired_sectors
-            )
-            .to_lowercase(),
+            ),
         );
     }
     let _ = writeln!(
