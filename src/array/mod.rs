@@ -3,6 +3,7 @@
 //! and member failure persisted in the superblocks before a write is acknowledged.
 
 pub mod assemble;
+pub mod nested;
 pub mod rangelock;
 pub mod resync;
 mod stripe;
