@@ -65,6 +65,9 @@ pub struct ArrayStatus {
     pub layout: String,
     /// Unclean shutdown seen and no resync run yet.
     pub needs_resync: bool,
+    /// For a group of a nested array (RAID 50/60): the outer array it is a member of.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
 }
 
 /// The answer to [`OP_STATUS`].
@@ -169,6 +172,29 @@ pub fn array_status(device_id: u32, array: &Array) -> ArrayStatus {
             .unwrap_or(0),
         layout: layout_name(array.layout(), sb.as_ref().map(|s| s.layout).unwrap_or(0)),
         needs_resync: array.needs_resync(),
+        parent: None,
+    }
+}
+
+/// Completes the status of an array whose members are group arrays (RAID 50/60): the level
+/// users know it by, and a state that counts the groups' health (a degraded group makes the
+/// whole array degraded).
+pub fn apply_groups(status: &mut ArrayStatus, array: &Array, groups: &[&Array]) {
+    if groups.is_empty() {
+        return;
+    }
+    status.level = crate::array::nested::level_name(array, groups);
+    let rank = |state: &str| match state {
+        "failed" => 3,
+        "degraded" => 2,
+        "optimal" => 0,
+        _ => 1,
+    };
+    for group in groups {
+        let health = group.health().to_string();
+        if rank(&health) > rank(&status.state) {
+            status.state = health;
+        }
     }
 }
 

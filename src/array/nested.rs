@@ -105,7 +105,10 @@ impl NestedSpec {
 
     /// The user-facing level name (`raid50`, `raid60`).
     pub fn name(&self) -> String {
-        format!("raid{}0", self.group_level.name().trim_start_matches("raid"))
+        format!(
+            "raid{}0",
+            self.group_level.name().trim_start_matches("raid")
+        )
     }
 }
 
@@ -141,7 +144,11 @@ pub fn check_nested(
     let need_per_group = match spec.group_level {
         Level::Raid5 => 3,
         Level::Raid6 => 4,
-        other => return bad(format!("groups of {other} cannot be nested (raid5 or raid6)")),
+        other => {
+            return bad(format!(
+                "groups of {other} cannot be nested (raid5 or raid6)"
+            ));
+        }
     };
     if spec.group_count < 2 {
         return bad(format!(
@@ -286,7 +293,10 @@ pub async fn assemble_stacks(exec: &Executor, candidates: Vec<NamedDevice>) -> S
                 groups,
             });
         }
-        for array in inner.iter().filter(|a| !used.iter().any(|u| Rc::ptr_eq(u, a))) {
+        for array in inner
+            .iter()
+            .filter(|a| !used.iter().any(|u| Rc::ptr_eq(u, a)))
+        {
             out.problems.push(Problem {
                 member: array.name().to_string(),
                 reason: "member of an array that did not start; not served".to_string(),

@@ -7,6 +7,7 @@ use std::rc::Rc;
 use clap::{Args, Parser, Subcommand};
 
 use crate::array::assemble::{CreateOptions, create, parse_layout};
+use crate::array::nested::{NestedSpec, check_nested, create_nested};
 use crate::block::BlockDevice;
 use crate::host::control::{self, ControlError};
 use crate::host::runtime::HostRuntime;
@@ -86,8 +87,11 @@ pub struct ServeArgs {
     #[arg(long)]
     pub create: bool,
     /// With --create: the RAID level.
-    #[arg(short, long, value_parser = parse_level)]
-    pub level: Option<Level>,
+    #[arg(short, long, value_parser = parse_level_arg)]
+    pub level: Option<LevelArg>,
+    /// With --create and level 50 or 60: the number of RAID 5/6 groups.
+    #[arg(long)]
+    pub groups: Option<usize>,
     /// With --create: the layout.
     #[arg(short = 'p', long)]
     pub layout: Option<String>,
@@ -135,9 +139,13 @@ pub struct NameArgs {
 
 #[derive(Args, Debug)]
 pub struct CreateArgs {
-    /// RAID level: 0, 1 or 10 (also raid0, raid1, raid10, mirror, stripe).
-    #[arg(short, long, value_parser = parse_level)]
-    pub level: Level,
+    /// RAID level: 0, 1, 4, 5, 6, 10, 50 or 60 (also raid0, raid1, raid10, mirror, stripe).
+    #[arg(short, long, value_parser = parse_level_arg)]
+    pub level: LevelArg,
+    /// For levels 50 and 60: the number of RAID 5/6 groups; the members are split into
+    /// equal groups in the order given.
+    #[arg(long)]
+    pub groups: Option<usize>,
     /// Layout: for RAID10 near2 (n2), far2 (f2), offset2 (o2), n3, …; for RAID0 with
     /// members of unequal size, original or alternate.
     #[arg(short = 'p', long)]
@@ -183,6 +191,56 @@ pub fn parse_level(text: &str) -> Result<Level, String> {
         _ => Err(format!(
             "unknown RAID level '{text}' (levels: 0, 1, 4, 5, 6, 10)"
         )),
+    }
+}
+
+/// A level as users give it: an md level, or a nested level (50, 60) that is a RAID 0 over
+/// RAID 5/6 group arrays.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LevelArg {
+    Md(Level),
+    Nested(u32),
+}
+
+impl std::fmt::Display for LevelArg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LevelArg::Md(l) => write!(f, "{l}"),
+            LevelArg::Nested(n) => write!(f, "raid{n}"),
+        }
+    }
+}
+
+/// Parses a level, nested levels included.
+pub fn parse_level_arg(text: &str) -> Result<LevelArg, String> {
+    let t = text.to_ascii_lowercase();
+    match t.strip_prefix("raid").unwrap_or(&t) {
+        "50" => Ok(LevelArg::Nested(50)),
+        "60" => Ok(LevelArg::Nested(60)),
+        _ => parse_level(text).map(LevelArg::Md).map_err(|_| {
+            format!("unknown RAID level '{text}' (levels: 0, 1, 4, 5, 6, 10, 50, 60)")
+        }),
+    }
+}
+
+/// The md level of the (outer) array and the nesting, from `--level` and `--groups`.
+fn level_and_nesting(
+    level: LevelArg,
+    groups: Option<usize>,
+) -> Result<(Level, Option<NestedSpec>), CliError> {
+    match (level, groups) {
+        (LevelArg::Md(l), None) => Ok((l, None)),
+        (LevelArg::Md(l), Some(_)) => Err(CliError::usage(format!(
+            "--groups is for levels 50 and 60, not {l}"
+        ))),
+        (LevelArg::Nested(n), None) => Err(CliError::usage(format!(
+            "raid{n} needs --groups G (the number of raid{} groups)",
+            n / 10
+        ))),
+        (LevelArg::Nested(n), Some(g)) => match NestedSpec::for_level(n, g) {
+            Some(spec) => Ok((Level::Raid0, Some(spec))),
+            None => Err(CliError::usage(format!("raid{n} is not a nested level"))),
+        },
     }
 }
 
@@ -286,7 +344,12 @@ fn cmd_create(args: CreateArgs) -> Result<(), CliError> {
     if args.name.len() > 32 {
         return Err(CliError::usage("array name is longer than 32 bytes"));
     }
-    parse_layout(args.level, args.layout.as_deref()).map_err(|e| CliError::usage(e.to_string()))?;
+    let (level, nesting) = level_and_nesting(args.level, args.groups)?;
+    match nesting {
+        Some(spec) => check_nested(spec, args.members.len(), &args.name, args.layout.as_deref()),
+        None => parse_layout(level, args.layout.as_deref()).map(|_| ()),
+    }
+    .map_err(|e| CliError::usage(e.to_string()))?;
     let mut seen = std::collections::HashSet::new();
     for m in &args.members {
         if !seen.insert(m.clone()) {
@@ -347,7 +410,7 @@ fn cmd_create(args: CreateArgs) -> Result<(), CliError> {
         }
     }
     let opts = CreateOptions {
-        level: args.level,
+        level,
         layout: args.layout.clone(),
         chunk_sectors,
         name: args.name.clone(),
@@ -359,9 +422,18 @@ fn cmd_create(args: CreateArgs) -> Result<(), CliError> {
     let rt = HostRuntime::new();
     let exec = rt.exec.clone();
     let result = rt.block_on(async move {
-        let array = create(&exec, members, &opts).await?;
-        let clean = array.mark_clean().await;
-        Ok::<_, crate::array::assemble::CreateError>((array, clean))
+        match nesting {
+            Some(spec) => {
+                let stack = create_nested(&exec, members, &opts, spec).await?;
+                let clean = stack.mark_clean().await;
+                Ok::<_, crate::array::assemble::CreateError>((stack.array, clean))
+            }
+            None => {
+                let array = create(&exec, members, &opts).await?;
+                let clean = array.mark_clean().await;
+                Ok((array, clean))
+            }
+        }
     });
     pool.shutdown();
     let (array, clean) = match result {
@@ -382,8 +454,12 @@ fn cmd_create(args: CreateArgs) -> Result<(), CliError> {
     let sb = array
         .superblock()
         .ok_or_else(|| CliError::failed("array has no live member"))?;
+    let groups = match nesting {
+        Some(spec) => format!(" in {} groups", spec.group_count),
+        None => String::new(),
+    };
     println!(
-        "raid: created {} array '{}' ({}) of {} members, {} usable",
+        "raid: created {} array '{}' ({}) of {} members{groups}, {} usable",
         args.level,
         args.name,
         format_uuid(&sb.array_uuid),
@@ -545,11 +621,18 @@ fn cmd_serve(args: ServeArgs) -> Result<(), CliError> {
             "give --nbd-socket PATH and/or --nbd-listen ADDR",
         ));
     }
+    let mut nesting = None;
     let create = if args.create {
-        let level = args
+        let level_arg = args
             .level
             .ok_or_else(|| CliError::usage("--create needs --level"))?;
-        parse_layout(level, args.layout.as_deref()).map_err(|e| CliError::usage(e.to_string()))?;
+        let (level, spec) = level_and_nesting(level_arg, args.groups)?;
+        nesting = spec;
+        match spec {
+            Some(spec) => check_nested(spec, members.len(), &args.name, args.layout.as_deref()),
+            None => parse_layout(level, args.layout.as_deref()).map(|_| ()),
+        }
+        .map_err(|e| CliError::usage(e.to_string()))?;
         let chunk_sectors = checked_chunk_sectors(args.chunk)?;
         // Memory members start zeroed; files are trusted only if they are all new.
         let assume_clean = members.iter().all(|m| matches!(m, MemberSpec::Memory(_)));
@@ -576,6 +659,7 @@ fn cmd_serve(args: ServeArgs) -> Result<(), CliError> {
         nbd_listen: args.nbd_listen,
         control: args.control,
         create,
+        nested: nesting,
         members,
         banner: true,
     })
@@ -595,7 +679,8 @@ fn cmd_up(args: UpArgs) -> Result<(), CliError> {
         );
         let members: Vec<PathBuf> = (0..4).map(|i| dir.join(format!("disk{i}.img"))).collect();
         cmd_create(CreateArgs {
-            level: Level::Raid10,
+            level: LevelArg::Md(Level::Raid10),
+            groups: None,
             layout: Some("n2".into()),
             chunk: 512 * 1024,
             name: "orion".into(),
@@ -610,6 +695,7 @@ fn cmd_up(args: UpArgs) -> Result<(), CliError> {
         nbd_listen: Some("127.0.0.1:10809".into()),
         control: dir.join("control.sock"),
         create: None,
+        nested: None,
         members,
         banner: true,
     })
@@ -707,6 +793,9 @@ pub fn render_status(report: &manage::StatusReport) -> String {
         if a.needs_resync {
             let _ = writeln!(s, "      (unclean shutdown: resync pending)");
         }
+        if let Some(parent) = &a.parent {
+            let _ = writeln!(s, "      (group of {parent}, not exported)");
+        }
         s.push('\n');
     }
     s
@@ -745,6 +834,9 @@ fn cmd_detail(args: NameArgs) -> Result<(), CliError> {
     );
     line("Raid Devices", d.status.members.len().to_string());
     line("State", d.status.state.clone());
+    if let Some(parent) = &d.status.parent {
+        line("Group Of", parent.clone());
+    }
     line("Events", d.events.to_string());
     if d.status.layout != "-" {
         line("Layout", d.status.layout.clone());
@@ -856,6 +948,7 @@ mod tests {
                 chunk_bytes: 0,
                 layout: "-".into(),
                 needs_resync: false,
+                parent: None,
             }],
         };
         let text = render_status(&report);

@@ -17,7 +17,8 @@ use std::time::Duration;
 use orion_driver::{Frame, IoFlags, IoOp, IoRequest};
 
 use crate::array::Array;
-use crate::array::assemble::{AssembleResult, CreateOptions, NamedDevice, assemble, create};
+use crate::array::assemble::{CreateOptions, NamedDevice, create};
+use crate::array::nested::{NestedSpec, Stack, StackAssembly, assemble_stacks, create_nested};
 use crate::block::{BlockDevice, SECTOR_BYTES};
 use crate::driver::{RaidDriver, driver_error, perform};
 use crate::host::control::{ControlEvent, ControlServer};
@@ -87,6 +88,9 @@ pub struct ServeOptions {
     pub control: PathBuf,
     /// Create this array on the members first.
     pub create: Option<CreateOptions>,
+    /// With `create`: build a nested array (RAID 50/60) of this many groups; `create`
+    /// describes the outer RAID 0 and the groups' layout.
+    pub nested: Option<NestedSpec>,
     pub members: Vec<MemberSpec>,
     /// Printed once the server is up (how to connect).
     pub banner: bool,
@@ -226,26 +230,39 @@ pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    let arrays: Vec<Rc<Array>> = match opts.create.clone() {
-        Some(create_opts) => {
+    let stacks: Vec<Stack> = match (opts.create.clone(), opts.nested) {
+        (Some(create_opts), Some(spec)) => {
+            let stack = rt
+                .block_on(async move { create_nested(&exec, members, &create_opts, spec).await })
+                .map_err(|e| ServeError(format!("create: {e}")))?;
+            vec![stack]
+        }
+        (Some(create_opts), None) => {
             let array = rt
                 .block_on(async move { create(&exec, members, &create_opts).await })
                 .map_err(|e| ServeError(format!("create: {e}")))?;
-            vec![array]
+            vec![Stack::plain(array)]
         }
-        None => {
-            let result: AssembleResult = rt.block_on(async move { assemble(&exec, members).await });
+        (None, _) => {
+            let result: StackAssembly =
+                rt.block_on(async move { assemble_stacks(&exec, members).await });
             for p in &result.problems {
                 log::warn!("{}: {}", p.member, p.reason);
                 eprintln!("raid: {}: {}", p.member, p.reason);
             }
-            if result.arrays.is_empty() {
+            if result.stacks.is_empty() {
                 return Err(ServeError("no array could be assembled".into()));
             }
-            result.arrays
+            result.stacks
         }
     };
-    for array in arrays.iter().filter(|a| a.needs_resync()) {
+    // The exported arrays; their groups are internal.
+    let arrays: Vec<Rc<Array>> = stacks.iter().map(|s| s.array.clone()).collect();
+    for array in stacks
+        .iter()
+        .flat_map(|s| s.layers())
+        .filter(|a| a.needs_resync())
+    {
         eprintln!(
             "raid: {}: unclean shutdown: resyncing in the background",
             array.name()
@@ -260,9 +277,12 @@ pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
     let driver = RaidDriver::new(rt.exec.clone());
     let mut exports = Vec::new();
     let mut export_ids = Vec::new();
-    for array in &arrays {
-        array.set_wall_clock_base(now_s);
-        let id = driver.add_array(array.clone());
+    for stack in &stacks {
+        for layer in stack.layers() {
+            layer.set_wall_clock_base(now_s);
+        }
+        let array = &stack.array;
+        let id = driver.add_stack(stack);
         export_ids.push(id);
         exports.push(ExportInfo {
             name: array.name().to_string(),
@@ -342,12 +362,12 @@ pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
                     }
                 }
                 EngineMsg::NbdStopped => {
-                    let arrays = arrays.clone();
+                    let stacks = stacks.clone();
                     clean_done = Some(engine.rt.exec.spawn(async move {
                         let mut ok = true;
-                        for a in arrays {
-                            if let Err(e) = a.mark_clean().await {
-                                log::error!("{}: {e}", a.name());
+                        for s in stacks {
+                            // Outer first, then its groups.
+                            if s.mark_clean().await.is_err() {
                                 ok = false;
                             }
                         }

@@ -165,14 +165,20 @@ fn superblocks_of_each_layer() {
         let mut block = vec![0u8; SUPERBLOCK_BYTES];
         let member_sb = group.slots()[0].as_ref().unwrap().superblock();
         first
-            .read_at(member_sb.data_offset_sectors + SUPERBLOCK_SECTOR, &mut block)
+            .read_at(
+                member_sb.data_offset_sectors + SUPERBLOCK_SECTOR,
+                &mut block,
+            )
             .unwrap();
         let outer = Superblock::decode(&block).unwrap();
         assert_eq!(outer.level, Level::Raid0);
         assert_eq!(outer.raid_disk_count, 2);
         assert_eq!(outer.name(), "big");
         assert_eq!(outer.array_uuid, [0x5a; 16]);
-        assert_eq!(outer.own_role(), crate::metadata::DeviceRole::Active(g as u16));
+        assert_eq!(
+            outer.own_role(),
+            crate::metadata::DeviceRole::Active(g as u16)
+        );
         assert_eq!(outer.chunk_sectors, CHUNK_SECTORS);
         assert_eq!(outer.events, r.stack.array.superblock().unwrap().events);
         assert!(outer.is_clean());
@@ -245,7 +251,10 @@ fn raid50_with_a_group_lost_does_not_start() {
     // Group 1 cannot run, so the outer array cannot; group 0 is left unserved.
     assert!(text.contains("big-g1 ("), "{text}");
     assert!(text.contains("big (5a5a5a5a"), "{text}");
-    assert!(text.contains("big-g0\", reason: \"member of an array that did not start"), "{text}");
+    assert!(
+        text.contains("big-g0\", reason: \"member of an array that did not start"),
+        "{text}"
+    );
 }
 
 #[test]
