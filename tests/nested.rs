@@ -163,7 +163,10 @@ fn nested_create_refuses_bad_groupings_and_touches_nothing() {
             &["--level", "50", "--groups", "3"],
             "cannot be split into 3",
         ),
-        (&["--level", "50", "--groups", "4"], "at least 3 members per group"),
+        (
+            &["--level", "50", "--groups", "4"],
+            "at least 3 members per group",
+        ),
         (
             &["--level", "60", "--groups", "4"],
             "at least 4 members per group",
