@@ -156,7 +156,7 @@ pub fn check_nested(
             spec.group_count
         ));
     }
-    if member_count % spec.group_count != 0 {
+    if !member_count.is_multiple_of(spec.group_count) {
         return bad(format!(
             "{member_count} members cannot be split into {} equal groups",
             spec.group_count

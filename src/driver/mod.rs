@@ -445,9 +445,9 @@ impl RaidDriver {
                 Err(e) => Some(respond(Err(e))),
                 Ok((id, _)) if self.arrays.borrow().parent_of(id).is_some() => {
                     let parent = self.arrays.borrow().parent_of(id);
-                    let parent = parent
+                    let parent: String = parent
                         .and_then(|p| self.arrays.borrow().get(p).map(|a| a.name().into()))
-                        .unwrap_or_else(String::new);
+                        .unwrap_or_default();
                     Some(respond(Err((
                         DriverError::Busy,
                         alloc::format!("the array is a group of '{parent}': stop '{parent}'"),
@@ -690,10 +690,9 @@ async fn discover_nested(exec: &Executor, arrays: &Rc<RefCell<ArrayManager>>, de
             let outer_id = manager.add(outer.clone());
             manager.probed.insert(outer_id);
             for group in groups_of(&outer, &groups) {
-                if let Some((gid, _, _)) = free.iter().find(|(_, a, _)| Rc::ptr_eq(a, &group)) {
-                    if let Some(entry) = manager.inner.get_mut(gid) {
-                        entry.1 = Some(outer_id);
-                    }
+                let gid = free.iter().find(|(_, a, _)| Rc::ptr_eq(a, &group));
+                if let Some(entry) = gid.and_then(|(gid, _, _)| manager.inner.get_mut(gid)) {
+                    entry.1 = Some(outer_id);
                 }
             }
             log::info!("array {} started as device {outer_id:#x}", outer.name());
