@@ -964,6 +964,67 @@ mod tests {
     }
 
     #[test]
+    fn nested_levels_need_groups() {
+        assert_eq!(parse_level_arg("raid50"), Ok(LevelArg::Nested(50)));
+        assert_eq!(parse_level_arg("60"), Ok(LevelArg::Nested(60)));
+        assert_eq!(parse_level_arg("5"), Ok(LevelArg::Md(Level::Raid5)));
+        assert!(parse_level_arg("70").unwrap_err().contains("50, 60"));
+        let (level, spec) = level_and_nesting(LevelArg::Nested(60), Some(3)).unwrap();
+        assert_eq!(level, Level::Raid0);
+        assert_eq!(
+            spec,
+            Some(NestedSpec {
+                group_level: Level::Raid6,
+                group_count: 3
+            })
+        );
+        assert_eq!(
+            level_and_nesting(LevelArg::Nested(50), None)
+                .unwrap_err()
+                .status,
+            2
+        );
+        assert!(level_and_nesting(LevelArg::Md(Level::Raid5), Some(2)).is_err());
+    }
+
+    #[test]
+    fn status_text_marks_groups() {
+        let member = |path: &str, role| manage::MemberStatus {
+            path: path.into(),
+            role,
+            state: "active".into(),
+        };
+        let array = |name: &str, level: &str, members, parent: Option<&str>| manage::ArrayStatus {
+            name: name.into(),
+            level: level.into(),
+            size_bytes: 1 << 30,
+            state: "optimal".into(),
+            members,
+            job: None,
+            mismatches: 0,
+            uuid: "u".into(),
+            device_id: 1,
+            chunk_bytes: 65536,
+            layout: "original".into(),
+            needs_resync: false,
+            parent: parent.map(Into::into),
+        };
+        let report = manage::StatusReport {
+            arrays: vec![
+                array("big", "raid50", vec![member("big-g0", 0)], None),
+                array("big-g0", "raid5", vec![member("a.img", 0)], Some("big")),
+            ],
+        };
+        let text = render_status(&report);
+        assert!(text.contains("big : optimal raid50 big-g0[0]"), "{text}");
+        assert!(text.contains("(group of big, not exported)"), "{text}");
+        assert_eq!(text.matches("group of").count(), 1, "{text}");
+        // Scripts see `parent` only on groups.
+        let json = serde_json::to_string(&report).unwrap();
+        assert_eq!(json.matches("\"parent\"").count(), 1, "{json}");
+    }
+
+    #[test]
     fn time_formatting() {
         assert_eq!(format_time(0), "1970-01-01 00:00:00 UTC");
         assert_eq!(format_time(1_700_000_000), "2023-11-14 22:13:20 UTC");
