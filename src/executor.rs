@@ -493,7 +493,11 @@ mod tests {
         t.set(250);
         assert_eq!(exec.now_ns(), 250);
         t.set(200);
-        assert_eq!(exec.now_ns(), 250, "a clock source that steps back is ignored");
+        assert_eq!(
+            exec.now_ns(),
+            250,
+            "a clock source that steps back is ignored"
+        );
         // A timer due by the source's time fires on the next advance without a jump.
         let fired = Rc::new(Cell::new(false));
         let (e, f) = (exec.clone(), fired.clone());
