@@ -195,7 +195,8 @@ pub fn render(arrays: &[ArrayMetrics]) -> String {
     let mut w = Writer { out: String::new() };
     let p = "orion_raid";
     io_families(&mut w, arrays, Scope::Array, p);
-    let simple: [(&str, &str, fn(&ArrayMetrics) -> Option<f64>, &str); 7] = [
+    type PickArray = fn(&ArrayMetrics) -> Option<f64>;
+    let simple: [(&str, &str, PickArray, &str); 7] = [
         (
             "flushes_total",
             "counter",
