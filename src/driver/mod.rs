@@ -195,13 +195,11 @@ impl RaidDriver {
         let interval_ns = config.tick_interval_ns.max(1_000_000);
         self.exec.spawn_detached(async move {
             let mut next_ns = exec.now_ns();
-            let mut first = true;
             while current.get() == generation {
                 let list: Vec<Rc<Array>> = arrays.borrow().iter().map(|(_, a)| a.clone()).collect();
                 for array in list {
-                    array.monitor_tick(first.then_some(&config));
+                    array.monitor_tick(Some(&config));
                 }
-                first = false;
                 // A late tick does not cause a burst of catch-up ticks.
                 next_ns = (next_ns + interval_ns).max(exec.now_ns());
                 exec.sleep_until(next_ns).await;

@@ -251,3 +251,94 @@ fn cache_counters_and_flush_discard_counts() {
     let back: ArrayMetrics = serde_json::from_str(&json).unwrap();
     assert_eq!(back, m);
 }
+
+/// Sends one management request to `driver` and returns its (status, payload).
+fn manage(
+    driver: &mut crate::driver::RaidDriver,
+    opcode: u16,
+    payload: Vec<u8>,
+) -> (Result<(), orion_driver::DriverError>, Vec<u8>) {
+    use orion_driver::{Frame, ManagementRequest, Message};
+    driver.handle_frame(Frame {
+        sequence: 42,
+        message: Message::ManagementRequest(ManagementRequest { opcode, payload }),
+    });
+    driver.executor().run_until_stalled();
+    let mut out = driver.take_outgoing();
+    assert_eq!(out.len(), 1, "one reply");
+    match out.pop().map(|f| f.message) {
+        Some(Message::ManagementResponse(r)) => (r.status, r.payload),
+        other => panic!("unexpected reply {other:?}"),
+    }
+}
+
+#[test]
+fn driver_serves_metrics_events_and_ticks_the_monitor() {
+    use crate::manage::{EventsRequest, MetricsReport, NameRequest, OP_EVENTS, OP_METRICS};
+    let r = rig(Level::Raid1, 2, 0);
+    let mut driver = crate::driver::RaidDriver::new(r.exec.clone());
+    driver.add_array(r.array.clone());
+    driver.start_monitor(MonitorConfig {
+        tick_interval_ns: 1_000_000_000,
+        rate_window_ticks: 1,
+        event_capacity: 3,
+    });
+    driver.executor().run_until_stalled();
+    for i in 0..4 {
+        assert!(r.write(i * 8, 4096));
+    }
+    // The monitor task ticks on the executor clock.
+    r.exec.advance_to(1_000_000_000);
+    r.exec.run_until_stalled();
+    let (status, payload) = manage(&mut driver, OP_METRICS, Vec::new());
+    assert_eq!(status, Ok(()));
+    let report: MetricsReport = serde_json::from_slice(&payload).unwrap();
+    assert_eq!(report.tick_interval_ns, 1_000_000_000);
+    assert_eq!(report.arrays[0].write.ops, 4);
+    assert_eq!(report.arrays[0].write.ops_per_s, 4.0);
+    let name = serde_json::to_vec(&NameRequest {
+        name: "nosuch".into(),
+    })
+    .unwrap();
+    assert!(manage(&mut driver, OP_METRICS, name).0.is_err());
+
+    let events = |driver: &mut crate::driver::RaidDriver, after_seq| {
+        let req = serde_json::to_vec(&EventsRequest {
+            after_seq,
+            max_events: None,
+        })
+        .unwrap();
+        let (status, payload) = manage(driver, OP_EVENTS, req);
+        assert_eq!(status, Ok(()));
+        serde_json::from_slice::<EventBatch>(&payload).unwrap()
+    };
+    let batch = events(&mut driver, 0);
+    assert_eq!(batch.events[0].event, Event::ArrayStarted);
+    assert_eq!(batch.latest_seq, 1);
+    assert_eq!(
+        manage(&mut driver, OP_EVENTS, b"{".to_vec()).0,
+        Err(orion_driver::DriverError::InvalidArgument)
+    );
+    // A failure seen by the health check of the tick, even without a request.
+    r.disks[0].fail();
+    assert!(r.write(0, 4096));
+    let batch = events(&mut driver, 1);
+    let names: Vec<&str> = batch.events.iter().map(|e| e.event.name()).collect();
+    assert_eq!(names, ["member_failed", "array_degraded"]);
+    // Stopping: the event outlives the array.
+    let stop = serde_json::to_vec(&NameRequest { name: "mon".into() }).unwrap();
+    assert_eq!(manage(&mut driver, crate::manage::OP_STOP, stop).0, Ok(()));
+    let batch = events(&mut driver, 3);
+    assert_eq!(batch.events.last().unwrap().event, Event::ArrayStopped);
+    // The ring holds 3: a reader from the start missed one.
+    assert_eq!(events(&mut driver, 0).missed, 1);
+    let (_, text) = manage(&mut driver, crate::manage::OP_PROMETHEUS, Vec::new());
+    assert!(
+        String::from_utf8(text)
+            .unwrap()
+            .contains("# TYPE orion_raid_read_ops_total counter")
+    );
+    // A stopped monitor lets a simulation run idle.
+    driver.stop_monitor();
+    r.exec.run_until_idle();
+}
