@@ -507,6 +507,7 @@ impl RaidDriver {
                     log::error!("{}: not marked clean: {e}", array.name());
                     result = Err(DriverError::Io);
                 }
+                array.emit(Event::ArrayStopped);
             }
             let message = match result {
                 Ok(()) => Message::Ack,

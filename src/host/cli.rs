@@ -205,6 +205,8 @@ pub struct UpArgs {
     /// Size of each member image created on first use.
     #[arg(long, value_parser = parse_size, default_value = "1G")]
     pub member_size: u64,
+    #[command(flatten)]
+    pub monitoring: MonitoringFlags,
 }
 
 #[derive(Args, Debug)]
@@ -711,7 +713,7 @@ fn cmd_up(args: UpArgs) -> Result<(), CliError> {
         create: None,
         members,
         banner: true,
-        monitor: MonitorOptions::default(),
+        monitor: args.monitoring.options(),
     })
     .map_err(|e| CliError::failed(e.0))
 }
