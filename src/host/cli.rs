@@ -956,13 +956,12 @@ pub fn render_stats(arrays: &[ArrayMetrics]) -> String {
         s.push_str("no arrays\n");
     }
     for a in arrays {
-        let _ = writeln!(
-            s,
-            "{}: {}  (rates over the last {:.1}s)",
-            a.name,
-            a.health,
-            a.interval_ns as f64 / 1e9
-        );
+        let window = if a.interval_ns == 0 {
+            "no rate window yet".to_string()
+        } else {
+            format!("rates over the last {:.1}s", a.interval_ns as f64 / 1e9)
+        };
+        let _ = writeln!(s, "{}: {}  ({window})", a.name, a.health);
         let header = format!(
             "  {:<6} {:>10} {:>10} {:>9} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9} {:>6}\n",
             "", "ops", "bytes", "IOPS", "MB/s", "avg", "p50", "p90", "p99", "p99.9", "errors"
@@ -1175,6 +1174,56 @@ mod tests {
             progress_bar(&job(f64::NAN, 1, 3_725)),
             "[>....................] 0.0% (0.0 MB/s, ETA 01:02:05)"
         );
+    }
+
+    #[test]
+    fn stats_text_has_a_row_per_direction_and_member() {
+        let io = IoMetrics {
+            ops: 12,
+            bytes: 3 << 20,
+            errors: 1,
+            ops_per_s: 4.0,
+            bytes_per_s: 2.5e6,
+            ..IoMetrics::default()
+        };
+        let array = ArrayMetrics {
+            name: "r1".into(),
+            health: "degraded".into(),
+            interval_ns: 2_000_000_000,
+            read: io.clone(),
+            write: IoMetrics::default(),
+            flushes: 2,
+            flush_errors: 0,
+            discards: 0,
+            discard_errors: 0,
+            cache_hits: 3,
+            cache_misses: 1,
+            cache_hit_ratio: 0.75,
+            job: None,
+            members: vec![crate::monitor::MemberMetrics {
+                slot: 1,
+                member: "b.img".into(),
+                state: "faulty".into(),
+                read: io,
+                write: IoMetrics::default(),
+                corrected_sectors: 0,
+                in_flight: 0,
+            }],
+        };
+        let text = render_stats(&[array]);
+        assert!(
+            text.starts_with("r1: degraded  (rates over the last 2.0s)\n"),
+            "{text}"
+        );
+        assert!(text.contains("  member 1 b.img (faulty)\n"), "{text}");
+        assert!(text.contains("cache hits 3 of 4 (75.0%)"), "{text}");
+        let read_rows = text
+            .lines()
+            .filter(|l| l.trim_start().starts_with("read "))
+            .count();
+        assert_eq!(read_rows, 2, "{text}");
+        assert!(text.contains("3.00 MiB") && text.contains("2.50"), "{text}");
+        assert_eq!(render_stats(&[]), "no arrays\n");
     }
 
     #[test]
