@@ -196,6 +196,14 @@ impl MetricsFileWriter {
         }
     }
 
+    /// Writes `text` as the final content (waiting for a pending write first) and stops.
+    pub fn finish_with(&mut self, text: String) {
+        if let Some(tx) = &self.tx {
+            let _ = tx.send(text);
+        }
+        self.finish();
+    }
+
     /// Writes what is queued and stops.
     pub fn finish(&mut self) {
         self.tx.take();
@@ -248,8 +256,8 @@ mod tests {
         let path = dir.join("raid.prom");
         let mut w = MetricsFileWriter::start(path.clone()).unwrap();
         w.offer("a 1\n".into());
-        w.finish();
-        assert_eq!(std::fs::read_to_string(&path).unwrap(), "a 1\n");
+        w.finish_with("a 3\n".into());
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "a 3\n");
         write_atomically(&path, "a 2\n").unwrap();
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "a 2\n");
         assert!(!dir.join("raid.prom.tmp").exists());

@@ -419,8 +419,7 @@ pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
         }
         if let Some(ok) = clean_done.as_ref().and_then(|h| h.try_take()) {
             if let Some(writer) = metrics_file.as_mut() {
-                writer.offer(crate::monitor::prometheus::render(&engine.driver.metrics()));
-                writer.finish();
+                writer.finish_with(crate::monitor::prometheus::render(&engine.driver.metrics()));
             }
             if let Some(server) = metrics_http.as_mut() {
                 server.stop();
