@@ -342,3 +342,23 @@ fn driver_serves_metrics_events_and_ticks_the_monitor() {
     driver.stop_monitor();
     r.exec.run_until_idle();
 }
+
+#[test]
+fn resync_emits_start_and_finish_and_shows_as_a_job() {
+    let r = rig(Level::Raid1, 2, 0);
+    let a = r.array.clone();
+    r.exec
+        .block_on(async move { a.resync().await })
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        r.events(),
+        [
+            Event::ResyncStarted,
+            Event::ResyncFinished {
+                unreadable_extents: 0
+            }
+        ]
+    );
+    assert_eq!(r.array.metrics().job, None, "no job once finished");
+}
