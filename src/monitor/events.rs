@@ -3,6 +3,7 @@
 //! the new events and how many it missed because the ring wrapped.
 
 use alloc::collections::VecDeque;
+use alloc::rc::Rc;
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::cell::{Cell, RefCell};
@@ -159,13 +160,16 @@ pub struct EventBatch {
     pub latest_seq: u64,
 }
 
-/// A bounded ring of events; the oldest is dropped when it is full.
+/// A bounded ring of events; the oldest is dropped when it is full. A log may forward to
+/// another (`forward_to`): an array's own log forwards to the driver's once the array is
+/// served, so a nested group that still holds its parent's original log is heard too.
 #[derive(Debug)]
 pub struct EventLog {
     ring: RefCell<VecDeque<EventRecord>>,
     capacity: Cell<usize>,
     /// Sequence number of the next event.
     next_seq: Cell<u64>,
+    forward: RefCell<Option<Rc<EventLog>>>,
 }
 
 impl Default for EventLog {
@@ -181,15 +185,49 @@ impl EventLog {
             ring: RefCell::new(VecDeque::new()),
             capacity: Cell::new(capacity.max(1)),
             next_seq: Cell::new(1),
+            forward: RefCell::new(None),
         }
     }
 
+    /// The log events really land in (the end of the forwarding chain).
+    fn target(self: &Rc<Self>) -> Rc<EventLog> {
+        let mut log = self.clone();
+        loop {
+            let next = log.forward.borrow().clone();
+            match next {
+                Some(n) => log = n,
+                None => return log,
+            }
+        }
+    }
+
+    /// Moves this log's events into `target` and sends every later one there. Both ends of
+    /// the forwarding chains are joined, so no cycle can form.
+    pub fn forward_to(self: &Rc<Self>, target: &Rc<EventLog>) {
+        let (from, to) = (self.target(), target.target());
+        if Rc::ptr_eq(&from, &to) {
+            return;
+        }
+        to.absorb(&from);
+        *from.forward.borrow_mut() = Some(to);
+    }
+
+    fn forwarded(&self) -> Option<Rc<EventLog>> {
+        self.forward.borrow().clone()
+    }
+
     pub fn capacity(&self) -> usize {
-        self.capacity.get()
+        match self.forwarded() {
+            Some(f) => f.capacity(),
+            None => self.capacity.get(),
+        }
     }
 
     /// Changes how many events are kept (dropping the oldest if needed).
     pub fn set_capacity(&self, capacity: usize) {
+        if let Some(f) = self.forwarded() {
+            return f.set_capacity(capacity);
+        }
         self.capacity.set(capacity.max(1));
         self.trim();
     }
@@ -203,6 +241,9 @@ impl EventLog {
 
     /// Appends an event and returns its sequence number.
     pub fn push(&self, array: &str, time_ns: u64, wall_time_ms: u64, event: Event) -> u64 {
+        if let Some(f) = self.forwarded() {
+            return f.push(array, time_ns, wall_time_ms, event);
+        }
         let seq = self.next_seq.get();
         self.next_seq.set(seq + 1);
         self.ring.borrow_mut().push_back(EventRecord {
@@ -226,11 +267,17 @@ impl EventLog {
 
     /// The newest sequence number given out (0: none yet).
     pub fn latest_seq(&self) -> u64 {
-        self.next_seq.get() - 1
+        match self.forwarded() {
+            Some(f) => f.latest_seq(),
+            None => self.next_seq.get() - 1,
+        }
     }
 
     /// Up to `max_events` events with a sequence number above `after_seq`, oldest first.
     pub fn after(&self, after_seq: u64, max_events: usize) -> EventBatch {
+        if let Some(f) = self.forwarded() {
+            return f.after(after_seq, max_events);
+        }
         let ring = self.ring.borrow();
         let oldest_kept = ring.front().map(|r| r.seq).unwrap_or(self.next_seq.get());
         let missed = oldest_kept.saturating_sub(after_seq.saturating_add(1));
@@ -316,6 +363,36 @@ mod tests {
         assert_eq!(b.events[0].event, Event::ResyncStarted);
         assert_eq!(b.events[1].time_ns, 6);
         assert!(own.after(0, 10).events.is_empty());
+    }
+
+    #[test]
+    fn forwarding_joins_chain_ends_and_never_cycles() {
+        let shared = Rc::new(EventLog::new(16));
+        let parent = Rc::new(EventLog::new(16));
+        let group = Rc::new(EventLog::new(16));
+        group.push("g0", 0, 0, Event::ArrayDegraded);
+        group.forward_to(&parent);
+        parent.push("p", 0, 0, Event::ResyncStarted);
+        parent.forward_to(&shared);
+        // A group that still holds its parent's original log reaches the shared one.
+        group.push("g0", 0, 0, Event::ArrayOptimal);
+        let names: Vec<String> = shared
+            .after(0, 10)
+            .events
+            .iter()
+            .map(|e| format!("{}:{}", e.array, e.event.name()))
+            .collect();
+        assert_eq!(
+            names,
+            ["g0:array_degraded", "p:resync_started", "g0:array_optimal"]
+        );
+        assert_eq!(group.after(0, 10).events.len(), 3, "reads follow the chain");
+        assert_eq!(group.latest_seq(), 3);
+        // Forwarding back is a no-op, not a cycle.
+        shared.forward_to(&group);
+        assert_eq!(shared.push("s", 0, 0, Event::ArrayStopped), 4);
+        group.set_capacity(2);
+        assert_eq!(shared.capacity(), 2);
     }
 
     #[test]

@@ -231,12 +231,12 @@ impl ArrayMonitor {
         self.events.borrow().clone()
     }
 
-    /// Makes the array write to `log` from now on; events recorded so far move into it.
+    /// Makes the array write to `log` from now on; events recorded so far move into it, and
+    /// its previous log forwards there (a nested group may still hold it). A RAID 50/60 group
+    /// joins its parent with `group.monitor().attach_events(parent.monitor().events())`.
     pub fn attach_events(&self, log: Rc<EventLog>) {
         let old = self.events.replace(log.clone());
-        if !Rc::ptr_eq(&old, &log) {
-            log.absorb(&old);
-        }
+        old.forward_to(&log);
     }
 
     fn tick(&self, now_ns: u64) {
