@@ -935,7 +935,7 @@ pub fn format_latency(ns: u64) -> String {
 fn io_row(label: &str, io: &IoMetrics) -> String {
     let l = &io.latency;
     format!(
-        "  {label:<6} {:>10} {:>10} {:>9.1} {:>8.2} {:>9} {:>9} {:>9} {:>9} {:>9} {:>6}\n",
+        "  {label:<6} {:>10} {:>10} {:>9.1} {:>8.2} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>6}\n",
         io.ops,
         format_size(io.bytes),
         io.ops_per_s,
@@ -945,6 +945,7 @@ fn io_row(label: &str, io: &IoMetrics) -> String {
         format_latency(l.p90_ns),
         format_latency(l.p99_ns),
         format_latency(l.p999_ns),
+        format_latency(io.recent_latency.p99_ns),
         io.errors
     )
 }
@@ -963,8 +964,19 @@ pub fn render_stats(arrays: &[ArrayMetrics]) -> String {
         };
         let _ = writeln!(s, "{}: {}  ({window})", a.name, a.health);
         let header = format!(
-            "  {:<6} {:>10} {:>10} {:>9} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9} {:>6}\n",
-            "", "ops", "bytes", "IOPS", "MB/s", "avg", "p50", "p90", "p99", "p99.9", "errors"
+            "  {:<6} {:>10} {:>10} {:>9} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>6}\n",
+            "",
+            "ops",
+            "bytes",
+            "IOPS",
+            "MB/s",
+            "avg",
+            "p50",
+            "p90",
+            "p99",
+            "p99.9",
+            "p99 now",
+            "errors"
         );
         s.push_str(&header);
         s.push_str(&io_row("read", &a.read));

@@ -91,6 +91,15 @@ impl Histogram {
         self.max = self.max.max(value);
     }
 
+    /// Forgets every sample (keeps the memory).
+    pub fn clear(&mut self) {
+        self.counts.fill(0);
+        self.count = 0;
+        self.sum = 0;
+        self.min = u64::MAX;
+        self.max = 0;
+    }
+
     pub fn count(&self) -> u64 {
         self.count
     }
@@ -189,6 +198,10 @@ mod tests {
         assert_eq!(h.percentile(0.0), 1);
         assert_eq!(h.mean(), 25);
         assert_eq!(h.min(), Some(1));
+        h.clear();
+        assert_eq!((h.count(), h.percentile(50.0), h.min()), (0, 0, None));
+        h.record(7);
+        assert_eq!((h.percentile(99.0), h.max()), (7, 7));
     }
 
     proptest! {

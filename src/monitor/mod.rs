@@ -62,7 +62,24 @@ struct Direction {
     ops: u64,
     bytes: u64,
     errors: u64,
+    /// Every request since start.
     latency: Histogram,
+    /// Requests since the last tick.
+    recent: Histogram,
+    /// `recent` as it was at the last tick.
+    last_tick: LatencySummary,
+}
+
+fn summary(h: &Histogram) -> LatencySummary {
+    LatencySummary {
+        sum_ns: u64::try_from(h.sum()).unwrap_or(u64::MAX),
+        avg_ns: h.mean(),
+        p50_ns: h.percentile(50.0),
+        p90_ns: h.percentile(90.0),
+        p99_ns: h.percentile(99.0),
+        p999_ns: h.percentile(99.9),
+        max_ns: h.max(),
+    }
 }
 
 impl Direction {
@@ -73,10 +90,15 @@ impl Direction {
             self.errors += 1;
         }
         self.latency.record(latency_ns);
+        self.recent.record(latency_ns);
+    }
+
+    fn tick(&mut self) {
+        self.last_tick = summary(&self.recent);
+        self.recent.clear();
     }
 
     fn metrics(&self, ops_per_s: f64, bytes_per_s: f64, interval_avg_ns: u64) -> IoMetrics {
-        let h = &self.latency;
         IoMetrics {
             ops: self.ops,
             bytes: self.bytes,
@@ -84,15 +106,8 @@ impl Direction {
             ops_per_s,
             bytes_per_s,
             interval_latency_avg_ns: interval_avg_ns,
-            latency: LatencySummary {
-                sum_ns: u64::try_from(h.sum()).unwrap_or(u64::MAX),
-                avg_ns: h.mean(),
-                p50_ns: h.percentile(50.0),
-                p90_ns: h.percentile(90.0),
-                p99_ns: h.percentile(99.0),
-                p999_ns: h.percentile(99.9),
-                max_ns: h.max(),
-            },
+            latency: summary(&self.latency),
+            recent_latency: self.last_tick.clone(),
         }
     }
 }
@@ -105,6 +120,13 @@ struct IoState {
 }
 
 impl IoState {
+    /// Closes the recent latency histograms and samples the totals.
+    fn tick(&mut self) -> IoTotals {
+        self.read.tick();
+        self.write.tick();
+        self.totals()
+    }
+
     fn totals(&self) -> IoTotals {
         let sum = |d: &Direction| u64::try_from(d.latency.sum()).unwrap_or(u64::MAX);
         IoTotals {
@@ -240,7 +262,7 @@ impl ArrayMonitor {
     }
 
     fn tick(&self, now_ns: u64) {
-        let totals = self.io.borrow().totals();
+        let totals = self.io.borrow_mut().tick();
         self.window.borrow_mut().tick(now_ns, totals);
     }
 }
@@ -291,7 +313,7 @@ impl MemberMonitor {
     }
 
     fn tick(&self, now_ns: u64, config: Option<&MonitorConfig>) {
-        let totals = self.io.borrow().totals();
+        let totals = self.io.borrow_mut().tick();
         let mut window = self.window.borrow_mut();
         if let Some(c) = config {
             window.set_window_ticks(c.rate_window_ticks);
@@ -321,9 +343,12 @@ pub struct IoMetrics {
     /// IOPS over the last rate window.
     pub ops_per_s: f64,
     pub bytes_per_s: f64,
-    /// Mean latency of the requests completed in the last window.
+    /// Mean latency of the requests completed in the last rate window.
     pub interval_latency_avg_ns: u64,
+    /// Every request since the device started.
     pub latency: LatencySummary,
+    /// The requests completed between the last two monitoring ticks.
+    pub recent_latency: LatencySummary,
 }
 
 /// One member's figures.

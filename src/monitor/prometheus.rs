@@ -396,6 +396,7 @@ mod tests {
                 p999_ns: 20_000_000,
                 max_ns: 30_000_000,
             },
+            recent_latency: LatencySummary::default(),
         }
     }
 

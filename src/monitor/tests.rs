@@ -129,29 +129,38 @@ fn array_and_member_counters_and_latency() {
 
 #[test]
 fn rates_come_from_ticks_on_the_executor_clock() {
-    let r = rig(Level::Raid1, 2, 0);
+    let r = rig(Level::Raid1, 2, 1_000);
     let config = MonitorConfig {
         tick_interval_ns: 1_000_000_000,
         rate_window_ticks: 2,
         event_capacity: 16,
     };
+    // Creating the array took a little simulated time: tick on whole seconds from here.
+    r.exec.advance_to(1_000_000_000);
     r.array.monitor_tick(Some(&config));
     for i in 0..10 {
         assert!(r.write(i * 8, 4096));
     }
-    r.exec.advance_to(1_000_000_000);
+    r.exec.advance_to(2_000_000_000);
     r.array.monitor_tick(Some(&config));
     let m = r.array.metrics();
     assert_eq!(m.interval_ns, 1_000_000_000);
+    assert_eq!(m.write.recent_latency.max_ns, m.write.latency.max_ns);
+    assert!(m.write.recent_latency.p50_ns >= 1_000, "{m:?}");
     assert_eq!(m.write.ops_per_s, 10.0);
     assert_eq!(m.write.bytes_per_s, 40960.0);
     let member_write_rate: f64 = m.members.iter().map(|x| x.write.bytes_per_s).sum();
     assert!(member_write_rate >= 2.0 * 40960.0, "{member_write_rate}");
-    // Two idle seconds later the two-tick window holds one busy-free second each.
-    r.exec.advance_to(2_000_000_000);
+    // One idle second later the two-tick window spans the busy second and the idle one.
+    r.exec.advance_to(3_000_000_000);
     r.array.monitor_tick(Some(&config));
     assert_eq!(r.array.metrics().write.ops_per_s, 5.0);
-    r.exec.advance_to(3_000_000_000);
+    assert_eq!(
+        r.array.metrics().write.recent_latency,
+        LatencySummary::default(),
+        "no write in the last tick"
+    );
+    r.exec.advance_to(4_000_000_000);
     r.array.monitor_tick(Some(&config));
     assert_eq!(r.array.metrics().write.ops_per_s, 0.0);
     assert_eq!(r.array.metrics().write.ops, 10, "totals stay");
