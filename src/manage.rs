@@ -13,6 +13,7 @@ use crate::array::{Array, ArrayCounters, MemberCounters, MemberState};
 use crate::block::{BlockDevice, SECTOR_BYTES};
 use crate::layout::ArrayLayout;
 use crate::metadata::{Level, format_uuid};
+use crate::monitor::ArrayMetrics;
 
 /// Every array's state (like /proc/mdstat). Request payload: empty.
 pub const OP_STATUS: u16 = 0x0001;
@@ -20,6 +21,33 @@ pub const OP_STATUS: u16 = 0x0001;
 pub const OP_DETAIL: u16 = 0x0002;
 /// Stop an array: flush, mark clean, stop serving it. Request: [`NameRequest`].
 pub const OP_STOP: u16 = 0x0003;
+
+/// Monitoring figures of every array (empty payload) or of one ([`NameRequest`]).
+/// Answer: [`MetricsReport`].
+pub const OP_METRICS: u16 = 0x0030;
+/// Events after a sequence number. Request: [`EventsRequest`]; answer:
+/// [`crate::monitor::EventBatch`].
+pub const OP_EVENTS: u16 = 0x0031;
+/// Every array's figures in the Prometheus text format. Payload empty; answer: the text.
+pub const OP_PROMETHEUS: u16 = 0x0032;
+
+/// The request of [`OP_EVENTS`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventsRequest {
+    /// Events with a larger sequence number are returned (0: all the ring holds).
+    pub after_seq: u64,
+    /// At most this many (default: all).
+    #[serde(default)]
+    pub max_events: Option<u32>,
+}
+
+/// The answer to [`OP_METRICS`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MetricsReport {
+    pub arrays: Vec<ArrayMetrics>,
+    /// Time between monitoring ticks (the rate windows advance on ticks).
+    pub tick_interval_ns: u64,
+}
 
 /// A request naming one array.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

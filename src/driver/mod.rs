@@ -24,6 +24,7 @@ use crate::block::{BlockDevice, Bytes, IoError, SECTOR_BYTES};
 use crate::executor::Executor;
 use crate::manage;
 use crate::metadata::{Candidate, SlotState, Superblock, group_candidates, plan_assembly};
+use crate::monitor::{ArrayMetrics, Event, EventLog, MonitorConfig};
 use ipc_member::{IpcMember, IpcPort};
 
 mod erased {
@@ -67,6 +68,9 @@ pub struct ArrayManager {
     /// Arrays already looked at for an inner superblock (outer arrays count as looked at:
     /// md nests one level here).
     probed: BTreeSet<u32>,
+    /// Every array's events, in one sequence (it outlives a stopped array).
+    events: Rc<EventLog>,
+    monitor_config: MonitorConfig,
 }
 
 impl ArrayManager {
@@ -74,8 +78,21 @@ impl ArrayManager {
     pub fn add(&mut self, array: Rc<Array>) -> u32 {
         let id = ARRAY_ID_BASE + self.next_id;
         self.next_id += 1;
+        array.monitor().attach_events(self.events.clone());
+        array.monitor().configure(&self.monitor_config);
+        array.emit(Event::ArrayStarted);
+        array.check_health();
         self.arrays.insert(id, array);
         id
+    }
+
+    /// The event log every array writes to.
+    pub fn events(&self) -> &Rc<EventLog> {
+        &self.events
+    }
+
+    pub fn monitor_config(&self) -> MonitorConfig {
+        self.monitor_config
     }
 
     pub fn get(&self, id: u32) -> Option<&Rc<Array>> {
@@ -211,6 +228,8 @@ pub struct RaidDriver {
     disks: Rc<RefCell<DiskManager>>,
     /// After `Init`, arrays may start degraded: every disk present at boot was offered.
     started: Rc<Cell<bool>>,
+    /// Bumped to retire the running monitor task.
+    monitor_generation: Rc<Cell<u64>>,
 }
 
 impl RaidDriver {
@@ -223,7 +242,57 @@ impl RaidDriver {
             arrays: Rc::new(RefCell::new(ArrayManager::default())),
             disks: Rc::new(RefCell::new(DiskManager::default())),
             started: Rc::new(Cell::new(false)),
+            monitor_generation: Rc::new(Cell::new(0)),
         }
+    }
+
+    /// Applies `config` and (re)starts the monitor task, which ticks every array's rate
+    /// windows and health each `tick_interval_ns`. Not started by default: a simulation that
+    /// runs until idle would never be idle with it.
+    pub fn start_monitor(&self, config: MonitorConfig) {
+        {
+            let mut arrays = self.arrays.borrow_mut();
+            arrays.monitor_config = config;
+            arrays.events.set_capacity(config.event_capacity);
+        }
+        let generation = self.monitor_generation.get() + 1;
+        self.monitor_generation.set(generation);
+        let current = self.monitor_generation.clone();
+        let arrays = self.arrays.clone();
+        let exec = self.exec.clone();
+        let interval_ns = config.tick_interval_ns.max(1_000_000);
+        self.exec.spawn_detached(async move {
+            let mut next_ns = exec.now_ns();
+            while current.get() == generation {
+                let list: Vec<Rc<Array>> = arrays.borrow().iter().map(|(_, a)| a.clone()).collect();
+                for array in list {
+                    array.monitor_tick(Some(&config));
+                }
+                // A late tick does not cause a burst of catch-up ticks.
+                next_ns = (next_ns + interval_ns).max(exec.now_ns());
+                exec.sleep_until(next_ns).await;
+            }
+        });
+    }
+
+    /// Stops the monitor task at its next tick.
+    pub fn stop_monitor(&self) {
+        self.monitor_generation
+            .set(self.monitor_generation.get() + 1);
+    }
+
+    /// The figures of every array.
+    pub fn metrics(&self) -> Vec<ArrayMetrics> {
+        self.arrays
+            .borrow()
+            .iter()
+            .map(|(_, a)| a.metrics())
+            .collect()
+    }
+
+    /// The event log every served array writes to.
+    pub fn events(&self) -> Rc<EventLog> {
+        self.arrays.borrow().events.clone()
     }
 
     pub fn executor(&self) -> &Executor {
@@ -441,6 +510,37 @@ impl RaidDriver {
                 self.arrays.borrow().mark_nesting(id, &mut detail.status);
                 to_json(&detail)
             }))),
+            manage::OP_METRICS => {
+                let arrays = if request.payload.is_empty() {
+                    Ok(self.metrics())
+                } else {
+                    named(&request.payload).map(|(_, a)| vec![a.metrics()])
+                };
+                Some(respond(arrays.map(|arrays| {
+                    to_json(&manage::MetricsReport {
+                        arrays,
+                        tick_interval_ns: self.arrays.borrow().monitor_config.tick_interval_ns,
+                    })
+                })))
+            }
+            manage::OP_EVENTS => {
+                let req: Result<manage::EventsRequest, _> =
+                    serde_json::from_slice(&request.payload);
+                Some(respond(match req {
+                    Ok(req) => {
+                        let max = req.max_events.map_or(usize::MAX, |m| m as usize);
+                        Ok(to_json(&self.events().after(req.after_seq, max)))
+                    }
+                    Err(e) => Err((
+                        DriverError::InvalidArgument,
+                        alloc::format!("bad request: {e}"),
+                    )),
+                }))
+            }
+            manage::OP_PROMETHEUS => Some(respond(Ok(crate::monitor::prometheus::render(
+                &self.metrics(),
+            )
+            .into_bytes()))),
             manage::OP_STOP => match named(&request.payload) {
                 Err(e) => Some(respond(Err(e))),
                 Ok((id, _)) if self.arrays.borrow().parent_of(id).is_some() => {
@@ -464,6 +564,7 @@ impl RaidDriver {
                         let mut result = Ok(());
                         for (id, array) in layers {
                             let r = array.mark_clean().await;
+                            array.emit(Event::ArrayStopped);
                             result = result.and(r);
                             arrays.borrow_mut().remove(id);
                             for entry in disks.borrow_mut().disks.values_mut() {
@@ -507,6 +608,7 @@ impl RaidDriver {
                     log::error!("{}: not marked clean: {e}", array.name());
                     result = Err(DriverError::Io);
                 }
+                array.emit(Event::ArrayStopped);
             }
             let message = match result {
                 Ok(()) => Message::Ack,

@@ -11,12 +11,13 @@ use crate::array::nested::{NestedSpec, check_nested, create_nested};
 use crate::block::BlockDevice;
 use crate::host::control::{self, ControlError};
 use crate::host::runtime::HostRuntime;
-use crate::host::serve::{ServeOptions, scan_dir, serve};
+use crate::host::serve::{MonitorOptions, ServeOptions, scan_dir, serve};
 use crate::host::spec::{MemberSpec, format_size, parse_size};
 use crate::manage;
 use crate::metadata::{
     DeviceRole, Level, SUPERBLOCK_BYTES, SUPERBLOCK_OFFSET_BYTES, Superblock, format_uuid,
 };
+use crate::monitor::{ArrayMetrics, EventBatch, EventRecord, IoMetrics, MonitorConfig};
 use crate::platform::file::{FileDisk, IoPool};
 
 /// Orion RAID host tool: create, assemble and inspect Linux-md-compatible arrays.
@@ -47,6 +48,10 @@ pub enum Command {
     Detail(NameArgs),
     /// Stop serving an array: flush it and mark it clean.
     Stop(NameArgs),
+    /// Stream events (member failed, rebuild finished, …) one line each, until interrupted.
+    Monitor(MonitorArgs),
+    /// I/O figures: MB/s, IOPS, latency percentiles, errors, per array and member.
+    Stats(StatsArgs),
     /// Measure speed: `raid bench parity [--json]`.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -103,6 +108,97 @@ pub struct ServeArgs {
     pub name: String,
     /// Members: image files, block devices, or mem:SIZE for a volatile memory member.
     pub members: Vec<String>,
+    #[command(flatten)]
+    pub monitoring: MonitoringFlags,
+}
+
+/// `raid serve`'s monitoring flags.
+#[derive(Args, Debug)]
+pub struct MonitoringFlags {
+    /// Serve Prometheus metrics on GET /metrics at this TCP address (e.g. 127.0.0.1:9105).
+    #[arg(long)]
+    pub metrics_listen: Option<String>,
+    /// Rewrite this file with the Prometheus metrics every monitoring interval.
+    #[arg(long)]
+    pub metrics_file: Option<PathBuf>,
+    /// Monitoring interval: rate windows and health checks advance this often (e.g. 500ms, 2s).
+    #[arg(long, value_parser = parse_duration_ns, default_value = "1s")]
+    pub monitor_interval: u64,
+    /// Intervals a rate (MB/s, IOPS) is averaged over (1-64).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub rate_window: u32,
+    /// Events kept for `raid monitor`.
+    #[arg(long, default_value_t = crate::monitor::DEFAULT_EVENT_CAPACITY)]
+    pub event_capacity: usize,
+}
+
+impl MonitoringFlags {
+    fn options(&self) -> MonitorOptions {
+        MonitorOptions {
+            config: MonitorConfig {
+                tick_interval_ns: self.monitor_interval,
+                rate_window_ticks: self.rate_window,
+                event_capacity: self.event_capacity.max(1),
+            },
+            metrics_listen: self.metrics_listen.clone(),
+            metrics_file: self.metrics_file.clone(),
+        }
+    }
+}
+
+/// Parses `500ms`, `2s`, `1.5s`, `1m` (a bare number is seconds) into nanoseconds; at least
+/// 10 ms.
+pub fn parse_duration_ns(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let (number, unit_ns) = if let Some(n) = t.strip_suffix("ms") {
+        (n, 1e6)
+    } else if let Some(n) = t.strip_suffix('s') {
+        (n, 1e9)
+    } else if let Some(n) = t.strip_suffix('m') {
+        (n, 60e9)
+    } else {
+        (t, 1e9)
+    };
+    let value: f64 = number
+        .trim()
+        .parse()
+        .map_err(|_| format!("'{text}' is not a duration (e.g. 500ms, 2s)"))?;
+    let ns = value * unit_ns;
+    if !(1e7..=3.6e12).contains(&ns) {
+        return Err(format!("'{text}' is outside 10ms..1h"));
+    }
+    Ok(ns as u64)
+}
+
+#[derive(Args, Debug)]
+pub struct MonitorArgs {
+    /// One JSON object per event (for scripts).
+    #[arg(long)]
+    pub json: bool,
+    /// First print the events the server still holds, then follow.
+    #[arg(long)]
+    pub all: bool,
+    /// How often to ask the server for new events.
+    #[arg(long, value_parser = parse_duration_ns, default_value = "500ms")]
+    pub poll: u64,
+    /// Control socket of the running server.
+    #[arg(long, default_value = DEFAULT_CONTROL)]
+    pub control: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct StatsArgs {
+    /// Only this array.
+    pub name: Option<String>,
+    /// Print one JSON object (for scripts).
+    #[arg(long)]
+    pub json: bool,
+    /// Print the Prometheus text exposition instead.
+    #[arg(long, conflicts_with = "json")]
+    pub prometheus: bool,
+    /// Control socket of the running server.
+    #[arg(long, default_value = DEFAULT_CONTROL)]
+    pub control: PathBuf,
 }
 
 #[derive(Args, Debug)]
@@ -113,6 +209,8 @@ pub struct UpArgs {
     /// Size of each member image created on first use.
     #[arg(long, value_parser = parse_size, default_value = "1G")]
     pub member_size: u64,
+    #[command(flatten)]
+    pub monitoring: MonitoringFlags,
 }
 
 #[derive(Args, Debug)]
@@ -279,6 +377,8 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Status(args) => cmd_status(args),
         Command::Detail(args) => cmd_detail(args),
         Command::Stop(args) => cmd_stop(args),
+        Command::Monitor(args) => cmd_monitor(args),
+        Command::Stats(args) => cmd_stats(args),
         Command::Bench(BenchCommand::Parity {
             json,
             no_memory_bound,
@@ -662,6 +762,7 @@ fn cmd_serve(args: ServeArgs) -> Result<(), CliError> {
         nested: nesting,
         members,
         banner: true,
+        monitor: args.monitoring.options(),
     })
     .map_err(|e| CliError::failed(e.0))
 }
@@ -698,6 +799,7 @@ fn cmd_up(args: UpArgs) -> Result<(), CliError> {
         nested: None,
         members,
         banner: true,
+        monitor: args.monitoring.options(),
     })
     .map_err(|e| CliError::failed(e.0))
 }
@@ -777,18 +879,7 @@ pub fn render_status(report: &manage::StatusReport) -> String {
             a.members.iter().filter(|m| m.state == "active").count()
         );
         if let Some(job) = &a.job {
-            let width = 20usize;
-            let done = ((job.progress.clamp(0.0, 1.0)) * width as f64) as usize;
-            let _ = writeln!(
-                s,
-                "      [{}>{}]  {} = {:.1}% finish={}s speed={}K/sec",
-                "=".repeat(done),
-                ".".repeat(width - done),
-                job.kind,
-                job.progress * 100.0,
-                job.eta_s,
-                job.rate_bytes_per_s / 1024
-            );
+            let _ = writeln!(s, "      {}: {}", job.kind, progress_bar(job));
         }
         if a.needs_resync {
             let _ = writeln!(s, "      (unclean shutdown: resync pending)");
@@ -892,6 +983,207 @@ fn cmd_stop(args: NameArgs) -> Result<(), CliError> {
     Ok(())
 }
 
+/// `[=========>..........] 42.1% (123.4 MB/s, ETA 00:03:12)`.
+pub fn progress_bar(job: &manage::JobStatus) -> String {
+    const WIDTH: usize = 20;
+    let fraction = if job.progress.is_finite() {
+        job.progress.clamp(0.0, 1.0)
+    } else {
+        0.0
+    };
+    let done = ((fraction * WIDTH as f64) as usize).min(WIDTH);
+    let bar = if done == WIDTH {
+        "=".repeat(WIDTH + 1)
+    } else {
+        format!("{}>{}", "=".repeat(done), ".".repeat(WIDTH - done))
+    };
+    let eta = if job.rate_bytes_per_s == 0 {
+        "--:--:--".to_string()
+    } else {
+        format!(
+            "{:02}:{:02}:{:02}",
+            job.eta_s / 3600,
+            job.eta_s / 60 % 60,
+            job.eta_s % 60
+        )
+    };
+    format!(
+        "[{bar}] {:.1}% ({:.1} MB/s, ETA {eta})",
+        fraction * 100.0,
+        job.rate_bytes_per_s as f64 / 1e6
+    )
+}
+
+/// A latency for people: `850ns`, `12.3us`, `4.56ms`, `1.20s`.
+pub fn format_latency(ns: u64) -> String {
+    match ns {
+        0..1_000 => format!("{ns}ns"),
+        1_000..1_000_000 => format!("{:.1}us", ns as f64 / 1e3),
+        1_000_000..1_000_000_000 => format!("{:.2}ms", ns as f64 / 1e6),
+        _ => format!("{:.2}s", ns as f64 / 1e9),
+    }
+}
+
+fn io_row(label: &str, io: &IoMetrics) -> String {
+    let l = &io.latency;
+    format!(
+        "  {label:<6} {:>10} {:>10} {:>9.1} {:>8.2} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>6}\n",
+        io.ops,
+        format_size(io.bytes),
+        io.ops_per_s,
+        io.bytes_per_s / 1e6,
+        format_latency(l.avg_ns),
+        format_latency(l.p50_ns),
+        format_latency(l.p90_ns),
+        format_latency(l.p99_ns),
+        format_latency(l.p999_ns),
+        format_latency(io.recent_latency.p99_ns),
+        io.errors
+    )
+}
+
+/// The text of `raid stats`.
+pub fn render_stats(arrays: &[ArrayMetrics]) -> String {
+    let mut s = String::new();
+    if arrays.is_empty() {
+        s.push_str("no arrays\n");
+    }
+    for a in arrays {
+        let window = if a.interval_ns == 0 {
+            "no rate window yet".to_string()
+        } else {
+            format!("rates over the last {:.1}s", a.interval_ns as f64 / 1e9)
+        };
+        let _ = writeln!(s, "{}: {}  ({window})", a.name, a.health);
+        let header = format!(
+            "  {:<6} {:>10} {:>10} {:>9} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>6}\n",
+            "",
+            "ops",
+            "bytes",
+            "IOPS",
+            "MB/s",
+            "avg",
+            "p50",
+            "p90",
+            "p99",
+            "p99.9",
+            "p99 now",
+            "errors"
+        );
+        s.push_str(&header);
+        s.push_str(&io_row("read", &a.read));
+        s.push_str(&io_row("write", &a.write));
+        let lookups = a.cache_hits + a.cache_misses;
+        let _ = writeln!(
+            s,
+            "  flushes {} ({} failed), discards {}, cache hits {} of {} ({:.1}%)",
+            a.flushes,
+            a.flush_errors,
+            a.discards,
+            a.cache_hits,
+            lookups,
+            a.cache_hit_ratio * 100.0
+        );
+        if let Some(job) = &a.job {
+            let _ = writeln!(s, "  {}: {}", job.kind, progress_bar(job));
+        }
+        for m in &a.members {
+            let _ = writeln!(s, "  member {} {} ({})", m.slot, m.member, m.state);
+            s.push_str(&io_row("read", &m.read));
+            s.push_str(&io_row("write", &m.write));
+        }
+        s.push('\n');
+    }
+    s
+}
+
+fn cmd_stats(args: StatsArgs) -> Result<(), CliError> {
+    if args.prometheus {
+        let text = control::call(&args.control, manage::OP_PROMETHEUS, Vec::new())
+            .map_err(control_error)?;
+        print!("{}", String::from_utf8_lossy(&text));
+        return Ok(());
+    }
+    let payload = match &args.name {
+        Some(name) => name_payload(name),
+        None => Vec::new(),
+    };
+    let answer =
+        control::call(&args.control, manage::OP_METRICS, payload).map_err(control_error)?;
+    if args.json {
+        println!("{}", String::from_utf8_lossy(&answer));
+        return Ok(());
+    }
+    let report: manage::MetricsReport = decode_json(&answer)?;
+    print!("{}", render_stats(&report.arrays));
+    Ok(())
+}
+
+/// One `raid monitor` line.
+pub fn render_event(e: &EventRecord) -> String {
+    let wall = format_time(e.wall_time_ms / 1000);
+    // "YYYY-MM-DD HH:MM:SS UTC" with milliseconds before the zone.
+    let wall = match wall.strip_suffix(" UTC") {
+        Some(t) => format!("{t}.{:03} UTC", e.wall_time_ms % 1000),
+        None => wall,
+    };
+    format!("{wall} [{}] {}: {}", e.seq, e.array, e.event)
+}
+
+fn cmd_monitor(args: MonitorArgs) -> Result<(), CliError> {
+    use std::io::Write as _;
+    let fetch = |after_seq: u64| -> Result<EventBatch, CliError> {
+        let payload = serde_json::to_vec(&manage::EventsRequest {
+            after_seq,
+            max_events: Some(1000),
+        })
+        .unwrap_or_default();
+        let answer =
+            control::call(&args.control, manage::OP_EVENTS, payload).map_err(control_error)?;
+        decode_json(&answer)
+    };
+    let mut after = if args.all { 0 } else { fetch(0)?.latest_seq };
+    let stdout = std::io::stdout();
+    loop {
+        let batch = fetch(after)?;
+        if batch.latest_seq < after {
+            // The server restarted: its numbering did too.
+            eprintln!("raid: the server restarted; following its new events");
+            after = 0;
+            continue;
+        }
+        let mut out = stdout.lock();
+        if batch.missed > 0 {
+            if args.json {
+                let _ = writeln!(out, "{{\"missed\":{}}}", batch.missed);
+            } else {
+                let _ = writeln!(
+                    out,
+                    "({} events missed: the server's ring wrapped)",
+                    batch.missed
+                );
+            }
+        }
+        for e in &batch.events {
+            let line = if args.json {
+                serde_json::to_string(e).unwrap_or_default()
+            } else {
+                render_event(e)
+            };
+            if writeln!(out, "{line}").is_err() {
+                // The reader went away (a closed pipe): nothing left to do.
+                return Ok(());
+            }
+            after = e.seq;
+        }
+        let _ = out.flush();
+        drop(out);
+        if batch.events.len() < 1000 {
+            std::thread::sleep(std::time::Duration::from_nanos(args.poll));
+        }
+    }
+}
+
 fn checked_chunk_sectors(chunk: u64) -> Result<u32, CliError> {
     if !chunk.is_multiple_of(4096) || chunk == 0 {
         return Err(CliError::usage(format!(
@@ -958,7 +1250,7 @@ mod tests {
         );
         assert!(text.contains("[2/1] [U_]"), "{text}");
         assert!(
-            text.contains("[==========>..........]  recovery = 50.0% finish=51s speed=10240K/sec"),
+            text.contains("recovery: [==========>..........] 50.0% (10.5 MB/s, ETA 00:00:51)"),
             "{text}"
         );
     }
@@ -1022,6 +1314,114 @@ mod tests {
         // Scripts see `parent` only on groups.
         let json = serde_json::to_string(&report).unwrap();
         assert_eq!(json.matches("\"parent\"").count(), 1, "{json}");
+    }
+
+    #[test]
+    fn progress_bar_ends_and_eta() {
+        let job = |progress: f64, rate: u64, eta: u64| manage::JobStatus {
+            kind: "resync".into(),
+            progress,
+            rate_bytes_per_s: rate,
+            eta_s: eta,
+        };
+        assert_eq!(
+            progress_bar(&job(0.421, 123_000_000, 192)),
+            "[========>............] 42.1% (123.0 MB/s, ETA 00:03:12)"
+        );
+        assert_eq!(
+            progress_bar(&job(0.0, 0, 0)),
+            "[>....................] 0.0% (0.0 MB/s, ETA --:--:--)"
+        );
+        assert_eq!(
+            progress_bar(&job(1.0, 5_000_000, 0)),
+            "[=====================] 100.0% (5.0 MB/s, ETA 00:00:00)"
+        );
+        assert_eq!(
+            progress_bar(&job(f64::NAN, 1, 3_725)),
+            "[>....................] 0.0% (0.0 MB/s, ETA 01:02:05)"
+        );
+    }
+
+    #[test]
+    fn stats_text_has_a_row_per_direction_and_member() {
+        let io = IoMetrics {
+            ops: 12,
+            bytes: 3 << 20,
+            errors: 1,
+            ops_per_s: 4.0,
+            bytes_per_s: 2.5e6,
+            ..IoMetrics::default()
+        };
+        let array = ArrayMetrics {
+            name: "r1".into(),
+            health: "degraded".into(),
+            interval_ns: 2_000_000_000,
+            read: io.clone(),
+            write: IoMetrics::default(),
+            flushes: 2,
+            flush_errors: 0,
+            discards: 0,
+            discard_errors: 0,
+            cache_hits: 3,
+            cache_misses: 1,
+            cache_hit_ratio: 0.75,
+            job: None,
+            members: vec![crate::monitor::MemberMetrics {
+                slot: 1,
+                member: "b.img".into(),
+                state: "faulty".into(),
+                read: io,
+                write: IoMetrics::default(),
+                corrected_sectors: 0,
+                in_flight: 0,
+            }],
+        };
+        let text = render_stats(&[array]);
+        assert!(
+            text.starts_with("r1: degraded  (rates over the last 2.0s)\n"),
+            "{text}"
+        );
+        assert!(text.contains("  member 1 b.img (faulty)\n"), "{text}");
+        assert!(text.contains("cache hits 3 of 4 (75.0%)"), "{text}");
+        let read_rows = text
+            .lines()
+            .filter(|l| l.trim_start().starts_with("read "))
+            .count();
+        assert_eq!(read_rows, 2, "{text}");
+        assert!(text.contains("3.00 MiB") && text.contains("2.50"), "{text}");
+        assert_eq!(render_stats(&[]), "no arrays\n");
+    }
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration_ns("500ms"), Ok(500_000_000));
+        assert_eq!(parse_duration_ns("2s"), Ok(2_000_000_000));
+        assert_eq!(parse_duration_ns("1.5"), Ok(1_500_000_000));
+        assert_eq!(parse_duration_ns("1m"), Ok(60_000_000_000));
+        assert!(parse_duration_ns("1ms").is_err());
+        assert!(parse_duration_ns("soon").is_err());
+    }
+
+    #[test]
+    fn event_lines_and_latencies_read_well() {
+        let e = EventRecord {
+            seq: 7,
+            time_ns: 0,
+            wall_time_ms: 1_700_000_000_123,
+            array: "r1".into(),
+            event: crate::monitor::Event::MemberFailed {
+                slot: 1,
+                member: "b.img".into(),
+            },
+        };
+        assert_eq!(
+            render_event(&e),
+            "2023-11-14 22:13:20.123 UTC [7] r1: member_failed slot 1 (b.img)"
+        );
+        assert_eq!(format_latency(999), "999ns");
+        assert_eq!(format_latency(12_340), "12.3us");
+        assert_eq!(format_latency(4_560_000), "4.56ms");
+        assert_eq!(format_latency(1_200_000_000), "1.20s");
     }
 
     #[test]
