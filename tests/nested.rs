@@ -357,8 +357,11 @@ fn serve_raid50_and_raid60_stop_serve_again_and_degraded() {
     let ex = ok(&raid(&["examine", "f0.img", "s7.img"], &dir));
     assert_eq!(ex.matches("State : clean").count(), 2, "{ex}");
 
-    // Served again from the same images.
-    let server = Server::start(&dir, &all);
+    // Served again, the images found by --scan.
+    let server = Server::start(&dir, &["--scan".to_string(), ".".to_string()]);
+    let detail = ok(&raid(&["detail", "r50-g1", "--control", "ctl.sock"], &dir));
+    assert_eq!(field(&detail, "Group Of"), "r50");
+    assert_eq!(field(&detail, "Raid Level"), "raid5");
     if qemu {
         for export in ["r50", "r60"] {
             qemu_io(&server.uri(export), READS);
