@@ -3,7 +3,9 @@
 //! Tasks are polled in the order they became ready; timers fire in deadline order (ties in
 //! the order they were set). Time never comes from the OS: the platform moves the clock
 //! (`advance_to`), and a simulation jumps straight to the next deadline (`run_until_idle`),
-//! so a whole run is a function of its seed. Wakers are `Send + Sync`: a completion that
+//! so a whole run is a function of its seed. A platform with a fine monotonic clock may
+//! install it as the clock source (`set_clock_source`): `now_ns` then reads it, so latency
+//! measurements see real time between the platform's turns; simulations install none. Wakers are `Send + Sync`: a completion that
 //! arrives on another thread (a host worker) queues the task and calls the notifier, which
 //! wakes the platform's main loop.
 
@@ -20,6 +22,8 @@ use core::task::{Context, Poll, Waker};
 
 type Task = Pin<Box<dyn Future<Output = ()>>>;
 type Notifier = Arc<dyn Fn() + Send + Sync>;
+/// A monotonic clock in nanoseconds, read on the executor's thread.
+pub type ClockSource = Box<dyn Fn() -> u64>;
 
 struct ReadyQueue {
     ids: spin::Mutex<VecDeque<usize>>,
@@ -63,6 +67,7 @@ struct Inner {
     timers: RefCell<BTreeMap<(u64, u64), Waker>>,
     timer_seq: Cell<u64>,
     now_ns: Cell<u64>,
+    clock_source: RefCell<Option<ClockSource>>,
     live_tasks: Cell<usize>,
 }
 
@@ -92,6 +97,7 @@ impl Executor {
                 timers: RefCell::new(BTreeMap::new()),
                 timer_seq: Cell::new(0),
                 now_ns: Cell::new(0),
+                clock_source: RefCell::new(None),
                 live_tasks: Cell::new(0),
             }),
         }
@@ -146,14 +152,26 @@ impl Executor {
         self.inner.live_tasks.get()
     }
 
-    /// Current time of the injected clock, in nanoseconds.
+    /// Reads `now_ns` from `source` from now on (the platform's monotonic clock). The clock
+    /// still never goes backwards, and timers still fire only in `advance_to`.
+    pub fn set_clock_source(&self, source: ClockSource) {
+        *self.inner.clock_source.borrow_mut() = Some(source);
+    }
+
+    /// Current time in nanoseconds: the clock source if one is set, else the injected clock.
     pub fn now_ns(&self) -> u64 {
+        if let Some(source) = self.inner.clock_source.borrow().as_ref() {
+            let t = source();
+            if t > self.inner.now_ns.get() {
+                self.inner.now_ns.set(t);
+            }
+        }
         self.inner.now_ns.get()
     }
 
     /// Moves the clock forward to `now_ns` (never backwards) and wakes due timers.
     pub fn advance_to(&self, now_ns: u64) {
-        if now_ns > self.inner.now_ns.get() {
+        if now_ns > self.now_ns() {
             self.inner.now_ns.set(now_ns);
         }
         self.fire_due_timers();
@@ -179,7 +197,7 @@ impl Executor {
     }
 
     fn fire_due_timers(&self) {
-        let now = self.inner.now_ns.get();
+        let now = self.now_ns();
         loop {
             let due = {
                 let mut timers = self.inner.timers.borrow_mut();
@@ -463,6 +481,36 @@ mod tests {
         }
         exec.run_until_idle();
         assert_eq!(*order.borrow(), vec![(1, 10), (3, 10), (2, 20), (0, 30)]);
+    }
+
+    #[test]
+    fn clock_source_is_read_and_never_goes_backwards() {
+        let exec = Executor::new();
+        let t = Rc::new(Cell::new(100u64));
+        let src = t.clone();
+        exec.set_clock_source(Box::new(move || src.get()));
+        assert_eq!(exec.now_ns(), 100);
+        t.set(250);
+        assert_eq!(exec.now_ns(), 250);
+        t.set(200);
+        assert_eq!(
+            exec.now_ns(),
+            250,
+            "a clock source that steps back is ignored"
+        );
+        // A timer due by the source's time fires on the next advance without a jump.
+        let fired = Rc::new(Cell::new(false));
+        let (e, f) = (exec.clone(), fired.clone());
+        exec.spawn_detached(async move {
+            e.sleep_until(300).await;
+            f.set(true);
+        });
+        exec.run_until_stalled();
+        t.set(301);
+        exec.advance_to(0);
+        exec.run_until_stalled();
+        assert!(fired.get());
+        assert_eq!(exec.now_ns(), 301);
     }
 
     #[test]

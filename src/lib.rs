@@ -16,6 +16,7 @@ pub mod host;
 pub mod layout;
 pub mod manage;
 pub mod metadata;
+pub mod monitor;
 pub mod parity;
 pub mod platform;
 pub mod rng;

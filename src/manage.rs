@@ -14,6 +14,7 @@ use crate::array::{Array, ArrayCounters, MemberCounters, MemberState};
 use crate::block::{BlockDevice, SECTOR_BYTES};
 use crate::layout::ArrayLayout;
 use crate::metadata::{Level, format_uuid};
+use crate::monitor::ArrayMetrics;
 
 /// Every array's state (like /proc/mdstat). Request payload: empty.
 pub const OP_STATUS: u16 = 0x0001;
@@ -30,6 +31,33 @@ pub const OP_REPAIR: u16 = 0x0021;
 pub const OP_SCRUB_REPORT: u16 = 0x0022;
 /// Cancel a running scrub; answers with its report as it stands. Request: [`NameRequest`].
 pub const OP_SCRUB_CANCEL: u16 = 0x0023;
+
+/// Monitoring figures of every array (empty payload) or of one ([`NameRequest`]).
+/// Answer: [`MetricsReport`].
+pub const OP_METRICS: u16 = 0x0030;
+/// Events after a sequence number. Request: [`EventsRequest`]; answer:
+/// [`crate::monitor::EventBatch`].
+pub const OP_EVENTS: u16 = 0x0031;
+/// Every array's figures in the Prometheus text format. Payload empty; answer: the text.
+pub const OP_PROMETHEUS: u16 = 0x0032;
+
+/// The request of [`OP_EVENTS`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventsRequest {
+    /// Events with a larger sequence number are returned (0: all the ring holds).
+    pub after_seq: u64,
+    /// At most this many (default: all).
+    #[serde(default)]
+    pub max_events: Option<u32>,
+}
+
+/// The answer to [`OP_METRICS`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MetricsReport {
+    pub arrays: Vec<ArrayMetrics>,
+    /// Time between monitoring ticks (the rate windows advance on ticks).
+    pub tick_interval_ns: u64,
+}
 
 /// A request naming one array.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -75,6 +103,9 @@ pub struct ArrayStatus {
     pub layout: String,
     /// Unclean shutdown seen and no resync run yet.
     pub needs_resync: bool,
+    /// For a group of a nested array (RAID 50/60): the outer array it is a member of.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
 }
 
 /// The answer to [`OP_STATUS`].
@@ -182,6 +213,29 @@ pub fn array_status(device_id: u32, array: &Array) -> ArrayStatus {
             .unwrap_or(0),
         layout: layout_name(array.layout(), sb.as_ref().map(|s| s.layout).unwrap_or(0)),
         needs_resync: array.needs_resync(),
+        parent: None,
+    }
+}
+
+/// Completes the status of an array whose members are group arrays (RAID 50/60): the level
+/// users know it by, and a state that counts the groups' health (a degraded group makes the
+/// whole array degraded).
+pub fn apply_groups(status: &mut ArrayStatus, array: &Array, groups: &[&Array]) {
+    if groups.is_empty() {
+        return;
+    }
+    status.level = crate::array::nested::level_name(array, groups);
+    let rank = |state: &str| match state {
+        "failed" => 3,
+        "degraded" => 2,
+        "optimal" => 0,
+        _ => 1,
+    };
+    for group in groups {
+        let health = group.health().to_string();
+        if rank(&health) > rank(&status.state) {
+            status.state = health;
+        }
     }
 }
 

@@ -60,6 +60,8 @@ pub enum CreateError {
         member: String,
         error: IoError,
     },
+    /// A nested geometry (RAID 50/60 groups) that does not work out.
+    Nesting(String),
 }
 
 impl fmt::Display for CreateError {
@@ -73,6 +75,7 @@ impl fmt::Display for CreateError {
             CreateError::Layout(e) => write!(f, "bad geometry: {e}"),
             CreateError::Metadata(e) => write!(f, "{e}"),
             CreateError::Io { member, error } => write!(f, "{member}: {error}"),
+            CreateError::Nesting(msg) => f.write_str(msg),
         }
     }
 }

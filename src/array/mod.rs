@@ -3,6 +3,7 @@
 //! and member failure persisted in the superblocks before a write is acknowledged.
 
 pub mod assemble;
+pub mod nested;
 pub mod rangelock;
 pub mod resync;
 pub mod scrub;
@@ -27,6 +28,7 @@ use crate::block::{BlockDevice, Bytes, IoError, SECTOR_BYTES, check_range, check
 use crate::executor::{AsyncMutex, Executor, join_all};
 use crate::layout::{ArrayLayout, Extent};
 use crate::metadata::{DeviceRole, MdTime, Superblock};
+use crate::monitor::{ArrayMonitor, Event, MemberMonitor, OpKind};
 use crate::parity::ParityEngine;
 use rangelock::RangeLock;
 
@@ -100,6 +102,7 @@ pub struct Member {
     state: Cell<MemberState>,
     inflight: Cell<u32>,
     counters: Cell<MemberCounters>,
+    monitor: MemberMonitor,
 }
 
 impl Member {
@@ -111,7 +114,13 @@ impl Member {
             state: Cell::new(MemberState::Active),
             inflight: Cell::new(0),
             counters: Cell::new(MemberCounters::default()),
+            monitor: MemberMonitor::new(),
         }
+    }
+
+    /// Byte counts and latencies of the requests sent to this member.
+    pub fn monitor(&self) -> &MemberMonitor {
+        &self.monitor
     }
 
     pub fn state(&self) -> MemberState {
@@ -145,7 +154,9 @@ impl Member {
     async fn read_data(&self, sector: u64, buf: Vec<u8>) -> Result<Vec<u8>, IoError> {
         let _busy = Busy::new(&self.inflight);
         self.count(|c| c.reads += 1);
+        let (bytes, started_ns) = (buf.len() as u64, self.monitor.start());
         let r = self.dev.read(self.data_offset() + sector, buf).await;
+        self.monitor.finish(false, bytes, started_ns, r.is_ok());
         if r.is_err() {
             self.count(|c| c.read_errors += 1);
         }
@@ -155,7 +166,9 @@ impl Member {
     async fn write_data(&self, sector: u64, data: Bytes, fua: bool) -> Result<(), IoError> {
         let _busy = Busy::new(&self.inflight);
         self.count(|c| c.writes += 1);
+        let (bytes, started_ns) = (data.len() as u64, self.monitor.start());
         let r = self.dev.write(self.data_offset() + sector, data, fua).await;
+        self.monitor.finish(true, bytes, started_ns, r.is_ok());
         if r.is_err() {
             self.count(|c| c.write_errors += 1);
         }
@@ -223,6 +236,7 @@ pub struct Array {
     parity: Cell<ParityEngine>,
     /// The check/repair job's report and controls.
     scrub: scrub::ScrubState,
+    monitor: ArrayMonitor,
 }
 
 /// Failures of array-wide operations (not of one block request).
@@ -266,6 +280,10 @@ impl Array {
             .iter()
             .flatten()
             .any(|m| m.superblock.borrow().resync_offset_sectors != RESYNC_DONE);
+        for m in slots.iter().flatten() {
+            m.monitor.set_clock(exec.clone());
+        }
+        let monitor = ArrayMonitor::new(exec.clone());
         let array = Array {
             exec,
             name,
@@ -283,6 +301,7 @@ impl Array {
             job: Cell::new(None),
             parity: Cell::new(ParityEngine::widest()),
             scrub: scrub::ScrubState::new(),
+            monitor,
         };
         // Until the platform says otherwise, time continues from the last update on disk.
         let last = array
@@ -300,6 +319,16 @@ impl Array {
     /// corresponds to; superblock update times are derived from it.
     pub fn set_wall_clock_base(&self, seconds: u64) {
         self.wall_clock_base_s.set(seconds);
+    }
+
+    /// Wall-clock seconds at executor time zero.
+    pub fn wall_clock_base_s(&self) -> u64 {
+        self.wall_clock_base_s.get()
+    }
+
+    /// Counters, latencies, rates and events of this array (`emit` records an event).
+    pub fn monitor(&self) -> &ArrayMonitor {
+        &self.monitor
     }
 
     fn wall_time(&self, now_ns: u64) -> MdTime {
@@ -801,6 +830,8 @@ impl Array {
                 let _ = sb.set_role(dev_number, DeviceRole::Faulty);
             })
             .await;
+        self.member_event(member, |slot, member| Event::MemberFailed { slot, member });
+        self.check_health();
     }
 
     /// First write after a clean state: record on disk that the array is dirty, so that an
@@ -891,6 +922,8 @@ impl Array {
                     Err(e) => {
                         log::error!("{}: superblock write failed on {}: {e}", self.name, m.name);
                         m.state.set(MemberState::Faulty);
+                        self.member_event(&m, |slot, member| Event::MemberFailed { slot, member });
+                        self.check_health();
                         retry = true;
                     }
                 }
@@ -902,4 +935,31 @@ impl Array {
     }
 }
 
-crate::block_device_via_async_fns!(Array, |d| d.layout.array_sectors());
+// Every entry point is timed and counted by the array's monitor, once, here.
+impl BlockDevice for Array {
+    fn capacity_sectors(&self) -> u64 {
+        self.layout.array_sectors()
+    }
+
+    fn read(&self, sector: u64, buf: Vec<u8>) -> crate::block::IoFuture<'_, Vec<u8>> {
+        let bytes = buf.len() as u64;
+        let request = self.do_read(sector, buf);
+        alloc::boxed::Box::pin(self.monitor.timed(OpKind::Read, bytes, request))
+    }
+
+    fn write(&self, sector: u64, data: Bytes, fua: bool) -> crate::block::IoFuture<'_, ()> {
+        let bytes = data.len() as u64;
+        let request = self.do_write(sector, data, fua);
+        alloc::boxed::Box::pin(self.monitor.timed(OpKind::Write, bytes, request))
+    }
+
+    fn flush(&self) -> crate::block::IoFuture<'_, ()> {
+        alloc::boxed::Box::pin(self.monitor.timed(OpKind::Flush, 0, self.do_flush()))
+    }
+
+    fn discard(&self, sector: u64, sectors: u64) -> crate::block::IoFuture<'_, ()> {
+        let request = self.do_discard(sector, sectors);
+        let bytes = sectors.saturating_mul(SECTOR_BYTES as u64);
+        alloc::boxed::Box::pin(self.monitor.timed(OpKind::Discard, bytes, request))
+    }
+}

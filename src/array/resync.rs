@@ -12,6 +12,7 @@ use alloc::vec::Vec;
 use super::{Array, ArrayError, Member};
 use crate::block::{Bytes, IoError, SECTOR_BYTES};
 use crate::executor::join_all;
+use crate::monitor::Event;
 
 /// Array sectors resynced under one lock (1 MiB).
 const REGION_SECTORS: u64 = 2048;
@@ -102,6 +103,7 @@ impl Array {
             started_ns: started,
             now_ns: started,
         }));
+        self.emit(Event::ResyncStarted);
         let mut unreadable = 0u64;
         let mut sector = 0;
         while sector < total {
@@ -118,6 +120,9 @@ impl Array {
             }
         }
         self.job.set(None);
+        self.emit(Event::ResyncFinished {
+            unreadable_extents: unreadable,
+        });
         if unreadable > 0 {
             log::error!(
                 "{}: resync finished; {unreadable} extents had no readable copy",

@@ -30,6 +30,7 @@ use super::{Array, Member, MemberState};
 use crate::block::{Bytes, IoError, SECTOR_BYTES};
 use crate::executor::{AsyncMutex, join_all};
 use crate::layout::{ArrayLayout, Extent, Raid5Layout};
+use crate::monitor::events::Event;
 use crate::parity::locate::{Culprit, locate};
 
 /// The unit a scrub compares and counts: md's stripe page (4 KiB).
@@ -387,6 +388,24 @@ impl Array {
         Ok(())
     }
 
+    /// One monitoring event per mismatched stripe (or mirror extent), while the report
+    /// still lists every bad region: a badly damaged array must not flood the event ring.
+    fn emit_mismatch(&self, sector: u64, sectors: u64, slot: Option<usize>) {
+        let listing = self
+            .scrub
+            .report
+            .borrow()
+            .as_ref()
+            .is_some_and(|r| r.bad_regions_omitted == 0);
+        if listing {
+            self.emit(Event::MismatchFound {
+                sector,
+                sectors,
+                slot: slot.map(|s| s as u32),
+            });
+        }
+    }
+
     fn note(&self, f: impl FnOnce(&mut ScrubReport)) {
         if let Some(r) = self.scrub.report.borrow_mut().as_mut() {
             f(r);
@@ -398,6 +417,8 @@ impl Array {
         let _running = self.scrub.running.lock().await;
         let total = self.layout.array_sectors();
         log::info!("{}: {} started", self.name, mode.name());
+        let repair = mode == ScrubMode::Repair;
+        self.emit(Event::CheckStarted { repair });
         let mut outcome = ScrubOutcome::Finished;
         let pool = Pool::new(STRIPES_IN_FLIGHT as usize * (self.layout.disk_count() + 2));
         let mut sector = 0;
@@ -440,6 +461,10 @@ impl Array {
         }
         self.job.set(None);
         self.note(|r| r.outcome = outcome);
+        self.emit(Event::CheckFinished {
+            repair,
+            mismatches: self.mismatches(),
+        });
         let report = self.scrub_report().expect("a begun scrub has a report");
         let level = if report.mismatched_sectors > 0 {
             log::Level::Warn
@@ -559,6 +584,16 @@ impl Array {
                     });
                 });
             }
+        }
+        let extent_mismatched: u64 = (0..units)
+            .filter(|&u| {
+                let (from, to) = (u * COMPARE_BYTES, ((u + 1) * COMPARE_BYTES).min(bytes));
+                writes.iter().any(|w| w.1 < to && from < w.2)
+            })
+            .map(|u| ((COMPARE_BYTES.min(bytes - u * COMPARE_BYTES)) / SECTOR_BYTES) as u64)
+            .sum();
+        if extent_mismatched > 0 {
+            self.emit_mismatch(array_sector, extent_mismatched, None);
         }
         if mode == ScrubMode::Repair && !writes.is_empty() {
             if self.mark_dirty().await.is_err() {
@@ -761,6 +796,10 @@ impl Array {
         let zero = [0u8; COMPARE_BYTES];
         let mut writes: Vec<CellWrite> = Vec::new();
         let mut repaired = 0u64;
+        // For the monitoring event: mismatched sectors of this stripe, and the one member
+        // they are all blamed on (`Some(None)` once blame is unknown or split).
+        let mut stripe_mismatched = 0u64;
+        let mut blamed: Option<Option<usize>> = None;
         self.note(|r| r.checked_sectors += sds);
         for u in 0..bytes / COMPARE_BYTES {
             let range = u * COMPARE_BYTES..(u + 1) * COMPARE_BYTES;
@@ -810,6 +849,13 @@ impl Array {
                 block,
                 syndrome_slot,
             });
+            stripe_mismatched += COMPARE_SECTORS;
+            let this = wrong_disk.map(|w| w.0);
+            blamed = match blamed {
+                None => Some(this),
+                Some(b) if b == this => Some(b),
+                Some(_) => Some(None),
+            };
             self.note(|r| {
                 r.mismatched_sectors += COMPARE_SECTORS;
                 r.add_region(BadRegion {
@@ -856,6 +902,9 @@ impl Array {
                     }
                 }
             }
+        }
+        if stripe_mismatched > 0 {
+            self.emit_mismatch(stripe * sds, stripe_mismatched, blamed.flatten());
         }
         if writes.is_empty() {
             return;

@@ -16,6 +16,7 @@ use crate::block::{BlockDevice, Bytes, SECTOR_BYTES};
 use crate::executor::Executor;
 use crate::layout::{ArrayLayout, MemberRole, Raid5Layout};
 use crate::metadata::Level;
+use crate::monitor::events::Event;
 use crate::platform::faulty::FaultyDisk;
 use crate::platform::memory::MemoryDisk;
 use crate::rng::SplitMix64;
@@ -525,6 +526,40 @@ fn report_json_field_names() {
     }
     let back: ScrubReport = serde_json::from_str(&json).unwrap();
     assert_eq!(back, report);
+    // The monitoring events: start, the mismatched stripe naming Q's member, finish.
+    let events: Vec<Event> = r
+        .array
+        .monitor()
+        .events()
+        .after(0, usize::MAX)
+        .events
+        .into_iter()
+        .map(|e| e.event)
+        .filter(|e| {
+            matches!(
+                e,
+                Event::CheckStarted { .. }
+                    | Event::CheckFinished { .. }
+                    | Event::MismatchFound { .. }
+            )
+        })
+        .collect();
+    let sds = l.stripe_data_sectors();
+    assert_eq!(
+        events,
+        vec![
+            Event::CheckStarted { repair: false },
+            Event::MismatchFound {
+                sector: sds,
+                sectors: 8,
+                slot: Some(q as u32)
+            },
+            Event::CheckFinished {
+                repair: false,
+                mismatches: 8
+            },
+        ]
+    );
 }
 
 /// Past the bound, the report keeps the first regions in array order and counts the rest,

@@ -4,7 +4,7 @@
 
 pub mod ipc_member;
 
-use alloc::collections::{BTreeMap, VecDeque};
+use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
 use alloc::rc::Rc;
 use alloc::string::String;
 use alloc::vec;
@@ -18,12 +18,14 @@ use orion_driver::{
 };
 
 use crate::array::assemble::{ASSEMBLY_OPTIONS, assemble, read_superblock};
+use crate::array::nested::{Stack, groups_of, read_inner_superblock};
 use crate::array::scrub::{ScrubError, ScrubMode};
 use crate::array::{Array, MemberState};
 use crate::block::{BlockDevice, Bytes, IoError, SECTOR_BYTES};
 use crate::executor::Executor;
 use crate::manage;
 use crate::metadata::{Candidate, SlotState, Superblock, group_candidates, plan_assembly};
+use crate::monitor::{ArrayMetrics, Event, EventLog, MonitorConfig};
 use ipc_member::{IpcMember, IpcPort};
 
 mod erased {
@@ -60,6 +62,16 @@ pub fn driver_error(e: &IoError) -> DriverError {
 pub struct ArrayManager {
     arrays: BTreeMap<u32, Rc<Array>>,
     next_id: u32,
+    /// Arrays whose data starts with another array's superblock (the groups of a RAID
+    /// 50/60): each one's superblock and its outer array's id once that runs. They are
+    /// internal: not served to clients.
+    inner: BTreeMap<u32, (Superblock, Option<u32>)>,
+    /// Arrays already looked at for an inner superblock (outer arrays count as looked at:
+    /// md nests one level here).
+    probed: BTreeSet<u32>,
+    /// Every array's events, in one sequence (it outlives a stopped array).
+    events: Rc<EventLog>,
+    monitor_config: MonitorConfig,
 }
 
 impl ArrayManager {
@@ -67,8 +79,21 @@ impl ArrayManager {
     pub fn add(&mut self, array: Rc<Array>) -> u32 {
         let id = ARRAY_ID_BASE + self.next_id;
         self.next_id += 1;
+        array.monitor().attach_events(self.events.clone());
+        array.monitor().configure(&self.monitor_config);
+        array.emit(Event::ArrayStarted);
+        array.check_health();
         self.arrays.insert(id, array);
         id
+    }
+
+    /// The event log every array writes to.
+    pub fn events(&self) -> &Rc<EventLog> {
+        &self.events
+    }
+
+    pub fn monitor_config(&self) -> MonitorConfig {
+        self.monitor_config
     }
 
     pub fn get(&self, id: u32) -> Option<&Rc<Array>> {
@@ -85,7 +110,67 @@ impl ArrayManager {
 
     /// Stops serving an array.
     pub fn remove(&mut self, id: u32) -> Option<Rc<Array>> {
+        self.inner.remove(&id);
+        self.probed.remove(&id);
         self.arrays.remove(&id)
+    }
+
+    /// Registers a running stack: the outer array (served) and its groups (internal).
+    /// Returns the outer array's id.
+    pub fn add_stack(&mut self, stack: &Stack) -> u32 {
+        let id = self.add(stack.array.clone());
+        self.probed.insert(id);
+        for group in &stack.groups {
+            let gid = self.add(group.clone());
+            self.probed.insert(gid);
+            if let Some(sb) = stack.array.slots().iter().flatten().find_map(|m| {
+                (Rc::as_ptr(&m.dev) as *const () == Rc::as_ptr(group) as *const ())
+                    .then(|| m.superblock())
+            }) {
+                self.inner.insert(gid, (sb, Some(id)));
+            }
+        }
+        id
+    }
+
+    /// The outer array a group array belongs to.
+    pub fn parent_of(&self, id: u32) -> Option<u32> {
+        self.inner.get(&id).and_then(|(_, p)| *p)
+    }
+
+    /// Whether the array holds another array's superblock (internal, not served).
+    pub fn is_inner(&self, id: u32) -> bool {
+        self.inner.contains_key(&id)
+    }
+
+    /// The group arrays of an outer array, by id order.
+    pub fn groups_of(&self, id: u32) -> Vec<(u32, Rc<Array>)> {
+        self.inner
+            .iter()
+            .filter(|(_, (_, p))| *p == Some(id))
+            .filter_map(|(&gid, _)| self.arrays.get(&gid).map(|a| (gid, a.clone())))
+            .collect()
+    }
+
+    /// The status document of an array, nesting included.
+    pub fn status(&self, id: u32, array: &Array) -> manage::ArrayStatus {
+        let mut status = manage::array_status(id, array);
+        self.mark_nesting(id, &mut status);
+        status
+    }
+
+    /// Adds the nesting to an array's status: the parent of a group, the nested level and
+    /// combined health of an outer array.
+    pub fn mark_nesting(&self, id: u32, status: &mut manage::ArrayStatus) {
+        status.parent = self
+            .parent_of(id)
+            .and_then(|p| self.arrays.get(&p))
+            .map(|p| p.name().into());
+        let groups = self.groups_of(id);
+        if let Some(array) = self.arrays.get(&id) {
+            let groups: Vec<&Array> = groups.iter().map(|(_, g)| g.as_ref()).collect();
+            manage::apply_groups(status, array, &groups);
+        }
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (u32, &Rc<Array>)> {
@@ -144,6 +229,8 @@ pub struct RaidDriver {
     disks: Rc<RefCell<DiskManager>>,
     /// After `Init`, arrays may start degraded: every disk present at boot was offered.
     started: Rc<Cell<bool>>,
+    /// Bumped to retire the running monitor task.
+    monitor_generation: Rc<Cell<u64>>,
 }
 
 impl RaidDriver {
@@ -156,7 +243,57 @@ impl RaidDriver {
             arrays: Rc::new(RefCell::new(ArrayManager::default())),
             disks: Rc::new(RefCell::new(DiskManager::default())),
             started: Rc::new(Cell::new(false)),
+            monitor_generation: Rc::new(Cell::new(0)),
         }
+    }
+
+    /// Applies `config` and (re)starts the monitor task, which ticks every array's rate
+    /// windows and health each `tick_interval_ns`. Not started by default: a simulation that
+    /// runs until idle would never be idle with it.
+    pub fn start_monitor(&self, config: MonitorConfig) {
+        {
+            let mut arrays = self.arrays.borrow_mut();
+            arrays.monitor_config = config;
+            arrays.events.set_capacity(config.event_capacity);
+        }
+        let generation = self.monitor_generation.get() + 1;
+        self.monitor_generation.set(generation);
+        let current = self.monitor_generation.clone();
+        let arrays = self.arrays.clone();
+        let exec = self.exec.clone();
+        let interval_ns = config.tick_interval_ns.max(1_000_000);
+        self.exec.spawn_detached(async move {
+            let mut next_ns = exec.now_ns();
+            while current.get() == generation {
+                let list: Vec<Rc<Array>> = arrays.borrow().iter().map(|(_, a)| a.clone()).collect();
+                for array in list {
+                    array.monitor_tick(Some(&config));
+                }
+                // A late tick does not cause a burst of catch-up ticks.
+                next_ns = (next_ns + interval_ns).max(exec.now_ns());
+                exec.sleep_until(next_ns).await;
+            }
+        });
+    }
+
+    /// Stops the monitor task at its next tick.
+    pub fn stop_monitor(&self) {
+        self.monitor_generation
+            .set(self.monitor_generation.get() + 1);
+    }
+
+    /// The figures of every array.
+    pub fn metrics(&self) -> Vec<ArrayMetrics> {
+        self.arrays
+            .borrow()
+            .iter()
+            .map(|(_, a)| a.metrics())
+            .collect()
+    }
+
+    /// The event log every served array writes to.
+    pub fn events(&self) -> Rc<EventLog> {
+        self.arrays.borrow().events.clone()
     }
 
     pub fn executor(&self) -> &Executor {
@@ -174,6 +311,12 @@ impl RaidDriver {
     /// Serves an array that was assembled by other means (the host tool); returns its id.
     pub fn add_array(&self, array: Rc<Array>) -> u32 {
         self.arrays.borrow_mut().add(array)
+    }
+
+    /// Serves a stack assembled by other means (the host tool): the outer array is served,
+    /// its groups are internal. Returns the outer array's id.
+    pub fn add_stack(&self, stack: &Stack) -> u32 {
+        self.arrays.borrow_mut().add_stack(stack)
     }
 
     /// Frames waiting to be sent, oldest first.
@@ -229,7 +372,12 @@ impl RaidDriver {
     }
 
     fn serve_io(&self, sequence: u64, request: IoRequest) {
-        let array = self.arrays.borrow().get(request.device_id).cloned();
+        let array = self
+            .arrays
+            .borrow()
+            .get(request.device_id)
+            .filter(|_| !self.arrays.borrow().is_inner(request.device_id))
+            .cloned();
         let Some(array) = array else {
             self.reply(
                 sequence,
@@ -353,28 +501,79 @@ impl RaidDriver {
                         .arrays
                         .borrow()
                         .iter()
-                        .map(|(id, a)| manage::array_status(id, a))
+                        .map(|(id, a)| self.arrays.borrow().status(id, a))
                         .collect(),
                 };
                 Some(respond(Ok(to_json(&report))))
             }
-            manage::OP_DETAIL => Some(respond(
-                named(&request.payload).map(|(id, a)| to_json(&manage::array_detail(id, &a))),
-            )),
+            manage::OP_DETAIL => Some(respond(named(&request.payload).map(|(id, a)| {
+                let mut detail = manage::array_detail(id, &a);
+                self.arrays.borrow().mark_nesting(id, &mut detail.status);
+                to_json(&detail)
+            }))),
+            manage::OP_METRICS => {
+                let arrays = if request.payload.is_empty() {
+                    Ok(self.metrics())
+                } else {
+                    named(&request.payload).map(|(_, a)| vec![a.metrics()])
+                };
+                Some(respond(arrays.map(|arrays| {
+                    to_json(&manage::MetricsReport {
+                        arrays,
+                        tick_interval_ns: self.arrays.borrow().monitor_config.tick_interval_ns,
+                    })
+                })))
+            }
+            manage::OP_EVENTS => {
+                let req: Result<manage::EventsRequest, _> =
+                    serde_json::from_slice(&request.payload);
+                Some(respond(match req {
+                    Ok(req) => {
+                        let max = req.max_events.map_or(usize::MAX, |m| m as usize);
+                        Ok(to_json(&self.events().after(req.after_seq, max)))
+                    }
+                    Err(e) => Err((
+                        DriverError::InvalidArgument,
+                        alloc::format!("bad request: {e}"),
+                    )),
+                }))
+            }
+            manage::OP_PROMETHEUS => Some(respond(Ok(crate::monitor::prometheus::render(
+                &self.metrics(),
+            )
+            .into_bytes()))),
             manage::OP_STOP => match named(&request.payload) {
                 Err(e) => Some(respond(Err(e))),
+                Ok((id, _)) if self.arrays.borrow().parent_of(id).is_some() => {
+                    let parent = self.arrays.borrow().parent_of(id);
+                    let parent: String = parent
+                        .and_then(|p| self.arrays.borrow().get(p).map(|a| a.name().into()))
+                        .unwrap_or_default();
+                    Some(respond(Err((
+                        DriverError::Busy,
+                        alloc::format!("the array is a group of '{parent}': stop '{parent}'"),
+                    ))))
+                }
                 Ok((id, array)) => {
                     let arrays = self.arrays.clone();
                     let disks = self.disks.clone();
                     let outbox = self.outbox.clone();
+                    // The outer array first: its superblock update writes into its groups.
+                    let mut layers = vec![(id, array)];
+                    layers.extend(self.arrays.borrow().groups_of(id));
                     self.exec.spawn_detached(async move {
-                        // No repair write may land after the array is marked clean.
-                        array.stop_scrub().await;
-                        let result = array.mark_clean().await;
-                        arrays.borrow_mut().arrays.remove(&id);
-                        for entry in disks.borrow_mut().disks.values_mut() {
-                            if entry.array_id == Some(id) {
-                                entry.array_id = None;
+                        let mut result = Ok(());
+                        for (id, array) in layers {
+                            // No repair write may land after the array is marked clean.
+                            array.stop_scrub().await;
+                            let r = array.mark_clean().await;
+                            array.emit(Event::ArrayStopped);
+                            result = result.and(r);
+                            arrays.borrow_mut().remove(id);
+                            for entry in disks.borrow_mut().disks.values_mut() {
+                                if entry.array_id == Some(id) {
+                                    entry.array_id = None;
+                                }
                             }
                         }
                         let message = respond(match result {
@@ -427,12 +626,15 @@ impl RaidDriver {
 
     fn start_shutdown(&self, sequence: u64, reason: ShutdownReason) {
         log::info!("shutdown requested ({reason:?})");
-        let arrays: Vec<Rc<Array>> = self
+        // Outer arrays before the groups they write into.
+        let mut arrays: Vec<(bool, Rc<Array>)> = self
             .arrays
             .borrow()
             .iter()
-            .map(|(_, a)| a.clone())
+            .map(|(id, a)| (self.arrays.borrow().is_inner(id), a.clone()))
             .collect();
+        arrays.sort_by_key(|(inner, _)| *inner);
+        let arrays: Vec<Rc<Array>> = arrays.into_iter().map(|(_, a)| a).collect();
         let outbox = self.outbox.clone();
         self.exec.spawn_detached(async move {
             let mut result = Ok(());
@@ -442,6 +644,7 @@ impl RaidDriver {
                     log::error!("{}: not marked clean: {e}", array.name());
                     result = Err(DriverError::Io);
                 }
+                array.emit(Event::ArrayStopped);
             }
             let message = match result {
                 Ok(()) => Message::Ack,
@@ -562,6 +765,75 @@ async fn discover(
                     entry.array_id = Some(array_id);
                 }
             }
+        }
+    }
+    discover_nested(exec, arrays, degraded_ok).await;
+}
+
+/// Looks for superblocks at the start of running arrays' data, and starts the outer arrays
+/// they describe (RAID 50/60: a RAID 0 over RAID 5/6 groups) as `discover` does from disks.
+async fn discover_nested(exec: &Executor, arrays: &Rc<RefCell<ArrayManager>>, degraded_ok: bool) {
+    let unprobed: Vec<(u32, Rc<Array>)> = arrays
+        .borrow()
+        .iter()
+        .filter(|(id, _)| !arrays.borrow().probed.contains(id))
+        .map(|(id, a)| (id, a.clone()))
+        .collect();
+    for (id, array) in unprobed {
+        arrays.borrow_mut().probed.insert(id);
+        if let Some(sb) = read_inner_superblock(&array).await {
+            arrays.borrow_mut().inner.insert(id, (sb, None));
+        }
+    }
+    let free: Vec<(u32, Rc<Array>, Superblock)> = {
+        let a = arrays.borrow();
+        a.inner
+            .iter()
+            .filter(|(_, (_, parent))| parent.is_none())
+            .filter_map(|(&id, (sb, _))| a.arrays.get(&id).map(|x| (id, x.clone(), sb.clone())))
+            .collect()
+    };
+    let candidates: Vec<Candidate> = free
+        .iter()
+        .enumerate()
+        .map(|(i, (_, _, sb))| (i, Ok(sb.clone())))
+        .collect();
+    for (uuid, ids) in group_candidates(&candidates).arrays {
+        let complete = plan_assembly(&uuid, &candidates, ASSEMBLY_OPTIONS, |p| {
+            p.iter().all(|&x| x)
+        })
+        .map(|plan| {
+            plan.slots
+                .iter()
+                .all(|s| matches!(s, SlotState::InSync { .. }))
+        })
+        .unwrap_or(false);
+        if !complete && !degraded_ok {
+            continue;
+        }
+        let members: Vec<(String, Rc<dyn BlockDevice>)> = ids
+            .iter()
+            .map(|&i| {
+                let (_, array, _) = &free[i];
+                (array.name().into(), array.clone() as Rc<dyn BlockDevice>)
+            })
+            .collect();
+        let result = assemble(exec, members).await;
+        for problem in &result.problems {
+            log::warn!("{}: {}", problem.member, problem.reason);
+        }
+        let groups: Vec<Rc<Array>> = free.iter().map(|(_, a, _)| a.clone()).collect();
+        for outer in result.arrays {
+            let mut manager = arrays.borrow_mut();
+            let outer_id = manager.add(outer.clone());
+            manager.probed.insert(outer_id);
+            for group in groups_of(&outer, &groups) {
+                let gid = free.iter().find(|(_, a, _)| Rc::ptr_eq(a, &group));
+                if let Some(entry) = gid.and_then(|(gid, _, _)| manager.inner.get_mut(gid)) {
+                    entry.1 = Some(outer_id);
+                }
+            }
+            log::info!("array {} started as device {outer_id:#x}", outer.name());
         }
     }
 }

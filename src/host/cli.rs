@@ -7,16 +7,18 @@ use std::rc::Rc;
 use clap::{Args, Parser, Subcommand};
 
 use crate::array::assemble::{CreateOptions, create, parse_layout};
+use crate::array::nested::{NestedSpec, check_nested, create_nested};
 use crate::array::scrub::{ScrubMode, ScrubOutcome, ScrubReport};
 use crate::block::BlockDevice;
 use crate::host::control::{self, ControlError};
 use crate::host::runtime::HostRuntime;
-use crate::host::serve::{ServeOptions, scan_dir, serve};
+use crate::host::serve::{MonitorOptions, ServeOptions, scan_dir, serve};
 use crate::host::spec::{MemberSpec, format_size, parse_size};
 use crate::manage;
 use crate::metadata::{
     DeviceRole, Level, SUPERBLOCK_BYTES, SUPERBLOCK_OFFSET_BYTES, Superblock, format_uuid,
 };
+use crate::monitor::{ArrayMetrics, EventBatch, EventRecord, IoMetrics, MonitorConfig};
 use crate::platform::file::{FileDisk, IoPool};
 
 /// Orion RAID host tool: create, assemble and inspect Linux-md-compatible arrays.
@@ -51,6 +53,10 @@ pub enum Command {
     Check(ScrubArgs),
     /// Scrub an array and make every mismatch consistent again (md's repair).
     Repair(ScrubArgs),
+    /// Stream events (member failed, rebuild finished, …) one line each, until interrupted.
+    Monitor(MonitorArgs),
+    /// I/O figures: MB/s, IOPS, latency percentiles, errors, per array and member.
+    Stats(StatsArgs),
     /// Measure speed: `raid bench parity [--json]`.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -91,8 +97,11 @@ pub struct ServeArgs {
     #[arg(long)]
     pub create: bool,
     /// With --create: the RAID level.
-    #[arg(short, long, value_parser = parse_level)]
-    pub level: Option<Level>,
+    #[arg(short, long, value_parser = parse_level_arg)]
+    pub level: Option<LevelArg>,
+    /// With --create and level 50 or 60: the number of RAID 5/6 groups.
+    #[arg(long)]
+    pub groups: Option<usize>,
     /// With --create: the layout.
     #[arg(short = 'p', long)]
     pub layout: Option<String>,
@@ -104,6 +113,97 @@ pub struct ServeArgs {
     pub name: String,
     /// Members: image files, block devices, or mem:SIZE for a volatile memory member.
     pub members: Vec<String>,
+    #[command(flatten)]
+    pub monitoring: MonitoringFlags,
+}
+
+/// `raid serve`'s monitoring flags.
+#[derive(Args, Debug)]
+pub struct MonitoringFlags {
+    /// Serve Prometheus metrics on GET /metrics at this TCP address (e.g. 127.0.0.1:9105).
+    #[arg(long)]
+    pub metrics_listen: Option<String>,
+    /// Rewrite this file with the Prometheus metrics every monitoring interval.
+    #[arg(long)]
+    pub metrics_file: Option<PathBuf>,
+    /// Monitoring interval: rate windows and health checks advance this often (e.g. 500ms, 2s).
+    #[arg(long, value_parser = parse_duration_ns, default_value = "1s")]
+    pub monitor_interval: u64,
+    /// Intervals a rate (MB/s, IOPS) is averaged over (1-64).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub rate_window: u32,
+    /// Events kept for `raid monitor`.
+    #[arg(long, default_value_t = crate::monitor::DEFAULT_EVENT_CAPACITY)]
+    pub event_capacity: usize,
+}
+
+impl MonitoringFlags {
+    fn options(&self) -> MonitorOptions {
+        MonitorOptions {
+            config: MonitorConfig {
+                tick_interval_ns: self.monitor_interval,
+                rate_window_ticks: self.rate_window,
+                event_capacity: self.event_capacity.max(1),
+            },
+            metrics_listen: self.metrics_listen.clone(),
+            metrics_file: self.metrics_file.clone(),
+        }
+    }
+}
+
+/// Parses `500ms`, `2s`, `1.5s`, `1m` (a bare number is seconds) into nanoseconds; at least
+/// 10 ms.
+pub fn parse_duration_ns(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let (number, unit_ns) = if let Some(n) = t.strip_suffix("ms") {
+        (n, 1e6)
+    } else if let Some(n) = t.strip_suffix('s') {
+        (n, 1e9)
+    } else if let Some(n) = t.strip_suffix('m') {
+        (n, 60e9)
+    } else {
+        (t, 1e9)
+    };
+    let value: f64 = number
+        .trim()
+        .parse()
+        .map_err(|_| format!("'{text}' is not a duration (e.g. 500ms, 2s)"))?;
+    let ns = value * unit_ns;
+    if !(1e7..=3.6e12).contains(&ns) {
+        return Err(format!("'{text}' is outside 10ms..1h"));
+    }
+    Ok(ns as u64)
+}
+
+#[derive(Args, Debug)]
+pub struct MonitorArgs {
+    /// One JSON object per event (for scripts).
+    #[arg(long)]
+    pub json: bool,
+    /// First print the events the server still holds, then follow.
+    #[arg(long)]
+    pub all: bool,
+    /// How often to ask the server for new events.
+    #[arg(long, value_parser = parse_duration_ns, default_value = "500ms")]
+    pub poll: u64,
+    /// Control socket of the running server.
+    #[arg(long, default_value = DEFAULT_CONTROL)]
+    pub control: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct StatsArgs {
+    /// Only this array.
+    pub name: Option<String>,
+    /// Print one JSON object (for scripts).
+    #[arg(long)]
+    pub json: bool,
+    /// Print the Prometheus text exposition instead.
+    #[arg(long, conflicts_with = "json")]
+    pub prometheus: bool,
+    /// Control socket of the running server.
+    #[arg(long, default_value = DEFAULT_CONTROL)]
+    pub control: PathBuf,
 }
 
 #[derive(Args, Debug)]
@@ -114,6 +214,8 @@ pub struct UpArgs {
     /// Size of each member image created on first use.
     #[arg(long, value_parser = parse_size, default_value = "1G")]
     pub member_size: u64,
+    #[command(flatten)]
+    pub monitoring: MonitoringFlags,
 }
 
 #[derive(Args, Debug)]
@@ -158,9 +260,13 @@ pub struct ScrubArgs {
 
 #[derive(Args, Debug)]
 pub struct CreateArgs {
-    /// RAID level: 0, 1 or 10 (also raid0, raid1, raid10, mirror, stripe).
-    #[arg(short, long, value_parser = parse_level)]
-    pub level: Level,
+    /// RAID level: 0, 1, 4, 5, 6, 10, 50 or 60 (also raid0, raid1, raid10, mirror, stripe).
+    #[arg(short, long, value_parser = parse_level_arg)]
+    pub level: LevelArg,
+    /// For levels 50 and 60: the number of RAID 5/6 groups; the members are split into
+    /// equal groups in the order given.
+    #[arg(long)]
+    pub groups: Option<usize>,
     /// Layout: for RAID10 near2 (n2), far2 (f2), offset2 (o2), n3, …; for RAID0 with
     /// members of unequal size, original or alternate.
     #[arg(short = 'p', long)]
@@ -209,6 +315,56 @@ pub fn parse_level(text: &str) -> Result<Level, String> {
     }
 }
 
+/// A level as users give it: an md level, or a nested level (50, 60) that is a RAID 0 over
+/// RAID 5/6 group arrays.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LevelArg {
+    Md(Level),
+    Nested(u32),
+}
+
+impl std::fmt::Display for LevelArg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LevelArg::Md(l) => write!(f, "{l}"),
+            LevelArg::Nested(n) => write!(f, "raid{n}"),
+        }
+    }
+}
+
+/// Parses a level, nested levels included.
+pub fn parse_level_arg(text: &str) -> Result<LevelArg, String> {
+    let t = text.to_ascii_lowercase();
+    match t.strip_prefix("raid").unwrap_or(&t) {
+        "50" => Ok(LevelArg::Nested(50)),
+        "60" => Ok(LevelArg::Nested(60)),
+        _ => parse_level(text).map(LevelArg::Md).map_err(|_| {
+            format!("unknown RAID level '{text}' (levels: 0, 1, 4, 5, 6, 10, 50, 60)")
+        }),
+    }
+}
+
+/// The md level of the (outer) array and the nesting, from `--level` and `--groups`.
+fn level_and_nesting(
+    level: LevelArg,
+    groups: Option<usize>,
+) -> Result<(Level, Option<NestedSpec>), CliError> {
+    match (level, groups) {
+        (LevelArg::Md(l), None) => Ok((l, None)),
+        (LevelArg::Md(l), Some(_)) => Err(CliError::usage(format!(
+            "--groups is for levels 50 and 60, not {l}"
+        ))),
+        (LevelArg::Nested(n), None) => Err(CliError::usage(format!(
+            "raid{n} needs --groups G (the number of raid{} groups)",
+            n / 10
+        ))),
+        (LevelArg::Nested(n), Some(g)) => match NestedSpec::for_level(n, g) {
+            Some(spec) => Ok((Level::Raid0, Some(spec))),
+            None => Err(CliError::usage(format!("raid{n} is not a nested level"))),
+        },
+    }
+}
+
 /// A command failure: message for the user and the exit status.
 #[derive(Debug)]
 pub struct CliError {
@@ -246,6 +402,8 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Stop(args) => cmd_stop(args),
         Command::Check(args) => cmd_scrub(args, ScrubMode::Check),
         Command::Repair(args) => cmd_scrub(args, ScrubMode::Repair),
+        Command::Monitor(args) => cmd_monitor(args),
+        Command::Stats(args) => cmd_stats(args),
         Command::Bench(BenchCommand::Parity {
             json,
             no_memory_bound,
@@ -311,7 +469,12 @@ fn cmd_create(args: CreateArgs) -> Result<(), CliError> {
     if args.name.len() > 32 {
         return Err(CliError::usage("array name is longer than 32 bytes"));
     }
-    parse_layout(args.level, args.layout.as_deref()).map_err(|e| CliError::usage(e.to_string()))?;
+    let (level, nesting) = level_and_nesting(args.level, args.groups)?;
+    match nesting {
+        Some(spec) => check_nested(spec, args.members.len(), &args.name, args.layout.as_deref()),
+        None => parse_layout(level, args.layout.as_deref()).map(|_| ()),
+    }
+    .map_err(|e| CliError::usage(e.to_string()))?;
     let mut seen = std::collections::HashSet::new();
     for m in &args.members {
         if !seen.insert(m.clone()) {
@@ -372,7 +535,7 @@ fn cmd_create(args: CreateArgs) -> Result<(), CliError> {
         }
     }
     let opts = CreateOptions {
-        level: args.level,
+        level,
         layout: args.layout.clone(),
         chunk_sectors,
         name: args.name.clone(),
@@ -384,9 +547,18 @@ fn cmd_create(args: CreateArgs) -> Result<(), CliError> {
     let rt = HostRuntime::new();
     let exec = rt.exec.clone();
     let result = rt.block_on(async move {
-        let array = create(&exec, members, &opts).await?;
-        let clean = array.mark_clean().await;
-        Ok::<_, crate::array::assemble::CreateError>((array, clean))
+        match nesting {
+            Some(spec) => {
+                let stack = create_nested(&exec, members, &opts, spec).await?;
+                let clean = stack.mark_clean().await;
+                Ok::<_, crate::array::assemble::CreateError>((stack.array, clean))
+            }
+            None => {
+                let array = create(&exec, members, &opts).await?;
+                let clean = array.mark_clean().await;
+                Ok((array, clean))
+            }
+        }
     });
     pool.shutdown();
     let (array, clean) = match result {
@@ -407,8 +579,12 @@ fn cmd_create(args: CreateArgs) -> Result<(), CliError> {
     let sb = array
         .superblock()
         .ok_or_else(|| CliError::failed("array has no live member"))?;
+    let groups = match nesting {
+        Some(spec) => format!(" in {} groups", spec.group_count),
+        None => String::new(),
+    };
     println!(
-        "raid: created {} array '{}' ({}) of {} members, {} usable",
+        "raid: created {} array '{}' ({}) of {} members{groups}, {} usable",
         args.level,
         args.name,
         format_uuid(&sb.array_uuid),
@@ -570,11 +746,18 @@ fn cmd_serve(args: ServeArgs) -> Result<(), CliError> {
             "give --nbd-socket PATH and/or --nbd-listen ADDR",
         ));
     }
+    let mut nesting = None;
     let create = if args.create {
-        let level = args
+        let level_arg = args
             .level
             .ok_or_else(|| CliError::usage("--create needs --level"))?;
-        parse_layout(level, args.layout.as_deref()).map_err(|e| CliError::usage(e.to_string()))?;
+        let (level, spec) = level_and_nesting(level_arg, args.groups)?;
+        nesting = spec;
+        match spec {
+            Some(spec) => check_nested(spec, members.len(), &args.name, args.layout.as_deref()),
+            None => parse_layout(level, args.layout.as_deref()).map(|_| ()),
+        }
+        .map_err(|e| CliError::usage(e.to_string()))?;
         let chunk_sectors = checked_chunk_sectors(args.chunk)?;
         // Memory members start zeroed; files are trusted only if they are all new.
         let assume_clean = members.iter().all(|m| matches!(m, MemberSpec::Memory(_)));
@@ -601,8 +784,10 @@ fn cmd_serve(args: ServeArgs) -> Result<(), CliError> {
         nbd_listen: args.nbd_listen,
         control: args.control,
         create,
+        nested: nesting,
         members,
         banner: true,
+        monitor: args.monitoring.options(),
     })
     .map_err(|e| CliError::failed(e.0))
 }
@@ -620,7 +805,8 @@ fn cmd_up(args: UpArgs) -> Result<(), CliError> {
         );
         let members: Vec<PathBuf> = (0..4).map(|i| dir.join(format!("disk{i}.img"))).collect();
         cmd_create(CreateArgs {
-            level: Level::Raid10,
+            level: LevelArg::Md(Level::Raid10),
+            groups: None,
             layout: Some("n2".into()),
             chunk: 512 * 1024,
             name: "orion".into(),
@@ -635,8 +821,10 @@ fn cmd_up(args: UpArgs) -> Result<(), CliError> {
         nbd_listen: Some("127.0.0.1:10809".into()),
         control: dir.join("control.sock"),
         create: None,
+        nested: None,
         members,
         banner: true,
+        monitor: args.monitoring.options(),
     })
     .map_err(|e| CliError::failed(e.0))
 }
@@ -716,24 +904,16 @@ pub fn render_status(report: &manage::StatusReport) -> String {
             a.members.iter().filter(|m| m.state == "active").count()
         );
         if let Some(job) = &a.job {
-            let width = 20usize;
-            let done = ((job.progress.clamp(0.0, 1.0)) * width as f64) as usize;
-            let _ = writeln!(
-                s,
-                "      [{}>{}]  {} = {:.1}% finish={}s speed={}K/sec",
-                "=".repeat(done),
-                ".".repeat(width - done),
-                job.kind,
-                job.progress * 100.0,
-                job.eta_s,
-                job.rate_bytes_per_s / 1024
-            );
+            let _ = writeln!(s, "      {}: {}", job.kind, progress_bar(job));
         }
         if a.mismatches > 0 {
             let _ = writeln!(s, "      mismatch_cnt {} (see raid detail)", a.mismatches);
         }
         if a.needs_resync {
             let _ = writeln!(s, "      (unclean shutdown: resync pending)");
+        }
+        if let Some(parent) = &a.parent {
+            let _ = writeln!(s, "      (group of {parent}, not exported)");
         }
         s.push('\n');
     }
@@ -773,6 +953,9 @@ fn cmd_detail(args: NameArgs) -> Result<(), CliError> {
     );
     line("Raid Devices", d.status.members.len().to_string());
     line("State", d.status.state.clone());
+    if let Some(parent) = &d.status.parent {
+        line("Group Of", parent.clone());
+    }
     line("Events", d.events.to_string());
     if d.status.layout != "-" {
         line("Layout", d.status.layout.clone());
@@ -944,6 +1127,207 @@ pub fn render_scrub_report(name: &str, r: &ScrubReport) -> String {
     s
 }
 
+/// `[=========>..........] 42.1% (123.4 MB/s, ETA 00:03:12)`.
+pub fn progress_bar(job: &manage::JobStatus) -> String {
+    const WIDTH: usize = 20;
+    let fraction = if job.progress.is_finite() {
+        job.progress.clamp(0.0, 1.0)
+    } else {
+        0.0
+    };
+    let done = ((fraction * WIDTH as f64) as usize).min(WIDTH);
+    let bar = if done == WIDTH {
+        "=".repeat(WIDTH + 1)
+    } else {
+        format!("{}>{}", "=".repeat(done), ".".repeat(WIDTH - done))
+    };
+    let eta = if job.rate_bytes_per_s == 0 {
+        "--:--:--".to_string()
+    } else {
+        format!(
+            "{:02}:{:02}:{:02}",
+            job.eta_s / 3600,
+            job.eta_s / 60 % 60,
+            job.eta_s % 60
+        )
+    };
+    format!(
+        "[{bar}] {:.1}% ({:.1} MB/s, ETA {eta})",
+        fraction * 100.0,
+        job.rate_bytes_per_s as f64 / 1e6
+    )
+}
+
+/// A latency for people: `850ns`, `12.3us`, `4.56ms`, `1.20s`.
+pub fn format_latency(ns: u64) -> String {
+    match ns {
+        0..1_000 => format!("{ns}ns"),
+        1_000..1_000_000 => format!("{:.1}us", ns as f64 / 1e3),
+        1_000_000..1_000_000_000 => format!("{:.2}ms", ns as f64 / 1e6),
+        _ => format!("{:.2}s", ns as f64 / 1e9),
+    }
+}
+
+fn io_row(label: &str, io: &IoMetrics) -> String {
+    let l = &io.latency;
+    format!(
+        "  {label:<6} {:>10} {:>10} {:>9.1} {:>8.2} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>6}\n",
+        io.ops,
+        format_size(io.bytes),
+        io.ops_per_s,
+        io.bytes_per_s / 1e6,
+        format_latency(l.avg_ns),
+        format_latency(l.p50_ns),
+        format_latency(l.p90_ns),
+        format_latency(l.p99_ns),
+        format_latency(l.p999_ns),
+        format_latency(io.recent_latency.p99_ns),
+        io.errors
+    )
+}
+
+/// The text of `raid stats`.
+pub fn render_stats(arrays: &[ArrayMetrics]) -> String {
+    let mut s = String::new();
+    if arrays.is_empty() {
+        s.push_str("no arrays\n");
+    }
+    for a in arrays {
+        let window = if a.interval_ns == 0 {
+            "no rate window yet".to_string()
+        } else {
+            format!("rates over the last {:.1}s", a.interval_ns as f64 / 1e9)
+        };
+        let _ = writeln!(s, "{}: {}  ({window})", a.name, a.health);
+        let header = format!(
+            "  {:<6} {:>10} {:>10} {:>9} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>6}\n",
+            "",
+            "ops",
+            "bytes",
+            "IOPS",
+            "MB/s",
+            "avg",
+            "p50",
+            "p90",
+            "p99",
+            "p99.9",
+            "p99 now",
+            "errors"
+        );
+        s.push_str(&header);
+        s.push_str(&io_row("read", &a.read));
+        s.push_str(&io_row("write", &a.write));
+        let lookups = a.cache_hits + a.cache_misses;
+        let _ = writeln!(
+            s,
+            "  flushes {} ({} failed), discards {}, cache hits {} of {} ({:.1}%)",
+            a.flushes,
+            a.flush_errors,
+            a.discards,
+            a.cache_hits,
+            lookups,
+            a.cache_hit_ratio * 100.0
+        );
+        if let Some(job) = &a.job {
+            let _ = writeln!(s, "  {}: {}", job.kind, progress_bar(job));
+        }
+        for m in &a.members {
+            let _ = writeln!(s, "  member {} {} ({})", m.slot, m.member, m.state);
+            s.push_str(&io_row("read", &m.read));
+            s.push_str(&io_row("write", &m.write));
+        }
+        s.push('\n');
+    }
+    s
+}
+
+fn cmd_stats(args: StatsArgs) -> Result<(), CliError> {
+    if args.prometheus {
+        let text = control::call(&args.control, manage::OP_PROMETHEUS, Vec::new())
+            .map_err(control_error)?;
+        print!("{}", String::from_utf8_lossy(&text));
+        return Ok(());
+    }
+    let payload = match &args.name {
+        Some(name) => name_payload(name),
+        None => Vec::new(),
+    };
+    let answer =
+        control::call(&args.control, manage::OP_METRICS, payload).map_err(control_error)?;
+    if args.json {
+        println!("{}", String::from_utf8_lossy(&answer));
+        return Ok(());
+    }
+    let report: manage::MetricsReport = decode_json(&answer)?;
+    print!("{}", render_stats(&report.arrays));
+    Ok(())
+}
+
+/// One `raid monitor` line.
+pub fn render_event(e: &EventRecord) -> String {
+    let wall = format_time(e.wall_time_ms / 1000);
+    // "YYYY-MM-DD HH:MM:SS UTC" with milliseconds before the zone.
+    let wall = match wall.strip_suffix(" UTC") {
+        Some(t) => format!("{t}.{:03} UTC", e.wall_time_ms % 1000),
+        None => wall,
+    };
+    format!("{wall} [{}] {}: {}", e.seq, e.array, e.event)
+}
+
+fn cmd_monitor(args: MonitorArgs) -> Result<(), CliError> {
+    use std::io::Write as _;
+    let fetch = |after_seq: u64| -> Result<EventBatch, CliError> {
+        let payload = serde_json::to_vec(&manage::EventsRequest {
+            after_seq,
+            max_events: Some(1000),
+        })
+        .unwrap_or_default();
+        let answer =
+            control::call(&args.control, manage::OP_EVENTS, payload).map_err(control_error)?;
+        decode_json(&answer)
+    };
+    let mut after = if args.all { 0 } else { fetch(0)?.latest_seq };
+    let stdout = std::io::stdout();
+    loop {
+        let batch = fetch(after)?;
+        if batch.latest_seq < after {
+            // The server restarted: its numbering did too.
+            eprintln!("raid: the server restarted; following its new events");
+            after = 0;
+            continue;
+        }
+        let mut out = stdout.lock();
+        if batch.missed > 0 {
+            if args.json {
+                let _ = writeln!(out, "{{\"missed\":{}}}", batch.missed);
+            } else {
+                let _ = writeln!(
+                    out,
+                    "({} events missed: the server's ring wrapped)",
+                    batch.missed
+                );
+            }
+        }
+        for e in &batch.events {
+            let line = if args.json {
+                serde_json::to_string(e).unwrap_or_default()
+            } else {
+                render_event(e)
+            };
+            if writeln!(out, "{line}").is_err() {
+                // The reader went away (a closed pipe): nothing left to do.
+                return Ok(());
+            }
+            after = e.seq;
+        }
+        let _ = out.flush();
+        drop(out);
+        if batch.events.len() < 1000 {
+            std::thread::sleep(std::time::Duration::from_nanos(args.poll));
+        }
+    }
+}
+
 fn checked_chunk_sectors(chunk: u64) -> Result<u32, CliError> {
     if !chunk.is_multiple_of(4096) || chunk == 0 {
         return Err(CliError::usage(format!(
@@ -1000,6 +1384,7 @@ mod tests {
                 chunk_bytes: 0,
                 layout: "-".into(),
                 needs_resync: false,
+                parent: None,
             }],
         };
         let text = render_status(&report);
@@ -1009,7 +1394,7 @@ mod tests {
         );
         assert!(text.contains("[2/1] [U_]"), "{text}");
         assert!(
-            text.contains("[==========>..........]  recovery = 50.0% finish=51s speed=10240K/sec"),
+            text.contains("recovery: [==========>..........] 50.0% (10.5 MB/s, ETA 00:00:51)"),
             "{text}"
         );
     }
@@ -1060,6 +1445,175 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("2 more bad regions"), "{text}");
+    }
+
+    #[test]
+    fn nested_levels_need_groups() {
+        assert_eq!(parse_level_arg("raid50"), Ok(LevelArg::Nested(50)));
+        assert_eq!(parse_level_arg("60"), Ok(LevelArg::Nested(60)));
+        assert_eq!(parse_level_arg("5"), Ok(LevelArg::Md(Level::Raid5)));
+        assert!(parse_level_arg("70").unwrap_err().contains("50, 60"));
+        let (level, spec) = level_and_nesting(LevelArg::Nested(60), Some(3)).unwrap();
+        assert_eq!(level, Level::Raid0);
+        assert_eq!(
+            spec,
+            Some(NestedSpec {
+                group_level: Level::Raid6,
+                group_count: 3
+            })
+        );
+        assert_eq!(
+            level_and_nesting(LevelArg::Nested(50), None)
+                .unwrap_err()
+                .status,
+            2
+        );
+        assert!(level_and_nesting(LevelArg::Md(Level::Raid5), Some(2)).is_err());
+    }
+
+    #[test]
+    fn status_text_marks_groups() {
+        let member = |path: &str, role| manage::MemberStatus {
+            path: path.into(),
+            role,
+            state: "active".into(),
+        };
+        let array = |name: &str, level: &str, members, parent: Option<&str>| manage::ArrayStatus {
+            name: name.into(),
+            level: level.into(),
+            size_bytes: 1 << 30,
+            state: "optimal".into(),
+            members,
+            job: None,
+            mismatches: 0,
+            uuid: "u".into(),
+            device_id: 1,
+            chunk_bytes: 65536,
+            layout: "original".into(),
+            needs_resync: false,
+            parent: parent.map(Into::into),
+        };
+        let report = manage::StatusReport {
+            arrays: vec![
+                array("big", "raid50", vec![member("big-g0", 0)], None),
+                array("big-g0", "raid5", vec![member("a.img", 0)], Some("big")),
+            ],
+        };
+        let text = render_status(&report);
+        assert!(text.contains("big : optimal raid50 big-g0[0]"), "{text}");
+        assert!(text.contains("(group of big, not exported)"), "{text}");
+        assert_eq!(text.matches("group of").count(), 1, "{text}");
+        // Scripts see `parent` only on groups.
+        let json = serde_json::to_string(&report).unwrap();
+        assert_eq!(json.matches("\"parent\"").count(), 1, "{json}");
+    }
+
+    #[test]
+    fn progress_bar_ends_and_eta() {
+        let job = |progress: f64, rate: u64, eta: u64| manage::JobStatus {
+            kind: "resync".into(),
+            progress,
+            rate_bytes_per_s: rate,
+            eta_s: eta,
+        };
+        assert_eq!(
+            progress_bar(&job(0.421, 123_000_000, 192)),
+            "[========>............] 42.1% (123.0 MB/s, ETA 00:03:12)"
+        );
+        assert_eq!(
+            progress_bar(&job(0.0, 0, 0)),
+            "[>....................] 0.0% (0.0 MB/s, ETA --:--:--)"
+        );
+        assert_eq!(
+            progress_bar(&job(1.0, 5_000_000, 0)),
+            "[=====================] 100.0% (5.0 MB/s, ETA 00:00:00)"
+        );
+        assert_eq!(
+            progress_bar(&job(f64::NAN, 1, 3_725)),
+            "[>....................] 0.0% (0.0 MB/s, ETA 01:02:05)"
+        );
+    }
+
+    #[test]
+    fn stats_text_has_a_row_per_direction_and_member() {
+        let io = IoMetrics {
+            ops: 12,
+            bytes: 3 << 20,
+            errors: 1,
+            ops_per_s: 4.0,
+            bytes_per_s: 2.5e6,
+            ..IoMetrics::default()
+        };
+        let array = ArrayMetrics {
+            name: "r1".into(),
+            health: "degraded".into(),
+            interval_ns: 2_000_000_000,
+            read: io.clone(),
+            write: IoMetrics::default(),
+            flushes: 2,
+            flush_errors: 0,
+            discards: 0,
+            discard_errors: 0,
+            cache_hits: 3,
+            cache_misses: 1,
+            cache_hit_ratio: 0.75,
+            job: None,
+            members: vec![crate::monitor::MemberMetrics {
+                slot: 1,
+                member: "b.img".into(),
+                state: "faulty".into(),
+                read: io,
+                write: IoMetrics::default(),
+                corrected_sectors: 0,
+                in_flight: 0,
+            }],
+        };
+        let text = render_stats(&[array]);
+        assert!(
+            text.starts_with("r1: degraded  (rates over the last 2.0s)\n"),
+            "{text}"
+        );
+        assert!(text.contains("  member 1 b.img (faulty)\n"), "{text}");
+        assert!(text.contains("cache hits 3 of 4 (75.0%)"), "{text}");
+        let read_rows = text
+            .lines()
+            .filter(|l| l.trim_start().starts_with("read "))
+            .count();
+        assert_eq!(read_rows, 2, "{text}");
+        assert!(text.contains("3.00 MiB") && text.contains("2.50"), "{text}");
+        assert_eq!(render_stats(&[]), "no arrays\n");
+    }
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration_ns("500ms"), Ok(500_000_000));
+        assert_eq!(parse_duration_ns("2s"), Ok(2_000_000_000));
+        assert_eq!(parse_duration_ns("1.5"), Ok(1_500_000_000));
+        assert_eq!(parse_duration_ns("1m"), Ok(60_000_000_000));
+        assert!(parse_duration_ns("1ms").is_err());
+        assert!(parse_duration_ns("soon").is_err());
+    }
+
+    #[test]
+    fn event_lines_and_latencies_read_well() {
+        let e = EventRecord {
+            seq: 7,
+            time_ns: 0,
+            wall_time_ms: 1_700_000_000_123,
+            array: "r1".into(),
+            event: crate::monitor::Event::MemberFailed {
+                slot: 1,
+                member: "b.img".into(),
+            },
+        };
+        assert_eq!(
+            render_event(&e),
+            "2023-11-14 22:13:20.123 UTC [7] r1: member_failed slot 1 (b.img)"
+        );
+        assert_eq!(format_latency(999), "999ns");
+        assert_eq!(format_latency(12_340), "12.3us");
+        assert_eq!(format_latency(4_560_000), "4.56ms");
+        assert_eq!(format_latency(1_200_000_000), "1.20s");
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 pub mod cli;
 pub mod control;
+pub mod metrics;
 pub mod nbd;
 pub mod runtime;
 pub mod serve;

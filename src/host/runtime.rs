@@ -86,13 +86,16 @@ impl Default for HostRuntime {
 impl HostRuntime {
     pub fn new() -> Self {
         let exec = Executor::new();
+        let start = Instant::now();
+        // Latency figures need the time inside a turn, not only at its start.
+        exec.set_clock_source(Box::new(move || start.elapsed().as_nanos() as u64));
         let signal = Arc::new(Signal::new());
         let s = signal.clone();
         exec.set_notifier(Arc::new(move || s.raise()));
         HostRuntime {
             exec,
             signal,
-            start: Instant::now(),
+            start,
         }
     }
 

@@ -17,14 +17,17 @@ use std::time::Duration;
 use orion_driver::{Frame, IoFlags, IoOp, IoRequest};
 
 use crate::array::Array;
-use crate::array::assemble::{AssembleResult, CreateOptions, NamedDevice, assemble, create};
+use crate::array::assemble::{CreateOptions, NamedDevice, create};
+use crate::array::nested::{NestedSpec, Stack, StackAssembly, assemble_stacks, create_nested};
 use crate::block::{BlockDevice, SECTOR_BYTES};
 use crate::driver::{RaidDriver, driver_error, perform};
 use crate::host::control::{ControlEvent, ControlServer};
+use crate::host::metrics::{MetricsFileWriter, MetricsServer};
 use crate::host::nbd::server::ServerConfig;
 use crate::host::nbd::{Backend, Completion, ExportInfo, IoOutcome, NbdErrno, NbdIo};
 use crate::host::runtime::{HostRuntime, Signal};
 use crate::host::spec::MemberSpec;
+use crate::monitor::MonitorConfig;
 use crate::platform::file::{FileDisk, IoPool};
 use crate::platform::memory::MemoryDisk;
 
@@ -39,6 +42,8 @@ enum EngineMsg {
     Stop,
     /// The NBD server drained its connections.
     NbdStopped,
+    /// The Prometheus text of every array, for the metrics responder.
+    Metrics(Sender<String>),
 }
 
 /// Wakes the engine loop from any thread.
@@ -87,9 +92,23 @@ pub struct ServeOptions {
     pub control: PathBuf,
     /// Create this array on the members first.
     pub create: Option<CreateOptions>,
+    /// With `create`: build a nested array (RAID 50/60) of this many groups; `create`
+    /// describes the outer RAID 0 and the groups' layout.
+    pub nested: Option<NestedSpec>,
     pub members: Vec<MemberSpec>,
     /// Printed once the server is up (how to connect).
     pub banner: bool,
+    pub monitor: MonitorOptions,
+}
+
+/// Monitoring intervals and where the Prometheus text goes.
+#[derive(Debug, Clone, Default)]
+pub struct MonitorOptions {
+    pub config: MonitorConfig,
+    /// Serve GET /metrics on this TCP address.
+    pub metrics_listen: Option<String>,
+    /// Rewrite this file every monitoring interval.
+    pub metrics_file: Option<PathBuf>,
 }
 
 /// Why serving could not start.
@@ -226,26 +245,39 @@ pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    let arrays: Vec<Rc<Array>> = match opts.create.clone() {
-        Some(create_opts) => {
+    let stacks: Vec<Stack> = match (opts.create.clone(), opts.nested) {
+        (Some(create_opts), Some(spec)) => {
+            let stack = rt
+                .block_on(async move { create_nested(&exec, members, &create_opts, spec).await })
+                .map_err(|e| ServeError(format!("create: {e}")))?;
+            vec![stack]
+        }
+        (Some(create_opts), None) => {
             let array = rt
                 .block_on(async move { create(&exec, members, &create_opts).await })
                 .map_err(|e| ServeError(format!("create: {e}")))?;
-            vec![array]
+            vec![Stack::plain(array)]
         }
-        None => {
-            let result: AssembleResult = rt.block_on(async move { assemble(&exec, members).await });
+        (None, _) => {
+            let result: StackAssembly =
+                rt.block_on(async move { assemble_stacks(&exec, members).await });
             for p in &result.problems {
                 log::warn!("{}: {}", p.member, p.reason);
                 eprintln!("raid: {}: {}", p.member, p.reason);
             }
-            if result.arrays.is_empty() {
+            if result.stacks.is_empty() {
                 return Err(ServeError("no array could be assembled".into()));
             }
-            result.arrays
+            result.stacks
         }
     };
-    for array in arrays.iter().filter(|a| a.needs_resync()) {
+    // The exported arrays; their groups are internal.
+    let arrays: Vec<Rc<Array>> = stacks.iter().map(|s| s.array.clone()).collect();
+    for array in stacks
+        .iter()
+        .flat_map(|s| s.layers())
+        .filter(|a| a.needs_resync())
+    {
         eprintln!(
             "raid: {}: unclean shutdown: resyncing in the background",
             array.name()
@@ -258,11 +290,15 @@ pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
         });
     }
     let driver = RaidDriver::new(rt.exec.clone());
+    driver.start_monitor(opts.monitor.config);
     let mut exports = Vec::new();
     let mut export_ids = Vec::new();
-    for array in &arrays {
-        array.set_wall_clock_base(now_s);
-        let id = driver.add_array(array.clone());
+    for stack in &stacks {
+        for layer in stack.layers() {
+            layer.set_wall_clock_base(now_s);
+        }
+        let array = &stack.array;
+        let id = driver.add_stack(stack);
         export_ids.push(id);
         exports.push(ExportInfo {
             name: array.name().to_string(),
@@ -303,6 +339,39 @@ pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
     let mut control = ControlServer::start(&opts.control, ctl_tx, Arc::new(move || w.wake()))
         .map_err(|e| ServeError(format!("control socket {}: {e}", opts.control.display())))?;
 
+    let mut metrics_http = match &opts.monitor.metrics_listen {
+        Some(addr) => {
+            let addr = addr
+                .parse::<std::net::SocketAddr>()
+                .map_err(|e| ServeError(format!("--metrics-listen {addr}: {e}")))?;
+            let (tx, w) = (Mutex::new(tx.clone()), wake.clone());
+            let fetch = Arc::new(move || {
+                let (reply_tx, reply_rx) = channel();
+                let sent = tx
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .send(EngineMsg::Metrics(reply_tx));
+                sent.ok()?;
+                w.wake();
+                reply_rx.recv_timeout(Duration::from_secs(5)).ok()
+            });
+            let server = MetricsServer::start(addr, fetch)
+                .map_err(|e| ServeError(format!("--metrics-listen {addr}: {e}")))?;
+            log::info!("metrics on http://{}/metrics", server.local_addr());
+            Some(server)
+        }
+        None => None,
+    };
+    let mut metrics_file = match &opts.monitor.metrics_file {
+        Some(path) => Some(
+            MetricsFileWriter::start(path.clone())
+                .map_err(|e| ServeError(format!("--metrics-file: {e}")))?,
+        ),
+        None => None,
+    };
+    let metrics_interval = Duration::from_nanos(opts.monitor.config.tick_interval_ns);
+    let mut metrics_written: Option<std::time::Instant> = None;
+
     let stop_flag = Arc::new(AtomicBool::new(false));
     install_signal_handlers(tx.clone(), wake.clone(), stop_flag.clone())?;
 
@@ -341,14 +410,21 @@ pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
                         });
                     }
                 }
+                EngineMsg::Metrics(reply) => {
+                    let metrics = engine.driver.metrics();
+                    let _ = reply.send(crate::monitor::prometheus::render(&metrics));
+                }
                 EngineMsg::NbdStopped => {
-                    let arrays = arrays.clone();
+                    let stacks = stacks.clone();
                     clean_done = Some(engine.rt.exec.spawn(async move {
                         let mut ok = true;
-                        for a in arrays {
-                            a.stop_scrub().await;
-                            if let Err(e) = a.mark_clean().await {
-                                log::error!("{}: {e}", a.name());
+                        for s in stacks {
+                            // No repair write may land after an array is marked clean.
+                            for a in s.layers() {
+                                a.stop_scrub().await;
+                            }
+                            // Outer first, then its groups.
+                            if s.mark_clean().await.is_err() {
                                 ok = false;
                             }
                         }
@@ -359,7 +435,19 @@ pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
             }
         }
         engine.route_replies(&control);
+        if let Some(writer) = &metrics_file
+            && metrics_written.is_none_or(|t| t.elapsed() >= metrics_interval)
+        {
+            metrics_written = Some(std::time::Instant::now());
+            writer.offer(crate::monitor::prometheus::render(&engine.driver.metrics()));
+        }
         if let Some(ok) = clean_done.as_ref().and_then(|h| h.try_take()) {
+            if let Some(writer) = metrics_file.as_mut() {
+                writer.finish_with(crate::monitor::prometheus::render(&engine.driver.metrics()));
+            }
+            if let Some(server) = metrics_http.as_mut() {
+                server.stop();
+            }
             control.stop();
             pool.shutdown();
             return if ok {
@@ -509,8 +597,15 @@ fn print_banner(opts: &ServeOptions, exports: &[ExportInfo]) {
     if let Some(addr) = &opts.nbd_listen {
         println!("\nor over TCP: nbdinfo nbd://{addr}");
     }
+    if let Some(addr) = &opts.monitor.metrics_listen {
+        println!("\nPrometheus metrics: http://{addr}/metrics");
+    }
     println!(
         "\nManage it: raid status --control {}   (stop with Ctrl-C)",
+        opts.control.display()
+    );
+    println!(
+        "Watch it:  raid monitor --control {0}   raid stats --control {0}",
         opts.control.display()
     );
 }

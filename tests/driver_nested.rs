@@ -1,0 +1,303 @@
+//! The driver discovering RAID 50 / RAID 60 stacks on hotplugged disks: group arrays start
+//! from their members, then the outer array from the superblocks in the groups' data; only
+//! the outer array takes block requests, and shutdown leaves every layer clean.
+
+use std::collections::BTreeMap;
+use std::rc::Rc;
+
+use orion_driver::{
+    BlockDriver, DeviceInfo, DriverError, Frame, HotplugEvent, IoFlags, IoRequest, IoResponse,
+    ManagementRequest, Message, ShutdownReason, encode, serve_io,
+};
+use orion_raid::array::Health;
+use orion_raid::array::assemble::CreateOptions;
+use orion_raid::array::nested::{NestedSpec, create_nested};
+use orion_raid::block::BlockDevice;
+use orion_raid::driver::RaidDriver;
+use orion_raid::executor::Executor;
+use orion_raid::manage;
+use orion_raid::metadata::{Level, Superblock};
+use orion_raid::platform::memory::MemoryDisk;
+
+struct RamDriver(Rc<MemoryDisk>);
+
+impl BlockDriver for RamDriver {
+    fn block_size(&self) -> u32 {
+        512
+    }
+    fn capacity_blocks(&self) -> u64 {
+        self.0.capacity_sectors()
+    }
+    fn read_blocks(&mut self, lba: u64, _count: u32, buf: &mut [u8]) -> Result<(), DriverError> {
+        self.0.read_at(lba, buf).map_err(|_| DriverError::Io)
+    }
+    fn write_blocks(
+        &mut self,
+        lba: u64,
+        _count: u32,
+        buf: &[u8],
+        _fua: bool,
+    ) -> Result<(), DriverError> {
+        self.0.write_at(lba, buf).map_err(|_| DriverError::Io)
+    }
+    fn flush(&mut self) -> Result<(), DriverError> {
+        Ok(())
+    }
+}
+
+struct Kernel {
+    driver: RaidDriver,
+    disks: BTreeMap<u32, RamDriver>,
+    replies: BTreeMap<u64, Message>,
+    next_sequence: u64,
+}
+
+impl Kernel {
+    fn new() -> Self {
+        Kernel {
+            driver: RaidDriver::new(Executor::new()),
+            disks: BTreeMap::new(),
+            replies: BTreeMap::new(),
+            next_sequence: 1,
+        }
+    }
+
+    fn pump(&mut self) {
+        loop {
+            self.driver.poll();
+            let out = self.driver.take_outgoing();
+            if out.is_empty() {
+                break;
+            }
+            for frame in out {
+                match frame.message {
+                    Message::IoRequest(req) => {
+                        let response = match self.disks.get_mut(&req.device_id) {
+                            Some(disk) => serve_io(disk, &req),
+                            None => IoResponse::err(DriverError::NotFound),
+                        };
+                        let bytes = encode(&Frame {
+                            sequence: frame.sequence,
+                            message: Message::IoResponse(response),
+                        })
+                        .unwrap();
+                        assert_eq!(self.driver.handle_bytes(&bytes), bytes.len());
+                    }
+                    other => {
+                        self.replies.insert(frame.sequence, other);
+                    }
+                }
+            }
+        }
+    }
+
+    fn send(&mut self, message: Message) -> Message {
+        let sequence = self.next_sequence;
+        self.next_sequence += 1;
+        let bytes = encode(&Frame { sequence, message }).unwrap();
+        assert_eq!(self.driver.handle_bytes(&bytes), bytes.len());
+        self.pump();
+        self.replies
+            .remove(&sequence)
+            .unwrap_or_else(|| panic!("no reply to request {sequence}"))
+    }
+
+    fn plug(&mut self, id: u32, disk: &Rc<MemoryDisk>) {
+        self.disks.insert(id, RamDriver(disk.clone()));
+        let info =
+            DeviceInfo::block(id, &format!("ram{id}"), 512, disk.capacity_sectors()).unwrap();
+        let reply = self.send(Message::Hotplug {
+            event: HotplugEvent::Added,
+            device: info,
+        });
+        assert_eq!(reply, Message::Ack);
+    }
+
+    fn io(&mut self, request: IoRequest) -> IoResponse {
+        match self.send(Message::IoRequest(request)) {
+            Message::IoResponse(r) => r,
+            other => panic!("expected an IoResponse, got {other:?}"),
+        }
+    }
+
+    fn status(&mut self) -> manage::StatusReport {
+        match self.send(Message::ManagementRequest(ManagementRequest {
+            opcode: manage::OP_STATUS,
+            payload: Vec::new(),
+        })) {
+            Message::ManagementResponse(r) => {
+                assert_eq!(r.status, Ok(()));
+                serde_json::from_slice(&r.payload).unwrap()
+            }
+            other => panic!("expected a ManagementResponse, got {other:?}"),
+        }
+    }
+
+    fn id_of(&self, name: &str) -> u32 {
+        self.driver
+            .arrays()
+            .find(name)
+            .unwrap_or_else(|| panic!("no array {name}"))
+            .0
+    }
+}
+
+/// Member disks holding a clean nested array named `stack`.
+fn make_stack(level: u32, groups: usize, per_group: usize) -> Vec<Rc<MemoryDisk>> {
+    let exec = Executor::new();
+    let disks: Vec<Rc<MemoryDisk>> = (0..groups * per_group)
+        .map(|_| Rc::new(MemoryDisk::new(16 * 2048)))
+        .collect();
+    let members: Vec<(String, Rc<dyn BlockDevice>)> = disks
+        .iter()
+        .enumerate()
+        .map(|(i, d)| (format!("d{i}"), d.clone() as Rc<dyn BlockDevice>))
+        .collect();
+    let opts = CreateOptions {
+        level: Level::Raid0,
+        layout: None,
+        chunk_sectors: 64,
+        name: "stack".into(),
+        uuid: [9; 16],
+        time_s: 1_700_000_000,
+        entropy: 3,
+        assume_clean: true,
+    };
+    let spec = NestedSpec::for_level(level, groups).unwrap();
+    let e = exec.clone();
+    exec.block_on(async move {
+        let stack = create_nested(&e, members, &opts, spec).await.unwrap();
+        stack.mark_clean().await.unwrap();
+    })
+    .unwrap();
+    disks
+}
+
+fn pattern(len_sectors: usize, seed: u8) -> Vec<u8> {
+    (0..len_sectors * 512)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
+}
+
+fn superblock_at(disk: &MemoryDisk, sector: u64) -> Superblock {
+    let mut block = vec![0u8; 4096];
+    disk.read_at(sector, &mut block).unwrap();
+    Superblock::decode(&block).unwrap()
+}
+
+#[test]
+fn raid50_discovered_from_hotplugged_disks_serves_only_the_outer_array() {
+    let disks = make_stack(50, 2, 3);
+    let mut k = Kernel::new();
+    // Interleaved arrival: the groups complete one after the other, the outer array last.
+    for (n, i) in [0usize, 3, 1, 4, 2, 5].into_iter().enumerate() {
+        k.plug(100 + i as u32, &disks[i]);
+        let expected = match n {
+            0..=3 => 0,
+            4 => 1,
+            _ => 3,
+        };
+        assert_eq!(k.driver.arrays().len(), expected, "after {} disks", n + 1);
+    }
+    let outer = k.id_of("stack");
+    let g0 = k.id_of("stack-g0");
+    let report = k.status();
+    let names: Vec<(&str, &str, Option<&str>)> = report
+        .arrays
+        .iter()
+        .map(|a| (a.name.as_str(), a.level.as_str(), a.parent.as_deref()))
+        .collect();
+    assert!(names.contains(&("stack", "raid50", None)), "{names:?}");
+    assert!(
+        names.contains(&("stack-g0", "raid5", Some("stack"))),
+        "{names:?}"
+    );
+    assert!(
+        names.contains(&("stack-g1", "raid5", Some("stack"))),
+        "{names:?}"
+    );
+
+    let data = pattern(300, 1);
+    let w = k.io(IoRequest::write(outer, 100, data.clone(), IoFlags::FUA));
+    assert_eq!(w.status, Ok(()));
+    let r = k.io(IoRequest::read(outer, 100, 300));
+    assert_eq!(r.status, Ok(()));
+    assert!(r.data == data);
+    // A group is internal: no block requests.
+    let r = k.io(IoRequest::read(g0, 0, 1));
+    assert_eq!(r.status, Err(DriverError::NotFound));
+
+    let reply = k.send(Message::Shutdown {
+        reason: ShutdownReason::PowerOff,
+    });
+    assert_eq!(reply, Message::Ack);
+    for (i, d) in disks.iter().enumerate() {
+        let sb = superblock_at(d, 8);
+        assert!(sb.is_clean(), "member {i} clean");
+        if i % 3 == 0 {
+            let outer_sb = superblock_at(d, sb.data_offset_sectors + 8);
+            assert_eq!(outer_sb.level, Level::Raid0);
+            assert!(
+                outer_sb.is_clean(),
+                "outer superblock in group {} clean",
+                i / 3
+            );
+        }
+    }
+
+    // After a reboot, the data is still there.
+    let mut k = Kernel::new();
+    for (i, d) in disks.iter().enumerate() {
+        k.plug(200 + i as u32, d);
+    }
+    let outer = k.id_of("stack");
+    let r = k.io(IoRequest::read(outer, 100, 300));
+    assert!(r.data == data);
+}
+
+#[test]
+fn raid60_with_two_members_missing_per_group_starts_at_init() {
+    let disks = make_stack(60, 2, 4);
+    // A first boot writes data with everything present.
+    let mut k = Kernel::new();
+    for (i, d) in disks.iter().enumerate() {
+        k.plug(100 + i as u32, d);
+    }
+    let outer = k.id_of("stack");
+    let data = pattern(200, 7);
+    assert_eq!(
+        k.io(IoRequest::write(outer, 5000, data.clone(), IoFlags::FUA))
+            .status,
+        Ok(())
+    );
+    assert_eq!(
+        k.send(Message::Shutdown {
+            reason: ShutdownReason::PowerOff
+        }),
+        Message::Ack
+    );
+
+    // Second boot: members 1, 2 of group 0 and 4, 7 of group 1 are gone.
+    let mut k = Kernel::new();
+    for i in [0usize, 3, 5, 6] {
+        k.plug(100 + i as u32, &disks[i]);
+    }
+    assert_eq!(k.driver.arrays().len(), 0, "degraded groups wait for Init");
+    assert_eq!(k.send(Message::Init), Message::Ack);
+    assert_eq!(k.driver.arrays().len(), 3);
+    let outer = k.id_of("stack");
+    let report = k.status();
+    let top = report.arrays.iter().find(|a| a.name == "stack").unwrap();
+    assert_eq!(top.level, "raid60");
+    assert_eq!(top.state, "degraded");
+    for g in ["stack-g0", "stack-g1"] {
+        let id = k.id_of(g);
+        assert_eq!(
+            k.driver.arrays().get(id).unwrap().health(),
+            Health::Degraded
+        );
+    }
+    let r = k.io(IoRequest::read(outer, 5000, 200));
+    assert_eq!(r.status, Ok(()));
+    assert!(r.data == data);
+}
