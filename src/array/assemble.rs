@@ -6,7 +6,7 @@ use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 use core::fmt;
 
-use super::{Array, Member, SUPERBLOCK_SECTOR};
+use super::{Array, Member, MemberState, SUPERBLOCK_SECTOR};
 use crate::block::{BlockDevice, Bytes, IoError};
 use crate::executor::{Executor, join_all};
 use crate::layout::{
@@ -283,9 +283,9 @@ pub async fn create(
         .zip(superblocks)
         .map(|((name, dev), sb)| Some(Rc::new(Member::new(name, dev, sb))))
         .collect();
-    let array = Array::new(exec.clone(), opts.name.clone(), layout, slots);
+    let array = Array::new_rc(exec.clone(), opts.name.clone(), layout, slots, Vec::new());
     array.set_wall_clock_base(opts.time_s);
-    Ok(Rc::new(array))
+    Ok(array)
 }
 
 /// What was found on one candidate device that is not part of a running array.
@@ -443,18 +443,15 @@ async fn start(
     for (id, status) in &plan.members {
         let reason = match status {
             MemberStatus::InSync { .. } => continue,
-            MemberStatus::Recovering { slot, .. } => format!(
-                "member of {label} in slot {slot} was being rebuilt; left out until rebuild is supported"
-            ),
+            // Resumes its rebuild from `recovery_offset`.
+            MemberStatus::Recovering { .. } => continue,
             MemberStatus::Replacement { slot } => {
                 format!("replacement for slot {slot} of {label}; left out")
             }
-            MemberStatus::Spare => format!("spare of {label}; not used"),
+            MemberStatus::Spare => continue,
             MemberStatus::Journal => format!("journal of {label}; journals are not supported"),
-            MemberStatus::Stale { events, .. } => format!(
-                "stale member of {label} (events {events}, array at {}); needs re-adding",
-                sb.events
-            ),
+            // Re-added below: rebuilt in its slot if that is free, else kept as a spare.
+            MemberStatus::Stale { .. } => continue,
             MemberStatus::Faulty => format!("marked faulty in {label}"),
             MemberStatus::Corrupt(e) => format!("no valid md superblock: {e}"),
             MemberStatus::Foreign { .. } => continue,
@@ -489,9 +486,28 @@ async fn start(
                     member_sb.clone(),
                 ))));
             }
-            SlotState::Recovering { .. } => {
-                slots.push(None);
-                sizes.push(None);
+            SlotState::Recovering {
+                member_id,
+                recovery_offset_sectors,
+            } => {
+                let Some(member_sb) = superblock_of(decoded, *member_id) else {
+                    slots.push(None);
+                    sizes.push(None);
+                    continue;
+                };
+                let (name, dev) = &candidates[*member_id];
+                log::info!(
+                    "{}: {name} resumes its rebuild at member sector {recovery_offset_sectors}",
+                    sb.name()
+                );
+                sizes.push(Some(member_sb.data_size_sectors));
+                slots.push(Some(Rc::new(Member::with_state(
+                    name.clone(),
+                    dev.clone(),
+                    member_sb.clone(),
+                    MemberState::Rebuilding,
+                    *recovery_offset_sectors,
+                ))));
             }
             SlotState::Missing {
                 expected_dev_number,
@@ -528,12 +544,63 @@ async fn start(
         });
         return None;
     }
-    let array = Rc::new(Array::new(
-        exec.clone(),
-        sb.name().to_string(),
-        layout,
-        slots,
-    ));
+    // Stale members (older events) hold nothing trustworthy: each is rebuilt from zero in
+    // its old slot if that is free, else kept as a spare. Spares join as spares.
+    let mut slots = slots;
+    let mut spares: Vec<Rc<Member>> = Vec::new();
+    for (id, status) in &plan.members {
+        let Some(member_sb) = superblock_of(decoded, *id) else {
+            continue;
+        };
+        let (name, dev) = &candidates[*id];
+        let fits = member_sb.data_size_sectors >= sb.size_sectors && sb.level != Level::Raid0;
+        match status {
+            MemberStatus::Spare => spares.push(Rc::new(Member::with_state(
+                name.clone(),
+                dev.clone(),
+                member_sb.clone(),
+                MemberState::Spare,
+                0,
+            ))),
+            MemberStatus::Stale { events, role } if fits && plan.can_start => {
+                let mut msb = member_sb.clone();
+                // It takes the array's state; its own device identity stays.
+                msb.events = sb.events;
+                msb.dev_roles = sb.dev_roles.clone();
+                let free_slot = match role {
+                    DeviceRole::Active(s) => slots
+                        .get(*s as usize)
+                        .is_some_and(Option::is_none)
+                        .then_some(*s as usize),
+                    _ => None,
+                };
+                let state = if free_slot.is_some() {
+                    MemberState::Rebuilding
+                } else {
+                    MemberState::Spare
+                };
+                log::info!(
+                    "{}: stale member {name} (events {events}, array at {}) re-added as {state}",
+                    sb.name(),
+                    sb.events
+                );
+                let m = Rc::new(Member::with_state(name.clone(), dev.clone(), msb, state, 0));
+                match free_slot {
+                    Some(s) => slots[s] = Some(m),
+                    None => spares.push(m),
+                }
+            }
+            MemberStatus::Stale { events, .. } => problems.push(Problem {
+                member: name.clone(),
+                reason: format!(
+                    "stale member of {label} (events {events}, array at {}); needs re-adding",
+                    sb.events
+                ),
+            }),
+            _ => {}
+        }
+    }
+    let array = Array::new_rc(exec.clone(), sb.name().to_string(), layout, slots, spares);
     // As md does on start: a new event count, so that a member missing now is recognisably
     // older if it comes back.
     if let Err(e) = array.update_superblocks(|_| {}).await {

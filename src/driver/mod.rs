@@ -505,14 +505,8 @@ async fn discover(
         for array in result.arrays {
             let array_id = arrays.borrow_mut().add(array.clone());
             log::info!("array {} started as device {array_id:#x}", array.name());
-            if array.needs_resync() {
-                let a = array.clone();
-                exec.spawn_detached(async move {
-                    if let Err(e) = a.resync().await {
-                        log::error!("{}: resync stopped: {e}", a.name());
-                    }
-                });
-            }
+            // Resync after an unclean shutdown, rebuilds to resume, spares to activate.
+            array.start_jobs();
             for member in array.slots().iter().flatten() {
                 if member.state() != MemberState::Active {
                     continue;

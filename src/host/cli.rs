@@ -837,13 +837,16 @@ mod tests {
                         path: "x.img".into(),
                         role: 0,
                         state: "active".into(),
+                        rebuilt: None,
                     },
                     manage::MemberStatus {
                         path: String::new(),
                         role: 1,
                         state: "missing".into(),
+                        rebuilt: None,
                     },
                 ],
+                spares: vec![],
                 job: Some(manage::JobStatus {
                     kind: "recovery".into(),
                     progress: 0.5,

@@ -250,18 +250,14 @@ pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
             "raid: {}: unclean shutdown: resyncing in the background",
             array.name()
         );
-        let a = array.clone();
-        rt.exec.spawn_detached(async move {
-            if let Err(e) = a.resync().await {
-                log::error!("{}: resync stopped: {e}", a.name());
-            }
-        });
     }
     let driver = RaidDriver::new(rt.exec.clone());
     let mut exports = Vec::new();
     let mut export_ids = Vec::new();
     for array in &arrays {
         array.set_wall_clock_base(now_s);
+        // Resync after an unclean shutdown, rebuilds to resume, spares to activate.
+        array.start_jobs();
         let id = driver.add_array(array.clone());
         export_ids.push(id);
         exports.push(ExportInfo {
