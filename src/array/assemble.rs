@@ -14,8 +14,8 @@ use crate::layout::{
     Raid1Layout, Raid5Layout, Raid10Layout, Raid10LayoutBits,
 };
 use crate::metadata::{
-    self, AssemblyOptions, AssemblyPlan, Candidate, CreateSpec, DeviceRole, Level, MemberStatus,
-    SUPERBLOCK_BYTES, SlotState, Superblock, default_component_sectors,
+    self, AssemblyOptions, AssemblyPlan, Candidate, CreateSpec, DeviceRole, FeatureMap, Level,
+    MemberStatus, SUPERBLOCK_BYTES, SlotState, Superblock, default_component_sectors,
     default_data_offset_sectors_for_chunk, format_uuid, group_candidates, plan_assembly,
     usable_data_sectors,
 };
@@ -445,9 +445,8 @@ async fn start(
             MemberStatus::InSync { .. } => continue,
             // Resumes its rebuild from `recovery_offset`.
             MemberStatus::Recovering { .. } => continue,
-            MemberStatus::Replacement { slot } => {
-                format!("replacement for slot {slot} of {label}; left out")
-            }
+            // Attached to the member it replaces, below.
+            MemberStatus::Replacement { .. } => continue,
             MemberStatus::Spare => continue,
             MemberStatus::Journal => format!("journal of {label}; journals are not supported"),
             // Re-added below: rebuilt in its slot if that is free, else kept as a spare.
@@ -588,6 +587,34 @@ async fn start(
                 match free_slot {
                     Some(s) => slots[s] = Some(m),
                     None => spares.push(m),
+                }
+            }
+            MemberStatus::Replacement { slot } => {
+                let original = slots
+                    .get(*slot as usize)
+                    .and_then(Option::as_ref)
+                    .filter(|m| m.state() == MemberState::Active);
+                match original {
+                    Some(original) => {
+                        let offset = if member_sb.features.contains(FeatureMap::RECOVERY_OFFSET) {
+                            member_sb.recovery_offset_sectors
+                        } else {
+                            0
+                        };
+                        let m = Rc::new(Member::with_state(
+                            name.clone(),
+                            dev.clone(),
+                            member_sb.clone(),
+                            MemberState::Rebuilding,
+                            offset,
+                        ));
+                        m.is_replacement.set(true);
+                        *original.replacement.borrow_mut() = Some(m);
+                    }
+                    None => problems.push(Problem {
+                        member: name.clone(),
+                        reason: format!("replacement for slot {slot} of {label}; left out"),
+                    }),
                 }
             }
             MemberStatus::Stale { events, .. } => problems.push(Problem {

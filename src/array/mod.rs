@@ -114,6 +114,11 @@ pub struct Member {
     counters: Cell<MemberCounters>,
     /// Member sectors (from the data offset) already rebuilt, while `Rebuilding`.
     recovery_offset: Cell<u64>,
+    /// md's replacement: a member being rebuilt as a copy of this one while this one still
+    /// serves; it receives every write this one does.
+    replacement: RefCell<Option<Rc<Member>>>,
+    /// This member is itself a replacement (md's `REPLACEMENT` feature).
+    is_replacement: Cell<bool>,
     /// When a member is failed for slowness or read errors; `None` on a non-redundant
     /// array (where failing a member loses data, so errors are only passed up).
     failure_policy: Cell<Option<FailurePolicy>>,
@@ -136,6 +141,8 @@ impl Member {
             failure_policy: Cell::new(None),
             clock: RefCell::new(None),
             read_error_times: RefCell::new(VecDeque::new()),
+            replacement: RefCell::new(None),
+            is_replacement: Cell::new(false),
         }
     }
 
@@ -248,7 +255,24 @@ impl Member {
         let _busy = Busy::new(&self.inflight);
         self.count(|c| c.writes += 1);
         let started = self.now_ns();
-        let r = self.dev.write(self.data_offset() + sector, data, fua).await;
+        let r = self
+            .dev
+            .write(self.data_offset() + sector, data.clone(), fua)
+            .await;
+        // A replacement gets what its original gets; if it cannot take it, it is dropped
+        // (the original still holds the data, nothing is lost).
+        let replacement = self.replacement.borrow().clone();
+        if let Some(rep) = replacement.filter(|m| m.state() == MemberState::Rebuilding)
+            && rep
+                .dev
+                .write(rep.data_offset() + sector, data, fua)
+                .await
+                .is_err()
+        {
+            log::error!("{}: replacement {} failed a write", self.name, rep.name);
+            rep.count(|c| c.write_errors += 1);
+            rep.state.set(MemberState::Faulty);
+        }
         if r.is_err() {
             self.count(|c| c.write_errors += 1);
         } else if self.too_slow(started) {
@@ -442,6 +466,9 @@ impl Array {
         array.wall_clock_base_s.set(last);
         for m in array.slots.borrow().iter().flatten() {
             array.join(m);
+            if let Some(r) = m.replacement.borrow().as_ref() {
+                array.join(r);
+            }
         }
         array
     }
@@ -564,12 +591,26 @@ impl Array {
     fn superblock_members(&self) -> Vec<Rc<Member>> {
         let slots = self.slots.borrow();
         let spares = self.spares.borrow();
-        slots
+        let in_slots: Vec<Rc<Member>> = slots
             .iter()
             .flatten()
             .filter(|m| matches!(m.state(), MemberState::Active | MemberState::Rebuilding))
-            .chain(spares.iter().filter(|m| m.state() == MemberState::Spare))
             .cloned()
+            .collect();
+        let replacements: Vec<Rc<Member>> = in_slots
+            .iter()
+            .filter_map(|m| m.replacement.borrow().clone())
+            .filter(|r| r.state() == MemberState::Rebuilding)
+            .collect();
+        in_slots
+            .into_iter()
+            .chain(replacements)
+            .chain(
+                spares
+                    .iter()
+                    .filter(|m| m.state() == MemberState::Spare)
+                    .cloned(),
+            )
             .collect()
     }
 
@@ -1005,6 +1046,22 @@ impl Array {
         }
         member.state.set(MemberState::Faulty);
         log::error!("{}: member {} failed", self.name, member.name);
+        // Its replacement, if one is being built, takes the slot at once (no await since
+        // the failure): it has every write so far, and takes the next ones itself.
+        let replacement = member.replacement.borrow_mut().take();
+        if let Some(rep) = replacement.filter(|r| r.state() == MemberState::Rebuilding) {
+            let mut slots = self.slots.borrow_mut();
+            if let Some(slot) = slots
+                .iter()
+                .position(|m| m.as_ref().is_some_and(|m| Rc::ptr_eq(m, member)))
+            {
+                rep.is_replacement.set(false);
+                slots[slot] = Some(rep.clone());
+                drop(slots);
+                self.spares.borrow_mut().push(member.clone());
+                log::info!("{}: replacement {} takes slot {slot}", self.name, rep.name);
+            }
+        }
         let dev_number = member.superblock.borrow().dev_number;
         let _ = self
             .update_superblocks(|sb| {
@@ -1087,7 +1144,15 @@ impl Array {
                 .enumerate()
                 .filter_map(|(slot, m)| m.as_ref().map(|m| (slot, m)))
                 .filter(|(_, m)| matches!(m.state(), MemberState::Active | MemberState::Rebuilding))
-                .map(|(slot, m)| (m.superblock.borrow().dev_number, slot as u16))
+                .flat_map(|(slot, m)| {
+                    let rep = m
+                        .replacement
+                        .borrow()
+                        .clone()
+                        .filter(|r| r.state() == MemberState::Rebuilding)
+                        .map(|r| (r.superblock.borrow().dev_number, slot as u16));
+                    core::iter::once((m.superblock.borrow().dev_number, slot as u16)).chain(rep)
+                })
                 .collect();
             let spares: Vec<u32> = members
                 .iter()
@@ -1125,6 +1190,11 @@ impl Array {
                     } else {
                         sb.features -= FeatureMap::RECOVERY_OFFSET;
                         sb.recovery_offset_sectors = 0;
+                    }
+                    if m.is_replacement.get() {
+                        sb.features |= FeatureMap::REPLACEMENT;
+                    } else {
+                        sb.features -= FeatureMap::REPLACEMENT;
                     }
                     sb.events = events;
                     sb.touch(self.wall_time(now));

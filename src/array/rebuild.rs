@@ -339,6 +339,11 @@ impl Array {
     /// Every member the array knows: in slots, spares, failed ones not yet removed.
     fn all_members(&self) -> Vec<Rc<Member>> {
         let mut out: Vec<Rc<Member>> = self.slots.borrow().iter().flatten().cloned().collect();
+        let replacements: Vec<Rc<Member>> = out
+            .iter()
+            .filter_map(|m| m.replacement.borrow().clone())
+            .collect();
+        out.extend(replacements);
         out.extend(self.spares.borrow().iter().cloned());
         out
     }
@@ -502,6 +507,59 @@ impl Array {
         Ok(member)
     }
 
+    /// `raid replace`: `new` joins as the replacement of the in-sync member `old`: it gets
+    /// every write `old` gets and is rebuilt as a copy of it while `old` keeps serving;
+    /// when complete it takes the slot and `old` becomes a spare. Recorded (md's
+    /// `REPLACEMENT` feature) before the copy starts.
+    pub async fn replace_named(
+        &self,
+        old: &str,
+        name: String,
+        dev: NamedDeviceDev,
+    ) -> Result<(), MemberError> {
+        let member = self
+            .find_member(old)
+            .ok_or_else(|| MemberError::NoSuchMember(old.to_string()))?;
+        if member.state() != MemberState::Active || self.slot_of(&member).is_none() {
+            return Err(MemberError::NotReplaceable(format!(
+                "'{old}' is not an in-sync member"
+            )));
+        }
+        if member
+            .replacement
+            .borrow()
+            .as_ref()
+            .is_some_and(|r| r.state() == MemberState::Rebuilding)
+        {
+            return Err(MemberError::NotReplaceable(format!(
+                "'{old}' is already being replaced"
+            )));
+        }
+        let rep = self.prepare_spare(name, dev).await?;
+        rep.state.set(MemberState::Rebuilding);
+        rep.recovery_offset.set(0);
+        rep.is_replacement.set(true);
+        *member.replacement.borrow_mut() = Some(rep.clone());
+        self.update_superblocks(|_| {})
+            .await
+            .map_err(|e| MemberError::Io(e.to_string()))?;
+        log::info!("{}: {} replaces {old}", self.name, rep.name);
+        self.jobs.blocked.set(false);
+        self.kick_jobs();
+        Ok(())
+    }
+
+    /// The member being rebuilt as a replacement of the member in `slot`, if any.
+    pub fn replacement_of(&self, slot: usize) -> Option<Rc<Member>> {
+        self.slots
+            .borrow()
+            .get(slot)?
+            .as_ref()?
+            .replacement
+            .borrow()
+            .clone()
+    }
+
     /// Starts the background jobs if any is due (resync, rebuild, spare activation).
     pub fn start_jobs(&self) {
         self.jobs.stop.set(false);
@@ -563,7 +621,7 @@ impl Array {
                 if self.jobs.blocked.get() {
                     break;
                 }
-                match self.rebuild_member(slot, &target).await {
+                match self.rebuild_member(slot, &target, None).await {
                     Ok(true) => continue,
                     Ok(false) => {
                         if target.state() == MemberState::Faulty {
@@ -573,6 +631,36 @@ impl Array {
                     }
                     Err(e) => {
                         log::error!("{}: rebuild of {} stopped: {e}", self.name, target.name);
+                        self.jobs.blocked.set(true);
+                        break;
+                    }
+                }
+            }
+            let replacing = self
+                .slots
+                .borrow()
+                .iter()
+                .enumerate()
+                .find_map(|(slot, m)| {
+                    let m = m.as_ref()?;
+                    let rep = m.replacement.borrow().clone()?;
+                    (m.state() == MemberState::Active && rep.state() == MemberState::Rebuilding)
+                        .then(|| (slot, m.clone(), rep))
+                });
+            if let Some((slot, old, rep)) = replacing {
+                if self.jobs.blocked.get() {
+                    break;
+                }
+                match self.rebuild_member(slot, &rep, Some(&old)).await {
+                    Ok(true) => continue,
+                    Ok(false) if rep.state() == MemberState::Faulty => {
+                        old.replacement.borrow_mut().take();
+                        self.spares.borrow_mut().push(rep);
+                        continue;
+                    }
+                    Ok(false) => break,
+                    Err(e) => {
+                        log::error!("{}: replacement by {} stopped: {e}", self.name, rep.name);
                         self.jobs.blocked.set(true);
                         break;
                     }
@@ -688,10 +776,17 @@ impl Array {
         }
     }
 
-    /// Rebuilds `target` in `slot` from its `recovery_offset` on. True when finished (the
-    /// member is then in sync, recorded), false when stopped or the target failed; an error
-    /// when data needed for it could not be read.
-    async fn rebuild_member(&self, slot: usize, target: &Rc<Member>) -> Result<bool, ArrayError> {
+    /// Rebuilds `target` in `slot` from its `recovery_offset` on; with `replacing`, target
+    /// is the replacement of that member (which serves meanwhile and is copied from). True
+    /// when finished (the member is then in sync, recorded; a replaced member becomes a
+    /// spare), false when stopped or the target failed; an error when data needed for it
+    /// could not be read.
+    async fn rebuild_member(
+        &self,
+        slot: usize,
+        target: &Rc<Member>,
+        replacing: Option<&Rc<Member>>,
+    ) -> Result<bool, ArrayError> {
         let total = self.member_used_sectors();
         let unit = match &self.layout {
             ArrayLayout::Raid5(l) => l.chunk_sectors(),
@@ -737,12 +832,15 @@ impl Array {
             self.throttle(at - resume, started).await;
             let region = REGION_SECTORS.max(unit) / unit * unit;
             let end = (at + region).min(total);
+            // The member replaced stops being a source if it failed (then target took its
+            // slot and is rebuilt from the others).
+            let source = replacing.filter(|o| o.state() == MemberState::Active);
             let ok = match &self.layout {
                 ArrayLayout::Raid5(l) => self
-                    .rebuild_stripes(l, at / unit, end / unit, target, slot)
+                    .rebuild_stripes(l, (at / unit, end / unit), target, slot, source)
                     .await
                     .is_ok(),
-                _ => self.rebuild_copies(slot, target, at, end).await,
+                _ => self.rebuild_copies(slot, target, at, end, source).await,
             };
             if !ok {
                 if target.state() != MemberState::Rebuilding {
@@ -771,6 +869,27 @@ impl Array {
             self.job.set(None);
             return Ok(false);
         }
+        let in_slot = self
+            .slots
+            .borrow()
+            .get(slot)
+            .and_then(Option::as_ref)
+            .is_some_and(|m| Rc::ptr_eq(m, target));
+        if !in_slot && let Some(old) = replacing {
+            // The replacement takes the slot; the member it replaced becomes a spare.
+            self.slots.borrow_mut()[slot] = Some(target.clone());
+            old.replacement.borrow_mut().take();
+            old.state.set(MemberState::Spare);
+            self.spares.borrow_mut().push(old.clone());
+            log::info!(
+                "{}: {} replaced {} in slot {slot}; {} is now a spare",
+                self.name,
+                target.name,
+                old.name,
+                old.name
+            );
+        }
+        target.is_replacement.set(false);
         target.state.set(MemberState::Active);
         if let Err(e) = self.update_superblocks(|_| {}).await {
             log::error!("{}: rebuild end not recorded: {e}", self.name);
@@ -784,7 +903,14 @@ impl Array {
     /// contiguous piece at a time, each under the exclusive lock of its array range; the
     /// cursor moves past each piece under that lock. False when a piece had no readable
     /// source or the target failed.
-    async fn rebuild_copies(&self, slot: usize, target: &Rc<Member>, at: u64, end: u64) -> bool {
+    async fn rebuild_copies(
+        &self,
+        slot: usize,
+        target: &Rc<Member>,
+        at: u64,
+        end: u64,
+        source: Option<&Rc<Member>>,
+    ) -> bool {
         // RAID10 maps contiguously within a chunk; RAID1 everywhere.
         let chunk = match &self.layout {
             ArrayLayout::Raid10(_) => self
@@ -818,8 +944,14 @@ impl Array {
             len = len.min(ext.sectors);
             let _g = self.lock.lock(x, x + len).await;
             let bytes = len as usize * SECTOR_BYTES;
-            let mut data = None;
+            let mut data = match source {
+                Some(src) => src.read_data(y, vec![0u8; bytes]).await.ok(),
+                None => None,
+            };
             for c in ext.copies.iter().filter(|c| c.disk_index != slot) {
+                if data.is_some() {
+                    break;
+                }
                 if let Some(m) = self.readable(c.disk_index, c.sector, len)
                     && let Ok(d) = m.read_data(c.sector, vec![0u8; bytes]).await
                 {

@@ -570,3 +570,144 @@ fn smallest_sufficient_spare_is_used_first() {
     assert_eq!(r.array.slots()[0].as_ref().unwrap().name, "fit");
     assert!(r.array.spares().iter().any(|m| m.name == "big"));
 }
+
+/// `replace`: the new member is copied while the old one serves (and takes every write);
+/// afterwards it holds the slot and the old one is a spare. Also across a stop.
+fn replace(level: Level, count: usize, stop_midway: bool) {
+    let r = faulty_array(options(level, None, 64, "t"), count, MEMBER_SECTORS, true);
+    let model = Rc::new(RefCell::new(fill(&r, 31)));
+    let mut p = r.array.policy();
+    p.checkpoint_regions = 1;
+    if stop_midway {
+        p.rebuild_rate_bytes_per_s = 1 << 20;
+    }
+    r.array.set_policy(p);
+    let (new_mem, new) = new_disk(&r.exec, 8, true);
+    let a = r.array.clone();
+    let dev = new.clone() as Rc<dyn BlockDevice>;
+    r.exec
+        .block_on(async move { a.replace_named("d1", "n".into(), dev).await })
+        .unwrap()
+        .unwrap();
+    let nsb = sb_of(&new_mem);
+    assert!(nsb.features.contains(FeatureMap::REPLACEMENT));
+    assert_eq!(
+        sb_of(&r.mem[0]).role_of(nsb.dev_number),
+        DeviceRole::Active(1)
+    );
+    // Writes while the copy runs reach the new member too.
+    let a = r.array.clone();
+    let m = model.clone();
+    r.exec.spawn_detached(async move {
+        let mut rng = SplitMix64::new(4);
+        let capacity = a.capacity_sectors();
+        for _ in 0..100 {
+            let sector = rng.below(capacity / 8) * 8;
+            let mut data = vec![0u8; 4096];
+            rng.fill(&mut data);
+            a.write(sector, Bytes::from(data.clone()), false)
+                .await
+                .unwrap();
+            let at = sector as usize * SECTOR_BYTES;
+            m.borrow_mut()[at..at + 4096].copy_from_slice(&data);
+        }
+    });
+    let (exec, array) = if stop_midway {
+        let e = r.exec.clone();
+        r.exec
+            .block_on(async move { e.sleep(4_000_000_000).await })
+            .unwrap();
+        r.exec.run_until_stalled();
+        let a = r.array.clone();
+        r.exec
+            .block_on(async move { a.mark_clean().await })
+            .unwrap()
+            .unwrap();
+        let nsb = sb_of(&new_mem);
+        assert!(nsb.recovery_offset_sectors > 0);
+        let exec = Executor::new();
+        let mut candidates: Vec<(String, Rc<dyn BlockDevice>)> = r
+            .mem
+            .iter()
+            .enumerate()
+            .map(|(i, m)| (format!("d{i}"), m.clone() as Rc<dyn BlockDevice>))
+            .collect();
+        candidates.push(("n".into(), new_mem.clone()));
+        let e = exec.clone();
+        let result = exec
+            .block_on(async move { assemble(&e, candidates).await })
+            .unwrap();
+        let array = result.arrays[0].clone();
+        let rep = array.replacement_of(1).expect("the replacement is back");
+        assert!(rep.recovery_offset_sectors() > 0);
+        array.start_jobs();
+        (exec, array)
+    } else {
+        (r.exec.clone(), r.array.clone())
+    };
+    exec.run_until_idle();
+    let slots = array.slots();
+    assert_eq!(slots[1].as_ref().unwrap().name, "n");
+    assert_eq!(slots[1].as_ref().unwrap().state(), MemberState::Active);
+    assert!(
+        array
+            .spares()
+            .iter()
+            .any(|m| m.name == "d1" && m.state() == MemberState::Spare)
+    );
+    let sb = sb_of(&new_mem);
+    assert!(
+        !sb.features
+            .intersects(FeatureMap::REPLACEMENT | FeatureMap::RECOVERY_OFFSET)
+    );
+    let model = model.borrow().clone();
+    check_all(&exec, &array, &model);
+    fail_all_but(&exec, &array, 1);
+    check_all(&exec, &array, &model);
+}
+
+#[test]
+fn raid1_replace_copies_while_the_old_member_serves() {
+    replace(Level::Raid1, 2, false);
+}
+
+#[test]
+fn raid5_replace_copies_while_the_old_member_serves() {
+    replace(Level::Raid5, 3, false);
+}
+
+#[test]
+fn raid6_replace_resumes_after_a_stop() {
+    replace(Level::Raid6, 4, true);
+}
+
+#[test]
+fn failing_the_old_member_mid_replace_promotes_the_replacement() {
+    let r = faulty_array(
+        options(Level::Raid5, None, 64, "t"),
+        3,
+        MEMBER_SECTORS,
+        false,
+    );
+    let model = fill(&r, 41);
+    let mut p = r.array.policy();
+    p.rebuild_rate_bytes_per_s = 1 << 20;
+    r.array.set_policy(p);
+    let (_, new) = new_disk(&r.exec, 9, false);
+    let a = r.array.clone();
+    let dev = new.clone() as Rc<dyn BlockDevice>;
+    r.exec
+        .block_on(async move {
+            a.replace_named("d0", "n".into(), dev).await.unwrap();
+            a.executor().sleep(3_000_000_000).await;
+            a.fail_member(0).await.unwrap();
+        })
+        .unwrap();
+    let slots = r.array.slots();
+    assert_eq!(slots[0].as_ref().unwrap().name, "n");
+    assert_eq!(slots[0].as_ref().unwrap().state(), MemberState::Rebuilding);
+    r.exec.run_until_idle();
+    assert_eq!(r.array.health(), Health::Optimal);
+    fail_all_but(&r.exec, &r.array, 0);
+    check_all(&r.exec, &r.array, &model);
+}

@@ -741,26 +741,37 @@ impl Array {
 
 impl Array {
     /// Rebuild: recomputes the cells of member `target` for stripes `[first, end)` from the
-    /// other members and writes them to it, holding those stripes alone; then moves the
-    /// target's `recovery_offset` past them (still under the lock, so no reader sees it
-    /// before the data). On failure, the first stripe that could not be rebuilt.
+    /// other members (or copies them from `source`, the member it replaces, where that
+    /// reads) and writes them to it, holding those stripes alone; then moves the target's
+    /// `recovery_offset` past them (still under the lock, so no reader sees it before the
+    /// data). On failure, the first stripe that could not be rebuilt.
     pub(super) async fn rebuild_stripes(
         &self,
         l: &Raid5Layout,
-        first: u64,
-        end: u64,
+        (first, end): (u64, u64),
         target: &Rc<Member>,
         slot: usize,
+        source: Option<&Rc<Member>>,
     ) -> Result<(), u64> {
         let _g = self.lock.lock(first, end).await;
         let chunk = l.chunk_sectors();
         let jobs: Vec<_> = (first..end)
             .map(|stripe| async move {
-                let data = self
-                    .reconstruct_cell(l, stripe, 0, chunk, slot)
-                    .await
-                    .map_err(|_| stripe)?;
                 let at = l.member_sector(stripe, 0);
+                let copied = match source {
+                    Some(src) => src
+                        .read_data(at, vec![0u8; chunk as usize * SECTOR_BYTES])
+                        .await
+                        .ok(),
+                    None => None,
+                };
+                let data = match copied {
+                    Some(d) => d,
+                    None => self
+                        .reconstruct_cell(l, stripe, 0, chunk, slot)
+                        .await
+                        .map_err(|_| stripe)?,
+                };
                 if target
                     .write_data(at, Bytes::from(data), false)
                     .await
