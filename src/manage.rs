@@ -163,6 +163,9 @@ pub struct ArrayDetail {
     #[serde(flatten)]
     pub counters: ArrayCounters,
     pub member_details: Vec<MemberDetail>,
+    /// The `raid set` policies.
+    #[serde(default)]
+    pub settings: Vec<(String, String)>,
 }
 
 fn layout_name(layout: &ArrayLayout, md_layout: u32) -> String {
@@ -302,5 +305,6 @@ pub fn array_detail(device_id: u32, array: &Array) -> ArrayDetail {
         },
         counters,
         member_details,
+        settings: array.settings(),
     }
 }

@@ -430,6 +430,16 @@ fn superblock_of(decoded: &[Candidate], id: usize) -> Option<&Superblock> {
         .and_then(|(_, r)| r.as_ref().ok())
 }
 
+/// Device numbers held by the members already placed.
+fn taken_numbers(slots: &[Option<Rc<Member>>], spares: &[Rc<Member>]) -> Vec<u32> {
+    slots
+        .iter()
+        .flatten()
+        .chain(spares)
+        .map(|m| m.superblock().dev_number)
+        .collect()
+}
+
 /// Builds and starts the array a plan describes, or reports why it cannot start.
 async fn start(
     exec: &Executor,
@@ -561,7 +571,11 @@ async fn start(
                 MemberState::Spare,
                 0,
             ))),
-            MemberStatus::Stale { events, role } if fits && plan.can_start => {
+            MemberStatus::Stale { events, role }
+                if fits
+                    && plan.can_start
+                    && !taken_numbers(&slots, &spares).contains(&member_sb.dev_number) =>
+            {
                 let mut msb = member_sb.clone();
                 // It takes the array's state; its own device identity stays.
                 msb.events = sb.events;

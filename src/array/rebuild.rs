@@ -453,10 +453,9 @@ impl Array {
             .iter()
             .map(|m| m.superblock.borrow().dev_number)
             .collect();
-        // Reuse a number the table records faulty and no member holds, as md does.
-        let dev_number = (0..sb.max_dev())
-            .find(|&d| sb.role_of(d) == DeviceRole::Faulty && !used.contains(&d))
-            .unwrap_or_else(|| sb.max_dev().max(used.iter().max().map_or(0, |m| m + 1)));
+        // A new number, never a reused one: a removed member that comes back must find its
+        // own number recorded faulty, not taken by another device in sync.
+        let dev_number = sb.max_dev().max(used.iter().max().map_or(0, |m| m + 1));
         let mut rng = SplitMix64::new(
             u64::from_le_bytes(sb.array_uuid[..8].try_into().unwrap_or([0; 8]))
                 ^ sb.events.rotate_left(17)

@@ -46,6 +46,19 @@ pub enum Command {
     Detail(NameArgs),
     /// Stop serving an array: flush it and mark it clean.
     Stop(NameArgs),
+    /// Mark a member faulty (a spare then takes its place if the policy allows).
+    Fail(MemberArgs),
+    /// Take a faulty or spare member out of an array.
+    Remove(MemberArgs),
+    /// Add a device as a spare of an array (it is rebuilt at once into an empty or failed
+    /// slot), or with --pool to the shared spare pool.
+    Add(AddArgs),
+    /// Copy a member onto a new device while it keeps serving, then retire it to a spare.
+    Replace(ReplaceArgs),
+    /// Change array policies: rebuild_priority=low|normal|high, rebuild_rate_mb_s=N (0 no
+    /// limit), spare_policy=dedicated|shared|none, read_policy=round-robin|adaptive,
+    /// read_error_limit=N, read_error_window_s=N, io_timeout_ms=N (0 off).
+    Set(SetArgs),
     /// Measure speed: `raid bench parity [--json]`.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -128,6 +141,57 @@ pub struct NameArgs {
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
+    /// Control socket of the running server.
+    #[arg(long, default_value = DEFAULT_CONTROL)]
+    pub control: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct MemberArgs {
+    /// Array name.
+    pub name: String,
+    /// The member: its path as `raid status` shows it, or its slot number.
+    pub member: String,
+    /// Control socket of the running server.
+    #[arg(long, default_value = DEFAULT_CONTROL)]
+    pub control: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct AddArgs {
+    /// Add to the shared spare pool instead of an array: `raid add --pool MEMBER`.
+    #[arg(long)]
+    pub pool: bool,
+    /// `NAME MEMBER`, or `MEMBER` with --pool. MEMBER is a path the server opens (or
+    /// mem:SIZE).
+    #[arg(required = true, num_args = 1..=2)]
+    pub args: Vec<String>,
+    /// Control socket of the running server.
+    #[arg(long, default_value = DEFAULT_CONTROL)]
+    pub control: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct ReplaceArgs {
+    /// Array name.
+    pub name: String,
+    /// The member to replace.
+    pub member: String,
+    /// The new device (a path the server opens).
+    #[arg(long = "with")]
+    pub with: String,
+    /// Control socket of the running server.
+    #[arg(long, default_value = DEFAULT_CONTROL)]
+    pub control: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct SetArgs {
+    /// Array name.
+    pub name: String,
+    /// key=value pairs.
+    #[arg(required = true, num_args = 1..)]
+    pub settings: Vec<String>,
     /// Control socket of the running server.
     #[arg(long, default_value = DEFAULT_CONTROL)]
     pub control: PathBuf,
@@ -221,6 +285,11 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Status(args) => cmd_status(args),
         Command::Detail(args) => cmd_detail(args),
         Command::Stop(args) => cmd_stop(args),
+        Command::Fail(args) => cmd_member(args, manage::OP_FAIL, "marked faulty"),
+        Command::Remove(args) => cmd_member(args, manage::OP_REMOVE, "removed"),
+        Command::Add(args) => cmd_add(args),
+        Command::Replace(args) => cmd_replace(args),
+        Command::Set(args) => cmd_set(args),
         Command::Bench(BenchCommand::Parity {
             json,
             no_memory_bound,
@@ -654,11 +723,19 @@ pub fn render_status(report: &manage::StatusReport) -> String {
         let members: Vec<String> = a
             .members
             .iter()
-            .map(|m| match m.state.as_str() {
-                "active" => format!("{}[{}]", m.path, m.role),
-                "missing" => format!("(missing)[{}]", m.role),
-                other => format!("{}[{}]({})", m.path, m.role, other),
+            .map(|m| match (m.state.as_str(), m.rebuilt) {
+                ("active", _) => format!("{}[{}]", m.path, m.role),
+                ("missing", _) => format!("(missing)[{}]", m.role),
+                (other, Some(done)) => {
+                    format!("{}[{}]({other} {:.1}%)", m.path, m.role, done * 100.0)
+                }
+                (other, None) => format!("{}[{}]({})", m.path, m.role, other),
             })
+            .chain(a.spares.iter().map(|m| match m.state.as_str() {
+                "spare" => format!("{}(S)", m.path),
+                "faulty" => format!("{}(F)", m.path),
+                other => format!("{}({other})", m.path),
+            }))
             .collect();
         let _ = writeln!(
             s,
@@ -789,6 +866,19 @@ fn cmd_detail(args: NameArgs) -> Result<(), CliError> {
             m.role, m.state, r, w, e, c, m.path
         );
     }
+    for m in &d.status.spares {
+        let _ = writeln!(
+            s,
+            "    {:>6}   {:<8} {:>6}  {:>6}  {:>6}  {:>9}  {}",
+            "-", m.state, "", "", "", "", m.path
+        );
+    }
+    if !d.settings.is_empty() {
+        let _ = writeln!(s);
+        for (k, v) in &d.settings {
+            let _ = writeln!(s, "{k:>20} = {v}");
+        }
+    }
     print!("{s}");
     Ok(())
 }
@@ -797,6 +887,89 @@ fn cmd_stop(args: NameArgs) -> Result<(), CliError> {
     control::call(&args.control, manage::OP_STOP, name_payload(&args.name))
         .map_err(control_error)?;
     println!("raid: stopped {}", args.name);
+    Ok(())
+}
+
+fn cmd_member(args: MemberArgs, opcode: u16, done: &str) -> Result<(), CliError> {
+    let payload = serde_json::to_vec(&manage::MemberRequest {
+        name: args.name.clone(),
+        member: args.member.clone(),
+    })
+    .unwrap_or_default();
+    control::call(&args.control, opcode, payload).map_err(control_error)?;
+    println!("raid: {}: {} {done}", args.name, args.member);
+    Ok(())
+}
+
+/// The server opens the device itself, maybe from another directory: send an absolute path.
+fn server_path(member: &str) -> String {
+    if member.starts_with("mem:") {
+        return member.to_string();
+    }
+    std::fs::canonicalize(member)
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| member.to_string())
+}
+
+fn cmd_add(args: AddArgs) -> Result<(), CliError> {
+    let (name, member) = match (args.pool, args.args.as_slice()) {
+        (true, [member]) => (None, member.clone()),
+        (false, [name, member]) => (Some(name.clone()), member.clone()),
+        (true, _) => return Err(CliError::usage("usage: raid add --pool MEMBER")),
+        (false, _) => return Err(CliError::usage("usage: raid add NAME MEMBER")),
+    };
+    let payload = serde_json::to_vec(&manage::AddRequest {
+        name: name.clone(),
+        member: server_path(&member),
+    })
+    .unwrap_or_default();
+    control::call(&args.control, manage::OP_ADD, payload).map_err(control_error)?;
+    match name {
+        Some(n) => println!("raid: {n}: added {member}"),
+        None => println!("raid: added {member} to the shared spare pool"),
+    }
+    Ok(())
+}
+
+fn cmd_replace(args: ReplaceArgs) -> Result<(), CliError> {
+    let payload = serde_json::to_vec(&manage::ReplaceRequest {
+        name: args.name.clone(),
+        member: args.member.clone(),
+        with: server_path(&args.with),
+    })
+    .unwrap_or_default();
+    control::call(&args.control, manage::OP_REPLACE, payload).map_err(control_error)?;
+    println!(
+        "raid: {}: replacing {} with {}",
+        args.name, args.member, args.with
+    );
+    Ok(())
+}
+
+fn cmd_set(args: SetArgs) -> Result<(), CliError> {
+    let mut pairs = Vec::new();
+    for kv in &args.settings {
+        let Some((k, v)) = kv.split_once('=') else {
+            return Err(CliError::usage(format!("expected key=value, got '{kv}'")));
+        };
+        pairs.push((k.trim().to_string(), v.trim().to_string()));
+    }
+    let mut last = None;
+    for (key, value) in pairs {
+        let payload = serde_json::to_vec(&manage::SetRequest {
+            name: args.name.clone(),
+            key,
+            value,
+        })
+        .unwrap_or_default();
+        last = Some(control::call(&args.control, manage::OP_SET, payload).map_err(control_error)?);
+    }
+    if let Some(payload) = last {
+        let report: manage::SettingsReport = decode_json(&payload)?;
+        for (k, v) in report.settings {
+            println!("{k}={v}");
+        }
+    }
     Ok(())
 }
 

@@ -252,6 +252,16 @@ pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
         );
     }
     let driver = RaidDriver::new(rt.exec.clone());
+    // `raid add` / `raid replace` name a path (or mem:SIZE) the server opens itself.
+    let opener_pool = pool.clone();
+    driver.set_opener(Rc::new(move |name: &str| {
+        let spec = MemberSpec::parse(name).map_err(|e| format!("{name}: {e}"))?;
+        open_members(&[spec], &opener_pool)
+            .map_err(|e| e.0)?
+            .pop()
+            .map(|(_, dev)| dev)
+            .ok_or_else(|| format!("{name}: nothing opened"))
+    }));
     let mut exports = Vec::new();
     let mut export_ids = Vec::new();
     for array in &arrays {
