@@ -232,7 +232,14 @@ pub fn array_status(device_id: u32, array: &Array) -> ArrayStatus {
             .map(|s| s.level.to_string())
             .unwrap_or_else(|| level_of(array.layout()).to_string()),
         size_bytes: array.capacity_sectors() * SECTOR_BYTES as u64,
-        state: array.health().to_string(),
+        state: match (array.health(), array.job()) {
+            (crate::array::Health::Degraded, Some(j))
+                if j.kind == crate::array::resync::JobKind::Rebuild =>
+            {
+                "rebuilding".into()
+            }
+            (h, _) => h.to_string(),
+        },
         members,
         spares,
         job: array.job().map(|j| JobStatus {

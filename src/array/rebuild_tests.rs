@@ -711,3 +711,65 @@ fn failing_the_old_member_mid_replace_promotes_the_replacement() {
     fail_all_but(&r.exec, &r.array, 0);
     check_all(&r.exec, &r.array, &model);
 }
+
+#[test]
+fn resync_resumes_from_its_checkpoint() {
+    let r = faulty_array(options(Level::Raid1, None, 64, "t"), 2, MEMBER_SECTORS, false);
+    let model = fill(&r, 51);
+    // An unclean shutdown: the array stays dirty on disk (no mark_clean), and the copies
+    // disagree somewhere.
+    let offset = r.array.superblock().unwrap().data_offset_sectors;
+    r.mem[1].write_at(offset + 20_000, &[0x55; 4096]).unwrap();
+    let assemble_now = |exec: &Executor| {
+        let candidates: Vec<(String, Rc<dyn BlockDevice>)> = r
+            .mem
+            .iter()
+            .enumerate()
+            .map(|(i, m)| (format!("d{i}"), m.clone() as Rc<dyn BlockDevice>))
+            .collect();
+        let e = exec.clone();
+        exec.block_on(async move { assemble(&e, candidates).await })
+            .unwrap()
+            .arrays[0]
+            .clone()
+    };
+    let exec = Executor::new();
+    let array = assemble_now(&exec);
+    assert!(array.needs_resync());
+    let mut p = array.policy();
+    p.rebuild_rate_bytes_per_s = 1 << 20;
+    array.set_policy(p);
+    array.start_jobs();
+    let e = exec.clone();
+    exec.block_on(async move { e.sleep(4_000_000_000).await })
+        .unwrap();
+    let done = array.job().expect("resync running").done_sectors;
+    assert!(done > 0);
+    let a = array.clone();
+    exec.block_on(async move { a.mark_clean().await })
+        .unwrap()
+        .unwrap();
+    let at = sb_of(&r.mem[0]).resync_offset_sectors;
+    assert!(at > 0 && at != super::RESYNC_DONE, "position recorded: {at}");
+    // Served again: the resync starts where it stopped and the copies end up equal.
+    let exec = Executor::new();
+    let array = assemble_now(&exec);
+    assert!(array.needs_resync());
+    assert_eq!(array.resync_cursor.get(), at);
+    array.start_jobs();
+    exec.run_until_idle();
+    assert!(!array.needs_resync());
+    let a = array.clone();
+    exec.block_on(async move { a.mark_clean().await })
+        .unwrap()
+        .unwrap();
+    assert_eq!(sb_of(&r.mem[0]).resync_offset_sectors, super::RESYNC_DONE);
+    // Sector 20_000 onwards was past the checkpoint: both copies agree again.
+    let mut a0 = vec![0u8; 4096];
+    let mut a1 = vec![0u8; 4096];
+    r.mem[0].read_at(offset + 20_000, &mut a0).unwrap();
+    r.mem[1].read_at(offset + 20_000, &mut a1).unwrap();
+    assert_eq!(a0, a1);
+    let at = 20_000 * SECTOR_BYTES;
+    assert_eq!(a0, model[at..at + 4096]);
+}
