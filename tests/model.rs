@@ -720,12 +720,18 @@ fn run(cfg: &Config, seed: u64, spares: usize) {
             .any(|m| disk_index(&m.name) >= cfg.members);
         if !spare_in_slot {
             for (i, m) in ctx.array.slots().iter().enumerate() {
-                eprintln!("slot {i}: {:?}", m.as_ref().map(|m| (m.name.clone(), m.state())));
+                eprintln!(
+                    "slot {i}: {:?}",
+                    m.as_ref().map(|m| (m.name.clone(), m.state()))
+                );
             }
             for m in ctx.array.spares() {
                 eprintln!("spare {} {:?}", m.name, m.state());
             }
-            eprintln!("failed disks: {:?}", ctx.faulty.iter().map(|f| f.is_failed()).collect::<Vec<_>>());
+            eprintln!(
+                "failed disks: {:?}",
+                ctx.faulty.iter().map(|f| f.is_failed()).collect::<Vec<_>>()
+            );
         }
         assert!(
             spare_in_slot,

@@ -714,7 +714,12 @@ fn failing_the_old_member_mid_replace_promotes_the_replacement() {
 
 #[test]
 fn resync_resumes_from_its_checkpoint() {
-    let r = faulty_array(options(Level::Raid1, None, 64, "t"), 2, MEMBER_SECTORS, false);
+    let r = faulty_array(
+        options(Level::Raid1, None, 64, "t"),
+        2,
+        MEMBER_SECTORS,
+        false,
+    );
     let model = fill(&r, 51);
     // An unclean shutdown: the array stays dirty on disk (no mark_clean), and the copies
     // disagree somewhere.
@@ -750,7 +755,10 @@ fn resync_resumes_from_its_checkpoint() {
         .unwrap()
         .unwrap();
     let at = sb_of(&r.mem[0]).resync_offset_sectors;
-    assert!(at > 0 && at != super::RESYNC_DONE, "position recorded: {at}");
+    assert!(
+        at > 0 && at != super::RESYNC_DONE,
+        "position recorded: {at}"
+    );
     // Served again: the resync starts where it stopped and the copies end up equal.
     let exec = Executor::new();
     let array = assemble_now(&exec);
