@@ -197,13 +197,28 @@ impl Member {
         times.len() > p.read_error_limit as usize
     }
 
-    fn too_slow(&self, started_ns: u64) -> bool {
-        match self.failure_policy.get() {
-            Some(p) if p.io_timeout_ns > 0 => {
-                self.now_ns().saturating_sub(started_ns) > p.io_timeout_ns
+    /// Awaits a device request, giving up (`IoError::Timeout`, the request dropped) once it
+    /// has taken longer than the policy's I/O timeout.
+    async fn within_timeout<T>(&self, io: crate::block::IoFuture<'_, T>) -> Result<T, IoError> {
+        let timeout_ns = match self.failure_policy.get() {
+            Some(p) if p.io_timeout_ns > 0 => p.io_timeout_ns,
+            _ => return io.await,
+        };
+        let Some(exec) = self.clock.borrow().clone() else {
+            return io.await;
+        };
+        let mut io = io;
+        let mut deadline = core::pin::pin!(exec.sleep(timeout_ns));
+        core::future::poll_fn(|cx| {
+            if let core::task::Poll::Ready(r) = io.as_mut().poll(cx) {
+                return core::task::Poll::Ready(r);
             }
-            _ => false,
-        }
+            if deadline.as_mut().poll(cx).is_ready() {
+                return core::task::Poll::Ready(Err(IoError::Timeout));
+            }
+            core::task::Poll::Pending
+        })
+        .await
     }
 
     pub fn counters(&self) -> MemberCounters {
@@ -235,8 +250,14 @@ impl Member {
     async fn read_data(&self, sector: u64, buf: Vec<u8>) -> Result<Vec<u8>, IoError> {
         let _busy = Busy::new(&self.inflight);
         self.count(|c| c.reads += 1);
-        let started = self.now_ns();
-        let r = self.dev.read(self.data_offset() + sector, buf).await;
+        let r = self
+            .within_timeout(self.dev.read(self.data_offset() + sector, buf))
+            .await;
+        if matches!(r, Err(IoError::Timeout)) {
+            log::warn!("{}: a read took longer than the I/O timeout", self.name);
+            self.count(|c| c.read_errors += 1);
+            return Err(IoError::DeviceFailed);
+        }
         if r.is_err() {
             self.count(|c| c.read_errors += 1);
             if self.read_error_limit_exceeded(self.now_ns()) {
@@ -244,20 +265,17 @@ impl Member {
                 return Err(IoError::DeviceFailed);
             }
         }
-        if self.too_slow(started) {
-            log::warn!("{}: read took longer than the I/O timeout", self.name);
-            return Err(IoError::DeviceFailed);
-        }
         r
     }
 
     async fn write_data(&self, sector: u64, data: Bytes, fua: bool) -> Result<(), IoError> {
         let _busy = Busy::new(&self.inflight);
         self.count(|c| c.writes += 1);
-        let started = self.now_ns();
         let r = self
-            .dev
-            .write(self.data_offset() + sector, data.clone(), fua)
+            .within_timeout(
+                self.dev
+                    .write(self.data_offset() + sector, data.clone(), fua),
+            )
             .await;
         // A replacement gets what its original gets; if it cannot take it, it is dropped
         // (the original still holds the data, nothing is lost).
@@ -273,11 +291,11 @@ impl Member {
             rep.count(|c| c.write_errors += 1);
             rep.state.set(MemberState::Faulty);
         }
-        if r.is_err() {
+        if let Err(e) = &r {
+            if matches!(e, IoError::Timeout) {
+                log::warn!("{}: a write took longer than the I/O timeout", self.name);
+            }
             self.count(|c| c.write_errors += 1);
-        } else if self.too_slow(started) {
-            log::warn!("{}: write took longer than the I/O timeout", self.name);
-            return Err(IoError::Timeout);
         }
         r
     }
@@ -960,7 +978,7 @@ impl Array {
         let results = join_all(
             members
                 .iter()
-                .map(|m| async move { m.dev.flush().await })
+                .map(|m| async move { m.within_timeout(m.dev.flush()).await })
                 .collect(),
         )
         .await;
@@ -1201,7 +1219,9 @@ impl Array {
                     let bytes = Bytes::from(sb.encode());
                     let m = m.clone();
                     async move {
-                        let r = m.dev.write(SUPERBLOCK_SECTOR, bytes, true).await;
+                        let r = m
+                            .within_timeout(m.dev.write(SUPERBLOCK_SECTOR, bytes, true))
+                            .await;
                         (m, sb, r)
                     }
                 })

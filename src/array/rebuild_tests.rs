@@ -221,8 +221,8 @@ fn slow_member_is_failed_by_the_timeout() {
     let model = fill(&r, 2);
     r.array.apply_setting("io_timeout_ms", "1").unwrap();
     r.disks[0].set_config(FaultConfig {
-        min_latency_ns: 5_000_000,
-        max_latency_ns: 5_000_000,
+        min_latency_ns: 3_600_000_000_000,
+        max_latency_ns: 3_600_000_000_000,
         ..FaultConfig::default()
     });
     check_all(&r.exec, &r.array, &model);
@@ -780,4 +780,33 @@ fn resync_resumes_from_its_checkpoint() {
     assert_eq!(a0, a1);
     let at = 20_000 * SECTOR_BYTES;
     assert_eq!(a0, model[at..at + 4096]);
+}
+
+#[test]
+fn hung_member_write_is_given_up_and_the_member_failed() {
+    let r = faulty_array(
+        options(Level::Raid5, None, 64, "t"),
+        3,
+        MEMBER_SECTORS,
+        false,
+    );
+    let mut model = fill(&r, 4);
+    r.array.apply_setting("io_timeout_ms", "10").unwrap();
+    // A member that stops answering (an hour is forever here): its requests are given up.
+    r.disks[1].set_config(FaultConfig {
+        min_latency_ns: 3_600_000_000_000,
+        max_latency_ns: 3_600_000_000_000,
+        ..FaultConfig::default()
+    });
+    let started = r.exec.now_ns();
+    let data = vec![0x77u8; 64 * 1024];
+    write_now(&r.exec, &r.array, 0, data.clone()).unwrap();
+    model[..data.len()].copy_from_slice(&data);
+    assert!(
+        r.exec.now_ns() - started < 1_000_000_000,
+        "nothing waited for the hung disk"
+    );
+    assert_eq!(r.array.health(), Health::Degraded);
+    assert_eq!(sb_of(&r.mem[0]).role_of(1), DeviceRole::Faulty);
+    check_all(&r.exec, &r.array, &model);
 }
