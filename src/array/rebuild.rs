@@ -738,7 +738,7 @@ impl Array {
 
     /// Records a rebuild position: the member's data up to it is flushed first.
     async fn checkpoint_rebuild(&self, target: &Rc<Member>) {
-        if target.dev.flush().await.is_err() {
+        if target.within_timeout(target.dev.flush()).await.is_err() {
             self.fail_member_rc(target).await;
             return;
         }
@@ -863,7 +863,7 @@ impl Array {
             }
         }
         // In sync: flushed, then recorded, before it serves reads everywhere.
-        if target.dev.flush().await.is_err() {
+        if target.within_timeout(target.dev.flush()).await.is_err() {
             self.fail_member_rc(target).await;
             self.job.set(None);
             return Ok(false);
