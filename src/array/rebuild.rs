@@ -427,9 +427,13 @@ impl Array {
         }
         self.spares.borrow_mut().retain(|m| !Rc::ptr_eq(m, &member));
         if was_spare {
-            self.update_superblocks(|_| {})
-                .await
-                .map_err(|e| MemberError::Io(e.to_string()))?;
+            // Recorded faulty, so that it does not come back as a spare by itself.
+            let dev_number = member.superblock.borrow().dev_number;
+            self.update_superblocks(|sb| {
+                let _ = sb.set_role(dev_number, DeviceRole::Faulty);
+            })
+            .await
+            .map_err(|e| MemberError::Io(e.to_string()))?;
         }
         log::info!("{}: member {} removed", self.name, member.name);
         Ok(())

@@ -810,3 +810,50 @@ fn hung_member_write_is_given_up_and_the_member_failed() {
     assert_eq!(sb_of(&r.mem[0]).role_of(1), DeviceRole::Faulty);
     check_all(&r.exec, &r.array, &model);
 }
+
+#[test]
+fn a_member_failing_mid_rebuild_is_replaced_by_the_next_spare() {
+    let r = faulty_array(
+        options(Level::Raid1, None, 64, "t"),
+        2,
+        MEMBER_SECTORS,
+        false,
+    );
+    let model = fill(&r, 61);
+    let mut p = r.array.policy();
+    p.rebuild_rate_bytes_per_s = 1 << 20;
+    r.array.set_policy(p);
+    let (_, s0) = new_disk(&r.exec, 1, false);
+    let (_, s1) = new_disk(&r.exec, 2, false);
+    let (s2_mem, s2) = new_disk(&r.exec, 3, false);
+    add_spare(&r, "s0", &s0).unwrap();
+    add_spare(&r, "s1", &s1).unwrap();
+    add_spare(&r, "s2", &s2).unwrap();
+    // A spare can be removed; it is then recorded faulty and gone from the list.
+    let a = r.array.clone();
+    r.exec
+        .block_on(async move { a.remove_named("s2").await })
+        .unwrap()
+        .unwrap();
+    assert!(r.array.spares().iter().all(|m| m.name != "s2"));
+    let s2_number = sb_of(&s2_mem).dev_number;
+    assert_eq!(sb_of(&r.mem[0]).role_of(s2_number), DeviceRole::Faulty);
+    fail(&r, "d1").unwrap();
+    let e = r.exec.clone();
+    r.exec
+        .block_on(async move { e.sleep(2_000_000_000).await })
+        .unwrap();
+    let slots = r.array.slots();
+    let first = slots[1].as_ref().unwrap().clone();
+    assert_eq!(first.state(), MemberState::Rebuilding);
+    // The member being rebuilt fails: the next spare takes the slot from zero.
+    fail(&r, &first.name.clone()).unwrap();
+    r.exec.run_until_idle();
+    let slots = r.array.slots();
+    let second = slots[1].as_ref().unwrap();
+    assert_ne!(second.name, first.name);
+    assert_eq!(second.state(), MemberState::Active);
+    assert_eq!(r.array.health(), Health::Optimal);
+    fail_all_but(&r.exec, &r.array, 1);
+    check_all(&r.exec, &r.array, &model);
+}
