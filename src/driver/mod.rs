@@ -212,6 +212,21 @@ impl RaidDriver {
         self.disks.borrow_mut().add_pool_spare(name, dev)
     }
 
+    /// Records that the kernel disk `name` (if it is one) now serves `array`.
+    fn claim_disk(&self, name: &str, array: &Rc<Array>) {
+        let id = self
+            .arrays
+            .borrow()
+            .iter()
+            .find(|(_, a)| Rc::ptr_eq(a, array))
+            .map(|(id, _)| id);
+        for (disk_id, entry) in self.disks.borrow_mut().disks.iter_mut() {
+            if alloc::format!("disk{disk_id}") == name {
+                entry.array_id = id;
+            }
+        }
+    }
+
     /// Opens `name`: a free disk the kernel offered (`diskN`), else through the opener.
     fn open_device(&self, name: &str) -> Result<Rc<dyn BlockDevice>, (DriverError, String)> {
         let free = self
@@ -511,6 +526,7 @@ impl RaidDriver {
                     }
                     return Some(respond(r));
                 };
+                self.claim_disk(&req.member, &array);
                 let outbox = self.outbox.clone();
                 self.exec.spawn_detached(async move {
                     let result = array.add_device(req.member, dev).await;
@@ -532,6 +548,7 @@ impl RaidDriver {
                     Ok(d) => d,
                     Err(e) => return Some(respond(Err(e))),
                 };
+                self.claim_disk(&req.with, &array);
                 let outbox = self.outbox.clone();
                 self.exec.spawn_detached(async move {
                     let result = array.replace_named(&req.member, req.with, dev).await;
