@@ -10,7 +10,7 @@ use alloc::vec::Vec;
 use serde::{Deserialize, Serialize};
 
 use crate::array::scrub::ScrubReport;
-use crate::array::{Array, ArrayCounters, MemberCounters, MemberState};
+use crate::array::{Array, ArrayCounters, Member, MemberCounters, MemberState};
 use crate::block::{BlockDevice, SECTOR_BYTES};
 use crate::layout::ArrayLayout;
 use crate::metadata::{Level, format_uuid};
@@ -59,6 +59,65 @@ pub struct MetricsReport {
     pub tick_interval_ns: u64,
 }
 
+/// Mark a member faulty. Request: [`MemberRequest`].
+pub const OP_FAIL: u16 = 0x0010;
+/// Take a faulty or spare member out of an array. Request: [`MemberRequest`].
+pub const OP_REMOVE: u16 = 0x0011;
+/// Add a device (a path the server opens) as a spare of an array, or to the shared spare
+/// pool. Request: [`AddRequest`].
+pub const OP_ADD: u16 = 0x0012;
+/// Rebuild a copy of a member onto a new device while the old one serves, then retire the
+/// old one. Request: [`ReplaceRequest`].
+pub const OP_REPLACE: u16 = 0x0013;
+/// Change an array policy. Request: [`SetRequest`]. Answer: the settings, as
+/// [`SettingsReport`].
+pub const OP_SET: u16 = 0x0014;
+/// The shared spare pool. Request: empty. Answer: [`PoolReport`].
+pub const OP_POOL: u16 = 0x0015;
+
+/// A request naming one member of one array (by path, or by slot number).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberRequest {
+    pub name: String,
+    pub member: String,
+}
+
+/// `raid add`: `name` is `None` for the shared pool.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AddRequest {
+    pub name: Option<String>,
+    pub member: String,
+}
+
+/// `raid replace NAME MEMBER --with NEW`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplaceRequest {
+    pub name: String,
+    pub member: String,
+    pub with: String,
+}
+
+/// `raid set NAME key=value`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SetRequest {
+    pub name: String,
+    pub key: String,
+    pub value: String,
+}
+
+/// Every policy of an array, after a `set`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SettingsReport {
+    pub settings: Vec<(String, String)>,
+}
+
+/// The shared spare pool.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoolReport {
+    /// (path, size in bytes)
+    pub spares: Vec<(String, u64)>,
+}
+
 /// A request naming one array.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NameRequest {
@@ -66,13 +125,16 @@ pub struct NameRequest {
 }
 
 /// One member as `status` reports it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MemberStatus {
     pub path: String,
     /// Slot in the array.
     pub role: u32,
-    /// `active`, `faulty` or `missing`.
+    /// `active`, `faulty`, `spare`, `rebuilding` or `missing`.
     pub state: String,
+    /// For a member being rebuilt: 0..1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rebuilt: Option<f64>,
 }
 
 /// A background job (rebuild, resync, check) in progress.
@@ -94,6 +156,9 @@ pub struct ArrayStatus {
     /// `optimal`, `degraded`, `rebuilding` or `failed`.
     pub state: String,
     pub members: Vec<MemberStatus>,
+    /// Spares, and failed members not yet removed (`role` is meaningless for them).
+    #[serde(default)]
+    pub spares: Vec<MemberStatus>,
     pub job: Option<JobStatus>,
     pub mismatches: u64,
     pub uuid: String,
@@ -142,6 +207,9 @@ pub struct ArrayDetail {
     /// The running or last scrub (check/repair) since the array started.
     #[serde(default)]
     pub scrub: Option<ScrubReport>,
+    /// The `raid set` policies.
+    #[serde(default)]
+    pub settings: Vec<(String, String)>,
 }
 
 fn layout_name(layout: &ArrayLayout, md_layout: u32) -> String {
@@ -163,6 +231,22 @@ fn layout_name(layout: &ArrayLayout, md_layout: u32) -> String {
     }
 }
 
+fn member_status(array: &Array, role: u32, m: &Member) -> MemberStatus {
+    let used = array.member_used_sectors();
+    MemberStatus {
+        path: m.name.clone(),
+        role,
+        state: m.state().to_string(),
+        rebuilt: (m.state() == MemberState::Rebuilding).then(|| {
+            if used == 0 {
+                1.0
+            } else {
+                m.recovery_offset_sectors().min(used) as f64 / used as f64
+            }
+        }),
+    }
+}
+
 /// The status document of one array served as `device_id`.
 pub fn array_status(device_id: u32, array: &Array) -> ArrayStatus {
     let sb = array.superblock();
@@ -171,20 +255,19 @@ pub fn array_status(device_id: u32, array: &Array) -> ArrayStatus {
         .iter()
         .enumerate()
         .map(|(slot, m)| match m {
-            Some(m) => MemberStatus {
-                path: m.name.clone(),
-                role: slot as u32,
-                state: match m.state() {
-                    MemberState::Active => "active".into(),
-                    MemberState::Faulty => "faulty".into(),
-                },
-            },
+            Some(m) => member_status(array, slot as u32, m),
             None => MemberStatus {
                 path: String::new(),
                 role: slot as u32,
                 state: "missing".into(),
+                rebuilt: None,
             },
         })
+        .collect();
+    let spares = array
+        .spares()
+        .iter()
+        .map(|m| member_status(array, u32::MAX, m))
         .collect();
     ArrayStatus {
         name: array.name().to_string(),
@@ -193,8 +276,16 @@ pub fn array_status(device_id: u32, array: &Array) -> ArrayStatus {
             .map(|s| s.level.to_string())
             .unwrap_or_else(|| level_of(array.layout()).to_string()),
         size_bytes: array.capacity_sectors() * SECTOR_BYTES as u64,
-        state: array.health().to_string(),
+        state: match (array.health(), array.job()) {
+            (crate::array::Health::Degraded, Some(j))
+                if j.kind == crate::array::resync::JobKind::Rebuild =>
+            {
+                "rebuilding".into()
+            }
+            (h, _) => h.to_string(),
+        },
         members,
+        spares,
         job: array.job().map(|j| JobStatus {
             kind: j.kind.name().into(),
             progress: j.fraction(),
@@ -289,5 +380,6 @@ pub fn array_detail(device_id: u32, array: &Array) -> ArrayDetail {
         counters,
         member_details,
         scrub: array.scrub_report(),
+        settings: array.settings(),
     }
 }

@@ -334,3 +334,97 @@ fn degraded_array_waits_for_init() {
         Health::Degraded
     );
 }
+
+fn manage(k: &mut Kernel, sequence: u64, opcode: u16, payload: serde_json::Value) -> Message {
+    k.send(
+        sequence,
+        Message::ManagementRequest(orion_driver::ManagementRequest {
+            opcode,
+            payload: serde_json::to_vec(&payload).unwrap(),
+        }),
+    )
+}
+
+fn status_ok(reply: &Message) -> bool {
+    matches!(reply, Message::ManagementResponse(r) if r.status.is_ok())
+}
+
+#[test]
+fn member_commands_fail_add_rebuild_and_set_over_ipc() {
+    use orion_raid::manage::{OP_ADD, OP_FAIL, OP_REMOVE, OP_SET};
+    let mut disks = make_members(Level::Raid1, None, 2);
+    // A blank disk the kernel offers too: free, usable as a spare.
+    disks.push(Rc::new(MemoryDisk::new(32 * 2048)));
+    let mut k = boot(&disks);
+    let array_id = ARRAY_ID_BASE;
+    let data = vec![0x6bu8; 64 * 512];
+    assert_eq!(
+        k.io(
+            41,
+            IoRequest::write(array_id, 0, data.clone(), IoFlags::empty())
+        )
+        .status,
+        Ok(())
+    );
+    // Bad settings change nothing.
+    let r = manage(
+        &mut k,
+        42,
+        OP_SET,
+        serde_json::json!({"name": "boot", "key": "colour", "value": "red"}),
+    );
+    assert!(!status_ok(&r), "{r:?}");
+    let r = manage(
+        &mut k,
+        43,
+        OP_SET,
+        serde_json::json!({"name": "boot", "key": "rebuild_priority", "value": "high"}),
+    );
+    assert!(status_ok(&r), "{r:?}");
+    // In use: not removable.
+    let r = manage(
+        &mut k,
+        44,
+        OP_REMOVE,
+        serde_json::json!({"name": "boot", "member": "disk100"}),
+    );
+    assert!(!status_ok(&r), "{r:?}");
+    let r = manage(
+        &mut k,
+        45,
+        OP_FAIL,
+        serde_json::json!({"name": "boot", "member": "disk101"}),
+    );
+    assert!(status_ok(&r), "{r:?}");
+    assert_eq!(
+        k.driver.arrays().get(array_id).unwrap().health(),
+        Health::Degraded
+    );
+    let r = manage(
+        &mut k,
+        46,
+        OP_ADD,
+        serde_json::json!({"name": "boot", "member": "nowhere"}),
+    );
+    assert!(!status_ok(&r), "{r:?}");
+    let r = manage(
+        &mut k,
+        47,
+        OP_ADD,
+        serde_json::json!({"name": "boot", "member": "disk102"}),
+    );
+    assert!(status_ok(&r), "{r:?}");
+    k.pump();
+    let array = k.driver.arrays().get(array_id).unwrap().clone();
+    assert_eq!(array.health(), Health::Optimal);
+    assert_eq!(array.slots()[1].as_ref().unwrap().name, "disk102");
+    // The rebuilt copy alone serves the data.
+    let a = array.clone();
+    let exec = k.driver.executor().clone();
+    exec.spawn_detached(async move {
+        a.fail_member(0).await.unwrap();
+    });
+    k.pump();
+    let r = k.io(48, IoRequest::read(array_id, 0, 64));
+    assert_eq!(r.data, data);
+}

@@ -103,6 +103,9 @@ struct Ctx {
     impaired: Vec<bool>,
     /// Ranges of reads issued and not completed.
     inflight_reads: Rc<RefCell<Vec<(u64, u64)>>>,
+    /// Disks beyond the members, added as spares (`disks` and `faulty` hold them after the
+    /// members; a member is `disk{k}` for disk index `k`).
+    spares: usize,
 }
 
 fn tolerance_ok(cfg: &Config, array: &Array, alive: &[bool]) -> bool {
@@ -122,10 +125,10 @@ fn fault_config(rng: &mut SplitMix64) -> FaultConfig {
     }
 }
 
-fn build(cfg: &Config, seed: u64) -> Ctx {
+fn build(cfg: &Config, seed: u64, spares: usize) -> Ctx {
     let mut rng = SplitMix64::new(seed);
     let exec = Executor::new();
-    let disks: Vec<Rc<MemoryDisk>> = (0..cfg.members)
+    let disks: Vec<Rc<MemoryDisk>> = (0..cfg.members + spares)
         .map(|i| {
             let mib = cfg.member_mib[i % cfg.member_mib.len()];
             Rc::new(MemoryDisk::new(mib * 2048))
@@ -154,6 +157,7 @@ fn build(cfg: &Config, seed: u64) -> Ctx {
     };
     let members: Vec<(String, Rc<dyn BlockDevice>)> = faulty
         .iter()
+        .take(cfg.members)
         .enumerate()
         .map(|(i, f)| (format!("disk{i}"), f.clone() as Rc<dyn BlockDevice>))
         .collect();
@@ -162,6 +166,13 @@ fn build(cfg: &Config, seed: u64) -> Ctx {
         .block_on(async move { create(&e, members, &opts).await })
         .expect("create finishes")
         .unwrap_or_else(|err| panic!("seed {seed}: create failed: {err}"));
+    for (k, f) in faulty.iter().enumerate().skip(cfg.members) {
+        let a = array.clone();
+        let dev = f.clone() as Rc<dyn BlockDevice>;
+        exec.block_on(async move { a.add_device(format!("disk{k}"), dev).await })
+            .expect("add finishes")
+            .unwrap_or_else(|err| panic!("seed {seed}: add spare failed: {err}"));
+    }
     let sectors = array.capacity_sectors() as usize;
     Ctx {
         seed,
@@ -180,9 +191,17 @@ fn build(cfg: &Config, seed: u64) -> Ctx {
         tick: Rc::new(RefCell::new(0)),
         inflight_writes: Rc::new(RefCell::new(Vec::new())),
         failures: Rc::new(RefCell::new(Vec::new())),
-        impaired: vec![false; cfg.members],
+        impaired: vec![false; cfg.members + spares],
         inflight_reads: Rc::new(RefCell::new(Vec::new())),
+        spares,
     }
+}
+
+/// The disk index of a member (`disk{k}`).
+fn disk_index(name: &str) -> usize {
+    name.trim_start_matches("disk")
+        .parse()
+        .expect("members are named disk<k>")
 }
 
 impl Ctx {
@@ -409,12 +428,12 @@ impl Ctx {
     /// latent errors (a member with bad sectors counts as lost for the tolerance budget).
     fn alive(&self) -> Vec<bool> {
         (0..self.cfg.members)
-            .map(|i| {
-                let in_array = matches!(
-                    self.array.slots().get(i),
-                    Some(Some(m)) if m.state() == MemberState::Active
-                );
-                in_array && !self.faulty[i].is_failed() && !self.impaired[i]
+            .map(|i| match self.array.slots().get(i) {
+                Some(Some(m)) if m.state() == MemberState::Active => {
+                    let k = disk_index(&m.name);
+                    !self.faulty[k].is_failed() && !self.impaired[k]
+                }
+                _ => false,
             })
             .collect()
     }
@@ -422,10 +441,39 @@ impl Ctx {
     /// Fails a random member if the level still tolerates it.
     fn maybe_fail_member(&mut self) {
         let i = self.rng.below(self.cfg.members as u64) as usize;
+        self.fail_slot(i);
+    }
+
+    /// Fails a member: one with latent errors if there is one (it already counts as lost
+    /// for the tolerance budget), else a random one if the level tolerates it.
+    fn force_fail(&mut self) {
+        let impaired = self.array.slots().iter().flatten().find_map(|m| {
+            let k = disk_index(&m.name);
+            (m.state() == MemberState::Active && self.impaired[k] && !self.faulty[k].is_failed())
+                .then_some(k)
+        });
+        match impaired {
+            Some(k) => self.faulty[k].fail(),
+            None => {
+                let slot = self.rng.below(self.cfg.members as u64) as usize;
+                self.fail_slot(slot);
+            }
+        }
+    }
+
+    /// Fails the disk in slot `i` if the level still tolerates it.
+    fn fail_slot(&mut self, i: usize) {
         let mut alive = self.alive();
+        if !alive[i] {
+            return;
+        }
         alive[i] = false;
         if self.cfg.level != Level::Raid0 && tolerance_ok(&self.cfg, &self.array, &alive) {
-            self.faulty[i].fail();
+            let k = self.array.slots()[i]
+                .as_ref()
+                .map(|m| disk_index(&m.name))
+                .expect("a live slot has a member");
+            self.faulty[k].fail();
         }
     }
 
@@ -444,6 +492,10 @@ impl Ctx {
         if !tolerance_ok(&self.cfg, &self.array, &alive) {
             return;
         }
+        let Some(k) = self.array.slots()[i].as_ref().map(|m| disk_index(&m.name)) else {
+            return;
+        };
+        let i = k;
         self.impaired[i] = true;
         // In the part of the member the hot region of the workload maps to.
         let sb = self.array.superblock().expect("a live member");
@@ -536,7 +588,7 @@ impl Ctx {
         }
         self.faulty = faulty;
         // The new disks carry no latent errors.
-        self.impaired = vec![false; self.cfg.members];
+        self.impaired = vec![false; self.cfg.members + self.spares];
         let candidates: Vec<(String, Rc<dyn BlockDevice>)> = self
             .faulty
             .iter()
@@ -580,6 +632,9 @@ impl Ctx {
         assert!(resynced.is_ok(), "seed {}: resync failed", self.seed);
         assert!(!self.array.needs_resync());
         self.array.set_read_policy(ReadPolicy::RoundRobin);
+        // As the server does after assembly: a rebuild the crash interrupted resumes, a spare
+        // takes an empty slot (with the next round's workload running).
+        self.array.start_jobs();
         let mut reads = Vec::new();
         for _ in 0..self.cfg.members {
             let array = self.array.clone();
@@ -629,10 +684,19 @@ impl Ctx {
     }
 }
 
-fn run(cfg: &Config, seed: u64) {
-    let mut ctx = build(cfg, seed);
+fn run(cfg: &Config, seed: u64, spares: usize) {
+    let mut ctx = build(cfg, seed, spares);
     for round in 0..3 {
-        ctx.run_steps(400);
+        if spares > 0 && round == 0 {
+            // A failure early on: a spare takes the slot and is rebuilt while the workload
+            // runs (and, with crashes, the round may end in the middle of that rebuild).
+            ctx.run_steps(50);
+            ctx.force_fail();
+            // With crashes, end the round soon: the crash then likely lands mid-rebuild.
+            ctx.run_steps(if cfg.crash { 60 } else { 350 });
+        } else {
+            ctx.run_steps(400);
+        }
         if round < 2 && cfg.crash {
             ctx.crash_and_reassemble();
         } else {
@@ -647,6 +711,34 @@ fn run(cfg: &Config, seed: u64) {
         .block_on(async move { array.read(0, vec![0u8; cap as usize * SECTOR]).await })
         .unwrap()
         .unwrap_or_else(|e| panic!("seed {seed}: final read failed: {e}"));
+    if spares > 0 {
+        let spare_in_slot = ctx
+            .array
+            .slots()
+            .iter()
+            .flatten()
+            .any(|m| disk_index(&m.name) >= cfg.members);
+        if !spare_in_slot {
+            for (i, m) in ctx.array.slots().iter().enumerate() {
+                eprintln!(
+                    "slot {i}: {:?}",
+                    m.as_ref().map(|m| (m.name.clone(), m.state()))
+                );
+            }
+            for m in ctx.array.spares() {
+                eprintln!("spare {} {:?}", m.name, m.state());
+            }
+            eprintln!(
+                "failed disks: {:?}",
+                ctx.faulty.iter().map(|f| f.is_failed()).collect::<Vec<_>>()
+            );
+        }
+        assert!(
+            spare_in_slot,
+            "{} seed {seed}: no spare was activated\nreplay with SEED={seed}",
+            cfg.name
+        );
+    }
     let m = ctx.model.borrow();
     for (i, chunk) in data.chunks(SECTOR).enumerate() {
         let sm = &m.sectors[i];
@@ -673,9 +765,14 @@ fn seeds() -> Vec<u64> {
 }
 
 fn run_all(cfg: Config) {
+    run_all_with_spares(cfg, 0);
+}
+
+/// As `run_all`, with `spares` spare disks added to the array at the start.
+fn run_all_with_spares(cfg: Config, spares: usize) {
     for seed in seeds() {
         let c = cfg.clone();
-        let result = std::panic::catch_unwind(move || run(&c, seed));
+        let result = std::panic::catch_unwind(move || run(&c, seed, spares));
         if let Err(e) = result {
             eprintln!(
                 "{}: failed with seed {seed}; replay with SEED={seed}",
@@ -840,7 +937,7 @@ fn overlapping_writes_land_in_order_on_every_mirror() {
         chunk_kib: 64,
         crash: true,
     };
-    let ctx = build(&cfg, 42);
+    let ctx = build(&cfg, 42, 0);
     // 16 overlapping writes issued at once; the range lock must apply them in issue order
     // on every member, whatever the latency of each member.
     for v in 1..=16u64 {
@@ -915,4 +1012,71 @@ fn raid10_near2_far2_four() {
         chunk_kib: 32,
         crash: true,
     });
+}
+
+// Member failure, spare activation and rebuild under the concurrent workload; crash rounds
+// (copy levels) may interrupt a rebuild, which resumes after reassembly.
+
+#[test]
+fn raid1_two_copies_with_spare_rebuild() {
+    run_all_with_spares(
+        Config {
+            name: "raid1+spare",
+            level: Level::Raid1,
+            layout: None,
+            members: 2,
+            member_mib: &[8],
+            chunk_kib: 64,
+            crash: true,
+        },
+        1,
+    );
+}
+
+#[test]
+fn raid10_near2_four_with_spares_rebuild() {
+    run_all_with_spares(
+        Config {
+            name: "raid10n2+spares",
+            level: Level::Raid10,
+            layout: None,
+            members: 4,
+            member_mib: &[8],
+            chunk_kib: 64,
+            crash: true,
+        },
+        2,
+    );
+}
+
+#[test]
+fn raid5_four_with_spare_rebuild() {
+    run_all_with_spares(
+        Config {
+            name: "raid5+spare",
+            level: Level::Raid5,
+            layout: None,
+            members: 4,
+            member_mib: &[8],
+            chunk_kib: 64,
+            crash: false,
+        },
+        1,
+    );
+}
+
+#[test]
+fn raid6_five_with_spares_rebuild() {
+    run_all_with_spares(
+        Config {
+            name: "raid6+spares",
+            level: Level::Raid6,
+            layout: None,
+            members: 5,
+            member_mib: &[8],
+            chunk_kib: 64,
+            crash: false,
+        },
+        2,
+    );
 }

@@ -6,7 +6,7 @@ use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 use core::fmt;
 
-use super::{Array, Member, SUPERBLOCK_SECTOR};
+use super::{Array, Member, MemberState, SUPERBLOCK_SECTOR};
 use crate::block::{BlockDevice, Bytes, IoError};
 use crate::executor::{Executor, join_all};
 use crate::layout::{
@@ -14,8 +14,8 @@ use crate::layout::{
     Raid1Layout, Raid5Layout, Raid10Layout, Raid10LayoutBits,
 };
 use crate::metadata::{
-    self, AssemblyOptions, AssemblyPlan, Candidate, CreateSpec, DeviceRole, Level, MemberStatus,
-    SUPERBLOCK_BYTES, SlotState, Superblock, default_component_sectors,
+    self, AssemblyOptions, AssemblyPlan, Candidate, CreateSpec, DeviceRole, FeatureMap, Level,
+    MemberStatus, SUPERBLOCK_BYTES, SlotState, Superblock, default_component_sectors,
     default_data_offset_sectors_for_chunk, format_uuid, group_candidates, plan_assembly,
     usable_data_sectors,
 };
@@ -286,9 +286,9 @@ pub async fn create(
         .zip(superblocks)
         .map(|((name, dev), sb)| Some(Rc::new(Member::new(name, dev, sb))))
         .collect();
-    let array = Array::new(exec.clone(), opts.name.clone(), layout, slots);
+    let array = Array::new_rc(exec.clone(), opts.name.clone(), layout, slots, Vec::new());
     array.set_wall_clock_base(opts.time_s);
-    Ok(Rc::new(array))
+    Ok(array)
 }
 
 /// What was found on one candidate device that is not part of a running array.
@@ -433,6 +433,16 @@ fn superblock_of(decoded: &[Candidate], id: usize) -> Option<&Superblock> {
         .and_then(|(_, r)| r.as_ref().ok())
 }
 
+/// Device numbers held by the members already placed.
+fn taken_numbers(slots: &[Option<Rc<Member>>], spares: &[Rc<Member>]) -> Vec<u32> {
+    slots
+        .iter()
+        .flatten()
+        .chain(spares)
+        .map(|m| m.superblock().dev_number)
+        .collect()
+}
+
 /// Builds and starts the array a plan describes, or reports why it cannot start.
 async fn start(
     exec: &Executor,
@@ -446,18 +456,14 @@ async fn start(
     for (id, status) in &plan.members {
         let reason = match status {
             MemberStatus::InSync { .. } => continue,
-            MemberStatus::Recovering { slot, .. } => format!(
-                "member of {label} in slot {slot} was being rebuilt; left out until rebuild is supported"
-            ),
-            MemberStatus::Replacement { slot } => {
-                format!("replacement for slot {slot} of {label}; left out")
-            }
-            MemberStatus::Spare => format!("spare of {label}; not used"),
+            // Resumes its rebuild from `recovery_offset`.
+            MemberStatus::Recovering { .. } => continue,
+            // Attached to the member it replaces, below.
+            MemberStatus::Replacement { .. } => continue,
+            MemberStatus::Spare => continue,
             MemberStatus::Journal => format!("journal of {label}; journals are not supported"),
-            MemberStatus::Stale { events, .. } => format!(
-                "stale member of {label} (events {events}, array at {}); needs re-adding",
-                sb.events
-            ),
+            // Re-added below: rebuilt in its slot if that is free, else kept as a spare.
+            MemberStatus::Stale { .. } => continue,
             MemberStatus::Faulty => format!("marked faulty in {label}"),
             MemberStatus::Corrupt(e) => format!("no valid md superblock: {e}"),
             MemberStatus::Foreign { .. } => continue,
@@ -492,9 +498,28 @@ async fn start(
                     member_sb.clone(),
                 ))));
             }
-            SlotState::Recovering { .. } => {
-                slots.push(None);
-                sizes.push(None);
+            SlotState::Recovering {
+                member_id,
+                recovery_offset_sectors,
+            } => {
+                let Some(member_sb) = superblock_of(decoded, *member_id) else {
+                    slots.push(None);
+                    sizes.push(None);
+                    continue;
+                };
+                let (name, dev) = &candidates[*member_id];
+                log::info!(
+                    "{}: {name} resumes its rebuild at member sector {recovery_offset_sectors}",
+                    sb.name()
+                );
+                sizes.push(Some(member_sb.data_size_sectors));
+                slots.push(Some(Rc::new(Member::with_state(
+                    name.clone(),
+                    dev.clone(),
+                    member_sb.clone(),
+                    MemberState::Rebuilding,
+                    *recovery_offset_sectors,
+                ))));
             }
             SlotState::Missing {
                 expected_dev_number,
@@ -531,12 +556,95 @@ async fn start(
         });
         return None;
     }
-    let array = Rc::new(Array::new(
-        exec.clone(),
-        sb.name().to_string(),
-        layout,
-        slots,
-    ));
+    // Stale members (older events) hold nothing trustworthy: each is rebuilt from zero in
+    // its old slot if that is free, else kept as a spare. Spares join as spares.
+    let mut slots = slots;
+    let mut spares: Vec<Rc<Member>> = Vec::new();
+    for (id, status) in &plan.members {
+        let Some(member_sb) = superblock_of(decoded, *id) else {
+            continue;
+        };
+        let (name, dev) = &candidates[*id];
+        let fits = member_sb.data_size_sectors >= sb.size_sectors && sb.level != Level::Raid0;
+        match status {
+            MemberStatus::Spare => spares.push(Rc::new(Member::with_state(
+                name.clone(),
+                dev.clone(),
+                member_sb.clone(),
+                MemberState::Spare,
+                0,
+            ))),
+            MemberStatus::Stale { events, role }
+                if fits
+                    && plan.can_start
+                    && !taken_numbers(&slots, &spares).contains(&member_sb.dev_number) =>
+            {
+                let mut msb = member_sb.clone();
+                // It takes the array's state; its own device identity stays.
+                msb.events = sb.events;
+                msb.dev_roles = sb.dev_roles.clone();
+                let free_slot = match role {
+                    DeviceRole::Active(s) => slots
+                        .get(*s as usize)
+                        .is_some_and(Option::is_none)
+                        .then_some(*s as usize),
+                    _ => None,
+                };
+                let state = if free_slot.is_some() {
+                    MemberState::Rebuilding
+                } else {
+                    MemberState::Spare
+                };
+                log::info!(
+                    "{}: stale member {name} (events {events}, array at {}) re-added as {state}",
+                    sb.name(),
+                    sb.events
+                );
+                let m = Rc::new(Member::with_state(name.clone(), dev.clone(), msb, state, 0));
+                match free_slot {
+                    Some(s) => slots[s] = Some(m),
+                    None => spares.push(m),
+                }
+            }
+            MemberStatus::Replacement { slot } => {
+                let original = slots
+                    .get(*slot as usize)
+                    .and_then(Option::as_ref)
+                    .filter(|m| m.state() == MemberState::Active);
+                match original {
+                    Some(original) => {
+                        let offset = if member_sb.features.contains(FeatureMap::RECOVERY_OFFSET) {
+                            member_sb.recovery_offset_sectors
+                        } else {
+                            0
+                        };
+                        let m = Rc::new(Member::with_state(
+                            name.clone(),
+                            dev.clone(),
+                            member_sb.clone(),
+                            MemberState::Rebuilding,
+                            offset,
+                        ));
+                        m.is_replacement.set(true);
+                        *original.replacement.borrow_mut() = Some(m);
+                    }
+                    None => problems.push(Problem {
+                        member: name.clone(),
+                        reason: format!("replacement for slot {slot} of {label}; left out"),
+                    }),
+                }
+            }
+            MemberStatus::Stale { events, .. } => problems.push(Problem {
+                member: name.clone(),
+                reason: format!(
+                    "stale member of {label} (events {events}, array at {}); needs re-adding",
+                    sb.events
+                ),
+            }),
+            _ => {}
+        }
+    }
+    let array = Array::new_rc(exec.clone(), sb.name().to_string(), layout, slots, spares);
     // As md does on start: a new event count, so that a member missing now is recognisably
     // older if it comes back.
     if let Err(e) = array.update_superblocks(|_| {}).await {

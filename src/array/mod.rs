@@ -5,6 +5,9 @@
 pub mod assemble;
 pub mod nested;
 pub mod rangelock;
+pub mod rebuild;
+#[cfg(test)]
+mod rebuild_tests;
 pub mod resync;
 pub mod scrub;
 #[cfg(test)]
@@ -17,7 +20,8 @@ mod test_rig;
 #[cfg(test)]
 mod tests;
 
-use alloc::rc::Rc;
+use alloc::collections::VecDeque;
+use alloc::rc::{Rc, Weak};
 use alloc::string::String;
 use alloc::vec;
 use alloc::vec::Vec;
@@ -27,23 +31,32 @@ use core::fmt;
 use crate::block::{BlockDevice, Bytes, IoError, SECTOR_BYTES, check_range, check_sectors};
 use crate::executor::{AsyncMutex, Executor, join_all};
 use crate::layout::{ArrayLayout, Extent};
-use crate::metadata::{DeviceRole, MdTime, Superblock};
+use crate::metadata::{DeviceRole, FeatureMap, MdTime, Superblock};
 use crate::monitor::{ArrayMonitor, Event, MemberMonitor, OpKind};
 use crate::parity::ParityEngine;
 use rangelock::RangeLock;
+use rebuild::{ArrayPolicy, FailurePolicy};
 
 /// Where the v1.2 superblock sits on every member.
 pub const SUPERBLOCK_SECTOR: u64 = 8;
 /// md's "no resync needed" marker in `resync_offset`.
 pub const RESYNC_DONE: u64 = u64::MAX;
 
-/// The state of one member slot.
+/// The state of one member, as md keeps it.
+///
+/// A member that comes back with older events (stale) is re-added as `Rebuilding` from
+/// zero: without a write-intent bitmap nothing on it can be trusted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MemberState {
     /// In sync and serving.
     Active,
     /// Failed: receives nothing.
     Faulty,
+    /// Holds no data; waits to take the place of a failed member.
+    Spare,
+    /// In a slot, being rebuilt: takes every write, serves reads only below its
+    /// `recovery_offset`.
+    Rebuilding,
 }
 
 impl fmt::Display for MemberState {
@@ -51,6 +64,8 @@ impl fmt::Display for MemberState {
         f.write_str(match self {
             MemberState::Active => "active",
             MemberState::Faulty => "faulty",
+            MemberState::Spare => "spare",
+            MemberState::Rebuilding => "rebuilding",
         })
     }
 }
@@ -103,6 +118,20 @@ pub struct Member {
     inflight: Cell<u32>,
     counters: Cell<MemberCounters>,
     monitor: MemberMonitor,
+    /// Member sectors (from the data offset) already rebuilt, while `Rebuilding`.
+    recovery_offset: Cell<u64>,
+    /// md's replacement: a member being rebuilt as a copy of this one while this one still
+    /// serves; it receives every write this one does.
+    replacement: RefCell<Option<Rc<Member>>>,
+    /// This member is itself a replacement (md's `REPLACEMENT` feature).
+    is_replacement: Cell<bool>,
+    /// When a member is failed for slowness or read errors; `None` on a non-redundant
+    /// array (where failing a member loses data, so errors are only passed up).
+    failure_policy: Cell<Option<FailurePolicy>>,
+    /// The executor clock (set when the member joins an array).
+    clock: RefCell<Option<Executor>>,
+    /// Executor times of the recent read errors, oldest first.
+    read_error_times: RefCell<VecDeque<u64>>,
 }
 
 impl Member {
@@ -115,7 +144,27 @@ impl Member {
             inflight: Cell::new(0),
             counters: Cell::new(MemberCounters::default()),
             monitor: MemberMonitor::new(),
+            recovery_offset: Cell::new(0),
+            failure_policy: Cell::new(None),
+            clock: RefCell::new(None),
+            read_error_times: RefCell::new(VecDeque::new()),
+            replacement: RefCell::new(None),
+            is_replacement: Cell::new(false),
         }
+    }
+
+    /// A member that joins in `state` (e.g. `Rebuilding` from `recovery_offset_sectors`).
+    pub fn with_state(
+        name: String,
+        dev: Rc<dyn BlockDevice>,
+        superblock: Superblock,
+        state: MemberState,
+        recovery_offset_sectors: u64,
+    ) -> Self {
+        let m = Member::new(name, dev, superblock);
+        m.state.set(state);
+        m.recovery_offset.set(recovery_offset_sectors);
+        m
     }
 
     /// Byte counts and latencies of the requests sent to this member.
@@ -125,6 +174,63 @@ impl Member {
 
     pub fn state(&self) -> MemberState {
         self.state.get()
+    }
+
+    /// Member sectors already rebuilt (meaningful while `Rebuilding`).
+    pub fn recovery_offset_sectors(&self) -> u64 {
+        self.recovery_offset.get()
+    }
+
+    fn now_ns(&self) -> u64 {
+        self.clock.borrow().as_ref().map_or(0, Executor::now_ns)
+    }
+
+    /// Records a read error; true when the member has now had more than the policy allows
+    /// within its window.
+    fn read_error_limit_exceeded(&self, now_ns: u64) -> bool {
+        let Some(p) = self.failure_policy.get() else {
+            return false;
+        };
+        if p.read_error_limit == 0 {
+            return false;
+        }
+        let mut times = self.read_error_times.borrow_mut();
+        times.push_back(now_ns);
+        while times
+            .front()
+            .is_some_and(|&t| now_ns.saturating_sub(t) > p.read_error_window_ns)
+        {
+            times.pop_front();
+        }
+        // Bounded: only the last `limit + 1` matter.
+        while times.len() > p.read_error_limit as usize + 1 {
+            times.pop_front();
+        }
+        times.len() > p.read_error_limit as usize
+    }
+
+    /// Awaits a device request, giving up (`IoError::Timeout`, the request dropped) once it
+    /// has taken longer than the policy's I/O timeout.
+    async fn within_timeout<T>(&self, io: crate::block::IoFuture<'_, T>) -> Result<T, IoError> {
+        let timeout_ns = match self.failure_policy.get() {
+            Some(p) if p.io_timeout_ns > 0 => p.io_timeout_ns,
+            _ => return io.await,
+        };
+        let Some(exec) = self.clock.borrow().clone() else {
+            return io.await;
+        };
+        let mut io = io;
+        let mut deadline = core::pin::pin!(exec.sleep(timeout_ns));
+        core::future::poll_fn(|cx| {
+            if let core::task::Poll::Ready(r) = io.as_mut().poll(cx) {
+                return core::task::Poll::Ready(r);
+            }
+            if deadline.as_mut().poll(cx).is_ready() {
+                return core::task::Poll::Ready(Err(IoError::Timeout));
+            }
+            core::task::Poll::Pending
+        })
+        .await
     }
 
     pub fn counters(&self) -> MemberCounters {
@@ -150,15 +256,28 @@ impl Member {
         self.counters.set(c);
     }
 
-    /// Reads member data sectors (relative to the data offset).
+    /// Reads member data sectors (relative to the data offset). Under a failure policy, a
+    /// read slower than the timeout, or one error too many within the window, answers
+    /// `DeviceFailed`: the callers fail the member on that.
     async fn read_data(&self, sector: u64, buf: Vec<u8>) -> Result<Vec<u8>, IoError> {
         let _busy = Busy::new(&self.inflight);
         self.count(|c| c.reads += 1);
         let (bytes, started_ns) = (buf.len() as u64, self.monitor.start());
-        let r = self.dev.read(self.data_offset() + sector, buf).await;
+        let r = self
+            .within_timeout(self.dev.read(self.data_offset() + sector, buf))
+            .await;
         self.monitor.finish(false, bytes, started_ns, r.is_ok());
+        if matches!(r, Err(IoError::Timeout)) {
+            log::warn!("{}: a read took longer than the I/O timeout", self.name);
+            self.count(|c| c.read_errors += 1);
+            return Err(IoError::DeviceFailed);
+        }
         if r.is_err() {
             self.count(|c| c.read_errors += 1);
+            if self.read_error_limit_exceeded(self.now_ns()) {
+                log::warn!("{}: too many read errors", self.name);
+                return Err(IoError::DeviceFailed);
+            }
         }
         r
     }
@@ -167,9 +286,31 @@ impl Member {
         let _busy = Busy::new(&self.inflight);
         self.count(|c| c.writes += 1);
         let (bytes, started_ns) = (data.len() as u64, self.monitor.start());
-        let r = self.dev.write(self.data_offset() + sector, data, fua).await;
+        let r = self
+            .within_timeout(
+                self.dev
+                    .write(self.data_offset() + sector, data.clone(), fua),
+            )
+            .await;
         self.monitor.finish(true, bytes, started_ns, r.is_ok());
-        if r.is_err() {
+        // A replacement gets what its original gets; if it cannot take it, it is dropped
+        // (the original still holds the data, nothing is lost).
+        let replacement = self.replacement.borrow().clone();
+        if let Some(rep) = replacement.filter(|m| m.state() == MemberState::Rebuilding)
+            && rep
+                .dev
+                .write(rep.data_offset() + sector, data, fua)
+                .await
+                .is_err()
+        {
+            log::error!("{}: replacement {} failed a write", self.name, rep.name);
+            rep.count(|c| c.write_errors += 1);
+            rep.state.set(MemberState::Faulty);
+        }
+        if let Err(e) = &r {
+            if matches!(e, IoError::Timeout) {
+                log::warn!("{}: a write took longer than the I/O timeout", self.name);
+            }
             self.count(|c| c.write_errors += 1);
         }
         r
@@ -217,14 +358,27 @@ pub struct Array {
     layout: ArrayLayout,
     /// Whether any one member can fail without losing data.
     redundant: bool,
-    /// Indexed by role (slot); `None` is a missing member.
-    slots: Vec<Option<Rc<Member>>>,
+    /// Indexed by role (slot); `None` is a missing member. Members come and go while the
+    /// array runs (failure, spare activation, add, remove).
+    slots: RefCell<Vec<Option<Rc<Member>>>>,
+    /// The array's own (dedicated) spares, and members failed out of their slot that were
+    /// not removed yet.
+    spares: RefCell<Vec<Rc<Member>>>,
+    /// The array itself, for the background tasks it starts (empty when built with `new`).
+    this: Weak<Array>,
+    policy: Cell<ArrayPolicy>,
+    /// Background-job runner state (see `rebuild.rs`).
+    jobs: rebuild::JobControl,
+    /// Array requests in flight (a low-priority rebuild yields to them).
+    foreground: Cell<u32>,
     lock: RangeLock,
     meta: AsyncMutex<()>,
     read_policy: Cell<ReadPolicy>,
     rotor: Cell<usize>,
-    /// True while `resync_offset` on disk says the array is dirty.
+    /// True while `resync_offset` on disk is 0 (writes may be in flight: resync all).
     dirty_on_disk: Cell<bool>,
+    /// Where the resync is (or resumes), in its units (see `resync.rs`).
+    resync_cursor: Cell<u64>,
     /// True when the array was assembled from an unclean shutdown.
     needs_resync: Cell<bool>,
     counters: Cell<ArrayCounters>,
@@ -265,6 +419,35 @@ impl Array {
         layout: ArrayLayout,
         slots: Vec<Option<Rc<Member>>>,
     ) -> Self {
+        Self::build(exec, name, layout, slots, Weak::new())
+    }
+
+    /// As [`Array::new`], for an array that starts background jobs (spare activation and
+    /// rebuild after a failure) by itself.
+    pub fn new_rc(
+        exec: Executor,
+        name: String,
+        layout: ArrayLayout,
+        slots: Vec<Option<Rc<Member>>>,
+        spares: Vec<Rc<Member>>,
+    ) -> Rc<Self> {
+        Rc::new_cyclic(|this| {
+            let a = Self::build(exec, name, layout, slots, this.clone());
+            for s in spares {
+                a.join(&s);
+                a.spares.borrow_mut().push(s);
+            }
+            a
+        })
+    }
+
+    fn build(
+        exec: Executor,
+        name: String,
+        layout: ArrayLayout,
+        slots: Vec<Option<Rc<Member>>>,
+        this: Weak<Array>,
+    ) -> Self {
         assert_eq!(
             layout.disk_count(),
             slots.len(),
@@ -276,10 +459,15 @@ impl Array {
                 let alive: Vec<bool> = (0..n).map(|i| i != dead).collect();
                 layout.survives(&alive)
             });
-        let dirty = slots
+        // Where a resync resumes: RESYNC_DONE when clean, 0 when writes were in flight.
+        let resync_from = slots
             .iter()
             .flatten()
-            .any(|m| m.superblock.borrow().resync_offset_sectors != RESYNC_DONE);
+            .filter(|m| m.state() == MemberState::Active)
+            .map(|m| m.superblock.borrow().resync_offset_sectors)
+            .min()
+            .unwrap_or(RESYNC_DONE);
+        let dirty = resync_from != RESYNC_DONE;
         for m in slots.iter().flatten() {
             m.monitor.set_clock(exec.clone());
         }
@@ -289,13 +477,19 @@ impl Array {
             name,
             layout,
             redundant,
-            slots,
+            slots: RefCell::new(slots),
+            spares: RefCell::new(Vec::new()),
+            this,
+            policy: Cell::new(ArrayPolicy::default()),
+            jobs: rebuild::JobControl::default(),
+            foreground: Cell::new(0),
             lock: RangeLock::new(),
             meta: AsyncMutex::new(()),
             read_policy: Cell::new(ReadPolicy::LeastOutstanding),
             rotor: Cell::new(0),
-            dirty_on_disk: Cell::new(dirty),
+            dirty_on_disk: Cell::new(resync_from == 0),
             needs_resync: Cell::new(dirty),
+            resync_cursor: Cell::new(if dirty { resync_from } else { 0 }),
             counters: Cell::new(ArrayCounters::default()),
             wall_clock_base_s: Cell::new(0),
             job: Cell::new(None),
@@ -306,13 +500,28 @@ impl Array {
         // Until the platform says otherwise, time continues from the last update on disk.
         let last = array
             .slots
+            .borrow()
             .iter()
             .flatten()
             .map(|m| m.superblock.borrow().utime.seconds())
             .max()
             .unwrap_or(0);
         array.wall_clock_base_s.set(last);
+        for m in array.slots.borrow().iter().flatten() {
+            array.join(m);
+            if let Some(r) = m.replacement.borrow().as_ref() {
+                array.join(r);
+            }
+        }
         array
+    }
+
+    /// Gives a member joining the array its clock and failure policy.
+    fn join(&self, member: &Rc<Member>) {
+        *member.clock.borrow_mut() = Some(self.exec.clone());
+        member
+            .failure_policy
+            .set(self.redundant.then_some(self.policy.get().failure));
     }
 
     /// Sets the wall-clock time (seconds since the Unix epoch) that executor time zero
@@ -355,8 +564,14 @@ impl Array {
         self.redundant
     }
 
-    pub fn slots(&self) -> &[Option<Rc<Member>>] {
-        &self.slots
+    /// The members by slot (a snapshot: members come and go while the array runs).
+    pub fn slots(&self) -> Vec<Option<Rc<Member>>> {
+        self.slots.borrow().clone()
+    }
+
+    /// Spares, and failed members not yet removed.
+    pub fn spares(&self) -> Vec<Rc<Member>> {
+        self.spares.borrow().clone()
     }
 
     pub fn counters(&self) -> ArrayCounters {
@@ -394,6 +609,7 @@ impl Array {
 
     fn alive(&self) -> Vec<bool> {
         self.slots
+            .borrow()
             .iter()
             .map(|s| matches!(s, Some(m) if m.state() == MemberState::Active))
             .collect()
@@ -410,18 +626,62 @@ impl Array {
         }
     }
 
-    fn live_members(&self) -> impl Iterator<Item = &Rc<Member>> {
-        self.slots
+    /// Members in sync, in slot order.
+    fn live_members(&self) -> impl Iterator<Item = Rc<Member>> {
+        let live: Vec<Rc<Member>> = self
+            .slots
+            .borrow()
             .iter()
             .flatten()
             .filter(|m| m.state() == MemberState::Active)
+            .cloned()
+            .collect();
+        live.into_iter()
     }
 
-    fn member(&self, slot: usize) -> Option<&Rc<Member>> {
+    /// Every member that carries the array's superblock: in-sync and rebuilding members,
+    /// and spares.
+    fn superblock_members(&self) -> Vec<Rc<Member>> {
+        let slots = self.slots.borrow();
+        let spares = self.spares.borrow();
+        let in_slots: Vec<Rc<Member>> = slots
+            .iter()
+            .flatten()
+            .filter(|m| matches!(m.state(), MemberState::Active | MemberState::Rebuilding))
+            .cloned()
+            .collect();
+        let replacements: Vec<Rc<Member>> = in_slots
+            .iter()
+            .filter_map(|m| m.replacement.borrow().clone())
+            .filter(|r| r.state() == MemberState::Rebuilding)
+            .collect();
+        in_slots
+            .into_iter()
+            .chain(replacements)
+            .chain(
+                spares
+                    .iter()
+                    .filter(|m| m.state() == MemberState::Spare)
+                    .cloned(),
+            )
+            .collect()
+    }
+
+    /// The member in `slot` if it takes writes: in sync, or being rebuilt.
+    fn member(&self, slot: usize) -> Option<Rc<Member>> {
         self.slots
+            .borrow()
             .get(slot)
             .and_then(Option::as_ref)
-            .filter(|m| m.state() == MemberState::Active)
+            .filter(|m| matches!(m.state(), MemberState::Active | MemberState::Rebuilding))
+            .cloned()
+    }
+
+    /// The member in `slot` if its member sectors `[at, at + sectors)` hold valid data: in
+    /// sync, or rebuilt past them.
+    fn readable(&self, slot: usize, at: u64, sectors: u64) -> Option<Rc<Member>> {
+        self.member(slot)
+            .filter(|m| m.state() == MemberState::Active || at + sectors <= m.recovery_offset.get())
     }
 
     fn count(&self, f: impl FnOnce(&mut ArrayCounters)) {
@@ -454,7 +714,10 @@ impl Array {
         let mut live: Vec<(Rc<Member>, u64)> = ext
             .copies
             .iter()
-            .filter_map(|c| self.member(c.disk_index).map(|m| (m.clone(), c.sector)))
+            .filter_map(|c| {
+                self.readable(c.disk_index, c.sector, ext.sectors)
+                    .map(|m| (m, c.sector))
+            })
             .collect();
         if live.len() > 1 {
             let turn = self.rotor.get();
@@ -571,7 +834,10 @@ impl Array {
         let good = ext
             .copies
             .iter()
-            .filter_map(|c| self.member(c.disk_index).map(|m| (m.clone(), c.sector)))
+            .filter_map(|c| {
+                self.readable(c.disk_index, c.sector, job.sectors)
+                    .map(|m| (m, c.sector))
+            })
             .filter(|(m, _)| !job.bad.iter().any(|(b, _)| Rc::ptr_eq(b, m)));
         let mut data = None;
         for (member, sector) in good {
@@ -601,6 +867,7 @@ impl Array {
     }
 
     async fn do_read(&self, sector: u64, mut buf: Vec<u8>) -> Result<Vec<u8>, IoError> {
+        let _busy = Busy::new(&self.foreground);
         if let ArrayLayout::Raid5(l) = &self.layout {
             return self.parity_read(l, sector, buf).await;
         }
@@ -668,6 +935,7 @@ impl Array {
     }
 
     async fn do_write(&self, sector: u64, data: Bytes, fua: bool) -> Result<(), IoError> {
+        let _busy = Busy::new(&self.foreground);
         if let ArrayLayout::Raid5(l) = &self.layout {
             return self.parity_write(l, sector, data, fua).await;
         }
@@ -688,7 +956,6 @@ impl Array {
             let piece = data.slice(off..off + ext.sectors as usize * SECTOR_BYTES);
             for copy in &ext.copies {
                 if let Some(member) = self.member(copy.disk_index) {
-                    let member = member.clone();
                     let piece = piece.clone();
                     let at = copy.sector;
                     let extent_start = *s;
@@ -732,14 +999,21 @@ impl Array {
 
     async fn do_flush(&self) -> Result<(), IoError> {
         self.count(|c| c.flushes += 1);
-        let members: Vec<Rc<Member>> = self.live_members().cloned().collect();
+        let members: Vec<Rc<Member>> = self
+            .slots
+            .borrow()
+            .iter()
+            .flatten()
+            .filter(|m| matches!(m.state(), MemberState::Active | MemberState::Rebuilding))
+            .cloned()
+            .collect();
         if members.is_empty() {
             return Err(IoError::DeviceFailed);
         }
         let results = join_all(
             members
                 .iter()
-                .map(|m| async move { m.dev.flush().await })
+                .map(|m| async move { m.within_timeout(m.dev.flush()).await })
                 .collect(),
         )
         .await;
@@ -790,7 +1064,7 @@ impl Array {
         let jobs: Vec<_> = runs
             .into_iter()
             .filter_map(|(d, s, n)| {
-                self.member(d).cloned().map(|m| async move {
+                self.member(d).map(|m| async move {
                     let at = m.data_offset() + s;
                     m.dev.discard(at, n).await
                 })
@@ -810,6 +1084,7 @@ impl Array {
     pub async fn fail_member(&self, slot: usize) -> Result<(), ArrayError> {
         let member = self
             .slots
+            .borrow()
             .get(slot)
             .and_then(Option::as_ref)
             .ok_or(ArrayError::NoSuchMember(slot))?
@@ -824,6 +1099,22 @@ impl Array {
         }
         member.state.set(MemberState::Faulty);
         log::error!("{}: member {} failed", self.name, member.name);
+        // Its replacement, if one is being built, takes the slot at once (no await since
+        // the failure): it has every write so far, and takes the next ones itself.
+        let replacement = member.replacement.borrow_mut().take();
+        if let Some(rep) = replacement.filter(|r| r.state() == MemberState::Rebuilding) {
+            let mut slots = self.slots.borrow_mut();
+            if let Some(slot) = slots
+                .iter()
+                .position(|m| m.as_ref().is_some_and(|m| Rc::ptr_eq(m, member)))
+            {
+                rep.is_replacement.set(false);
+                slots[slot] = Some(rep.clone());
+                drop(slots);
+                self.spares.borrow_mut().push(member.clone());
+                log::info!("{}: replacement {} takes slot {slot}", self.name, rep.name);
+            }
+        }
         let dev_number = member.superblock.borrow().dev_number;
         let _ = self
             .update_superblocks(|sb| {
@@ -832,6 +1123,8 @@ impl Array {
             .await;
         self.member_event(member, |slot, member| Event::MemberFailed { slot, member });
         self.check_health();
+        // Only once the failure is on disk: a spare may take the slot.
+        self.kick_jobs();
     }
 
     /// First write after a clean state: record on disk that the array is dirty, so that an
@@ -840,24 +1133,41 @@ impl Array {
         if self.dirty_on_disk.get() || !self.redundant {
             return Ok(());
         }
-        self.update_superblocks(|sb| sb.resync_offset_sectors = 0)
-            .await
-            .map_err(|_| IoError::DeviceFailed)?;
+        // Set first: a resync checkpoint that runs meanwhile must not record a position.
         self.dirty_on_disk.set(true);
+        if self
+            .update_superblocks(|sb| sb.resync_offset_sectors = 0)
+            .await
+            .is_err()
+        {
+            self.dirty_on_disk.set(false);
+            return Err(IoError::DeviceFailed);
+        }
         Ok(())
     }
 
-    /// Records a clean state (everything flushed, mirrors in sync) in the superblocks.
+    /// Stops the background jobs (they checkpoint their position) and records a clean
+    /// state (everything flushed, mirrors in sync) in the superblocks. A resync that has
+    /// not finished is recorded at the position it reached, so the next start resumes it.
     pub async fn mark_clean(&self) -> Result<(), ArrayError> {
+        self.stop_jobs().await;
         self.do_flush().await.map_err(ArrayError::MetadataWrite)?;
         if self.needs_resync.get() {
-            // A resync has not run: the array stays dirty on disk.
+            let cursor = self.resync_cursor.get();
+            self.update_superblocks(|sb| sb.resync_offset_sectors = cursor)
+                .await?;
+            self.dirty_on_disk.set(cursor == 0);
             return Ok(());
         }
         self.update_superblocks(|sb| sb.resync_offset_sectors = RESYNC_DONE)
             .await?;
         self.dirty_on_disk.set(false);
         Ok(())
+    }
+
+    /// Flushes every member that takes writes; a member that fails the flush is failed.
+    async fn flush_members(&self) -> Result<(), IoError> {
+        self.do_flush().await
     }
 
     /// Applies `change` to every live member's superblock, bumps `events`, and writes them
@@ -869,8 +1179,8 @@ impl Array {
         let _meta = self.meta.lock().await;
         let now = self.exec.now_ns();
         loop {
-            let members: Vec<Rc<Member>> = self.live_members().cloned().collect();
-            if members.is_empty() {
+            let members: Vec<Rc<Member>> = self.superblock_members();
+            if !members.iter().any(|m| m.state() == MemberState::Active) {
                 return Err(ArrayError::MetadataWrite(IoError::DeviceFailed));
             }
             let events = members
@@ -884,33 +1194,71 @@ impl Array {
             // can never come back as fresh, even one event behind.
             let live: Vec<(u32, u16)> = self
                 .slots
+                .borrow()
                 .iter()
                 .enumerate()
                 .filter_map(|(slot, m)| m.as_ref().map(|m| (slot, m)))
-                .filter(|(_, m)| m.state() == MemberState::Active)
-                .map(|(slot, m)| (m.superblock.borrow().dev_number, slot as u16))
+                .filter(|(_, m)| matches!(m.state(), MemberState::Active | MemberState::Rebuilding))
+                .flat_map(|(slot, m)| {
+                    let rep = m
+                        .replacement
+                        .borrow()
+                        .clone()
+                        .filter(|r| r.state() == MemberState::Rebuilding)
+                        .map(|r| (r.superblock.borrow().dev_number, slot as u16));
+                    core::iter::once((m.superblock.borrow().dev_number, slot as u16)).chain(rep)
+                })
                 .collect();
+            let spares: Vec<u32> = members
+                .iter()
+                .filter(|m| m.state() == MemberState::Spare)
+                .map(|m| m.superblock.borrow().dev_number)
+                .collect();
+            let table_len = members
+                .iter()
+                .map(|m| {
+                    let sb = m.superblock.borrow();
+                    sb.max_dev().max(sb.dev_number + 1)
+                })
+                .max()
+                .unwrap_or(0);
             let writes: Vec<_> = members
                 .iter()
                 .map(|m| {
                     let mut sb = m.superblock.borrow().clone();
                     change(&mut sb);
-                    for d in 0..sb.max_dev() {
+                    for d in 0..table_len {
                         let role = match live.iter().find(|(dev, _)| *dev == d) {
                             Some(&(_, slot)) => DeviceRole::Active(slot),
-                            // A spare holds no data: it may stay a spare.
+                            None if spares.contains(&d) => DeviceRole::Spare,
+                            // A spare holds no data: an unused or spare entry may stay one.
                             None if sb.role_of(d) == DeviceRole::Spare => DeviceRole::Spare,
                             None => DeviceRole::Faulty,
                         };
-                        // Inside the table by construction of the loop.
+                        // Inside the limits: every number belongs to a member's superblock.
                         let _ = sb.set_role(d, role);
+                    }
+                    // Per member: how far a rebuild has come.
+                    if m.state() == MemberState::Rebuilding {
+                        sb.features |= FeatureMap::RECOVERY_OFFSET;
+                        sb.recovery_offset_sectors = m.recovery_offset.get();
+                    } else {
+                        sb.features -= FeatureMap::RECOVERY_OFFSET;
+                        sb.recovery_offset_sectors = 0;
+                    }
+                    if m.is_replacement.get() {
+                        sb.features |= FeatureMap::REPLACEMENT;
+                    } else {
+                        sb.features -= FeatureMap::REPLACEMENT;
                     }
                     sb.events = events;
                     sb.touch(self.wall_time(now));
                     let bytes = Bytes::from(sb.encode());
                     let m = m.clone();
                     async move {
-                        let r = m.dev.write(SUPERBLOCK_SECTOR, bytes, true).await;
+                        let r = m
+                            .within_timeout(m.dev.write(SUPERBLOCK_SECTOR, bytes, true))
+                            .await;
                         (m, sb, r)
                     }
                 })

@@ -1,9 +1,13 @@
-//! Resync of the copy-based levels after an unclean shutdown: every block is read from one
-//! live copy and written to the others, so mirrors that a crash left disagreeing agree again.
+//! Resync after an unclean shutdown: every block is read from one live copy and written to
+//! the others (parity levels: parity recomputed), so members a crash left disagreeing agree
+//! again. Also the progress record every background job shares (`JobProgress`).
 //!
 //! Foreground I/O stays correct throughout: each region is resynced under an exclusive range
 //! lock, so a write to it either lands before (and is copied) or after (and reaches every
-//! copy itself). Progress is reported for `raid status`.
+//! copy itself). Progress is reported for `raid status`. The position is checkpointed in
+//! `resync_offset` (array sectors for the copy levels, member sectors for the parity levels)
+//! when the array is stopped, and while no write has made the array dirty since it started,
+//! so a restart resumes.
 
 use alloc::rc::Rc;
 use alloc::vec;
@@ -26,6 +30,8 @@ pub struct JobProgress {
     /// Executor time the job started, and now.
     pub started_ns: u64,
     pub now_ns: u64,
+    /// Where the job started (resumed from a checkpoint), for the rate.
+    pub resumed_sectors: u64,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -36,6 +42,8 @@ pub enum JobKind {
     Check,
     /// Scrub that fixes mismatches (`raid repair`).
     Repair,
+    /// A member being rebuilt onto (a spare, a re-added stale member).
+    Rebuild,
 }
 
 impl JobKind {
@@ -44,6 +52,7 @@ impl JobKind {
             JobKind::Resync => "resync",
             JobKind::Check => "check",
             JobKind::Repair => "repair",
+            JobKind::Rebuild => "recovery",
         }
     }
 }
@@ -63,8 +72,8 @@ impl JobProgress {
         if elapsed_ns == 0 {
             return 0;
         }
-        ((self.done_sectors as u128 * SECTOR_BYTES as u128 * 1_000_000_000) / elapsed_ns as u128)
-            as u64
+        let moved = self.done_sectors.saturating_sub(self.resumed_sectors);
+        ((moved as u128 * SECTOR_BYTES as u128 * 1_000_000_000) / elapsed_ns as u128) as u64
     }
 
     pub fn eta_s(&self) -> u64 {
@@ -72,7 +81,7 @@ impl JobProgress {
         if rate == 0 {
             return 0;
         }
-        (self.total_sectors - self.done_sectors) * SECTOR_BYTES as u64 / rate
+        self.total_sectors.saturating_sub(self.done_sectors) * SECTOR_BYTES as u64 / rate
     }
 }
 
@@ -85,31 +94,51 @@ impl Array {
         })
     }
 
-    /// Makes every copy of every block equal to the first live copy. Returns when done;
-    /// afterwards a clean stop records the array as in sync. A member that fails a write is
-    /// failed as in foreground I/O; a block no copy can be read from is left as it is and
-    /// counted as an error (it returns errors to readers anyway).
-    pub async fn resync(&self) -> Result<(), ArrayError> {
+    /// Makes every copy of every block equal to the first live copy (parity levels:
+    /// recomputes parity), from the checkpoint on. Returns true when done (afterwards a
+    /// clean stop records the array as in sync), false when stopped (the position is kept
+    /// for `mark_clean` to record). A member that fails a write is failed as in foreground
+    /// I/O; a block no copy can be read from is left as it is and counted (it returns
+    /// errors to readers anyway).
+    pub async fn resync(&self) -> Result<bool, ArrayError> {
         if !self.redundant {
             self.needs_resync.set(false);
-            return Ok(());
+            return Ok(true);
         }
-        let total = self.layout.array_sectors();
+        let (total, unit) = match &self.layout {
+            // Parity levels count in member sectors, as md does: whole stripes.
+            super::ArrayLayout::Raid5(l) => {
+                (l.stripe_count() * l.chunk_sectors(), l.chunk_sectors())
+            }
+            _ => (self.layout.array_sectors(), 1),
+        };
+        let resume = (self.resync_cursor.get().min(total) / unit) * unit;
+        if resume > 0 {
+            log::info!("{}: resync resumes at {resume}", self.name);
+        }
         let started = self.exec.now_ns();
         self.job.set(Some(JobProgress {
             kind: JobKind::Resync,
-            done_sectors: 0,
+            done_sectors: resume,
             total_sectors: total,
             started_ns: started,
             now_ns: started,
+            resumed_sectors: resume,
         }));
         self.emit(Event::ResyncStarted);
         let mut unreadable = 0u64;
-        let mut sector = 0;
+        let mut sector = resume;
+        let mut regions = 0u32;
         while sector < total {
-            let len = REGION_SECTORS.min(total - sector);
+            if self.jobs.stop.get() {
+                self.job.set(None);
+                return Ok(false);
+            }
+            self.throttle(sector - resume, started).await;
+            let len = REGION_SECTORS.max(unit).min(total - sector);
             unreadable += self.resync_region(sector, len).await;
             sector += len;
+            self.resync_cursor.set(sector);
             if let Some(mut j) = self.job.get() {
                 j.done_sectors = sector;
                 self.job.set(Some(j));
@@ -117,6 +146,11 @@ impl Array {
             if self.health() == super::Health::Failed {
                 self.job.set(None);
                 return Err(ArrayError::MetadataWrite(IoError::DeviceFailed));
+            }
+            regions += 1;
+            if regions >= self.policy.get().checkpoint_regions.max(1) && !self.dirty_on_disk.get() {
+                regions = 0;
+                self.checkpoint_resync().await;
             }
         }
         self.job.set(None);
@@ -132,13 +166,34 @@ impl Array {
             log::info!("{}: resync finished", self.name);
         }
         self.needs_resync.set(false);
-        Ok(())
+        Ok(true)
+    }
+
+    /// Records the resync position, valid only while no write made the array dirty (a torn
+    /// write below the position would otherwise be skipped after a crash).
+    async fn checkpoint_resync(&self) {
+        if self.flush_members().await.is_err() {
+            return;
+        }
+        let _ = self
+            .update_superblocks(|sb| {
+                if !self.dirty_on_disk.get() {
+                    sb.resync_offset_sectors = self.resync_cursor.get();
+                }
+            })
+            .await;
     }
 
     /// Returns the number of extents no copy could be read from.
     async fn resync_region(&self, sector: u64, sectors: u64) -> u64 {
         if let super::ArrayLayout::Raid5(l) = &self.layout {
-            return self.parity_resync_region(l, sector, sectors).await;
+            // Member sectors to the array sectors of the same stripes.
+            let first = sector / l.chunk_sectors();
+            let end = (sector + sectors).div_ceil(l.chunk_sectors());
+            let sds = l.stripe_data_sectors();
+            return self
+                .parity_resync_region(l, first * sds, (end - first) * sds)
+                .await;
         }
         let _g = self.lock.lock(sector, sector + sectors).await;
         let mut unreadable = 0;
@@ -146,7 +201,7 @@ impl Array {
             let copies: Vec<(Rc<Member>, u64)> = ext
                 .copies
                 .iter()
-                .filter_map(|c| self.member(c.disk_index).map(|m| (m.clone(), c.sector)))
+                .filter_map(|c| self.member(c.disk_index).map(|m| (m, c.sector)))
                 .collect();
             if copies.len() < 2 {
                 continue;
@@ -154,6 +209,12 @@ impl Array {
             let bytes = ext.sectors as usize * SECTOR_BYTES;
             let mut source = None;
             for (i, (m, s)) in copies.iter().enumerate() {
+                // A member being rebuilt is a source only where it is rebuilt already.
+                if m.state() != super::MemberState::Active
+                    && *s + ext.sectors > m.recovery_offset.get()
+                {
+                    continue;
+                }
                 if let Ok(d) = m.read_data(*s, vec![0u8; bytes]).await {
                     source = Some((i, Bytes::from(d)));
                     break;

@@ -281,6 +281,12 @@ impl Pool {
 }
 
 impl Array {
+    /// The member in `slot` if it is in sync: a scrub compares only those.
+    fn active_member(&self, slot: usize) -> Option<Rc<Member>> {
+        self.member(slot)
+            .filter(|m| m.state() == MemberState::Active)
+    }
+
     /// Scrubs the whole array, counting mismatches; returns the report when done.
     pub async fn check(&self) -> Result<ScrubReport, ScrubError> {
         self.scrub(ScrubMode::Check).await
@@ -353,6 +359,19 @@ impl Array {
         if !self.redundant {
             return Err(ScrubError::NotRedundant);
         }
+        // A member being rebuilt (or a replacement being copied) holds data only below its
+        // cursor: comparing against it would report false mismatches and a repair could
+        // spread them. Recovery goes first, as in md.
+        let rebuilding = self.slots.borrow().iter().flatten().any(|m| {
+            m.state() == MemberState::Rebuilding
+                || m.replacement
+                    .borrow()
+                    .as_ref()
+                    .is_some_and(|r| r.state() == MemberState::Rebuilding)
+        });
+        if rebuilding {
+            return Err(ScrubError::Busy(JobKind::Rebuild));
+        }
         let alive = self.alive();
         let missing = alive.iter().filter(|&&a| !a).count();
         let still_redundant = (0..alive.len()).filter(|&i| alive[i]).all(|extra| {
@@ -382,6 +401,7 @@ impl Array {
             total_sectors: self.layout.array_sectors(),
             started_ns: now,
             now_ns: now,
+            resumed_sectors: 0,
         }));
         self.scrub.cancel.set(false);
         *self.scrub.report.borrow_mut() = Some(ScrubReport::new(mode));
@@ -502,7 +522,10 @@ impl Array {
         let copies: Vec<(Rc<Member>, u64)> = ext
             .copies
             .iter()
-            .filter_map(|c| self.member(c.disk_index).map(|m| (m.clone(), c.sector)))
+            .filter_map(|c| {
+                self.active_member(c.disk_index)
+                    .map(|m| (m.clone(), c.sector))
+            })
             .collect();
         if copies.len() < 2 {
             self.note(|r| r.unchecked_sectors += ext.sectors);
@@ -650,7 +673,7 @@ impl Array {
                 Some(d) => d,
                 None => {
                     let rebuilt = self.reconstruct_cell(l, stripe, off, 1, disk).await.ok()?;
-                    if let Some(m) = self.member(disk).cloned() {
+                    if let Some(m) = self.active_member(disk) {
                         let at = l.member_sector(stripe, off);
                         self.rewrite(&m, at, 1, Bytes::from(rebuilt.clone())).await;
                         self.note(|r| r.read_errors_corrected += 1);
@@ -697,7 +720,7 @@ impl Array {
         let at = l.member_sector(stripe, 0);
         let reads: Vec<_> = (0..n)
             .map(|d| {
-                let member = self.member(d).cloned();
+                let member = self.active_member(d);
                 let buf = if member.is_some() {
                     cells[d].take()
                 } else {
@@ -735,7 +758,7 @@ impl Array {
         }
         for d in errored {
             cells[d] = self.scrub_reread_cell(l, stripe, d).await;
-            if cells[d].is_none() && self.member(d).is_some() {
+            if cells[d].is_none() && self.active_member(d).is_some() {
                 // A sector neither readable nor rebuildable: comparing would blame parity
                 // for a lost block.
                 self.note(|r| r.unchecked_sectors += sds);
@@ -842,10 +865,7 @@ impl Array {
             let offset = (u as u64) * COMPARE_SECTORS;
             let wrong = wrong_disk.map(|(d, block, syndrome_slot)| WrongMember {
                 slot: d,
-                name: self.slots[d]
-                    .as_ref()
-                    .map(|m| m.name.clone())
-                    .unwrap_or_default(),
+                name: self.member(d).map(|m| m.name.clone()).unwrap_or_default(),
                 block,
                 syndrome_slot,
             });
@@ -926,7 +946,7 @@ impl Array {
         let jobs: Vec<_> = merged
             .into_iter()
             .filter_map(|(d, offset, content)| {
-                self.member(d).cloned().map(|m| async move {
+                self.active_member(d).map(|m| async move {
                     let at = l.member_sector(stripe, offset);
                     (
                         m.clone(),

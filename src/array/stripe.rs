@@ -90,7 +90,8 @@ impl Array {
         let jobs: Vec<_> = disks
             .iter()
             .map(|&d| {
-                let member = self.member(d).cloned();
+                // A member being rebuilt serves only what is rebuilt already.
+                let member = self.readable(d, at, sectors);
                 async move {
                     let Some(member) = member else {
                         return (d, None, Err(IoError::DeviceFailed));
@@ -352,7 +353,7 @@ impl Array {
     /// stripe, holding the stripe alone so that no newer write is overwritten.
     async fn repair_cell(&self, l: &Raid5Layout, job: StripeRepair) {
         let _g = self.lock.lock(job.stripe, job.stripe + 1).await;
-        let Some(member) = self.member(job.disk_index).cloned() else {
+        let Some(member) = self.member(job.disk_index) else {
             return;
         };
         let Ok(data) = self
@@ -496,7 +497,8 @@ impl Array {
                 sector: array_sector_of(l, stripe, i, offset_sectors),
             }
         };
-        let live = |d: usize| self.member(d).is_some();
+        let at = l.member_sector(stripe, offset_sectors);
+        let live = |d: usize| self.readable(d, at, sectors).is_some();
 
         let rmw_possible = !untouched.is_empty()
             && parity.iter().all(|&d| live(d))
@@ -607,7 +609,6 @@ impl Array {
             }
         }
 
-        let at = l.member_sector(stripe, offset_sectors);
         let mut writes: Vec<(usize, Bytes, bool)> = Vec::new();
         for (i, b) in new_of.iter().enumerate() {
             if let Some(b) = b {
@@ -629,7 +630,7 @@ impl Array {
         let jobs: Vec<_> = writes
             .into_iter()
             .filter_map(|(d, b, repair)| {
-                self.member(d).cloned().map(|m| async move {
+                self.member(d).map(|m| async move {
                     let r = if repair {
                         self.rewrite(&m, at, sectors, b).await;
                         Ok(())
@@ -726,7 +727,6 @@ impl Array {
             .into_iter()
             .filter_map(|(d, b)| {
                 self.member(d)
-                    .cloned()
                     .map(|m| async move { (m.clone(), m.write_data(at, b, false).await) })
             })
             .collect();
@@ -736,5 +736,65 @@ impl Array {
             }
         }
         true
+    }
+}
+
+impl Array {
+    /// Rebuild: recomputes the cells of member `target` for stripes `[first, end)` from the
+    /// other members (or copies them from `source`, the member it replaces, where that
+    /// reads) and writes them to it, holding those stripes alone; then moves the target's
+    /// `recovery_offset` past them (still under the lock, so no reader sees it before the
+    /// data). On failure, the first stripe that could not be rebuilt.
+    pub(super) async fn rebuild_stripes(
+        &self,
+        l: &Raid5Layout,
+        (first, end): (u64, u64),
+        target: &Rc<Member>,
+        slot: usize,
+        source: Option<&Rc<Member>>,
+    ) -> Result<(), u64> {
+        let _g = self.lock.lock(first, end).await;
+        let chunk = l.chunk_sectors();
+        let jobs: Vec<_> = (first..end)
+            .map(|stripe| async move {
+                let at = l.member_sector(stripe, 0);
+                let copied = match source {
+                    Some(src) => src
+                        .read_data(at, vec![0u8; chunk as usize * SECTOR_BYTES])
+                        .await
+                        .ok(),
+                    None => None,
+                };
+                let data = match copied {
+                    Some(d) => d,
+                    None => self
+                        .reconstruct_cell(l, stripe, 0, chunk, slot)
+                        .await
+                        .map_err(|_| stripe)?,
+                };
+                if target
+                    .write_data(at, Bytes::from(data), false)
+                    .await
+                    .is_err()
+                {
+                    self.fail_member_rc(target).await;
+                    return Err(stripe);
+                }
+                Ok(())
+            })
+            .collect();
+        let mut first_error = None;
+        for r in join_all(jobs).await {
+            if let Err(stripe) = r {
+                first_error = Some(first_error.map_or(stripe, |f: u64| f.min(stripe)));
+            }
+        }
+        match first_error {
+            Some(stripe) => Err(stripe),
+            None => {
+                target.recovery_offset.set(end * chunk);
+                Ok(())
+            }
+        }
     }
 }

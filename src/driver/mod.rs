@@ -196,13 +196,45 @@ pub struct DiskEntry {
     pub array_id: Option<u32>,
 }
 
-/// Member disks offered by the kernel.
+/// Member disks offered by the kernel, and the shared spare pool.
 #[derive(Default)]
 pub struct DiskManager {
     disks: BTreeMap<u32, DiskEntry>,
+    /// Spares any array with the `shared` spare policy may draw from.
+    spare_pool: Vec<(String, Rc<dyn BlockDevice>)>,
 }
 
 impl DiskManager {
+    /// Adds a device to the shared spare pool.
+    pub fn add_pool_spare(&mut self, name: String, dev: Rc<dyn BlockDevice>) -> Result<(), String> {
+        if self.spare_pool.iter().any(|(n, _)| *n == name) {
+            return Err(alloc::format!("{name} is already in the spare pool"));
+        }
+        log::info!("{name} added to the shared spare pool");
+        self.spare_pool.push((name, dev));
+        Ok(())
+    }
+
+    /// Takes the smallest pool spare of at least `min_sectors`.
+    pub fn take_pool_spare(&mut self, min_sectors: u64) -> Option<(String, Rc<dyn BlockDevice>)> {
+        let i = self
+            .spare_pool
+            .iter()
+            .enumerate()
+            .filter(|(_, (_, d))| d.capacity_sectors() >= min_sectors)
+            .min_by_key(|(_, (_, d))| d.capacity_sectors())
+            .map(|(i, _)| i)?;
+        Some(self.spare_pool.remove(i))
+    }
+
+    /// The pool: (name, capacity in sectors).
+    pub fn pool(&self) -> Vec<(String, u64)> {
+        self.spare_pool
+            .iter()
+            .map(|(n, d)| (n.clone(), d.capacity_sectors()))
+            .collect()
+    }
+
     pub fn get(&self, id: u32) -> Option<&DiskEntry> {
         self.disks.get(&id)
     }
@@ -231,6 +263,17 @@ pub struct RaidDriver {
     started: Rc<Cell<bool>>,
     /// Bumped to retire the running monitor task.
     monitor_generation: Rc<Cell<u64>>,
+    /// Opens a member named in a management request (`raid add`): on the host a path.
+    opener: RefCell<Option<DeviceOpener>>,
+}
+
+/// Opens a device by name for `raid add` / `raid replace`.
+pub type DeviceOpener = Rc<dyn Fn(&str) -> Result<Rc<dyn BlockDevice>, String>>;
+
+/// The shared-pool hook an array draws spares from.
+fn pool_source(disks: &Rc<RefCell<DiskManager>>) -> crate::array::rebuild::SpareSource {
+    let disks = disks.clone();
+    Rc::new(move |min_sectors| disks.borrow_mut().take_pool_spare(min_sectors))
 }
 
 impl RaidDriver {
@@ -244,6 +287,54 @@ impl RaidDriver {
             disks: Rc::new(RefCell::new(DiskManager::default())),
             started: Rc::new(Cell::new(false)),
             monitor_generation: Rc::new(Cell::new(0)),
+            opener: RefCell::new(None),
+        }
+    }
+
+    /// How `raid add` / `raid replace` open the device they name.
+    pub fn set_opener(&self, opener: DeviceOpener) {
+        *self.opener.borrow_mut() = Some(opener);
+    }
+
+    /// Adds a device to the shared spare pool.
+    pub fn add_pool_spare(&self, name: String, dev: Rc<dyn BlockDevice>) -> Result<(), String> {
+        self.disks.borrow_mut().add_pool_spare(name, dev)
+    }
+
+    /// Records that the kernel disk `name` (if it is one) now serves `array`.
+    fn claim_disk(&self, name: &str, array: &Rc<Array>) {
+        let id = self
+            .arrays
+            .borrow()
+            .iter()
+            .find(|(_, a)| Rc::ptr_eq(a, array))
+            .map(|(id, _)| id);
+        for (disk_id, entry) in self.disks.borrow_mut().disks.iter_mut() {
+            if alloc::format!("disk{disk_id}") == name {
+                entry.array_id = id;
+            }
+        }
+    }
+
+    /// Opens `name`: a free disk the kernel offered (`diskN`), else through the opener.
+    fn open_device(&self, name: &str) -> Result<Rc<dyn BlockDevice>, (DriverError, String)> {
+        let free = self
+            .disks
+            .borrow()
+            .disks
+            .iter()
+            .find(|(id, d)| d.array_id.is_none() && alloc::format!("disk{id}") == name)
+            .map(|(_, d)| d.device.clone() as Rc<dyn BlockDevice>);
+        if let Some(dev) = free {
+            return Ok(dev);
+        }
+        let opener = self.opener.borrow().clone();
+        match opener {
+            Some(open) => open(name).map_err(|e| (DriverError::NotFound, e)),
+            None => Err((
+                DriverError::NotFound,
+                alloc::format!("no free device named '{name}'"),
+            )),
         }
     }
 
@@ -310,6 +401,7 @@ impl RaidDriver {
 
     /// Serves an array that was assembled by other means (the host tool); returns its id.
     pub fn add_array(&self, array: Rc<Array>) -> u32 {
+        array.set_spare_source(Some(pool_source(&self.disks)));
         self.arrays.borrow_mut().add(array)
     }
 
@@ -494,6 +586,12 @@ impl RaidDriver {
             ))
         };
         let to_json = |value: &dyn erased::Json| value.to_json();
+        let find = |name: &str| -> Result<Rc<Array>, (DriverError, String)> {
+            self.arrays.borrow().find(name).map(|(_, a)| a).ok_or((
+                DriverError::NotFound,
+                alloc::format!("no array named '{name}'"),
+            ))
+        };
         match opcode {
             manage::OP_STATUS => {
                 let report = manage::StatusReport {
@@ -617,6 +715,104 @@ impl RaidDriver {
                     ))
                 }
             }))),
+            manage::OP_FAIL | manage::OP_REMOVE => {
+                let req: manage::MemberRequest = match parse(&request.payload) {
+                    Ok(r) => r,
+                    Err(e) => return Some(respond(Err(e))),
+                };
+                let array = match find(&req.name) {
+                    Ok(a) => a,
+                    Err(e) => return Some(respond(Err(e))),
+                };
+                let outbox = self.outbox.clone();
+                self.exec.spawn_detached(async move {
+                    let result = if opcode == manage::OP_FAIL {
+                        array.fail_named(&req.member).await
+                    } else {
+                        array.remove_named(&req.member).await
+                    };
+                    let message = respond(member_result(result));
+                    outbox.borrow_mut().push_back(Frame { sequence, message });
+                });
+                None
+            }
+            manage::OP_ADD => {
+                let req: manage::AddRequest = match parse(&request.payload) {
+                    Ok(r) => r,
+                    Err(e) => return Some(respond(Err(e))),
+                };
+                let array = match req.name.as_deref().map(find).transpose() {
+                    Ok(a) => a,
+                    Err(e) => return Some(respond(Err(e))),
+                };
+                let dev = match self.open_device(&req.member) {
+                    Ok(d) => d,
+                    Err(e) => return Some(respond(Err(e))),
+                };
+                let Some(array) = array else {
+                    let r = self
+                        .add_pool_spare(req.member.clone(), dev)
+                        .map(|()| Vec::new())
+                        .map_err(|e| (DriverError::AlreadyExists, e));
+                    // A shared array may be waiting for a spare.
+                    for (_, a) in self.arrays.borrow().iter() {
+                        a.start_jobs();
+                    }
+                    return Some(respond(r));
+                };
+                self.claim_disk(&req.member, &array);
+                let outbox = self.outbox.clone();
+                self.exec.spawn_detached(async move {
+                    let result = array.add_device(req.member, dev).await;
+                    let message = respond(member_result(result));
+                    outbox.borrow_mut().push_back(Frame { sequence, message });
+                });
+                None
+            }
+            manage::OP_REPLACE => {
+                let req: manage::ReplaceRequest = match parse(&request.payload) {
+                    Ok(r) => r,
+                    Err(e) => return Some(respond(Err(e))),
+                };
+                let array = match find(&req.name) {
+                    Ok(a) => a,
+                    Err(e) => return Some(respond(Err(e))),
+                };
+                let dev = match self.open_device(&req.with) {
+                    Ok(d) => d,
+                    Err(e) => return Some(respond(Err(e))),
+                };
+                self.claim_disk(&req.with, &array);
+                let outbox = self.outbox.clone();
+                self.exec.spawn_detached(async move {
+                    let result = array.replace_named(&req.member, req.with, dev).await;
+                    let message = respond(member_result(result));
+                    outbox.borrow_mut().push_back(Frame { sequence, message });
+                });
+                None
+            }
+            manage::OP_SET => {
+                let req: manage::SetRequest = match parse(&request.payload) {
+                    Ok(r) => r,
+                    Err(e) => return Some(respond(Err(e))),
+                };
+                Some(respond(find(&req.name).and_then(|a| {
+                    a.apply_setting(&req.key, &req.value)
+                        .map_err(|e| (DriverError::InvalidArgument, alloc::format!("{e}")))?;
+                    Ok(to_json(&manage::SettingsReport {
+                        settings: a.settings(),
+                    }))
+                })))
+            }
+            manage::OP_POOL => {
+                let pool = self.disks.borrow().pool();
+                Some(respond(Ok(to_json(&manage::PoolReport {
+                    spares: pool
+                        .into_iter()
+                        .map(|(n, s)| (n, s * SECTOR_BYTES as u64))
+                        .collect(),
+                }))))
+            }
             _ => Some(respond(Err((
                 DriverError::Protocol(orion_driver::ProtocolError::UnknownOpcode),
                 alloc::format!("unknown management opcode {opcode:#06x}"),
@@ -653,6 +849,30 @@ impl RaidDriver {
             outbox.borrow_mut().push_back(Frame { sequence, message });
         });
     }
+}
+
+fn parse<T: serde::de::DeserializeOwned>(payload: &[u8]) -> Result<T, (DriverError, String)> {
+    serde_json::from_slice(payload).map_err(|e| {
+        (
+            DriverError::InvalidArgument,
+            alloc::format!("bad request: {e}"),
+        )
+    })
+}
+
+fn member_result(
+    r: Result<(), crate::array::rebuild::MemberError>,
+) -> Result<Vec<u8>, (DriverError, String)> {
+    use crate::array::rebuild::MemberError;
+    r.map(|()| Vec::new()).map_err(|e| {
+        let code = match &e {
+            MemberError::NoSuchMember(_) => DriverError::NotFound,
+            MemberError::Io(_) => DriverError::Io,
+            MemberError::InUse(_) | MemberError::WouldFail(_) => DriverError::Busy,
+            _ => DriverError::InvalidArgument,
+        };
+        (code, alloc::format!("{e}"))
+    })
 }
 
 /// Performs one block request on an array; returns the data of a read.
@@ -742,16 +962,11 @@ async fn discover(
             log::warn!("{}: {}", problem.member, problem.reason);
         }
         for array in result.arrays {
+            array.set_spare_source(Some(pool_source(disks)));
             let array_id = arrays.borrow_mut().add(array.clone());
             log::info!("array {} started as device {array_id:#x}", array.name());
-            if array.needs_resync() {
-                let a = array.clone();
-                exec.spawn_detached(async move {
-                    if let Err(e) = a.resync().await {
-                        log::error!("{}: resync stopped: {e}", a.name());
-                    }
-                });
-            }
+            // Resync after an unclean shutdown, rebuilds to resume, spares to activate.
+            array.start_jobs();
             for member in array.slots().iter().flatten() {
                 if member.state() != MemberState::Active {
                     continue;

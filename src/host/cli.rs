@@ -57,6 +57,19 @@ pub enum Command {
     Monitor(MonitorArgs),
     /// I/O figures: MB/s, IOPS, latency percentiles, errors, per array and member.
     Stats(StatsArgs),
+    /// Mark a member faulty (a spare then takes its place if the policy allows).
+    Fail(MemberArgs),
+    /// Take a faulty or spare member out of an array.
+    Remove(MemberArgs),
+    /// Add a device as a spare of an array (it is rebuilt at once into an empty or failed
+    /// slot), or with --pool to the shared spare pool.
+    Add(AddArgs),
+    /// Copy a member onto a new device while it keeps serving, then retire it to a spare.
+    Replace(ReplaceArgs),
+    /// Change array policies: rebuild_priority=low|normal|high, rebuild_rate_mb_s=N (0 no
+    /// limit), spare_policy=dedicated|shared|none, read_policy=round-robin|adaptive,
+    /// read_error_limit=N, read_error_window_s=N, io_timeout_ms=N (0 off).
+    Set(SetArgs),
     /// Measure speed: `raid bench parity [--json]`.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -259,6 +272,57 @@ pub struct ScrubArgs {
 }
 
 #[derive(Args, Debug)]
+pub struct MemberArgs {
+    /// Array name.
+    pub name: String,
+    /// The member: its path as `raid status` shows it, or its slot number.
+    pub member: String,
+    /// Control socket of the running server.
+    #[arg(long, default_value = DEFAULT_CONTROL)]
+    pub control: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct AddArgs {
+    /// Add to the shared spare pool instead of an array: `raid add --pool MEMBER`.
+    #[arg(long)]
+    pub pool: bool,
+    /// `NAME MEMBER`, or `MEMBER` with --pool. MEMBER is a path the server opens (or
+    /// mem:SIZE).
+    #[arg(required = true, num_args = 1..=2)]
+    pub args: Vec<String>,
+    /// Control socket of the running server.
+    #[arg(long, default_value = DEFAULT_CONTROL)]
+    pub control: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct ReplaceArgs {
+    /// Array name.
+    pub name: String,
+    /// The member to replace.
+    pub member: String,
+    /// The new device (a path the server opens).
+    #[arg(long = "with")]
+    pub with: String,
+    /// Control socket of the running server.
+    #[arg(long, default_value = DEFAULT_CONTROL)]
+    pub control: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct SetArgs {
+    /// Array name.
+    pub name: String,
+    /// key=value pairs.
+    #[arg(required = true, num_args = 1..)]
+    pub settings: Vec<String>,
+    /// Control socket of the running server.
+    #[arg(long, default_value = DEFAULT_CONTROL)]
+    pub control: PathBuf,
+}
+
+#[derive(Args, Debug)]
 pub struct CreateArgs {
     /// RAID level: 0, 1, 4, 5, 6, 10, 50 or 60 (also raid0, raid1, raid10, mirror, stripe).
     #[arg(short, long, value_parser = parse_level_arg)]
@@ -404,6 +468,11 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Repair(args) => cmd_scrub(args, ScrubMode::Repair),
         Command::Monitor(args) => cmd_monitor(args),
         Command::Stats(args) => cmd_stats(args),
+        Command::Fail(args) => cmd_member(args, manage::OP_FAIL, "marked faulty"),
+        Command::Remove(args) => cmd_member(args, manage::OP_REMOVE, "removed"),
+        Command::Add(args) => cmd_add(args),
+        Command::Replace(args) => cmd_replace(args),
+        Command::Set(args) => cmd_set(args),
         Command::Bench(BenchCommand::Parity {
             json,
             no_memory_bound,
@@ -867,11 +936,19 @@ pub fn render_status(report: &manage::StatusReport) -> String {
         let members: Vec<String> = a
             .members
             .iter()
-            .map(|m| match m.state.as_str() {
-                "active" => format!("{}[{}]", m.path, m.role),
-                "missing" => format!("(missing)[{}]", m.role),
-                other => format!("{}[{}]({})", m.path, m.role, other),
+            .map(|m| match (m.state.as_str(), m.rebuilt) {
+                ("active", _) => format!("{}[{}]", m.path, m.role),
+                ("missing", _) => format!("(missing)[{}]", m.role),
+                (other, Some(done)) => {
+                    format!("{}[{}]({other} {:.1}%)", m.path, m.role, done * 100.0)
+                }
+                (other, None) => format!("{}[{}]({})", m.path, m.role, other),
             })
+            .chain(a.spares.iter().map(|m| match m.state.as_str() {
+                "spare" => format!("{}(S)", m.path),
+                "faulty" => format!("{}(F)", m.path),
+                other => format!("{}({other})", m.path),
+            }))
             .collect();
         let _ = writeln!(
             s,
@@ -1012,9 +1089,22 @@ fn cmd_detail(args: NameArgs) -> Result<(), CliError> {
             m.role, m.state, r, w, e, c, m.path
         );
     }
+    for m in &d.status.spares {
+        let _ = writeln!(
+            s,
+            "    {:>6}   {:<8} {:>6}  {:>6}  {:>6}  {:>9}  {}",
+            "-", m.state, "", "", "", "", m.path
+        );
+    }
     if let Some(scrub) = &d.scrub {
         // The bad regions after the member table, as `raid check --wait` prints them.
         let _ = write!(s, "\n{}", render_scrub_report(&d.status.name, scrub));
+    }
+    if !d.settings.is_empty() {
+        let _ = writeln!(s);
+        for (k, v) in &d.settings {
+            let _ = writeln!(s, "{k:>20} = {v}");
+        }
     }
     print!("{s}");
     Ok(())
@@ -1328,6 +1418,89 @@ fn cmd_monitor(args: MonitorArgs) -> Result<(), CliError> {
     }
 }
 
+fn cmd_member(args: MemberArgs, opcode: u16, done: &str) -> Result<(), CliError> {
+    let payload = serde_json::to_vec(&manage::MemberRequest {
+        name: args.name.clone(),
+        member: args.member.clone(),
+    })
+    .unwrap_or_default();
+    control::call(&args.control, opcode, payload).map_err(control_error)?;
+    println!("raid: {}: {} {done}", args.name, args.member);
+    Ok(())
+}
+
+/// The server opens the device itself, maybe from another directory: send an absolute path.
+fn server_path(member: &str) -> String {
+    if member.starts_with("mem:") {
+        return member.to_string();
+    }
+    std::fs::canonicalize(member)
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| member.to_string())
+}
+
+fn cmd_add(args: AddArgs) -> Result<(), CliError> {
+    let (name, member) = match (args.pool, args.args.as_slice()) {
+        (true, [member]) => (None, member.clone()),
+        (false, [name, member]) => (Some(name.clone()), member.clone()),
+        (true, _) => return Err(CliError::usage("usage: raid add --pool MEMBER")),
+        (false, _) => return Err(CliError::usage("usage: raid add NAME MEMBER")),
+    };
+    let payload = serde_json::to_vec(&manage::AddRequest {
+        name: name.clone(),
+        member: server_path(&member),
+    })
+    .unwrap_or_default();
+    control::call(&args.control, manage::OP_ADD, payload).map_err(control_error)?;
+    match name {
+        Some(n) => println!("raid: {n}: added {member}"),
+        None => println!("raid: added {member} to the shared spare pool"),
+    }
+    Ok(())
+}
+
+fn cmd_replace(args: ReplaceArgs) -> Result<(), CliError> {
+    let payload = serde_json::to_vec(&manage::ReplaceRequest {
+        name: args.name.clone(),
+        member: args.member.clone(),
+        with: server_path(&args.with),
+    })
+    .unwrap_or_default();
+    control::call(&args.control, manage::OP_REPLACE, payload).map_err(control_error)?;
+    println!(
+        "raid: {}: replacing {} with {}",
+        args.name, args.member, args.with
+    );
+    Ok(())
+}
+
+fn cmd_set(args: SetArgs) -> Result<(), CliError> {
+    let mut pairs = Vec::new();
+    for kv in &args.settings {
+        let Some((k, v)) = kv.split_once('=') else {
+            return Err(CliError::usage(format!("expected key=value, got '{kv}'")));
+        };
+        pairs.push((k.trim().to_string(), v.trim().to_string()));
+    }
+    let mut last = None;
+    for (key, value) in pairs {
+        let payload = serde_json::to_vec(&manage::SetRequest {
+            name: args.name.clone(),
+            key,
+            value,
+        })
+        .unwrap_or_default();
+        last = Some(control::call(&args.control, manage::OP_SET, payload).map_err(control_error)?);
+    }
+    if let Some(payload) = last {
+        let report: manage::SettingsReport = decode_json(&payload)?;
+        for (k, v) in report.settings {
+            println!("{k}={v}");
+        }
+    }
+    Ok(())
+}
+
 fn checked_chunk_sectors(chunk: u64) -> Result<u32, CliError> {
     if !chunk.is_multiple_of(4096) || chunk == 0 {
         return Err(CliError::usage(format!(
@@ -1365,13 +1538,16 @@ mod tests {
                         path: "x.img".into(),
                         role: 0,
                         state: "active".into(),
+                        rebuilt: None,
                     },
                     manage::MemberStatus {
                         path: String::new(),
                         role: 1,
                         state: "missing".into(),
+                        rebuilt: None,
                     },
                 ],
+                spares: vec![],
                 job: Some(manage::JobStatus {
                     kind: "recovery".into(),
                     progress: 0.5,
@@ -1477,6 +1653,7 @@ mod tests {
             path: path.into(),
             role,
             state: "active".into(),
+            rebuilt: None,
         };
         let array = |name: &str, level: &str, members, parent: Option<&str>| manage::ArrayStatus {
             name: name.into(),
@@ -1484,6 +1661,7 @@ mod tests {
             size_bytes: 1 << 30,
             state: "optimal".into(),
             members,
+            spares: Vec::new(),
             job: None,
             mismatches: 0,
             uuid: "u".into(),

@@ -282,20 +282,26 @@ pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
             "raid: {}: unclean shutdown: resyncing in the background",
             array.name()
         );
-        let a = array.clone();
-        rt.exec.spawn_detached(async move {
-            if let Err(e) = a.resync().await {
-                log::error!("{}: resync stopped: {e}", a.name());
-            }
-        });
     }
     let driver = RaidDriver::new(rt.exec.clone());
     driver.start_monitor(opts.monitor.config);
+    // `raid add` / `raid replace` name a path (or mem:SIZE) the server opens itself.
+    let opener_pool = pool.clone();
+    driver.set_opener(Rc::new(move |name: &str| {
+        let spec = MemberSpec::parse(name).map_err(|e| format!("{name}: {e}"))?;
+        open_members(&[spec], &opener_pool)
+            .map_err(|e| e.0)?
+            .pop()
+            .map(|(_, dev)| dev)
+            .ok_or_else(|| format!("{name}: nothing opened"))
+    }));
     let mut exports = Vec::new();
     let mut export_ids = Vec::new();
     for stack in &stacks {
         for layer in stack.layers() {
             layer.set_wall_clock_base(now_s);
+            // Resync after an unclean shutdown, rebuilds to resume, spares to activate.
+            layer.start_jobs();
         }
         let array = &stack.array;
         let id = driver.add_stack(stack);

@@ -1,0 +1,988 @@
+//! The RebuildManager and DiskManager side of one array: policies (failure detection, rebuild
+//! priority and rate, spare policy), member management (fail, add, remove, replace, spares)
+//! and the background-job runner (resync, then the rebuild of each member being rebuilt,
+//! then spare activation for empty or failed slots).
+//!
+//! Every state change is written to the superblocks (events bumped) before it is acted on:
+//! a spare is recorded in its slot before the rebuild writes to it, a finished rebuild is
+//! recorded before the member serves reads above its old cursor. The rebuild position is
+//! checkpointed in the member's `recovery_offset` (with md's `RECOVERY_OFFSET` feature bit)
+//! every few regions and when stopped, after a flush of the member, so a stop or crash
+//! resumes there.
+
+use alloc::format;
+use alloc::rc::Rc;
+use alloc::string::{String, ToString};
+use alloc::vec;
+use alloc::vec::Vec;
+use core::cell::Cell;
+use core::fmt;
+
+use super::assemble::NamedDevice;
+use super::resync::{JobKind, JobProgress};
+use super::{Array, ArrayError, Health, Member, MemberState, ReadPolicy, SUPERBLOCK_SECTOR};
+use crate::block::{Bytes, SECTOR_BYTES};
+use crate::executor::AsyncMutex;
+use crate::layout::ArrayLayout;
+use crate::metadata::{DeviceRole, FeatureMap, Superblock};
+use crate::rng::SplitMix64;
+
+/// Member sectors rebuilt under one lock (1 MiB); parity levels round to whole stripes.
+const REGION_SECTORS: u64 = 2048;
+/// How long a low-priority job waits for foreground I/O to drain before going anyway.
+const LOW_PRIORITY_MAX_WAIT_NS: u64 = 50_000_000;
+/// The nap of a job yielding to foreground I/O.
+const YIELD_NS: u64 = 1_000_000;
+
+/// When a member of a redundant array is failed besides on a write error.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FailurePolicy {
+    /// More read errors than this within the window fail the member; 0: never.
+    pub read_error_limit: u32,
+    pub read_error_window_ns: u64,
+    /// An I/O slower than this fails the member; 0: no timeout.
+    pub io_timeout_ns: u64,
+}
+
+impl Default for FailurePolicy {
+    fn default() -> Self {
+        FailurePolicy {
+            read_error_limit: 20,
+            read_error_window_ns: 60_000_000_000,
+            io_timeout_ns: 30_000_000_000,
+        }
+    }
+}
+
+/// How a background job shares the members with foreground I/O.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RebuildPriority {
+    /// Waits (a while) for foreground I/O to drain before each region.
+    Low,
+    /// Yields once between regions when foreground I/O is in flight.
+    Normal,
+    /// Never waits (only the rate limit applies).
+    High,
+}
+
+/// Where a failed member's replacement comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SparePolicy {
+    /// The array's own spares only.
+    Dedicated,
+    /// The array's own spares, then the shared pool.
+    Shared,
+    /// No automatic spare activation.
+    None,
+}
+
+impl RebuildPriority {
+    pub fn name(self) -> &'static str {
+        match self {
+            RebuildPriority::Low => "low",
+            RebuildPriority::Normal => "normal",
+            RebuildPriority::High => "high",
+        }
+    }
+}
+
+impl SparePolicy {
+    pub fn name(self) -> &'static str {
+        match self {
+            SparePolicy::Dedicated => "dedicated",
+            SparePolicy::Shared => "shared",
+            SparePolicy::None => "none",
+        }
+    }
+}
+
+/// Per-array policies, changed with `raid set`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ArrayPolicy {
+    pub failure: FailurePolicy,
+    pub rebuild_priority: RebuildPriority,
+    /// 0: unlimited.
+    pub rebuild_rate_bytes_per_s: u64,
+    pub spare_policy: SparePolicy,
+    /// Regions between two checkpoints of a job's position.
+    pub checkpoint_regions: u32,
+}
+
+impl Default for ArrayPolicy {
+    fn default() -> Self {
+        ArrayPolicy {
+            failure: FailurePolicy::default(),
+            rebuild_priority: RebuildPriority::Normal,
+            rebuild_rate_bytes_per_s: 0,
+            spare_policy: SparePolicy::Dedicated,
+            checkpoint_regions: 16,
+        }
+    }
+}
+
+/// The keys `raid set` knows.
+pub const SETTING_KEYS: &[&str] = &[
+    "rebuild_priority",
+    "rebuild_rate_mb_s",
+    "spare_policy",
+    "read_policy",
+    "read_error_limit",
+    "read_error_window_s",
+    "io_timeout_ms",
+];
+
+/// Why a member operation or a setting was refused. Nothing changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MemberError {
+    UnknownKey(String),
+    BadValue {
+        key: String,
+        value: String,
+    },
+    NoSuchMember(String),
+    /// `remove` of a member that is neither faulty nor a spare.
+    InUse(String),
+    /// The device is smaller than a member of this array must be.
+    TooSmall {
+        need_sectors: u64,
+        have_sectors: u64,
+    },
+    /// The member cannot be failed without failing the array.
+    WouldFail(String),
+    /// Nothing to replace onto / with.
+    NotReplaceable(String),
+    Io(String),
+}
+
+impl fmt::Display for MemberError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MemberError::UnknownKey(k) => write!(
+                f,
+                "unknown setting '{k}' (known: {})",
+                SETTING_KEYS.join(", ")
+            ),
+            MemberError::BadValue { key, value } => write!(f, "bad value '{value}' for {key}"),
+            MemberError::NoSuchMember(m) => write!(f, "no member '{m}' in this array"),
+            MemberError::InUse(m) => {
+                write!(
+                    f,
+                    "member '{m}' is in use: only a faulty or spare member can be removed"
+                )
+            }
+            MemberError::TooSmall {
+                need_sectors,
+                have_sectors,
+            } => write!(
+                f,
+                "device too small: {have_sectors} sectors, a member needs {need_sectors}"
+            ),
+            MemberError::WouldFail(m) => {
+                write!(f, "failing '{m}' would fail the array; refused")
+            }
+            MemberError::NotReplaceable(m) => write!(f, "cannot replace: {m}"),
+            MemberError::Io(e) => f.write_str(e),
+        }
+    }
+}
+
+/// Takes a device of at least this many sectors from a shared spare pool.
+pub type SpareSource = Rc<dyn Fn(u64) -> Option<NamedDevice>>;
+
+/// State of an array's background-job runner.
+pub(super) struct JobControl {
+    running: Cell<bool>,
+    pub(super) stop: Cell<bool>,
+    /// Held by the runner while it runs: `stop_jobs` waits on it.
+    done: AsyncMutex<()>,
+    /// A rebuild hit data it could not read: not retried until something changes.
+    blocked: Cell<bool>,
+    spare_source: core::cell::RefCell<Option<SpareSource>>,
+}
+
+impl Default for JobControl {
+    fn default() -> Self {
+        JobControl {
+            running: Cell::new(false),
+            stop: Cell::new(false),
+            done: AsyncMutex::new(()),
+            blocked: Cell::new(false),
+            spare_source: core::cell::RefCell::new(None),
+        }
+    }
+}
+
+fn parse_u64(key: &str, value: &str) -> Result<u64, MemberError> {
+    value
+        .trim()
+        .parse::<u64>()
+        .map_err(|_| MemberError::BadValue {
+            key: key.to_string(),
+            value: value.to_string(),
+        })
+}
+
+impl Array {
+    pub fn policy(&self) -> ArrayPolicy {
+        self.policy.get()
+    }
+
+    /// Sets the policies; failure detection applies to the members at once.
+    pub fn set_policy(&self, policy: ArrayPolicy) {
+        self.policy.set(policy);
+        for m in self.all_members() {
+            m.failure_policy
+                .set(self.redundant.then_some(policy.failure));
+        }
+    }
+
+    /// `raid set NAME key=value`. An unknown key or a bad value changes nothing.
+    pub fn apply_setting(&self, key: &str, value: &str) -> Result<(), MemberError> {
+        let bad = || MemberError::BadValue {
+            key: key.to_string(),
+            value: value.to_string(),
+        };
+        let mut p = self.policy.get();
+        match key {
+            "rebuild_priority" => {
+                p.rebuild_priority = match value {
+                    "low" => RebuildPriority::Low,
+                    "normal" => RebuildPriority::Normal,
+                    "high" => RebuildPriority::High,
+                    _ => return Err(bad()),
+                }
+            }
+            "rebuild_rate_mb_s" => {
+                p.rebuild_rate_bytes_per_s = parse_u64(key, value)?
+                    .checked_mul(1_000_000)
+                    .ok_or_else(bad)?
+            }
+            "spare_policy" => {
+                p.spare_policy = match value {
+                    "dedicated" => SparePolicy::Dedicated,
+                    "shared" => SparePolicy::Shared,
+                    "none" => SparePolicy::None,
+                    _ => return Err(bad()),
+                }
+            }
+            "read_policy" => {
+                let rp = match value {
+                    "round-robin" | "round_robin" | "roundrobin" => ReadPolicy::RoundRobin,
+                    "adaptive" | "least-outstanding" | "least_outstanding" => {
+                        ReadPolicy::LeastOutstanding
+                    }
+                    _ => return Err(bad()),
+                };
+                self.set_read_policy(rp);
+                return Ok(());
+            }
+            "read_error_limit" => {
+                p.failure.read_error_limit =
+                    u32::try_from(parse_u64(key, value)?).map_err(|_| bad())?
+            }
+            "read_error_window_s" => {
+                p.failure.read_error_window_ns = parse_u64(key, value)?
+                    .checked_mul(1_000_000_000)
+                    .ok_or_else(bad)?
+            }
+            "io_timeout_ms" => {
+                p.failure.io_timeout_ns = parse_u64(key, value)?
+                    .checked_mul(1_000_000)
+                    .ok_or_else(bad)?
+            }
+            _ => return Err(MemberError::UnknownKey(key.to_string())),
+        }
+        self.set_policy(p);
+        log::info!("{}: {key} set to {value}", self.name);
+        // A new spare policy may allow a spare in now.
+        self.kick_jobs();
+        Ok(())
+    }
+
+    /// The current value of every `raid set` key.
+    pub fn settings(&self) -> Vec<(String, String)> {
+        let p = self.policy.get();
+        vec![
+            ("rebuild_priority".into(), p.rebuild_priority.name().into()),
+            (
+                "rebuild_rate_mb_s".into(),
+                (p.rebuild_rate_bytes_per_s / 1_000_000).to_string(),
+            ),
+            ("spare_policy".into(), p.spare_policy.name().into()),
+            (
+                "read_policy".into(),
+                match self.read_policy() {
+                    ReadPolicy::RoundRobin => "round-robin".into(),
+                    ReadPolicy::LeastOutstanding => "adaptive".into(),
+                },
+            ),
+            (
+                "read_error_limit".into(),
+                p.failure.read_error_limit.to_string(),
+            ),
+            (
+                "read_error_window_s".into(),
+                (p.failure.read_error_window_ns / 1_000_000_000).to_string(),
+            ),
+            (
+                "io_timeout_ms".into(),
+                (p.failure.io_timeout_ns / 1_000_000).to_string(),
+            ),
+        ]
+    }
+
+    /// Where a `shared` array takes a spare from when it has none of its own.
+    pub fn set_spare_source(&self, source: Option<SpareSource>) {
+        *self.jobs.spare_source.borrow_mut() = source;
+    }
+
+    /// Every member the array knows: in slots, spares, failed ones not yet removed.
+    fn all_members(&self) -> Vec<Rc<Member>> {
+        let mut out: Vec<Rc<Member>> = self.slots.borrow().iter().flatten().cloned().collect();
+        let replacements: Vec<Rc<Member>> = out
+            .iter()
+            .filter_map(|m| m.replacement.borrow().clone())
+            .collect();
+        out.extend(replacements);
+        out.extend(self.spares.borrow().iter().cloned());
+        out
+    }
+
+    /// The member called `name` (its path as shown in status), or in slot `name` if it is
+    /// a number no member is called.
+    pub fn find_member(&self, name: &str) -> Option<Rc<Member>> {
+        let all = self.all_members();
+        if let Some(m) = all.iter().find(|m| m.name == name) {
+            return Some(m.clone());
+        }
+        let slot: usize = name.parse().ok()?;
+        self.slots.borrow().get(slot).cloned().flatten()
+    }
+
+    fn slot_index(&self, member: &Rc<Member>) -> Option<usize> {
+        self.slots
+            .borrow()
+            .iter()
+            .position(|m| m.as_ref().is_some_and(|m| Rc::ptr_eq(m, member)))
+    }
+
+    /// Member sectors a member of this array holds data in.
+    pub fn member_used_sectors(&self) -> u64 {
+        match &self.layout {
+            ArrayLayout::Raid5(l) => l.stripe_count() * l.chunk_sectors(),
+            _ => self.superblock().map_or(0, |sb| sb.size_sectors),
+        }
+    }
+
+    /// Sectors a device needs to become a member: data offset plus the used size.
+    pub fn member_min_sectors(&self) -> u64 {
+        let offset = self.superblock().map_or(0, |sb| sb.data_offset_sectors);
+        offset + self.member_used_sectors()
+    }
+
+    /// `raid fail`: marks a member faulty (recorded before anything else happens); a spare
+    /// then takes its slot if the policy allows. A member whose loss would fail the array
+    /// is refused.
+    pub async fn fail_named(&self, name: &str) -> Result<(), MemberError> {
+        let member = self
+            .find_member(name)
+            .ok_or_else(|| MemberError::NoSuchMember(name.to_string()))?;
+        if member.state() == MemberState::Active {
+            let mut alive = self.alive();
+            if let Some(slot) = self.slot_index(&member) {
+                alive[slot] = false;
+            }
+            if !self.layout.survives(&alive) {
+                return Err(MemberError::WouldFail(name.to_string()));
+            }
+        }
+        if member.state() == MemberState::Spare {
+            member.state.set(MemberState::Faulty);
+            let _ = self.update_superblocks(|_| {}).await;
+            log::info!("{}: spare {} marked faulty", self.name, member.name);
+            return Ok(());
+        }
+        self.fail_member_rc(&member).await;
+        Ok(())
+    }
+
+    /// `raid remove`: takes a faulty or spare member out of the array (recorded faulty in
+    /// the role table, so it never comes back by itself).
+    pub async fn remove_named(&self, name: &str) -> Result<(), MemberError> {
+        let member = self
+            .find_member(name)
+            .ok_or_else(|| MemberError::NoSuchMember(name.to_string()))?;
+        if !matches!(member.state(), MemberState::Faulty | MemberState::Spare) {
+            return Err(MemberError::InUse(name.to_string()));
+        }
+        let was_spare = member.state() == MemberState::Spare;
+        member.state.set(MemberState::Faulty);
+        {
+            let mut slots = self.slots.borrow_mut();
+            for s in slots.iter_mut() {
+                if s.as_ref().is_some_and(|m| Rc::ptr_eq(m, &member)) {
+                    *s = None;
+                }
+            }
+        }
+        self.spares.borrow_mut().retain(|m| !Rc::ptr_eq(m, &member));
+        if was_spare {
+            // Recorded faulty, so that it does not come back as a spare by itself.
+            let dev_number = member.superblock.borrow().dev_number;
+            self.update_superblocks(|sb| {
+                let _ = sb.set_role(dev_number, DeviceRole::Faulty);
+            })
+            .await
+            .map_err(|e| MemberError::Io(e.to_string()))?;
+        }
+        log::info!("{}: member {} removed", self.name, member.name);
+        Ok(())
+    }
+
+    /// A superblock for a device joining the array as a spare: the array's, with a free
+    /// device number and a fresh device UUID.
+    fn joining_superblock(&self, capacity_sectors: u64) -> Result<Superblock, MemberError> {
+        let mut sb = self
+            .superblock()
+            .ok_or_else(|| MemberError::Io("array has no live member".into()))?;
+        let need = self.member_min_sectors();
+        if capacity_sectors < need {
+            return Err(MemberError::TooSmall {
+                need_sectors: need,
+                have_sectors: capacity_sectors,
+            });
+        }
+        let used: Vec<u32> = self
+            .all_members()
+            .iter()
+            .map(|m| m.superblock.borrow().dev_number)
+            .collect();
+        // A new number, never a reused one: a removed member that comes back must find its
+        // own number recorded faulty, not taken by another device in sync.
+        let dev_number = sb.max_dev().max(used.iter().max().map_or(0, |m| m + 1));
+        let mut rng = SplitMix64::new(
+            u64::from_le_bytes(sb.array_uuid[..8].try_into().unwrap_or([0; 8]))
+                ^ sb.events.rotate_left(17)
+                ^ u64::from(dev_number).rotate_left(40)
+                ^ self.exec.now_ns(),
+        );
+        rng.fill(&mut sb.device_uuid);
+        sb.dev_number = dev_number;
+        sb.data_size_sectors = capacity_sectors - sb.data_offset_sectors;
+        sb.features -= FeatureMap::RECOVERY_OFFSET | FeatureMap::REPLACEMENT;
+        sb.recovery_offset_sectors = 0;
+        sb.corrected_read_count = 0;
+        sb.dev_flags = 0;
+        sb.set_role(dev_number, DeviceRole::Spare)
+            .map_err(|e| MemberError::Io(format!("{e}")))?;
+        Ok(sb)
+    }
+
+    /// `raid add`: the device joins as a spare (superblock written to it, then to every
+    /// member); if a slot is empty or failed and the policy allows, the spare takes it and
+    /// the rebuild starts.
+    pub async fn add_device(&self, name: String, dev: NamedDeviceDev) -> Result<(), MemberError> {
+        let member = self.prepare_spare(name, dev).await?;
+        self.spares.borrow_mut().push(member.clone());
+        self.update_superblocks(|_| {})
+            .await
+            .map_err(|e| MemberError::Io(e.to_string()))?;
+        log::info!("{}: {} added as a spare", self.name, member.name);
+        self.jobs.blocked.set(false);
+        self.kick_jobs();
+        Ok(())
+    }
+
+    async fn prepare_spare(
+        &self,
+        name: String,
+        dev: NamedDeviceDev,
+    ) -> Result<Rc<Member>, MemberError> {
+        if self.all_members().iter().any(|m| m.name == name) {
+            return Err(MemberError::InUse(name));
+        }
+        let sb = self.joining_superblock(dev.capacity_sectors())?;
+        dev.write(SUPERBLOCK_SECTOR, Bytes::from(sb.encode()), true)
+            .await
+            .map_err(|e| MemberError::Io(format!("{name}: {e}")))?;
+        let member = Rc::new(Member::with_state(name, dev, sb, MemberState::Spare, 0));
+        self.join(&member);
+        Ok(member)
+    }
+
+    /// `raid replace`: `new` joins as the replacement of the in-sync member `old`: it gets
+    /// every write `old` gets and is rebuilt as a copy of it while `old` keeps serving;
+    /// when complete it takes the slot and `old` becomes a spare. Recorded (md's
+    /// `REPLACEMENT` feature) before the copy starts.
+    pub async fn replace_named(
+        &self,
+        old: &str,
+        name: String,
+        dev: NamedDeviceDev,
+    ) -> Result<(), MemberError> {
+        let member = self
+            .find_member(old)
+            .ok_or_else(|| MemberError::NoSuchMember(old.to_string()))?;
+        if member.state() != MemberState::Active || self.slot_index(&member).is_none() {
+            return Err(MemberError::NotReplaceable(format!(
+                "'{old}' is not an in-sync member"
+            )));
+        }
+        if member
+            .replacement
+            .borrow()
+            .as_ref()
+            .is_some_and(|r| r.state() == MemberState::Rebuilding)
+        {
+            return Err(MemberError::NotReplaceable(format!(
+                "'{old}' is already being replaced"
+            )));
+        }
+        let rep = self.prepare_spare(name, dev).await?;
+        rep.state.set(MemberState::Rebuilding);
+        rep.recovery_offset.set(0);
+        rep.is_replacement.set(true);
+        *member.replacement.borrow_mut() = Some(rep.clone());
+        self.update_superblocks(|_| {})
+            .await
+            .map_err(|e| MemberError::Io(e.to_string()))?;
+        log::info!("{}: {} replaces {old}", self.name, rep.name);
+        self.jobs.blocked.set(false);
+        self.kick_jobs();
+        Ok(())
+    }
+
+    /// The member being rebuilt as a replacement of the member in `slot`, if any.
+    pub fn replacement_of(&self, slot: usize) -> Option<Rc<Member>> {
+        self.slots
+            .borrow()
+            .get(slot)?
+            .as_ref()?
+            .replacement
+            .borrow()
+            .clone()
+    }
+
+    /// Starts the background jobs if any is due (resync, rebuild, spare activation).
+    pub fn start_jobs(&self) {
+        self.jobs.stop.set(false);
+        self.kick_jobs();
+    }
+
+    pub(super) fn kick_jobs(&self) {
+        if self.jobs.running.get() || self.jobs.stop.get() {
+            return;
+        }
+        let Some(me) = self.this.upgrade() else {
+            return;
+        };
+        self.jobs.running.set(true);
+        self.exec.spawn_detached(async move {
+            me.run_jobs().await;
+        });
+    }
+
+    /// Whether the background-job runner is active.
+    pub fn jobs_running(&self) -> bool {
+        self.jobs.running.get()
+    }
+
+    /// Asks the jobs to stop at the next region and waits until they did (their position
+    /// is checkpointed).
+    pub async fn stop_jobs(&self) {
+        self.jobs.stop.set(true);
+        let _g = self.jobs.done.lock().await;
+    }
+
+    async fn run_jobs(&self) {
+        let _g = self.jobs.done.lock().await;
+        loop {
+            if self.jobs.stop.get() || self.health() == Health::Failed {
+                break;
+            }
+            if self.needs_resync.get() {
+                match self.resync().await {
+                    Ok(true) => continue,
+                    Ok(false) => break,
+                    Err(e) => {
+                        log::error!("{}: resync stopped: {e}", self.name);
+                        break;
+                    }
+                }
+            }
+            let rebuilding = self
+                .slots
+                .borrow()
+                .iter()
+                .enumerate()
+                .find_map(|(slot, m)| {
+                    m.as_ref()
+                        .filter(|m| m.state() == MemberState::Rebuilding)
+                        .map(|m| (slot, m.clone()))
+                });
+            if let Some((slot, target)) = rebuilding {
+                if self.jobs.blocked.get() {
+                    break;
+                }
+                match self.rebuild_member(slot, &target, None).await {
+                    Ok(true) => continue,
+                    Ok(false) => {
+                        if target.state() == MemberState::Faulty {
+                            continue;
+                        }
+                        break;
+                    }
+                    Err(e) => {
+                        log::error!("{}: rebuild of {} stopped: {e}", self.name, target.name);
+                        self.jobs.blocked.set(true);
+                        break;
+                    }
+                }
+            }
+            let replacing = self
+                .slots
+                .borrow()
+                .iter()
+                .enumerate()
+                .find_map(|(slot, m)| {
+                    let m = m.as_ref()?;
+                    let rep = m.replacement.borrow().clone()?;
+                    (m.state() == MemberState::Active && rep.state() == MemberState::Rebuilding)
+                        .then(|| (slot, m.clone(), rep))
+                });
+            if let Some((slot, old, rep)) = replacing {
+                if self.jobs.blocked.get() {
+                    break;
+                }
+                match self.rebuild_member(slot, &rep, Some(&old)).await {
+                    Ok(true) => continue,
+                    Ok(false) if rep.state() == MemberState::Faulty => {
+                        old.replacement.borrow_mut().take();
+                        self.spares.borrow_mut().push(rep);
+                        continue;
+                    }
+                    Ok(false) => break,
+                    Err(e) => {
+                        log::error!("{}: replacement by {} stopped: {e}", self.name, rep.name);
+                        self.jobs.blocked.set(true);
+                        break;
+                    }
+                }
+            }
+            if !self.activate_spare().await {
+                break;
+            }
+        }
+        self.job.set(None);
+        self.jobs.running.set(false);
+    }
+
+    /// Puts a spare into the first slot that is empty or failed (dedicated spares first,
+    /// smallest sufficient first; then the shared pool). Recorded before the rebuild.
+    async fn activate_spare(&self) -> bool {
+        let policy = self.policy.get().spare_policy;
+        if policy == SparePolicy::None || !self.redundant {
+            return false;
+        }
+        let slot = self
+            .slots
+            .borrow()
+            .iter()
+            .position(|m| m.as_ref().is_none_or(|m| m.state() == MemberState::Faulty));
+        let Some(slot) = slot else {
+            return false;
+        };
+        let need = self.member_min_sectors();
+        let spare = self
+            .spares
+            .borrow()
+            .iter()
+            .filter(|m| m.state() == MemberState::Spare && m.dev.capacity_sectors() >= need)
+            .min_by_key(|m| m.dev.capacity_sectors())
+            .cloned();
+        let spare = match spare {
+            Some(s) => s,
+            None if policy == SparePolicy::Shared => {
+                let source = self.jobs.spare_source.borrow().clone();
+                let Some((name, dev)) = source.and_then(|f| f(need)) else {
+                    return false;
+                };
+                match self.prepare_spare(name.clone(), dev).await {
+                    Ok(m) => {
+                        log::info!("{}: took {name} from the shared spare pool", self.name);
+                        m
+                    }
+                    Err(e) => {
+                        log::error!("{}: pool spare {name} unusable: {e}", self.name);
+                        return false;
+                    }
+                }
+            }
+            None => return false,
+        };
+        self.spares.borrow_mut().retain(|m| !Rc::ptr_eq(m, &spare));
+        let old = self.slots.borrow_mut()[slot].replace(spare.clone());
+        if let Some(old) = old {
+            // A failed member stays listed until removed.
+            self.spares.borrow_mut().push(old);
+        }
+        spare.recovery_offset.set(0);
+        spare.state.set(MemberState::Rebuilding);
+        if let Err(e) = self.update_superblocks(|_| {}).await {
+            log::error!("{}: spare activation not recorded: {e}", self.name);
+            return false;
+        }
+        log::info!(
+            "{}: spare {} activated in slot {slot}; rebuild starts",
+            self.name,
+            spare.name
+        );
+        true
+    }
+
+    /// Records a rebuild position: the member's data up to it is flushed first.
+    async fn checkpoint_rebuild(&self, target: &Rc<Member>) {
+        if target.within_timeout(target.dev.flush()).await.is_err() {
+            self.fail_member_rc(target).await;
+            return;
+        }
+        let _ = self.update_superblocks(|_| {}).await;
+    }
+
+    /// Waits as the priority and rate limit ask before the next region; `moved_sectors` is
+    /// what the job did since `started_ns`.
+    pub(super) async fn throttle(&self, moved_sectors: u64, started_ns: u64) {
+        let p = self.policy.get();
+        match p.rebuild_priority {
+            RebuildPriority::High => {}
+            RebuildPriority::Normal => {
+                if self.foreground.get() > 0 {
+                    self.exec.sleep(YIELD_NS / 10).await;
+                }
+            }
+            RebuildPriority::Low => {
+                let until = self.exec.now_ns() + LOW_PRIORITY_MAX_WAIT_NS;
+                while self.foreground.get() > 0 && self.exec.now_ns() < until {
+                    self.exec.sleep(YIELD_NS).await;
+                }
+            }
+        }
+        let rate = p.rebuild_rate_bytes_per_s;
+        if rate > 0 {
+            let bytes = moved_sectors as u128 * SECTOR_BYTES as u128;
+            let due_ns = started_ns as u128 + bytes * 1_000_000_000 / rate as u128;
+            if due_ns > self.exec.now_ns() as u128 {
+                self.exec
+                    .sleep_until(due_ns.min(u64::MAX as u128) as u64)
+                    .await;
+            }
+        }
+    }
+
+    /// Rebuilds `target` in `slot` from its `recovery_offset` on; with `replacing`, target
+    /// is the replacement of that member (which serves meanwhile and is copied from). True
+    /// when finished (the member is then in sync, recorded; a replaced member becomes a
+    /// spare), false when stopped or the target failed; an error when data needed for it
+    /// could not be read.
+    async fn rebuild_member(
+        &self,
+        slot: usize,
+        target: &Rc<Member>,
+        replacing: Option<&Rc<Member>>,
+    ) -> Result<bool, ArrayError> {
+        let total = self.member_used_sectors();
+        let unit = match &self.layout {
+            ArrayLayout::Raid5(l) => l.chunk_sectors(),
+            _ => 1,
+        };
+        let resume = (target.recovery_offset.get().min(total) / unit) * unit;
+        target.recovery_offset.set(resume);
+        log::info!(
+            "{}: rebuild of {} in slot {slot} starts at member sector {resume}",
+            self.name,
+            target.name
+        );
+        let started = self.exec.now_ns();
+        self.job.set(Some(JobProgress {
+            kind: JobKind::Rebuild,
+            done_sectors: resume,
+            total_sectors: total,
+            started_ns: started,
+            now_ns: started,
+            resumed_sectors: resume,
+        }));
+        let mut regions = 0u32;
+        loop {
+            let at = target.recovery_offset.get();
+            if at >= total {
+                break;
+            }
+            if target.state() != MemberState::Rebuilding {
+                self.job.set(None);
+                return Ok(false);
+            }
+            if self.jobs.stop.get() {
+                self.checkpoint_rebuild(target).await;
+                self.job.set(None);
+                return Ok(false);
+            }
+            if self.health() == Health::Failed {
+                self.job.set(None);
+                return Err(ArrayError::MetadataWrite(
+                    crate::block::IoError::DeviceFailed,
+                ));
+            }
+            self.throttle(at - resume, started).await;
+            let region = REGION_SECTORS.max(unit) / unit * unit;
+            let end = (at + region).min(total);
+            // The member replaced stops being a source if it failed (then target took its
+            // slot and is rebuilt from the others).
+            let source = replacing.filter(|o| o.state() == MemberState::Active);
+            let ok = match &self.layout {
+                ArrayLayout::Raid5(l) => self
+                    .rebuild_stripes(l, (at / unit, end / unit), target, slot, source)
+                    .await
+                    .is_ok(),
+                _ => self.rebuild_copies(slot, target, at, end, source).await,
+            };
+            if !ok {
+                if target.state() != MemberState::Rebuilding {
+                    self.job.set(None);
+                    return Ok(false);
+                }
+                self.checkpoint_rebuild(target).await;
+                self.job.set(None);
+                return Err(ArrayError::MetadataWrite(crate::block::IoError::DataLost {
+                    sector: target.recovery_offset.get(),
+                }));
+            }
+            if let Some(mut j) = self.job.get() {
+                j.done_sectors = target.recovery_offset.get();
+                self.job.set(Some(j));
+            }
+            regions += 1;
+            if regions >= self.policy.get().checkpoint_regions.max(1) {
+                regions = 0;
+                self.checkpoint_rebuild(target).await;
+            }
+        }
+        // In sync: flushed, then recorded, before it serves reads everywhere.
+        if target.within_timeout(target.dev.flush()).await.is_err() {
+            self.fail_member_rc(target).await;
+            self.job.set(None);
+            return Ok(false);
+        }
+        let in_slot = self
+            .slots
+            .borrow()
+            .get(slot)
+            .and_then(Option::as_ref)
+            .is_some_and(|m| Rc::ptr_eq(m, target));
+        if !in_slot && let Some(old) = replacing {
+            // The replacement takes the slot; the member it replaced becomes a spare.
+            self.slots.borrow_mut()[slot] = Some(target.clone());
+            old.replacement.borrow_mut().take();
+            old.state.set(MemberState::Spare);
+            self.spares.borrow_mut().push(old.clone());
+            log::info!(
+                "{}: {} replaced {} in slot {slot}; {} is now a spare",
+                self.name,
+                target.name,
+                old.name,
+                old.name
+            );
+        }
+        target.is_replacement.set(false);
+        target.state.set(MemberState::Active);
+        if let Err(e) = self.update_superblocks(|_| {}).await {
+            log::error!("{}: rebuild end not recorded: {e}", self.name);
+        }
+        log::info!("{}: rebuild of {} finished", self.name, target.name);
+        self.job.set(None);
+        Ok(true)
+    }
+
+    /// Copy levels: rebuilds member sectors `[at, end)` of `target` from other copies, one
+    /// contiguous piece at a time, each under the exclusive lock of its array range; the
+    /// cursor moves past each piece under that lock. False when a piece had no readable
+    /// source or the target failed.
+    async fn rebuild_copies(
+        &self,
+        slot: usize,
+        target: &Rc<Member>,
+        at: u64,
+        end: u64,
+        source: Option<&Rc<Member>>,
+    ) -> bool {
+        // RAID10 maps contiguously within a chunk; RAID1 everywhere.
+        let chunk = match &self.layout {
+            ArrayLayout::Raid10(_) => self
+                .superblock()
+                .map(|sb| u64::from(sb.chunk_sectors.max(1))),
+            _ => None,
+        };
+        let mut y = at;
+        while y < end {
+            let mut len = match chunk {
+                Some(c) => (end - y).min(c - y % c),
+                None => end - y,
+            };
+            let Some((_, x)) = self.layout.unmap(slot, y) else {
+                // Holds no data (e.g. past the used area).
+                target.recovery_offset.set(y + len);
+                y += len;
+                continue;
+            };
+            let Some(ext) = self.layout.map(x) else {
+                target.recovery_offset.set(y + len);
+                y += len;
+                continue;
+            };
+            assert!(
+                ext.copies
+                    .iter()
+                    .any(|c| c.disk_index == slot && c.sector == y),
+                "unmap and map agree"
+            );
+            len = len.min(ext.sectors);
+            let _g = self.lock.lock(x, x + len).await;
+            let bytes = len as usize * SECTOR_BYTES;
+            let mut data = match source {
+                Some(src) => src.read_data(y, vec![0u8; bytes]).await.ok(),
+                None => None,
+            };
+            for c in ext.copies.iter().filter(|c| c.disk_index != slot) {
+                if data.is_some() {
+                    break;
+                }
+                if let Some(m) = self.readable(c.disk_index, c.sector, len)
+                    && let Ok(d) = m.read_data(c.sector, vec![0u8; bytes]).await
+                {
+                    data = Some(d);
+                    break;
+                }
+            }
+            let Some(data) = data else {
+                log::error!(
+                    "{}: rebuild: no readable copy of array sectors {x}+{len}",
+                    self.name
+                );
+                return false;
+            };
+            if target
+                .write_data(y, Bytes::from(data), false)
+                .await
+                .is_err()
+            {
+                self.fail_member_rc(target).await;
+                return false;
+            }
+            target.recovery_offset.set(y + len);
+            y += len;
+        }
+        true
+    }
+}
+
+/// A device to add.
+pub type NamedDeviceDev = Rc<dyn crate::block::BlockDevice>;

@@ -1,0 +1,859 @@
+//! Engine tests of member states, spares, failure detection and rebuild: every state change
+//! on disk before it is acted on, automatic spare activation, rebuild correctness under
+//! concurrent writes, resume from the checkpoint after a stop and after a crash, policies.
+
+use alloc::format;
+use alloc::rc::Rc;
+use alloc::string::String;
+use alloc::vec;
+use alloc::vec::Vec;
+use core::cell::RefCell;
+
+use super::assemble::assemble;
+use super::rebuild::{MemberError, SparePolicy};
+use super::test_rig::{FaultyArray, faulty_array, options, read_now, write_now};
+use super::{Array, Health, MemberState};
+use crate::block::{BlockDevice, Bytes, SECTOR_BYTES};
+use crate::executor::Executor;
+use crate::metadata::{DeviceRole, FeatureMap, Level, Superblock};
+use crate::platform::faulty::{FaultConfig, FaultyDisk};
+use crate::platform::memory::MemoryDisk;
+use crate::rng::SplitMix64;
+
+const MEMBER_SECTORS: u64 = 16 * 2048;
+
+fn sb_of(mem: &MemoryDisk) -> Superblock {
+    let mut block = vec![0u8; 4096];
+    mem.read_at(8, &mut block).unwrap();
+    Superblock::decode(&block).unwrap()
+}
+
+fn new_disk(exec: &Executor, seed: u64, latency: bool) -> (Rc<MemoryDisk>, Rc<FaultyDisk>) {
+    let mem = Rc::new(MemoryDisk::new(MEMBER_SECTORS));
+    let config = FaultConfig {
+        min_latency_ns: if latency { 10 } else { 0 },
+        max_latency_ns: if latency { 1000 } else { 0 },
+        ..FaultConfig::default()
+    };
+    let disk = Rc::new(FaultyDisk::new(mem.clone(), exec.clone(), seed, config));
+    (mem, disk)
+}
+
+fn add_spare(r: &FaultyArray, name: &str, disk: &Rc<FaultyDisk>) -> Result<(), MemberError> {
+    let a = r.array.clone();
+    let dev = disk.clone() as Rc<dyn BlockDevice>;
+    let name = String::from(name);
+    r.exec
+        .block_on(async move { a.add_device(name, dev).await })
+        .unwrap()
+}
+
+fn fail(r: &FaultyArray, name: &str) -> Result<(), MemberError> {
+    let a = r.array.clone();
+    let name = String::from(name);
+    r.exec
+        .block_on(async move { a.fail_named(&name).await })
+        .unwrap()
+}
+
+/// Fills the whole array with a seeded pattern; returns it.
+fn fill(r: &FaultyArray, seed: u64) -> Vec<u8> {
+    let bytes = r.array.capacity_sectors() as usize * SECTOR_BYTES;
+    let mut model = vec![0u8; bytes];
+    SplitMix64::new(seed).fill(&mut model);
+    for (i, piece) in model.chunks(1 << 20).enumerate() {
+        write_now(&r.exec, &r.array, (i * 2048) as u64, piece.to_vec()).unwrap();
+    }
+    model
+}
+
+fn check_all(exec: &Executor, array: &Rc<Array>, model: &[u8]) {
+    for (i, piece) in model.chunks(1 << 20).enumerate() {
+        let got = read_now(exec, array, (i * 2048) as u64, piece.len() / SECTOR_BYTES).unwrap();
+        assert!(got == piece, "array content differs in MiB {i}");
+    }
+}
+
+/// Fails every member but `keep` that the layout can lose, so reads must use `keep`.
+fn fail_all_but(exec: &Executor, array: &Rc<Array>, keep: usize) {
+    let n = array.slots().len();
+    for slot in (0..n).filter(|&s| s != keep) {
+        let mut alive = array.alive();
+        alive[slot] = false;
+        if array.layout().survives(&alive) {
+            let a = array.clone();
+            exec.block_on(async move { a.fail_member(slot).await })
+                .unwrap()
+                .unwrap();
+        }
+    }
+}
+
+#[test]
+fn spare_is_recorded_then_activated_on_failure_and_rebuilt() {
+    let r = faulty_array(
+        options(Level::Raid1, None, 64, "t"),
+        2,
+        MEMBER_SECTORS,
+        false,
+    );
+    let model = fill(&r, 1);
+    let (spare_mem, spare) = new_disk(&r.exec, 50, false);
+    add_spare(&r, "s0", &spare).unwrap();
+    let sb = sb_of(&spare_mem);
+    assert_eq!(sb.own_role(), DeviceRole::Spare);
+    assert_eq!(sb_of(&r.mem[0]).role_of(sb.dev_number), DeviceRole::Spare);
+    assert_eq!(r.array.spares().len(), 1);
+
+    let events = sb_of(&r.mem[0]).events;
+    fail(&r, "d1").unwrap();
+    r.exec.run_until_idle();
+    assert_eq!(r.array.health(), Health::Optimal);
+    let slots = r.array.slots();
+    let m1 = slots[1].as_ref().unwrap();
+    assert_eq!(m1.name, "s0");
+    assert_eq!(m1.state(), MemberState::Active);
+    let sb0 = sb_of(&r.mem[0]);
+    assert!(
+        sb0.events > events + 2,
+        "failure, activation and the end recorded"
+    );
+    assert_eq!(sb0.role_of(sb.dev_number), DeviceRole::Active(1));
+    assert_eq!(sb0.role_of(1), DeviceRole::Faulty);
+    let ssb = sb_of(&spare_mem);
+    assert!(!ssb.features.contains(FeatureMap::RECOVERY_OFFSET));
+    // The failed member is listed until removed; then it is gone.
+    assert!(r.array.spares().iter().any(|m| m.name == "d1"));
+    let a = r.array.clone();
+    r.exec
+        .block_on(async move { a.remove_named("d1").await })
+        .unwrap()
+        .unwrap();
+    assert!(r.array.spares().is_empty());
+    fail_all_but(&r.exec, &r.array, 1);
+    check_all(&r.exec, &r.array, &model);
+}
+
+#[test]
+fn remove_only_takes_faulty_or_spare_members_and_fail_keeps_the_array() {
+    let r = faulty_array(
+        options(Level::Raid1, None, 64, "t"),
+        2,
+        MEMBER_SECTORS,
+        false,
+    );
+    let a = r.array.clone();
+    let busy = r
+        .exec
+        .block_on(async move { a.remove_named("d0").await })
+        .unwrap();
+    assert!(matches!(busy, Err(MemberError::InUse(_))));
+    assert!(matches!(
+        fail(&r, "nope"),
+        Err(MemberError::NoSuchMember(_))
+    ));
+    fail(&r, "d0").unwrap();
+    // The last in-sync copy cannot be failed by command.
+    assert!(matches!(fail(&r, "d1"), Err(MemberError::WouldFail(_))));
+    assert_eq!(r.array.health(), Health::Degraded);
+    // A device too small is refused and nothing changes.
+    let small = Rc::new(MemoryDisk::new(4096));
+    let a = r.array.clone();
+    let e = r
+        .exec
+        .block_on(async move { a.add_device("small".into(), small).await })
+        .unwrap();
+    assert!(matches!(e, Err(MemberError::TooSmall { .. })));
+    assert!(r.array.spares().iter().all(|m| m.name != "small"));
+}
+
+#[test]
+fn settings_reject_unknown_keys_and_bad_values() {
+    let r = faulty_array(
+        options(Level::Raid5, None, 64, "t"),
+        3,
+        MEMBER_SECTORS,
+        false,
+    );
+    let before = r.array.policy();
+    assert!(matches!(
+        r.array.apply_setting("colour", "blue"),
+        Err(MemberError::UnknownKey(_))
+    ));
+    for (k, v) in [
+        ("rebuild_priority", "urgent"),
+        ("rebuild_rate_mb_s", "-1"),
+        ("spare_policy", "maybe"),
+        ("read_error_limit", "x"),
+        ("io_timeout_ms", "99999999999999999999"),
+        ("read_policy", "random"),
+    ] {
+        assert!(
+            matches!(
+                r.array.apply_setting(k, v),
+                Err(MemberError::BadValue { .. })
+            ),
+            "{k}={v}"
+        );
+    }
+    assert_eq!(r.array.policy(), before);
+    r.array.apply_setting("spare_policy", "shared").unwrap();
+    r.array.apply_setting("rebuild_rate_mb_s", "5").unwrap();
+    r.array.apply_setting("rebuild_priority", "low").unwrap();
+    let p = r.array.policy();
+    assert_eq!(p.spare_policy, SparePolicy::Shared);
+    assert_eq!(p.rebuild_rate_bytes_per_s, 5_000_000);
+    assert!(
+        r.array
+            .settings()
+            .contains(&("rebuild_priority".into(), "low".into()))
+    );
+}
+
+#[test]
+fn slow_member_is_failed_by_the_timeout() {
+    let r = faulty_array(
+        options(Level::Raid1, None, 64, "t"),
+        2,
+        MEMBER_SECTORS,
+        false,
+    );
+    let model = fill(&r, 2);
+    r.array.apply_setting("io_timeout_ms", "1").unwrap();
+    r.disks[0].set_config(FaultConfig {
+        min_latency_ns: 3_600_000_000_000,
+        max_latency_ns: 3_600_000_000_000,
+        ..FaultConfig::default()
+    });
+    check_all(&r.exec, &r.array, &model);
+    assert_eq!(
+        r.array.slots()[0].as_ref().unwrap().state(),
+        MemberState::Faulty
+    );
+    assert_eq!(sb_of(&r.mem[1]).role_of(0), DeviceRole::Faulty);
+}
+
+#[test]
+fn too_many_read_errors_in_the_window_fail_the_member() {
+    let r = faulty_array(
+        options(Level::Raid5, None, 64, "t"),
+        3,
+        MEMBER_SECTORS,
+        false,
+    );
+    let model = fill(&r, 3);
+    r.array.apply_setting("read_error_limit", "2").unwrap();
+    let offset = r.array.superblock().unwrap().data_offset_sectors;
+    // Member 0 holds data chunk 0 of stripe 0 (left-symmetric): latent errors there.
+    for s in [0, 3, 9] {
+        r.disks[0].add_latent_error(offset + s);
+    }
+    for s in [0u64, 3, 9] {
+        let got = read_now(&r.exec, &r.array, s, 1).unwrap();
+        let at = s as usize * SECTOR_BYTES;
+        assert_eq!(got, &model[at..at + SECTOR_BYTES]);
+    }
+    assert_eq!(
+        r.array.slots()[0].as_ref().unwrap().state(),
+        MemberState::Faulty
+    );
+    // Below the limit a member stays (the errors were repaired).
+    let r = faulty_array(
+        options(Level::Raid5, None, 64, "t"),
+        3,
+        MEMBER_SECTORS,
+        false,
+    );
+    fill(&r, 3);
+    r.array.apply_setting("read_error_limit", "2").unwrap();
+    for s in [0, 3] {
+        r.disks[0].add_latent_error(offset + s);
+    }
+    for s in [0u64, 3] {
+        read_now(&r.exec, &r.array, s, 1).unwrap();
+    }
+    assert_eq!(
+        r.array.slots()[0].as_ref().unwrap().state(),
+        MemberState::Active
+    );
+}
+
+/// Rebuild under concurrent writes: writers hit random blocks and the block at the rebuild
+/// cursor while a spare is rebuilt; afterwards the rebuilt member alone (with the others
+/// failed up to the tolerance) returns the model.
+fn rebuild_under_writes(level: Level, layout: Option<&str>, count: usize, seed: u64) {
+    let r = faulty_array(options(level, layout, 64, "t"), count, MEMBER_SECTORS, true);
+    let model = Rc::new(RefCell::new(fill(&r, seed)));
+    let (_, spare) = new_disk(&r.exec, 99, true);
+    add_spare(&r, "s0", &spare).unwrap();
+    let victim = (seed as usize) % count;
+    let a = r.array.clone();
+    r.exec.spawn_detached(async move {
+        a.fail_member(victim).await.unwrap();
+    });
+    let capacity = r.array.capacity_sectors();
+    let writers = 4u64;
+    for w in 0..writers {
+        let a = r.array.clone();
+        let model = model.clone();
+        let exec = r.exec.clone();
+        exec.clone().spawn_detached(async move {
+            let mut rng = SplitMix64::new(seed * 100 + w);
+            for i in 0..150u64 {
+                let len = 8;
+                let near_cursor = i % 2 == 0;
+                let mut block = if near_cursor {
+                    // The array sector that sits around the rebuild cursor.
+                    let done = a.job().map_or(0, |j| j.done_sectors);
+                    let k = a.capacity_sectors() / a.member_used_sectors().max(1);
+                    (done * k.max(1)) / 8
+                } else {
+                    rng.below(capacity / 8)
+                };
+                // Writers own disjoint blocks, so the model has one order per block.
+                block = block - block % writers + w;
+                let sector = (block * 8).min(capacity - len) / 8 * 8;
+                if (sector / 8) % writers != w {
+                    continue;
+                }
+                let mut data = vec![0u8; len as usize * SECTOR_BYTES];
+                rng.fill(&mut data);
+                a.write(sector, Bytes::from(data.clone()), false)
+                    .await
+                    .unwrap();
+                let at = sector as usize * SECTOR_BYTES;
+                model.borrow_mut()[at..at + data.len()].copy_from_slice(&data);
+                exec.sleep(2_000).await;
+            }
+        });
+    }
+    r.exec.run_until_idle();
+    assert_eq!(r.array.health(), Health::Optimal, "seed {seed}");
+    let slots = r.array.slots();
+    let rebuilt = slots
+        .iter()
+        .position(|m| m.as_ref().is_some_and(|m| m.name == "s0"))
+        .expect("the spare took a slot");
+    assert_eq!(rebuilt, victim);
+    let model = model.borrow().clone();
+    check_all(&r.exec, &r.array, &model);
+    fail_all_but(&r.exec, &r.array, rebuilt);
+    check_all(&r.exec, &r.array, &model);
+}
+
+#[test]
+fn raid1_rebuild_under_concurrent_writes() {
+    rebuild_under_writes(Level::Raid1, None, 2, 1);
+}
+
+#[test]
+fn raid10_rebuild_under_concurrent_writes() {
+    rebuild_under_writes(Level::Raid10, None, 4, 2);
+    rebuild_under_writes(Level::Raid10, Some("f2"), 3, 3);
+}
+
+#[test]
+fn raid5_rebuild_under_concurrent_writes() {
+    rebuild_under_writes(Level::Raid5, None, 4, 3);
+}
+
+#[test]
+fn raid6_rebuild_under_concurrent_writes() {
+    rebuild_under_writes(Level::Raid6, None, 5, 4);
+}
+
+/// Starts a rate-limited rebuild, lets it run part way, then either stops the array (a clean
+/// stop) or crashes every disk; reassembles from the memory behind the disks and checks the
+/// rebuild resumes from its checkpoint and ends with the right data.
+fn resume(level: Level, count: usize, crash: bool) {
+    let r = faulty_array(options(level, None, 64, "t"), count, MEMBER_SECTORS, false);
+    let model = fill(&r, 7);
+    let mut p = r.array.policy();
+    p.checkpoint_regions = 1;
+    p.rebuild_rate_bytes_per_s = 1 << 20;
+    r.array.set_policy(p);
+    let (spare_mem, spare) = new_disk(&r.exec, 77, false);
+    if crash {
+        for d in r.disks.iter().chain([&spare]) {
+            d.set_config(FaultConfig {
+                write_cache: true,
+                ..FaultConfig::default()
+            });
+        }
+    }
+    add_spare(&r, "s0", &spare).unwrap();
+    fail(&r, "d1").unwrap();
+    // About five seconds at 1 MiB/s: part of the member.
+    let e = r.exec.clone();
+    r.exec
+        .block_on(async move { e.sleep(5_500_000_000).await })
+        .unwrap();
+    let done = r.array.job().expect("rebuild running").done_sectors;
+    assert!(done > 0 && done < r.array.member_used_sectors());
+    if crash {
+        for d in r.disks.iter().chain([&spare]) {
+            d.crash();
+        }
+    } else {
+        let a = r.array.clone();
+        r.exec
+            .block_on(async move { a.mark_clean().await })
+            .unwrap()
+            .unwrap();
+        assert!(!r.array.jobs_running());
+    }
+    let ssb = sb_of(&spare_mem);
+    assert!(ssb.features.contains(FeatureMap::RECOVERY_OFFSET));
+    assert!(ssb.recovery_offset_sectors > 0);
+    // A fresh start on the memory behind the disks.
+    let exec = Executor::new();
+    let mut candidates: Vec<(String, Rc<dyn BlockDevice>)> = r
+        .mem
+        .iter()
+        .enumerate()
+        .map(|(i, m)| (format!("d{i}"), m.clone() as Rc<dyn BlockDevice>))
+        .collect();
+    candidates.push(("s0".into(), spare_mem.clone()));
+    let e = exec.clone();
+    let result = exec
+        .block_on(async move { assemble(&e, candidates).await })
+        .unwrap();
+    let array = result.arrays[0].clone();
+    let slots = array.slots();
+    let back = slots[1].as_ref().expect("the rebuilding member is back");
+    assert_eq!(back.name, "s0");
+    assert_eq!(back.state(), MemberState::Rebuilding);
+    let resumed_at = back.recovery_offset_sectors();
+    assert!(resumed_at > 0, "resumes, not from zero");
+    array.start_jobs();
+    exec.run_until_idle();
+    assert_eq!(array.health(), Health::Optimal);
+    check_all(&exec, &array, &model);
+    fail_all_but(&exec, &array, 1);
+    check_all(&exec, &array, &model);
+}
+
+#[test]
+fn raid1_rebuild_resumes_after_stop() {
+    resume(Level::Raid1, 2, false);
+}
+
+#[test]
+fn raid5_rebuild_resumes_after_stop() {
+    resume(Level::Raid5, 3, false);
+}
+
+#[test]
+fn raid6_rebuild_resumes_after_stop() {
+    resume(Level::Raid6, 4, false);
+}
+
+#[test]
+fn raid1_rebuild_resumes_after_crash() {
+    resume(Level::Raid1, 2, true);
+}
+
+#[test]
+fn raid10_rebuild_resumes_after_crash() {
+    resume(Level::Raid10, 4, true);
+}
+
+#[test]
+fn stale_member_is_re_added_and_rebuilt() {
+    let r = faulty_array(
+        options(Level::Raid1, None, 64, "t"),
+        3,
+        MEMBER_SECTORS,
+        false,
+    );
+    let model = fill(&r, 11);
+    let a = r.array.clone();
+    r.exec
+        .block_on(async move {
+            a.mark_clean().await.unwrap();
+            for _ in 0..3 {
+                a.update_superblocks(|_| {}).await.unwrap();
+            }
+        })
+        .unwrap();
+    // d2 missed updates (as after a crash in the middle of one, or an older copy of the
+    // disk): its events lag and its data is garbage.
+    let mut sb = sb_of(&r.mem[2]);
+    assert!(sb.events > 3);
+    sb.events -= 3;
+    r.mem[2].write_at(8, &sb.encode()).unwrap();
+    let offset = sb.data_offset_sectors;
+    let mut junk = vec![0u8; 1 << 20];
+    SplitMix64::new(5).fill(&mut junk);
+    for i in 0..(MEMBER_SECTORS - offset) / 2048 {
+        r.mem[2].write_at(offset + i * 2048, &junk).unwrap();
+    }
+    let exec = Executor::new();
+    let candidates: Vec<(String, Rc<dyn BlockDevice>)> = r
+        .mem
+        .iter()
+        .enumerate()
+        .map(|(i, m)| (format!("d{i}"), m.clone() as Rc<dyn BlockDevice>))
+        .collect();
+    let e = exec.clone();
+    let result = exec
+        .block_on(async move { assemble(&e, candidates).await })
+        .unwrap();
+    let array = result.arrays[0].clone();
+    let slots = array.slots();
+    let m2 = slots[2].as_ref().expect("the stale member is re-added");
+    assert_eq!(m2.state(), MemberState::Rebuilding);
+    assert_eq!(m2.recovery_offset_sectors(), 0);
+    // Recorded: rebuilding from zero, with the array's events.
+    let sb2 = sb_of(&r.mem[2]);
+    assert!(sb2.features.contains(FeatureMap::RECOVERY_OFFSET));
+    assert_eq!(sb2.events, sb_of(&r.mem[0]).events);
+    // Reads never use it before it is rebuilt.
+    check_all(&exec, &array, &model);
+    array.start_jobs();
+    exec.run_until_idle();
+    assert_eq!(array.health(), Health::Optimal);
+    fail_all_but(&exec, &array, 2);
+    check_all(&exec, &array, &model);
+}
+
+#[test]
+fn shared_pool_spare_is_drawn_only_under_the_shared_policy() {
+    let r = faulty_array(
+        options(Level::Raid5, None, 64, "t"),
+        3,
+        MEMBER_SECTORS,
+        false,
+    );
+    let model = fill(&r, 21);
+    let (_, pooled) = new_disk(&r.exec, 5, false);
+    let pool: Rc<RefCell<Vec<Rc<FaultyDisk>>>> = Rc::new(RefCell::new(vec![pooled]));
+    let p = pool.clone();
+    r.array.set_spare_source(Some(Rc::new(move |need: u64| {
+        let mut pool = p.borrow_mut();
+        let i = pool.iter().position(|d| d.capacity_sectors() >= need)?;
+        let d = pool.remove(i);
+        Some(("pool0".into(), d as Rc<dyn BlockDevice>))
+    })));
+    fail(&r, "d2").unwrap();
+    r.exec.run_until_idle();
+    // Dedicated (the default): the pool is not touched.
+    assert_eq!(pool.borrow().len(), 1);
+    assert_eq!(r.array.health(), Health::Degraded);
+    r.array.apply_setting("spare_policy", "shared").unwrap();
+    r.exec.run_until_idle();
+    assert!(pool.borrow().is_empty());
+    assert_eq!(r.array.health(), Health::Optimal);
+    assert_eq!(r.array.slots()[2].as_ref().unwrap().name, "pool0");
+    check_all(&r.exec, &r.array, &model);
+}
+
+#[test]
+fn smallest_sufficient_spare_is_used_first() {
+    let r = faulty_array(
+        options(Level::Raid1, None, 64, "t"),
+        2,
+        MEMBER_SECTORS,
+        false,
+    );
+    let big = Rc::new(MemoryDisk::new(MEMBER_SECTORS * 2));
+    let fitting = Rc::new(MemoryDisk::new(MEMBER_SECTORS));
+    for (name, d) in [("big", big), ("fit", fitting)] {
+        let a = r.array.clone();
+        r.exec
+            .block_on(async move { a.add_device(name.into(), d).await })
+            .unwrap()
+            .unwrap();
+    }
+    fail(&r, "d0").unwrap();
+    r.exec.run_until_idle();
+    assert_eq!(r.array.slots()[0].as_ref().unwrap().name, "fit");
+    assert!(r.array.spares().iter().any(|m| m.name == "big"));
+}
+
+/// `replace`: the new member is copied while the old one serves (and takes every write);
+/// afterwards it holds the slot and the old one is a spare. Also across a stop.
+fn replace(level: Level, count: usize, stop_midway: bool) {
+    let r = faulty_array(options(level, None, 64, "t"), count, MEMBER_SECTORS, true);
+    let model = Rc::new(RefCell::new(fill(&r, 31)));
+    let mut p = r.array.policy();
+    p.checkpoint_regions = 1;
+    if stop_midway {
+        p.rebuild_rate_bytes_per_s = 1 << 20;
+    }
+    r.array.set_policy(p);
+    let (new_mem, new) = new_disk(&r.exec, 8, true);
+    let a = r.array.clone();
+    let dev = new.clone() as Rc<dyn BlockDevice>;
+    r.exec
+        .block_on(async move { a.replace_named("d1", "n".into(), dev).await })
+        .unwrap()
+        .unwrap();
+    let nsb = sb_of(&new_mem);
+    assert!(nsb.features.contains(FeatureMap::REPLACEMENT));
+    assert_eq!(
+        sb_of(&r.mem[0]).role_of(nsb.dev_number),
+        DeviceRole::Active(1)
+    );
+    // Writes while the copy runs reach the new member too.
+    let a = r.array.clone();
+    let m = model.clone();
+    r.exec.spawn_detached(async move {
+        let mut rng = SplitMix64::new(4);
+        let capacity = a.capacity_sectors();
+        for _ in 0..100 {
+            let sector = rng.below(capacity / 8) * 8;
+            let mut data = vec![0u8; 4096];
+            rng.fill(&mut data);
+            a.write(sector, Bytes::from(data.clone()), false)
+                .await
+                .unwrap();
+            let at = sector as usize * SECTOR_BYTES;
+            m.borrow_mut()[at..at + 4096].copy_from_slice(&data);
+        }
+    });
+    let (exec, array) = if stop_midway {
+        let e = r.exec.clone();
+        r.exec
+            .block_on(async move { e.sleep(4_000_000_000).await })
+            .unwrap();
+        r.exec.run_until_stalled();
+        let a = r.array.clone();
+        r.exec
+            .block_on(async move { a.mark_clean().await })
+            .unwrap()
+            .unwrap();
+        let nsb = sb_of(&new_mem);
+        assert!(nsb.recovery_offset_sectors > 0);
+        let exec = Executor::new();
+        let mut candidates: Vec<(String, Rc<dyn BlockDevice>)> = r
+            .mem
+            .iter()
+            .enumerate()
+            .map(|(i, m)| (format!("d{i}"), m.clone() as Rc<dyn BlockDevice>))
+            .collect();
+        candidates.push(("n".into(), new_mem.clone()));
+        let e = exec.clone();
+        let result = exec
+            .block_on(async move { assemble(&e, candidates).await })
+            .unwrap();
+        let array = result.arrays[0].clone();
+        let rep = array.replacement_of(1).expect("the replacement is back");
+        assert!(rep.recovery_offset_sectors() > 0);
+        array.start_jobs();
+        (exec, array)
+    } else {
+        (r.exec.clone(), r.array.clone())
+    };
+    exec.run_until_idle();
+    let slots = array.slots();
+    assert_eq!(slots[1].as_ref().unwrap().name, "n");
+    assert_eq!(slots[1].as_ref().unwrap().state(), MemberState::Active);
+    assert!(
+        array
+            .spares()
+            .iter()
+            .any(|m| m.name == "d1" && m.state() == MemberState::Spare)
+    );
+    let sb = sb_of(&new_mem);
+    assert!(
+        !sb.features
+            .intersects(FeatureMap::REPLACEMENT | FeatureMap::RECOVERY_OFFSET)
+    );
+    let model = model.borrow().clone();
+    check_all(&exec, &array, &model);
+    fail_all_but(&exec, &array, 1);
+    check_all(&exec, &array, &model);
+}
+
+#[test]
+fn raid1_replace_copies_while_the_old_member_serves() {
+    replace(Level::Raid1, 2, false);
+}
+
+#[test]
+fn raid5_replace_copies_while_the_old_member_serves() {
+    replace(Level::Raid5, 3, false);
+}
+
+#[test]
+fn raid6_replace_resumes_after_a_stop() {
+    replace(Level::Raid6, 4, true);
+}
+
+#[test]
+fn failing_the_old_member_mid_replace_promotes_the_replacement() {
+    let r = faulty_array(
+        options(Level::Raid5, None, 64, "t"),
+        3,
+        MEMBER_SECTORS,
+        false,
+    );
+    let model = fill(&r, 41);
+    let mut p = r.array.policy();
+    p.rebuild_rate_bytes_per_s = 1 << 20;
+    r.array.set_policy(p);
+    let (_, new) = new_disk(&r.exec, 9, false);
+    let a = r.array.clone();
+    let dev = new.clone() as Rc<dyn BlockDevice>;
+    r.exec
+        .block_on(async move {
+            a.replace_named("d0", "n".into(), dev).await.unwrap();
+            a.executor().sleep(3_000_000_000).await;
+            a.fail_member(0).await.unwrap();
+        })
+        .unwrap();
+    let slots = r.array.slots();
+    assert_eq!(slots[0].as_ref().unwrap().name, "n");
+    assert_eq!(slots[0].as_ref().unwrap().state(), MemberState::Rebuilding);
+    r.exec.run_until_idle();
+    assert_eq!(r.array.health(), Health::Optimal);
+    fail_all_but(&r.exec, &r.array, 0);
+    check_all(&r.exec, &r.array, &model);
+}
+
+#[test]
+fn resync_resumes_from_its_checkpoint() {
+    let r = faulty_array(
+        options(Level::Raid1, None, 64, "t"),
+        2,
+        MEMBER_SECTORS,
+        false,
+    );
+    let model = fill(&r, 51);
+    // An unclean shutdown: the array stays dirty on disk (no mark_clean), and the copies
+    // disagree somewhere.
+    let offset = r.array.superblock().unwrap().data_offset_sectors;
+    r.mem[1].write_at(offset + 20_000, &[0x55; 4096]).unwrap();
+    let assemble_now = |exec: &Executor| {
+        let candidates: Vec<(String, Rc<dyn BlockDevice>)> = r
+            .mem
+            .iter()
+            .enumerate()
+            .map(|(i, m)| (format!("d{i}"), m.clone() as Rc<dyn BlockDevice>))
+            .collect();
+        let e = exec.clone();
+        exec.block_on(async move { assemble(&e, candidates).await })
+            .unwrap()
+            .arrays[0]
+            .clone()
+    };
+    let exec = Executor::new();
+    let array = assemble_now(&exec);
+    assert!(array.needs_resync());
+    let mut p = array.policy();
+    p.rebuild_rate_bytes_per_s = 1 << 20;
+    array.set_policy(p);
+    array.start_jobs();
+    let e = exec.clone();
+    exec.block_on(async move { e.sleep(4_000_000_000).await })
+        .unwrap();
+    let done = array.job().expect("resync running").done_sectors;
+    assert!(done > 0);
+    let a = array.clone();
+    exec.block_on(async move { a.mark_clean().await })
+        .unwrap()
+        .unwrap();
+    let at = sb_of(&r.mem[0]).resync_offset_sectors;
+    assert!(
+        at > 0 && at != super::RESYNC_DONE,
+        "position recorded: {at}"
+    );
+    // Served again: the resync starts where it stopped and the copies end up equal.
+    let exec = Executor::new();
+    let array = assemble_now(&exec);
+    assert!(array.needs_resync());
+    assert_eq!(array.resync_cursor.get(), at);
+    array.start_jobs();
+    exec.run_until_idle();
+    assert!(!array.needs_resync());
+    let a = array.clone();
+    exec.block_on(async move { a.mark_clean().await })
+        .unwrap()
+        .unwrap();
+    assert_eq!(sb_of(&r.mem[0]).resync_offset_sectors, super::RESYNC_DONE);
+    // Sector 20_000 onwards was past the checkpoint: both copies agree again.
+    let mut a0 = vec![0u8; 4096];
+    let mut a1 = vec![0u8; 4096];
+    r.mem[0].read_at(offset + 20_000, &mut a0).unwrap();
+    r.mem[1].read_at(offset + 20_000, &mut a1).unwrap();
+    assert_eq!(a0, a1);
+    let at = 20_000 * SECTOR_BYTES;
+    assert_eq!(a0, model[at..at + 4096]);
+}
+
+#[test]
+fn hung_member_write_is_given_up_and_the_member_failed() {
+    let r = faulty_array(
+        options(Level::Raid5, None, 64, "t"),
+        3,
+        MEMBER_SECTORS,
+        false,
+    );
+    let mut model = fill(&r, 4);
+    r.array.apply_setting("io_timeout_ms", "10").unwrap();
+    // A member that stops answering (an hour is forever here): its requests are given up.
+    r.disks[1].set_config(FaultConfig {
+        min_latency_ns: 3_600_000_000_000,
+        max_latency_ns: 3_600_000_000_000,
+        ..FaultConfig::default()
+    });
+    let started = r.exec.now_ns();
+    let data = vec![0x77u8; 64 * 1024];
+    write_now(&r.exec, &r.array, 0, data.clone()).unwrap();
+    model[..data.len()].copy_from_slice(&data);
+    assert!(
+        r.exec.now_ns() - started < 1_000_000_000,
+        "nothing waited for the hung disk"
+    );
+    assert_eq!(r.array.health(), Health::Degraded);
+    assert_eq!(sb_of(&r.mem[0]).role_of(1), DeviceRole::Faulty);
+    check_all(&r.exec, &r.array, &model);
+}
+
+#[test]
+fn a_member_failing_mid_rebuild_is_replaced_by_the_next_spare() {
+    let r = faulty_array(
+        options(Level::Raid1, None, 64, "t"),
+        2,
+        MEMBER_SECTORS,
+        false,
+    );
+    let model = fill(&r, 61);
+    let mut p = r.array.policy();
+    p.rebuild_rate_bytes_per_s = 1 << 20;
+    r.array.set_policy(p);
+    let (_, s0) = new_disk(&r.exec, 1, false);
+    let (_, s1) = new_disk(&r.exec, 2, false);
+    let (s2_mem, s2) = new_disk(&r.exec, 3, false);
+    add_spare(&r, "s0", &s0).unwrap();
+    add_spare(&r, "s1", &s1).unwrap();
+    add_spare(&r, "s2", &s2).unwrap();
+    // A spare can be removed; it is then recorded faulty and gone from the list.
+    let a = r.array.clone();
+    r.exec
+        .block_on(async move { a.remove_named("s2").await })
+        .unwrap()
+        .unwrap();
+    assert!(r.array.spares().iter().all(|m| m.name != "s2"));
+    let s2_number = sb_of(&s2_mem).dev_number;
+    assert_eq!(sb_of(&r.mem[0]).role_of(s2_number), DeviceRole::Faulty);
+    fail(&r, "d1").unwrap();
+    let e = r.exec.clone();
+    r.exec
+        .block_on(async move { e.sleep(2_000_000_000).await })
+        .unwrap();
+    let slots = r.array.slots();
+    let first = slots[1].as_ref().unwrap().clone();
+    assert_eq!(first.state(), MemberState::Rebuilding);
+    // The member being rebuilt fails: the next spare takes the slot from zero.
+    fail(&r, &first.name.clone()).unwrap();
+    r.exec.run_until_idle();
+    let slots = r.array.slots();
+    let second = slots[1].as_ref().unwrap();
+    assert_ne!(second.name, first.name);
+    assert_eq!(second.state(), MemberState::Active);
+    assert_eq!(r.array.health(), Health::Optimal);
+    fail_all_but(&r.exec, &r.array, 1);
+    check_all(&r.exec, &r.array, &model);
+}

@@ -1,0 +1,311 @@
+//! Failures, spares and rebuild through the host tool: a live `raid serve` on image files,
+//! data written and checked with qemu-io, members failed with `raid fail` up to the level's
+//! tolerance, spares added with `raid add`; then a slow (rate-limited) rebuild stopped with
+//! SIGTERM in the middle resumes from its checkpoint when served again.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use orion_raid::metadata::{FeatureMap, Superblock};
+
+fn raid(args: &[&str], dir: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_raid"))
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("run raid")
+}
+
+fn have(name: &str) -> bool {
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {name}")])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if !found && std::env::var_os("CI").is_some() {
+        panic!("{name} is not installed; .ci/run must install it");
+    }
+    found
+}
+
+struct Server {
+    child: Child,
+    dir: PathBuf,
+}
+
+impl Server {
+    fn start(dir: &Path, members: &[&str]) -> Server {
+        let mut args = vec!["serve", "--nbd-socket", "nbd.sock", "--control", "ctl.sock"];
+        args.extend_from_slice(members);
+        let _ = std::fs::remove_file(dir.join("nbd.sock"));
+        let _ = std::fs::remove_file(dir.join("ctl.sock"));
+        let child = Command::new(env!("CARGO_BIN_EXE_raid"))
+            .args(&args)
+            .current_dir(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start raid serve");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !(dir.join("nbd.sock").exists() && dir.join("ctl.sock").exists()) {
+            assert!(Instant::now() < deadline, "raid serve did not come up");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Server {
+            child,
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    fn uri(&self) -> String {
+        format!(
+            "nbd+unix:///?socket={}",
+            self.dir.join("nbd.sock").display()
+        )
+    }
+
+    /// SIGTERM, then wait for a clean exit.
+    fn stop(mut self) {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                assert!(status.success(), "raid serve exited with {status}");
+                return;
+            }
+            assert!(Instant::now() < deadline, "raid serve did not stop");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn ok(out: &Output) -> String {
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "failed: {text}");
+    text
+}
+
+fn qemu_io(uri: &str, cmds: &[String]) -> String {
+    let mut args = vec!["-f".to_string(), "raw".to_string()];
+    for c in cmds {
+        args.push("-c".into());
+        args.push(c.clone());
+    }
+    args.push(uri.into());
+    let out = Command::new("qemu-io").args(&args).output().unwrap();
+    let text = ok(&out);
+    assert!(
+        !text.contains("Pattern verification failed") && !text.contains("error"),
+        "qemu-io: {text}"
+    );
+    text
+}
+
+/// The data written: (offset, length, pattern byte).
+const PIECES: &[(u64, u64, u8)] = &[
+    (0, 4 << 20, 0xa1),
+    (5 << 20, 3 << 20, 0xb2),
+    (12 << 20, 1 << 20, 0xc3),
+];
+
+fn write_all(uri: &str, pieces: &[(u64, u64, u8)]) {
+    let cmds: Vec<String> = pieces
+        .iter()
+        .map(|(o, l, p)| format!("write -P {p:#x} {o} {l}"))
+        .collect();
+    qemu_io(uri, &cmds);
+}
+
+fn verify(uri: &str, pieces: &[(u64, u64, u8)]) {
+    let cmds: Vec<String> = pieces
+        .iter()
+        .map(|(o, l, p)| format!("read -P {p:#x} {o} {l}"))
+        .collect();
+    qemu_io(uri, &cmds);
+}
+
+fn status(dir: &Path) -> serde_json::Value {
+    let text = ok(&raid(&["status", "--json", "--control", "ctl.sock"], dir));
+    let v: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+    v["arrays"][0].clone()
+}
+
+fn wait_optimal(dir: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let a = status(dir);
+        if a["state"] == "optimal" && a["job"].is_null() {
+            return;
+        }
+        assert!(Instant::now() < deadline, "no rebuild to optimal: {a}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn superblock_of(path: &Path) -> Superblock {
+    let bytes = std::fs::read(path).unwrap();
+    Superblock::decode(&bytes[4096..8192]).unwrap()
+}
+
+fn member_cmd(dir: &Path, cmd: &str, name: &str, member: &str) {
+    ok(&raid(&[cmd, name, member, "--control", "ctl.sock"], dir));
+}
+
+/// `fail` lists members to fail (up to the tolerance).
+fn scenario(level: &str, count: usize, fail: &[usize]) {
+    if !have("qemu-io") {
+        eprintln!("notice: qemu-io not installed, skipping");
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("orion-rebuild-{level}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let members: Vec<String> = (0..count).map(|i| format!("m{i}.img")).collect();
+    let mut args: Vec<&str> = vec![
+        "create", "--level", level, "--chunk", "64K", "--size", "32M", "--name", "a",
+    ];
+    args.extend(members.iter().map(String::as_str));
+    ok(&raid(&args, &dir));
+    let spares: Vec<String> = (0..fail.len() + 1).map(|i| format!("s{i}.img")).collect();
+    for s in &spares {
+        std::fs::File::create(dir.join(s))
+            .unwrap()
+            .set_len(32 << 20)
+            .unwrap();
+    }
+    let member_refs: Vec<&str> = members.iter().map(String::as_str).collect();
+    let server = Server::start(&dir, &member_refs);
+    let uri = server.uri();
+    write_all(&uri, PIECES);
+
+    // Fail up to the tolerance: degraded, data intact.
+    for &i in fail {
+        member_cmd(&dir, "fail", "a", &members[i]);
+    }
+    let a = status(&dir);
+    assert_eq!(a["state"], "degraded", "{a}");
+    for &i in fail {
+        assert_eq!(a["members"][i]["state"], "faulty", "{a}");
+    }
+    verify(&uri, PIECES);
+    // One more is refused.
+    let survivors: Vec<usize> = (0..count).filter(|i| !fail.contains(i)).collect();
+    let refused = raid(
+        &["fail", "a", &members[survivors[0]], "--control", "ctl.sock"],
+        &dir,
+    );
+    assert!(!refused.status.success(), "failing past the tolerance");
+    // Spares: rebuilt without further commands.
+    for (k, &i) in fail.iter().enumerate() {
+        member_cmd(&dir, "remove", "a", &members[i]);
+        member_cmd(&dir, "add", "a", &spares[k]);
+    }
+    wait_optimal(&dir);
+    let a = status(&dir);
+    for &i in fail {
+        assert!(
+            a["members"][i]["path"]
+                .as_str()
+                .unwrap()
+                .ends_with(&format!(
+                    "s{}.img",
+                    fail.iter().position(|&f| f == i).unwrap()
+                )),
+            "{a}"
+        );
+    }
+    verify(&uri, PIECES);
+
+    // A slow rebuild stopped in the middle resumes from its checkpoint.
+    ok(&raid(
+        &[
+            "set",
+            "a",
+            "rebuild_rate_mb_s=4",
+            "rebuild_priority=low",
+            "--control",
+            "ctl.sock",
+        ],
+        &dir,
+    ));
+    let victim = survivors[0];
+    member_cmd(&dir, "fail", "a", &members[victim]);
+    let last_spare = spares.last().unwrap();
+    member_cmd(&dir, "add", "a", last_spare);
+    std::thread::sleep(Duration::from_millis(1500));
+    // Foreground writes while it rebuilds.
+    let during = [(13 << 20, 1 << 20, 0xd4u8), (1 << 20, 64 << 10, 0xe5)];
+    write_all(&uri, &during);
+    let a = status(&dir);
+    assert_eq!(a["job"]["kind"], "recovery", "{a}");
+    let progress = a["members"][victim]["rebuilt"].as_f64().unwrap();
+    assert!(progress > 0.0 && progress < 1.0, "{a}");
+    server.stop();
+    let sb = superblock_of(&dir.join(last_spare));
+    assert!(sb.features.contains(FeatureMap::RECOVERY_OFFSET));
+    let checkpoint = sb.recovery_offset_sectors;
+    assert!(checkpoint > 0, "a checkpoint was written at the stop");
+
+    let mut all: Vec<&str> = member_refs.clone();
+    all.extend(spares.iter().map(String::as_str));
+    let server = Server::start(&dir, &all);
+    let uri = server.uri();
+    let a = status(&dir);
+    if let Some(done) = a["members"][victim]["rebuilt"].as_f64() {
+        assert!(done > 0.0, "resumes, not from zero: {a}");
+    }
+    wait_optimal(&dir);
+    let mut expect: Vec<(u64, u64, u8)> = PIECES.to_vec();
+    expect[0] = (0, 1 << 20, 0xa1);
+    expect.push(((1 << 20) + (64 << 10), (3 << 20) - (64 << 10), 0xa1));
+    expect.extend_from_slice(&during);
+    verify(&uri, &expect);
+    // The rebuilt member alone (the others failed up to the tolerance) has the data too.
+    let others: Vec<usize> = (0..count)
+        .filter(|&i| i != victim)
+        .take(fail.len())
+        .collect();
+    for &i in &others {
+        let path = status(&dir)["members"][i]["path"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        member_cmd(&dir, "fail", "a", &path);
+    }
+    verify(&uri, &expect);
+    server.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn raid1_fail_add_rebuild_resume() {
+    scenario("1", 2, &[1]);
+}
+
+#[test]
+fn raid5_fail_add_rebuild_resume() {
+    scenario("5", 3, &[1]);
+}
+
+#[test]
+fn raid6_fail_add_rebuild_resume() {
+    scenario("6", 4, &[0, 2]);
+}
+
+#[test]
+fn raid10_fail_add_rebuild_resume() {
+    scenario("10", 4, &[0, 2]);
+}
