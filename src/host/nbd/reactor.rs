@@ -20,8 +20,9 @@ use super::server::Stream;
 use super::{IoOutcome, NbdErrno, NbdIo};
 use crate::host::runtime::Signal;
 
-/// Bytes one `recv` may bring into a connection's read buffer.
-const READ_BUFFER_BYTES: usize = 256 << 10;
+/// Bytes one `recv` may bring into a connection's read buffer: room for a queue of small
+/// requests, small enough that little of a large write's payload is copied out of it.
+const READ_BUFFER_BYTES: usize = 64 << 10;
 /// Write payloads at least this long are received straight into their own buffer.
 const DIRECT_PAYLOAD_BYTES: usize = 64 << 10;
 /// Replies gathered into one `sendmsg`.
