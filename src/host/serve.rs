@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, Sender, TryRecvError, channel};
+use std::sync::mpsc::{Receiver, Sender, channel};
 use std::time::Duration;
 
 use orion_driver::{Frame, IoFlags, IoOp, IoRequest};
@@ -353,11 +353,8 @@ impl Engine {
     /// Starts every queued request; returns the messages the loop itself handles.
     fn drain(&mut self) -> Vec<EngineMsg> {
         let mut rest = Vec::new();
-        loop {
-            match self.rx.try_recv() {
-                Ok(msg) => rest.push(msg),
-                Err(TryRecvError::Empty) | Err(TryRecvError::Disconnected) => break,
-            }
+        while let Ok(msg) = self.rx.try_recv() {
+            rest.push(msg);
         }
         while let Ok(event) = self.ctl_rx.try_recv() {
             match event {
