@@ -25,6 +25,12 @@ use crate::host::runtime::Signal;
 const READ_BUFFER_BYTES: usize = 64 << 10;
 /// Write payloads at least this long are received straight into their own buffer.
 const DIRECT_PAYLOAD_BYTES: usize = 64 << 10;
+/// A write payload with at least this much still to arrive is received by the payload
+/// thread: the engine meanwhile copies the previous write into the members (on two cores
+/// the two copies overlap, as a threaded server's would).
+const OFFLOAD_PAYLOAD_BYTES: usize = 256 << 10;
+/// How often the payload thread looks at the stop flag while a client is silent.
+const OFFLOAD_POLL_MS: libc::c_int = 100;
 /// Replies gathered into one `sendmsg`.
 const REPLIES_PER_SEND: usize = 32;
 /// Epoll events taken per wait.
@@ -196,6 +202,94 @@ struct Payload {
     length: usize,
 }
 
+/// A large write payload for the payload thread to receive.
+struct RecvJob {
+    connection: u64,
+    fd: RawFd,
+    data: Vec<u8>,
+    length: usize,
+}
+
+/// Its outcome: the full payload, or `None` (end of stream, error, shutdown).
+struct RecvDone {
+    connection: u64,
+    data: Option<Vec<u8>>,
+}
+
+/// The thread that receives large write payloads (started on first use).
+struct PayloadThread {
+    jobs: std::sync::mpsc::Sender<RecvJob>,
+    done: Arc<Mutex<Vec<RecvDone>>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl PayloadThread {
+    fn start(signal: Arc<Signal>) -> io::Result<PayloadThread> {
+        let (jobs, rx) = std::sync::mpsc::channel::<RecvJob>();
+        let done = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (d, st) = (done.clone(), stop.clone());
+        std::thread::Builder::new()
+            .name("nbd-payload".into())
+            .spawn(move || {
+                for mut job in rx {
+                    let ok = receive_all(job.fd, &mut job.data, job.length, &st);
+                    lock(&d).push(RecvDone {
+                        connection: job.connection,
+                        data: ok.then_some(job.data),
+                    });
+                    signal.raise();
+                }
+            })?;
+        Ok(PayloadThread { jobs, done, stop })
+    }
+}
+
+impl Drop for PayloadThread {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Receives until `data` holds `length` bytes; `false` on end of stream, error or `stop`.
+#[allow(unsafe_code)]
+fn receive_all(
+    fd: RawFd,
+    data: &mut Vec<u8>,
+    length: usize,
+    stop: &std::sync::atomic::AtomicBool,
+) -> bool {
+    while data.len() < length {
+        let want = length - data.len();
+        match recv_into(fd, data, want) {
+            Ok(0) => return false,
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                if stop.load(Ordering::SeqCst) {
+                    return false;
+                }
+                let mut pfd = libc::pollfd {
+                    fd,
+                    events: libc::POLLIN,
+                    revents: 0,
+                };
+                // SAFETY: one valid pollfd on the stack, count 1.
+                unsafe { libc::poll(&mut pfd, 1, OFFLOAD_POLL_MS) };
+            }
+            Err(_) => return false,
+        }
+    }
+    true
+}
+
+/// A write whose payload the payload thread is receiving.
+struct Offloaded {
+    cookie: u64,
+    offset: u64,
+    fua: bool,
+    length: usize,
+}
+
 struct Conn {
     stream: Stream,
     fd: RawFd,
@@ -205,6 +299,9 @@ struct Conn {
     rbuf: Vec<u8>,
     read_pos: usize,
     payload: Option<Payload>,
+    /// While set, the payload thread owns the socket's read side (the connection stays open
+    /// until it answers: its credit is held).
+    offloaded: Option<Offloaded>,
     /// Payload bytes of a rejected write still to skip.
     discard: u64,
     /// Requests submitted or answered whose reply is not yet sent, and their payload bytes.
@@ -250,6 +347,7 @@ pub struct Reactor {
     live: Arc<AtomicUsize>,
     stopping: bool,
     events: Vec<libc::epoll_event>,
+    payload_thread: Option<PayloadThread>,
     done_scratch: Vec<Done>,
     /// Connections with replies to send or a state change to look at.
     touched: Vec<u64>,
@@ -354,6 +452,7 @@ impl Reactor {
             live,
             stopping: false,
             events: vec![libc::epoll_event { events: 0, u64: 0 }; EVENTS_PER_WAIT],
+            payload_thread: None,
             done_scratch: Vec::new(),
             touched: Vec::new(),
         })
@@ -372,6 +471,9 @@ impl Reactor {
     /// Stops reading requests; connections close once their replies are out.
     pub fn begin_stop(&mut self) {
         self.stopping = true;
+        if let Some(t) = &self.payload_thread {
+            t.stop.store(true, Ordering::SeqCst);
+        }
         let ids: Vec<u64> = self.conns.keys().copied().collect();
         for id in ids {
             if let Some(c) = self.conns.get_mut(&id) {
@@ -430,8 +532,52 @@ impl Reactor {
         } else if signal_seen {
             self.signal.end_sleep(true);
         }
+        self.payloads_received(submit);
         self.adopt(submit);
         self.complete(submit);
+    }
+
+    /// Submits the writes whose payload the payload thread received.
+    fn payloads_received(&mut self, submit: &mut Submit<'_>) {
+        let Some(t) = &self.payload_thread else {
+            return;
+        };
+        let received: Vec<RecvDone> = std::mem::take(&mut *lock(&t.done));
+        for r in received {
+            let id = r.connection;
+            let Some(c) = self.conns.get_mut(&id) else {
+                continue;
+            };
+            let o = c
+                .offloaded
+                .take()
+                .expect("a received payload was offloaded");
+            match r.data {
+                Some(data) if c.reading => {
+                    let token = c.token(id, o.cookie, None, o.length, &self.done);
+                    submit(
+                        c.export_index,
+                        NbdIo::Write {
+                            offset: o.offset,
+                            data,
+                            fua: o.fua,
+                        },
+                        token,
+                    );
+                    self.process(id, submit);
+                    self.on_readable(id, submit);
+                }
+                other => {
+                    // A partial write reaches no backend; its credit comes back.
+                    c.in_flight -= 1;
+                    c.in_flight_bytes -= o.length;
+                    if other.is_none() {
+                        c.stop_reading();
+                    }
+                }
+            }
+            self.settle(id);
+        }
     }
 
     fn adopt(&mut self, submit: &mut Submit<'_>) {
@@ -459,6 +605,7 @@ impl Reactor {
                     rbuf,
                     read_pos: 0,
                     payload: None,
+                    offloaded: None,
                     discard: 0,
                     in_flight: 0,
                     in_flight_bytes: 0,
@@ -531,7 +678,7 @@ impl Reactor {
             let Some(c) = self.conns.get_mut(&id) else {
                 return;
             };
-            if !c.reading || c.blocked {
+            if !c.reading || c.blocked || c.offloaded.is_some() {
                 return;
             }
             match c.fill() {
@@ -574,6 +721,41 @@ impl Reactor {
                     .extend_from_slice(&c.rbuf[c.read_pos..c.read_pos + n]);
                 c.read_pos += n;
                 if p.data.len() < p.length {
+                    if p.length - p.data.len() >= OFFLOAD_PAYLOAD_BYTES {
+                        if self.payload_thread.is_none() {
+                            match PayloadThread::start(self.signal.clone()) {
+                                Ok(t) => self.payload_thread = Some(t),
+                                Err(e) => log::warn!("NBD: no payload thread: {e}"),
+                            }
+                        }
+                        if let Some(t) = &self.payload_thread {
+                            let p = c.payload.take().expect("checked above");
+                            c.offloaded = Some(Offloaded {
+                                cookie: p.cookie,
+                                offset: p.offset,
+                                fua: p.fua,
+                                length: p.length,
+                            });
+                            let job = RecvJob {
+                                connection: id,
+                                fd: c.fd,
+                                data: p.data,
+                                length: p.length,
+                            };
+                            if let Err(e) = t.jobs.send(job) {
+                                // The thread is gone: receive here after all.
+                                let job = e.0;
+                                let o = c.offloaded.take().expect("just set");
+                                c.payload = Some(Payload {
+                                    cookie: o.cookie,
+                                    offset: o.offset,
+                                    fua: o.fua,
+                                    data: job.data,
+                                    length: o.length,
+                                });
+                            }
+                        }
+                    }
                     break;
                 }
                 let p = c.payload.take().expect("checked above");
@@ -800,7 +982,7 @@ impl Reactor {
             return;
         }
         let mut want = 0u32;
-        if c.reading && !c.blocked {
+        if c.reading && !c.blocked && c.offloaded.is_none() {
             want |= libc::EPOLLIN as u32;
         }
         if !c.out.is_empty() && !c.broken {
