@@ -84,26 +84,27 @@ impl Signal {
     }
 
     /// Ends a sleep begun by [`Signal::begin_sleep`]; `event_seen`: the eventfd was readable.
-    #[allow(unsafe_code)]
     pub fn end_sleep(&self, event_seen: bool) {
         self.sleeping.store(false, Ordering::SeqCst);
         self.pending.store(false, Ordering::SeqCst);
         if event_seen {
-            let mut count: u64 = 0;
-            // SAFETY: reads 8 bytes into a live local from our own non-blocking eventfd.
-            let _ = unsafe {
-                libc::read(
-                    self.event_fd.as_raw_fd(),
-                    (&mut count as *mut u64).cast(),
-                    std::mem::size_of::<u64>(),
-                )
-            };
+            self.drain_event();
         }
     }
 
-    /// Clears a pending wake-up that the caller is about to act on anyway.
-    pub fn clear(&self) {
-        self.pending.store(false, Ordering::Relaxed);
+    /// Resets the eventfd after it was seen readable (a late write from a `raise` that saw
+    /// the loop asleep), leaving `pending` alone.
+    #[allow(unsafe_code)]
+    pub fn drain_event(&self) {
+        let mut count: u64 = 0;
+        // SAFETY: reads 8 bytes into a live local from our own non-blocking eventfd.
+        let _ = unsafe {
+            libc::read(
+                self.event_fd.as_raw_fd(),
+                (&mut count as *mut u64).cast(),
+                std::mem::size_of::<u64>(),
+            )
+        };
     }
 
     /// Waits until raised or `timeout`; clears the signal.

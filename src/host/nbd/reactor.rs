@@ -530,7 +530,7 @@ impl Reactor {
         if sleeping {
             self.signal.end_sleep(signal_seen);
         } else if signal_seen {
-            self.signal.end_sleep(true);
+            self.signal.drain_event();
         }
         self.payloads_received(submit);
         self.adopt(submit);
