@@ -25,7 +25,7 @@ for t in fio nbdkit jq; do
     command -v "$t" >/dev/null || { echo "needs $t (apt-get install fio nbdkit jq)" >&2; exit 1; }
 done
 cargo build --release --quiet
-raid=target/release/raid
+raid=${CARGO_TARGET_DIR:-target}/release/raid
 
 wait_socket() {
     for _ in $(seq 200); do [ -S "$1" ] && return 0; sleep 0.05; done

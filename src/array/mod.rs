@@ -260,6 +260,21 @@ impl Member {
     /// read slower than the timeout, or one error too many within the window, answers
     /// `DeviceFailed`: the callers fail the member on that.
     async fn read_data(&self, sector: u64, buf: Vec<u8>) -> Result<Vec<u8>, IoError> {
+        self.read_data_counted(sector, buf, true).await
+    }
+
+    /// As [`Self::read_data`], but a plain read error is not counted: for a fast path whose
+    /// caller retries a failed read on the general path, which counts it once.
+    async fn read_data_probe(&self, sector: u64, buf: Vec<u8>) -> Result<Vec<u8>, IoError> {
+        self.read_data_counted(sector, buf, false).await
+    }
+
+    async fn read_data_counted(
+        &self,
+        sector: u64,
+        buf: Vec<u8>,
+        count_errors: bool,
+    ) -> Result<Vec<u8>, IoError> {
         let _busy = Busy::new(&self.inflight);
         self.count(|c| c.reads += 1);
         let (bytes, started_ns) = (buf.len() as u64, self.monitor.start());
@@ -272,7 +287,7 @@ impl Member {
             self.count(|c| c.read_errors += 1);
             return Err(IoError::DeviceFailed);
         }
-        if r.is_err() {
+        if r.is_err() && count_errors {
             self.count(|c| c.read_errors += 1);
             if self.read_error_limit_exceeded(self.now_ns()) {
                 log::warn!("{}: too many read errors", self.name);
@@ -899,20 +914,30 @@ impl Array {
                 }
             };
         }
+        // The first extent reads into the caller's buffer (cut to its length, capacity
+        // kept); the others are appended after it in order: one copy fewer, no zero-fill.
+        let total_bytes = buf.len();
+        buf.truncate(extents[0].1.sectors as usize * SECTOR_BYTES);
+        let mut first_buf = Some(buf);
         let futures: Vec<_> = extents
             .into_iter()
-            .map(|(s, ext)| async move {
-                let piece = vec![0u8; ext.sectors as usize * SECTOR_BYTES];
-                (s, self.read_extent(s, ext, piece).await)
+            .map(|(s, ext)| {
+                let piece = first_buf
+                    .take()
+                    .unwrap_or_else(|| vec![0u8; ext.sectors as usize * SECTOR_BYTES]);
+                async move { self.read_extent(s, ext, piece).await }
             })
             .collect();
         let mut first_error = None;
         let mut repairs = Vec::new();
-        for (s, result) in join_all(futures).await {
+        let mut out: Option<Vec<u8>> = None;
+        for result in join_all(futures).await {
             match result {
                 Ok((data, jobs)) => {
-                    let off = ((s - sector) as usize) * SECTOR_BYTES;
-                    buf[off..off + data.len()].copy_from_slice(&data);
+                    match &mut out {
+                        None => out = Some(data),
+                        Some(out) => out.extend_from_slice(&data),
+                    }
                     repairs.extend(jobs);
                 }
                 Err(e) => {
@@ -926,7 +951,11 @@ impl Array {
             self.repair(job).await;
         }
         match first_error {
-            None => Ok(buf),
+            None => {
+                let out = out.expect("a read without errors has data");
+                assert_eq!(out.len(), total_bytes, "extents cover the request");
+                Ok(out)
+            }
             Some(e) => {
                 self.count(|c| c.errors += 1);
                 Err(e)

@@ -269,6 +269,21 @@ impl Array {
         let first = groups[0].0;
         let last = groups[groups.len() - 1].0;
         let guard = self.lock.lock_shared(first, last + 1).await;
+        let direct = groups.iter().all(|(stripe, segs)| {
+            segs.iter()
+                .all(|seg| self.member(l.data_disk(*stripe, seg.data_index)).is_some())
+        });
+        if direct {
+            let total_bytes = buf.len();
+            match self.parity_read_direct(l, &groups, buf).await {
+                Some(out) => {
+                    assert_eq!(out.len(), total_bytes, "segments cover the request");
+                    return Ok(out);
+                }
+                // A read error: the general path below reads again and rebuilds.
+                None => buf = vec![0u8; total_bytes],
+            }
+        }
         let jobs: Vec<_> = groups
             .iter()
             .map(|(stripe, segs)| self.read_stripe(l, *stripe, segs))
@@ -300,6 +315,48 @@ impl Array {
                 Err(e)
             }
         }
+    }
+
+    /// The common case of a parity read, every data member present: each segment straight
+    /// from its member, the first into the caller's buffer and the rest appended to it (no
+    /// zero-fill and copy of the whole request). `None` on any read error.
+    async fn parity_read_direct(
+        &self,
+        l: &Raid5Layout,
+        groups: &[(u64, Vec<Segment>)],
+        buf: Vec<u8>,
+    ) -> Option<Vec<u8>> {
+        let mut first = Some(buf);
+        let mut reads = Vec::new();
+        let mut expected_offset = 0;
+        for (stripe, segs) in groups {
+            for seg in segs {
+                assert_eq!(seg.buf_offset, expected_offset, "segments are in order");
+                let bytes = seg.sectors as usize * SECTOR_BYTES;
+                expected_offset += bytes;
+                let at = l.member_sector(*stripe, seg.offset_sectors);
+                // In sync there (a member being rebuilt only below its cursor).
+                let member =
+                    self.readable(l.data_disk(*stripe, seg.data_index), at, seg.sectors)?;
+                let piece = match first.take() {
+                    Some(mut b) => {
+                        b.truncate(bytes);
+                        b
+                    }
+                    None => vec![0u8; bytes],
+                };
+                reads.push(async move { member.read_data_probe(at, piece).await });
+            }
+        }
+        let mut out: Option<Vec<u8>> = None;
+        for r in join_all(reads).await {
+            let data = r.ok()?;
+            match &mut out {
+                None => out = Some(data),
+                Some(out) => out.extend_from_slice(&data),
+            }
+        }
+        out
     }
 
     /// The segments of one stripe: straight from their data members, rebuilt when that fails.

@@ -1,16 +1,18 @@
 //! `raid serve` and `raid up`: the engine thread that owns the arrays (through a
 //! `RaidDriver`), fed by the NBD server and the control socket.
 //!
-//! Threads: NBD connection threads and control socket threads decode requests and hand them
-//! to the engine thread over a channel; the engine runs them as tasks on the single
-//! executor; member I/O runs on the worker pool; completions go back through callbacks.
-//! One executor orders everything, which is what makes multi-connection NBD coherent.
+//! Threads: the engine thread owns the NBD connections once they negotiated (the reactor of
+//! `nbd::reactor`: epoll over the sockets and the engine's eventfd), turns each request into
+//! a task on the single executor and writes the reply when the task ends, with no thread hop.
+//! Handshakes, the control socket and the signal handler run on threads that wake the
+//! engine; file members' I/O runs on the worker pool. One executor orders everything, which
+//! is what makes multi-connection NBD coherent.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, Sender, TryRecvError, channel};
+use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -24,24 +26,17 @@ use crate::driver::{RaidDriver, driver_error, perform};
 use crate::host::control::{ControlEvent, ControlServer};
 use crate::host::metrics::{MetricsFileWriter, MetricsServer};
 use crate::host::nbd::server::ServerConfig;
-use crate::host::nbd::{Backend, Completion, ExportInfo, IoOutcome, NbdErrno, NbdIo};
+use crate::host::nbd::{BufferPool, ExportInfo, IoOutcome, NbdErrno, NbdIo, ReplyToken};
 use crate::host::runtime::{HostRuntime, Signal};
 use crate::host::spec::MemberSpec;
 use crate::monitor::MonitorConfig;
 use crate::platform::file::{FileDisk, IoPool};
 use crate::platform::memory::MemoryDisk;
 
-/// Work for the engine thread.
+/// Work for the engine thread from other threads.
 enum EngineMsg {
-    Nbd {
-        export: usize,
-        io: NbdIo,
-        done: Completion,
-    },
     /// SIGINT or SIGTERM.
     Stop,
-    /// The NBD server drained its connections.
-    NbdStopped,
     /// The Prometheus text of every array, for the metrics responder.
     Metrics(Sender<String>),
 }
@@ -56,33 +51,8 @@ impl Wake {
     }
 }
 
-/// The NBD server's view of the engine: a channel to the engine thread.
-struct EngineBackend {
-    tx: Mutex<Sender<EngineMsg>>,
-    wake: Wake,
-    exports: Vec<ExportInfo>,
-}
-
-impl Backend for EngineBackend {
-    fn exports(&self) -> Vec<ExportInfo> {
-        self.exports.clone()
-    }
-
-    fn submit(&self, export: usize, io: NbdIo, done: Completion) {
-        let sent = self
-            .tx
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .send(EngineMsg::Nbd { export, io, done });
-        match sent {
-            Ok(()) => self.wake.wake(),
-            Err(std::sync::mpsc::SendError(EngineMsg::Nbd { done, .. })) => {
-                done(IoOutcome::Err(NbdErrno::ESHUTDOWN))
-            }
-            Err(_) => {}
-        }
-    }
-}
+/// The longest the engine sleeps with nothing to do (it is woken for everything else).
+const ENGINE_IDLE_WAIT: Duration = Duration::from_millis(200);
 
 /// Where and how to serve.
 #[derive(Debug, Clone)]
@@ -318,11 +288,6 @@ pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
     }
 
     let (tx, rx) = channel::<EngineMsg>();
-    let backend = Arc::new(EngineBackend {
-        tx: Mutex::new(tx.clone()),
-        wake: wake.clone(),
-        exports: exports.clone(),
-    });
     let tcp = match &opts.nbd_listen {
         Some(addr) => Some(
             addr.parse::<std::net::SocketAddr>()
@@ -330,15 +295,17 @@ pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
         ),
         None => None,
     };
-    let nbd = crate::host::nbd::Server::start(
-        backend,
+    let (nbd, mut reactor) = crate::host::nbd::Server::start_owned(
+        exports.clone(),
         ServerConfig {
             unix_socket: opts.nbd_socket.clone(),
             tcp,
             ..ServerConfig::default()
         },
+        rt.signal(),
     )
     .map_err(|e| ServeError(format!("NBD server: {e}")))?;
+    let buffers = reactor.pool();
 
     let (ctl_tx, ctl_rx) = channel::<ControlEvent>();
     let w = wake.clone();
@@ -379,7 +346,7 @@ pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
     let mut metrics_written: Option<std::time::Instant> = None;
 
     let stop_flag = Arc::new(AtomicBool::new(false));
-    install_signal_handlers(tx.clone(), wake.clone(), stop_flag.clone())?;
+    install_signal_handlers(tx, wake.clone(), stop_flag.clone())?;
 
     if opts.banner {
         print_banner(&opts, &exports);
@@ -404,41 +371,36 @@ pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
                 EngineMsg::Stop if !stopping => {
                     stopping = true;
                     eprintln!("raid: stopping: finishing requests in flight");
-                    // The server waits for requests in flight, which need this loop: stop it
-                    // from another thread.
+                    // Stops accepting and negotiating; the reactor then lets the requests
+                    // in flight finish and their replies go out.
                     if let Some(server) = nbd.take() {
-                        let tx = tx.clone();
-                        let w = wake.clone();
-                        std::thread::spawn(move || {
-                            server.shutdown();
-                            let _ = tx.send(EngineMsg::NbdStopped);
-                            w.wake();
-                        });
+                        server.shutdown();
                     }
+                    reactor.begin_stop();
                 }
+                EngineMsg::Stop => {}
                 EngineMsg::Metrics(reply) => {
                     let metrics = engine.driver.metrics();
                     let _ = reply.send(crate::monitor::prometheus::render(&metrics));
                 }
-                EngineMsg::NbdStopped => {
-                    let stacks = stacks.clone();
-                    clean_done = Some(engine.rt.exec.spawn(async move {
-                        let mut ok = true;
-                        for s in stacks {
-                            // No repair write may land after an array is marked clean.
-                            for a in s.layers() {
-                                a.stop_scrub().await;
-                            }
-                            // Outer first, then its groups.
-                            if s.mark_clean().await.is_err() {
-                                ok = false;
-                            }
-                        }
-                        ok
-                    }));
-                }
-                _ => {}
             }
+        }
+        if stopping && clean_done.is_none() && reactor.is_idle() {
+            let stacks = stacks.clone();
+            clean_done = Some(engine.rt.exec.spawn(async move {
+                let mut ok = true;
+                for s in stacks {
+                    // No repair write may land after an array is marked clean.
+                    for a in s.layers() {
+                        a.stop_scrub().await;
+                    }
+                    // Outer first, then its groups.
+                    if s.mark_clean().await.is_err() {
+                        ok = false;
+                    }
+                }
+                ok
+            }));
         }
         engine.route_replies(&control);
         if let Some(writer) = &metrics_file
@@ -463,7 +425,11 @@ pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
                 Err(ServeError("an array could not be marked clean".into()))
             };
         }
-        engine.rt.turn(Duration::from_millis(200));
+        let wait = engine.rt.sleep_limit(ENGINE_IDLE_WAIT);
+        reactor.poll(wait, &mut |export, io, token| {
+            engine.start_nbd(export, io, token, &buffers)
+        });
+        engine.rt.run_ready();
     }
 }
 
@@ -482,12 +448,8 @@ impl Engine {
     /// Starts every queued request; returns the messages the loop itself handles.
     fn drain(&mut self) -> Vec<EngineMsg> {
         let mut rest = Vec::new();
-        loop {
-            match self.rx.try_recv() {
-                Ok(EngineMsg::Nbd { export, io, done }) => self.start_nbd(export, io, done),
-                Ok(other) => rest.push(other),
-                Err(TryRecvError::Empty) | Err(TryRecvError::Disconnected) => break,
-            }
+        while let Ok(msg) = self.rx.try_recv() {
+            rest.push(msg);
         }
         while let Ok(event) = self.ctl_rx.try_recv() {
             match event {
@@ -508,16 +470,26 @@ impl Engine {
         rest
     }
 
-    fn start_nbd(&self, export: usize, io: NbdIo, done: Completion) {
+    /// Starts one NBD request as a task; the task completes `token`.
+    fn start_nbd(&self, export: usize, io: NbdIo, token: ReplyToken, buffers: &Arc<BufferPool>) {
         let Some(&id) = self.export_ids.get(export) else {
-            done(IoOutcome::Err(NbdErrno::EINVAL));
+            token.complete(IoOutcome::Err(NbdErrno::EINVAL));
             return;
         };
         let Some(array) = self.driver.arrays().get(id).cloned() else {
             // Stopped through the control socket.
-            done(IoOutcome::Err(NbdErrno::ESHUTDOWN));
+            token.complete(IoOutcome::Err(NbdErrno::ESHUTDOWN));
             return;
         };
+        if let NbdIo::Read { offset, length } = io {
+            // A pooled buffer: the array overwrites all of it, no zero-fill needed.
+            let buf = buffers.take(length as usize);
+            self.rt.exec.spawn_detached(async move {
+                let result = array.read(offset / SECTOR_BYTES as u64, buf).await;
+                token.complete(outcome(result));
+            });
+            return;
+        }
         let request = nbd_to_request(id, io);
         let trim_fua = request.op == IoOp::Discard && request.flags.contains(IoFlags::FUA);
         self.rt.exec.spawn_detached(async move {
@@ -525,14 +497,7 @@ impl Engine {
             if trim_fua && result.is_ok() {
                 result = array.flush().await.map(|()| Vec::new());
             }
-            done(match result {
-                Ok(data) => IoOutcome::Ok(data),
-                Err(e) => IoOutcome::Err(match driver_error(&e) {
-                    orion_driver::DriverError::OutOfRange
-                    | orion_driver::DriverError::InvalidArgument => NbdErrno::EINVAL,
-                    _ => NbdErrno::EIO,
-                }),
-            });
+            token.complete(outcome(result));
         });
     }
 
@@ -550,6 +515,18 @@ impl Engine {
                 None => log::debug!("reply {} has no control client", frame.sequence),
             }
         }
+    }
+}
+
+fn outcome(result: Result<Vec<u8>, crate::block::IoError>) -> IoOutcome {
+    match result {
+        Ok(data) => IoOutcome::Ok(data),
+        Err(e) => IoOutcome::Err(match driver_error(&e) {
+            orion_driver::DriverError::OutOfRange | orion_driver::DriverError::InvalidArgument => {
+                NbdErrno::EINVAL
+            }
+            _ => NbdErrno::EIO,
+        }),
     }
 }
 

@@ -3,16 +3,18 @@
 //!
 //! The server speaks fixed newstyle negotiation with simple replies only, which every
 //! client in use (qemu, libnbd's nbdinfo/nbdcopy, fio's nbd engine, the Linux kernel
-//! client) falls back to. Requests of one connection run concurrently: a reader thread
-//! checks and submits them without waiting, a writer thread sends replies in completion
+//! client) falls back to. Requests of one connection run concurrently: the reactor
+//! (`reactor`) checks and submits them without waiting and sends replies in completion
 //! order.
 
 pub mod proto;
+pub mod reactor;
 pub mod server;
 #[cfg(test)]
 mod tests;
 
 pub use proto::NbdErrno;
+pub use reactor::{BufferPool, Reactor, ReplyToken};
 pub use server::{Server, ServerConfig, ServerHandle};
 
 /// One export as the backend describes it.

@@ -1,22 +1,24 @@
-//! The NBD socket server: listeners on a Unix socket and/or TCP, the handshake, then per
-//! connection a reader (this connection's thread) that checks and submits requests without
-//! waiting and a writer thread that sends each reply as its I/O completes.
+//! The NBD socket server: listeners on a Unix socket and/or TCP and the handshake (a thread
+//! per connection while it negotiates); then the connection moves to the reactor
+//! (`reactor.rs`), which runs on the server's own thread for a `Backend`, or on the caller's
+//! (the RAID engine's) thread for [`Server::start_owned`].
 
 use std::collections::HashMap;
 use std::fmt;
-use std::io::{self, BufReader, Read, Write};
+use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
-use super::proto::{self, ClientOption, Command, ExportLimits, InfoItem, RequestPlan};
-use super::{Backend, ExportInfo, IoOutcome, NbdErrno, NbdIo};
+use super::proto::{self, ClientOption, ExportLimits, InfoItem};
+use super::reactor::{Inbox, Limits, NewConnection, Reactor};
+use super::{Backend, ExportInfo};
+use crate::host::runtime::Signal;
 
 /// Offsets and lengths must be multiples of this; advertised as the minimum block size.
 pub const MINIMUM_BLOCK_BYTES: u32 = 512;
@@ -26,10 +28,10 @@ pub const DEFAULT_MAXIMUM_PAYLOAD_BYTES: u32 = 32 << 20;
 const FALLBACK_PREFERRED_BLOCK_BYTES: u32 = 4096;
 /// Option data beyond this is read and thrown away, not buffered (names are ≤ 4 KiB).
 const MAX_OPTION_DATA_BYTES: u32 = 64 << 10;
-const READ_BUFFER_BYTES: usize = 128 << 10;
-const WRITE_BUFFER_BYTES: usize = 256 << 10;
-/// Replies up to this size are sent straight from the completion when the socket takes them.
-const DIRECT_REPLY_MAX_BYTES: usize = 128 << 10;
+/// The handshake's read buffer (what it reads past the last option goes to the reactor).
+const HANDSHAKE_BUFFER_BYTES: usize = 16 << 10;
+/// The server reactor thread's longest sleep (it is woken for everything else).
+const REACTOR_IDLE_WAIT: Duration = Duration::from_millis(500);
 
 /// Where to listen and how much one connection may have in flight.
 #[derive(Clone, Debug)]
@@ -63,8 +65,56 @@ impl Default for ServerConfig {
 pub struct Server;
 
 impl Server {
-    /// Binds the configured listeners and starts accepting clients for `backend`'s exports.
+    /// Binds the configured listeners and starts accepting clients for `backend`'s exports;
+    /// the server's reactor thread submits their requests to `backend`.
     pub fn start(backend: Arc<dyn Backend>, config: ServerConfig) -> io::Result<ServerHandle> {
+        let signal = Arc::new(Signal::new()?);
+        let exports_of = backend.clone();
+        let (mut handle, mut reactor) = Self::start_inner(
+            Box::new(move || exports_of.exports()),
+            config,
+            signal.clone(),
+        )?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop_seen = stop.clone();
+        let thread = thread::Builder::new()
+            .name("nbd-reactor".into())
+            .spawn(move || {
+                let mut submit = |export: usize, io, token: super::reactor::ReplyToken| {
+                    backend.submit(export, io, Box::new(move |outcome| token.complete(outcome)))
+                };
+                loop {
+                    if stop_seen.load(Ordering::SeqCst) {
+                        reactor.begin_stop();
+                        if reactor.is_idle() {
+                            return;
+                        }
+                    }
+                    reactor.poll(REACTOR_IDLE_WAIT, &mut submit);
+                }
+            })?;
+        handle.reactor = Some((thread, stop, signal));
+        Ok(handle)
+    }
+
+    /// Binds the listeners and negotiates with clients on threads, but leaves their requests
+    /// to the returned [`Reactor`], which the caller polls on its own thread (the RAID engine
+    /// does, so a request becomes a task without a thread hop). `signal` is the caller's
+    /// wake-up: the reactor sleeps on it and raises it for new connections and completions.
+    /// Shutting down the handle stops accepting; then [`Reactor::begin_stop`] drains.
+    pub fn start_owned(
+        exports: Vec<ExportInfo>,
+        config: ServerConfig,
+        signal: Arc<Signal>,
+    ) -> io::Result<(ServerHandle, Reactor)> {
+        Self::start_inner(Box::new(move || exports.clone()), config, signal)
+    }
+
+    fn start_inner(
+        exports: ExportsFn,
+        config: ServerConfig,
+        signal: Arc<Signal>,
+    ) -> io::Result<(ServerHandle, Reactor)> {
         if config.unix_socket.is_none() && config.tcp.is_none() {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -78,6 +128,17 @@ impl Server {
                 "NBD server: maximum payload below 512 bytes or no request allowed in flight",
             ));
         }
+        let inbox = Arc::new(Inbox::new(signal.clone()));
+        let live = Arc::new(AtomicUsize::new(0));
+        let reactor = Reactor::new(
+            signal,
+            inbox.clone(),
+            Limits {
+                max_in_flight_requests: config.max_in_flight_requests,
+                max_in_flight_bytes: config.max_in_flight_bytes,
+            },
+            live.clone(),
+        )?;
         let mut listeners = Vec::new();
         let mut unix_socket = None;
         let mut tcp = None;
@@ -99,11 +160,13 @@ impl Server {
             listeners.push(Listener::Tcp(listener));
         }
         let shared = Arc::new(Shared {
-            backend,
+            exports,
             config,
             stopping: AtomicBool::new(false),
             connections: Mutex::new(HashMap::new()),
             next_connection_id: AtomicU64::new(1),
+            inbox,
+            live,
         });
         let mut acceptors = Vec::new();
         for listener in listeners {
@@ -119,15 +182,21 @@ impl Server {
         if let Some(addr) = tcp {
             log::info!("NBD server listening on tcp:{addr}");
         }
-        Ok(ServerHandle {
-            shared,
-            acceptors,
-            unix_socket,
-            tcp,
-            stopped: false,
-        })
+        Ok((
+            ServerHandle {
+                shared,
+                acceptors,
+                unix_socket,
+                tcp,
+                stopped: false,
+                reactor: None,
+            },
+            reactor,
+        ))
     }
 }
+
+type ExportsFn = Box<dyn Fn() -> Vec<ExportInfo> + Send + Sync>;
 
 /// A running server. Dropping it shuts it down as [`ServerHandle::shutdown`] does.
 pub struct ServerHandle {
@@ -136,6 +205,8 @@ pub struct ServerHandle {
     unix_socket: Option<PathBuf>,
     tcp: Option<SocketAddr>,
     stopped: bool,
+    /// The server's own reactor thread, its stop flag and wake-up (not for `start_owned`).
+    reactor: Option<(JoinHandle<()>, Arc<AtomicBool>, Arc<Signal>)>,
 }
 
 impl ServerHandle {
@@ -150,16 +221,18 @@ impl ServerHandle {
 
     /// Clients connected now (handshaking or transmitting).
     pub fn connection_count(&self) -> usize {
-        lock(&self.shared.connections)
+        let handshaking = lock(&self.shared.connections)
             .values()
             .filter(|c| !c.thread.is_finished())
-            .count()
+            .count();
+        handshaking + self.shared.live.load(Ordering::SeqCst)
     }
 
     /// Stops accepting, stops reading new requests, lets the requests in flight complete
     /// and their replies go out, closes every connection and joins every thread. Returns
     /// once the backend holds no completion of this server (a backend that never
-    /// completes an I/O keeps it waiting).
+    /// completes an I/O keeps it waiting). For [`Server::start_owned`] this only stops
+    /// accepting and negotiating; the caller drains its reactor.
     pub fn shutdown(mut self) {
         self.stop();
     }
@@ -195,12 +268,17 @@ impl ServerHandle {
             .collect();
         for c in &connections {
             if let Some(stream) = lock(&c.control).as_ref() {
-                // Ends the reader's blocking read; replies still go out on the write side.
-                let _ = stream.shutdown(Shutdown::Read);
+                // Ends the handshake's blocking read.
+                let _ = stream.shutdown(Shutdown::Both);
             }
         }
         for c in connections {
             let _ = c.thread.join();
+        }
+        if let Some((thread, stop, signal)) = self.reactor.take() {
+            stop.store(true, Ordering::SeqCst);
+            signal.raise();
+            let _ = thread.join();
         }
         if let Some(path) = &self.unix_socket {
             let _ = std::fs::remove_file(path);
@@ -256,7 +334,7 @@ impl Listener {
 }
 
 /// A client connection, Unix or TCP.
-enum Stream {
+pub(super) enum Stream {
     Unix(UnixStream),
     Tcp(TcpStream),
 }
@@ -269,10 +347,25 @@ impl Stream {
         })
     }
 
-    fn shutdown(&self, how: Shutdown) -> io::Result<()> {
+    pub(super) fn shutdown(&self, how: Shutdown) -> io::Result<()> {
         match self {
             Stream::Unix(s) => s.shutdown(how),
             Stream::Tcp(s) => s.shutdown(how),
+        }
+    }
+
+    pub(super) fn set_nonblocking(&self, on: bool) -> io::Result<()> {
+        match self {
+            Stream::Unix(s) => s.set_nonblocking(on),
+            Stream::Tcp(s) => s.set_nonblocking(on),
+        }
+    }
+
+    pub(super) fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsRawFd;
+        match self {
+            Stream::Unix(s) => s.as_raw_fd(),
+            Stream::Tcp(s) => s.as_raw_fd(),
         }
     }
 }
@@ -307,16 +400,22 @@ impl Write for Stream {
 }
 
 struct Shared {
-    backend: Arc<dyn Backend>,
+    exports: ExportsFn,
     config: ServerConfig,
     stopping: AtomicBool,
+    /// Connections still negotiating, each on its thread.
     connections: Mutex<HashMap<u64, Connection>>,
     next_connection_id: AtomicU64,
+    /// Where negotiated connections go.
+    inbox: Arc<Inbox>,
+    /// Connections the reactor holds.
+    live: Arc<AtomicUsize>,
 }
 
 struct Connection {
-    /// A handle on the socket for shutdown; the connection clears it when it closes, so a
-    /// finished connection holds no descriptor until it is reaped.
+    /// A handle on the socket for shutdown; the thread clears it when the handshake ends
+    /// (handing the socket to the reactor, or closing it), so a finished thread holds no
+    /// descriptor until it is reaped.
     control: Arc<Mutex<Option<Stream>>>,
     thread: JoinHandle<()>,
 }
@@ -369,11 +468,20 @@ fn spawn_connection(shared: &Arc<Shared>, stream: Stream) {
             .name(format!("nbd-conn-{id}"))
             .spawn(move || {
                 log::debug!("NBD connection {id}: open");
-                match run_connection(&shared, stream, id) {
-                    Ok(()) => log::debug!("NBD connection {id}: closed"),
+                let outcome = negotiate(&shared, stream, id);
+                // Taken under the lock `stop` sweeps with: either stop sees this socket and
+                // shuts it, or this thread hands it over before stop drains the reactor.
+                let control = lock(&control).take();
+                match outcome {
+                    Ok(Some(connection)) if !shared.stopping.load(Ordering::SeqCst) => {
+                        // `control` is a duplicate: dropping it leaves the socket open.
+                        shared.inbox.push(connection);
+                        return;
+                    }
+                    Ok(_) => log::debug!("NBD connection {id}: closed"),
                     Err(e) => log::info!("NBD connection {id}: closed: {e}"),
                 }
-                if let Some(s) = lock(&control).take() {
+                if let Some(s) = control {
                     let _ = s.shutdown(Shutdown::Both);
                 }
             })
@@ -393,10 +501,6 @@ enum ConnectionError {
     Proto(proto::ProtoError),
     /// `NBD_OPT_EXPORT_NAME` cannot be refused with an error reply: the session ends.
     ExportName(String),
-    /// A write longer than the maximum payload: its data cannot be skipped safely.
-    OversizedWrite {
-        length: u32,
-    },
 }
 
 impl fmt::Display for ConnectionError {
@@ -405,9 +509,6 @@ impl fmt::Display for ConnectionError {
             ConnectionError::Io(e) => write!(f, "{e}"),
             ConnectionError::Proto(e) => write!(f, "protocol error: {e}"),
             ConnectionError::ExportName(why) => write!(f, "NBD_OPT_EXPORT_NAME refused: {why}"),
-            ConnectionError::OversizedWrite { length } => {
-                write!(f, "write of {length} bytes exceeds the maximum payload")
-            }
         }
     }
 }
@@ -430,13 +531,26 @@ struct Selected {
     limits: ExportLimits,
 }
 
-fn run_connection(shared: &Shared, stream: Stream, id: u64) -> Result<(), ConnectionError> {
-    let mut reader = BufReader::with_capacity(READ_BUFFER_BYTES, stream.try_clone()?);
+/// The handshake; `Some` when the client entered transmission.
+fn negotiate(
+    shared: &Shared,
+    stream: Stream,
+    id: u64,
+) -> Result<Option<NewConnection>, ConnectionError> {
+    let mut reader = BufReader::with_capacity(HANDSHAKE_BUFFER_BYTES, stream.try_clone()?);
     let mut writer = stream;
     let Some(selected) = handshake(shared, &mut reader, &mut writer)? else {
-        return Ok(());
+        return Ok(None);
     };
-    transmission(shared, reader, writer, &selected, id)
+    let buffered = reader.buffer().to_vec();
+    reader.consume(buffered.len());
+    Ok(Some(NewConnection {
+        id,
+        stream: writer,
+        export_index: selected.export_index,
+        limits: selected.limits,
+        buffered,
+    }))
 }
 
 /// The export `name` selects: its own name, or the empty name for the first export.
@@ -568,7 +682,7 @@ fn handshake(
 
         match option {
             ClientOption::ExportName(name) => {
-                let exports = shared.backend.exports();
+                let exports = (shared.exports)();
                 let Some(index) = find_export(&exports, &name) else {
                     return Err(ConnectionError::ExportName(format!("no export {name:?}")));
                 };
@@ -590,7 +704,7 @@ fn handshake(
             }
             ClientOption::List => {
                 let mut data = Vec::new();
-                for export in shared.backend.exports() {
+                for export in (shared.exports)() {
                     data.clear();
                     proto::encode_rep_server(&export.name, &export.description, &mut data);
                     proto::encode_option_reply(header.option, proto::REP_SERVER, &data, &mut out);
@@ -600,7 +714,7 @@ fn handshake(
             }
             ClientOption::Info(query) | ClientOption::Go(query) => {
                 let going = header.option == proto::OPT_GO;
-                let exports = shared.backend.exports();
+                let exports = (shared.exports)();
                 let Some(index) = find_export(&exports, &query.name) else {
                     let message = format!("no export named {:?}", query.name);
                     proto::encode_option_reply(
@@ -662,444 +776,4 @@ fn discard(reader: &mut impl Read, bytes: u64) -> io::Result<()> {
         return Err(io::ErrorKind::UnexpectedEof.into());
     }
     Ok(())
-}
-
-/// Fills `buf`; `false` if the stream ended cleanly before its first byte.
-fn read_message(reader: &mut impl Read, buf: &mut [u8]) -> io::Result<bool> {
-    let mut filled = 0;
-    while filled < buf.len() {
-        match reader.read(&mut buf[filled..]) {
-            Ok(0) if filled == 0 => return Ok(false),
-            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
-            Ok(n) => filled += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(true)
-}
-
-/// Bounds what one connection has submitted and not yet answered.
-struct Credits {
-    state: Mutex<(usize, usize)>,
-    freed: Condvar,
-    max_requests: usize,
-    max_bytes: usize,
-}
-
-impl Credits {
-    fn acquire(&self, bytes: usize) {
-        let mut state = lock(&self.state);
-        while state.0 > 0 && (state.0 >= self.max_requests || state.1 + bytes > self.max_bytes) {
-            state = self.freed.wait(state).unwrap_or_else(|e| e.into_inner());
-        }
-        state.0 += 1;
-        state.1 += bytes;
-    }
-
-    fn release(&self, bytes: usize) {
-        let mut state = lock(&self.state);
-        assert!(state.0 > 0 && state.1 >= bytes, "credit released twice");
-        state.0 -= 1;
-        state.1 -= bytes;
-        self.freed.notify_one();
-    }
-}
-
-/// One reply for the writer thread.
-struct Reply {
-    cookie: u64,
-    result: Result<Vec<u8>, NbdErrno>,
-    credit_bytes: usize,
-}
-
-/// The connection's write side, shared by the writer thread and by completions that send
-/// their reply at once (saving a thread hand-off per request).
-struct ReplyPath {
-    out: Mutex<Outgoing>,
-    credits: Arc<Credits>,
-}
-
-struct Outgoing {
-    stream: Stream,
-    /// What a non-blocking send left unsent of a reply: the writer sends it before anything
-    /// else, so replies never interleave.
-    tail: Vec<u8>,
-    broken: bool,
-}
-
-enum DirectSend {
-    All,
-    Partial(usize),
-    WouldBlock,
-    Failed,
-}
-
-/// One `sendmsg` of header and data without blocking (and without SIGPIPE).
-#[allow(unsafe_code)]
-fn send_nonblocking(stream: &Stream, header: &[u8], data: &[u8]) -> DirectSend {
-    use std::os::unix::io::AsRawFd;
-    let fd = match stream {
-        Stream::Unix(s) => s.as_raw_fd(),
-        Stream::Tcp(s) => s.as_raw_fd(),
-    };
-    let mut iov = [
-        libc::iovec {
-            iov_base: header.as_ptr() as *mut libc::c_void,
-            iov_len: header.len(),
-        },
-        libc::iovec {
-            iov_base: data.as_ptr() as *mut libc::c_void,
-            iov_len: data.len(),
-        },
-    ];
-    // SAFETY: an all-zero msghdr is valid (no name, no control data).
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = iov.as_mut_ptr();
-    msg.msg_iovlen = if data.is_empty() { 1 } else { 2 };
-    // SAFETY: `fd` is the open socket `stream` owns; the iovecs point into `header` and
-    // `data`, which outlive the call; sendmsg only reads them.
-    let n = unsafe { libc::sendmsg(fd, &msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) };
-    let total = header.len() + data.len();
-    if n < 0 {
-        let err = io::Error::last_os_error();
-        return match err.kind() {
-            io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => DirectSend::WouldBlock,
-            _ => DirectSend::Failed,
-        };
-    }
-    let n = n as usize;
-    if n == total {
-        DirectSend::All
-    } else if n == 0 {
-        DirectSend::WouldBlock
-    } else {
-        DirectSend::Partial(n)
-    }
-}
-
-/// The promise of exactly one reply: sent on completion, or `EIO` if the completion is
-/// dropped uncalled, so every request is answered and its credit returned.
-struct PendingReply {
-    sender: Option<Sender<Option<Reply>>>,
-    path: Arc<ReplyPath>,
-    cookie: u64,
-    /// `Some(length)` for a read: the data must be exactly that long.
-    read_length: Option<u32>,
-    credit_bytes: usize,
-}
-
-impl PendingReply {
-    fn complete(mut self, outcome: IoOutcome) {
-        let result = match (outcome, self.read_length) {
-            (IoOutcome::Ok(data), Some(length)) if data.len() == length as usize => Ok(data),
-            (IoOutcome::Ok(data), Some(length)) => {
-                log::error!(
-                    "NBD backend returned {} bytes for a read of {length}",
-                    data.len()
-                );
-                Err(NbdErrno::EIO)
-            }
-            (IoOutcome::Ok(_), None) => Ok(Vec::new()),
-            (IoOutcome::Err(errno), _) => Err(errno),
-        };
-        self.send(result);
-    }
-
-    /// Sends at once when the socket takes the whole reply without blocking; otherwise
-    /// hands it to the writer thread.
-    fn try_direct(&self, result: &Result<Vec<u8>, NbdErrno>) -> bool {
-        // Large replies rarely fit the socket buffer at once: the writer sends them without
-        // copying.
-        if matches!(result, Ok(d) if d.len() > DIRECT_REPLY_MAX_BYTES) {
-            return false;
-        }
-        let Ok(mut out) = self.path.out.try_lock() else {
-            return false;
-        };
-        if out.broken || !out.tail.is_empty() {
-            return false;
-        }
-        let header = proto::encode_simple_reply_header(&proto::SimpleReplyHeader::new(
-            self.cookie,
-            result.as_ref().map(|_| ()).map_err(|e| *e),
-        ));
-        let data: &[u8] = match result {
-            Ok(d) => d,
-            Err(_) => &[],
-        };
-        match send_nonblocking(&out.stream, &header, data) {
-            DirectSend::All => true,
-            DirectSend::Partial(n) => {
-                let mut tail = Vec::with_capacity(header.len() + data.len() - n);
-                if n < header.len() {
-                    tail.extend_from_slice(&header[n..]);
-                    tail.extend_from_slice(data);
-                } else {
-                    tail.extend_from_slice(&data[n - header.len()..]);
-                }
-                out.tail = tail;
-                if let Some(sender) = &self.sender {
-                    // Wake the writer to send the rest.
-                    let _ = sender.send(None);
-                }
-                true
-            }
-            DirectSend::WouldBlock => false,
-            DirectSend::Failed => {
-                out.broken = true;
-                let _ = out.stream.shutdown(Shutdown::Both);
-                // The writer still takes the reply, to return its credit.
-                false
-            }
-        }
-    }
-
-    fn send(&mut self, result: Result<Vec<u8>, NbdErrno>) {
-        if self.sender.is_none() {
-            return;
-        }
-        if self.try_direct(&result) {
-            self.sender = None;
-            self.path.credits.release(self.credit_bytes);
-            return;
-        }
-        if let Some(sender) = self.sender.take() {
-            // Fails only if the writer thread is gone, which waits for every sender.
-            let _ = sender.send(Some(Reply {
-                cookie: self.cookie,
-                result,
-                credit_bytes: self.credit_bytes,
-            }));
-        }
-    }
-}
-
-impl Drop for PendingReply {
-    fn drop(&mut self) {
-        self.send(Err(NbdErrno::EIO));
-    }
-}
-
-fn transmission(
-    shared: &Shared,
-    mut reader: BufReader<Stream>,
-    writer: Stream,
-    selected: &Selected,
-    id: u64,
-) -> Result<(), ConnectionError> {
-    let credits = Arc::new(Credits {
-        state: Mutex::new((0, 0)),
-        freed: Condvar::new(),
-        max_requests: shared.config.max_in_flight_requests,
-        max_bytes: shared.config.max_in_flight_bytes,
-    });
-    let (sender, receiver) = mpsc::channel();
-    let path = Arc::new(ReplyPath {
-        out: Mutex::new(Outgoing {
-            stream: writer,
-            tail: Vec::new(),
-            broken: false,
-        }),
-        credits: credits.clone(),
-    });
-    let writer_thread = {
-        let path = path.clone();
-        thread::Builder::new()
-            .name(format!("nbd-reply-{id}"))
-            .spawn(move || write_replies(&path, receiver))?
-    };
-    let result = read_requests(shared, &mut reader, &sender, &path, selected);
-    // The writer ends once every in-flight completion has sent its reply.
-    drop(sender);
-    let _ = writer_thread.join();
-    result
-}
-
-fn read_requests(
-    shared: &Shared,
-    reader: &mut BufReader<Stream>,
-    sender: &Sender<Option<Reply>>,
-    path: &Arc<ReplyPath>,
-    selected: &Selected,
-) -> Result<(), ConnectionError> {
-    let credits = &*path.credits;
-    let reply_now = |cookie: u64, result: Result<Vec<u8>, NbdErrno>| {
-        credits.acquire(0);
-        let _ = sender.send(Some(Reply {
-            cookie,
-            result,
-            credit_bytes: 0,
-        }));
-    };
-    let mut header_bytes = [0u8; proto::REQUEST_HEADER_BYTES];
-    loop {
-        if !read_message(reader, &mut header_bytes)? {
-            return Ok(());
-        }
-        let header = proto::decode_request_header(&header_bytes)?;
-        let cookie = header.cookie;
-        let command = match proto::plan_request(&header, &selected.limits) {
-            RequestPlan::Disconnect => return Ok(()),
-            RequestPlan::Nothing => {
-                reply_now(cookie, Ok(Vec::new()));
-                continue;
-            }
-            RequestPlan::Reject {
-                errno,
-                payload_bytes,
-            } => {
-                discard(reader, u64::from(payload_bytes))?;
-                reply_now(cookie, Err(errno));
-                continue;
-            }
-            RequestPlan::RejectAndClose(errno) => {
-                reply_now(cookie, Err(errno));
-                return Err(ConnectionError::OversizedWrite {
-                    length: header.length,
-                });
-            }
-            RequestPlan::Execute(command) => command,
-        };
-        let (io, read_length, credit_bytes) = match command {
-            Command::Read { offset, length } => {
-                credits.acquire(length as usize);
-                (
-                    NbdIo::Read { offset, length },
-                    Some(length),
-                    length as usize,
-                )
-            }
-            Command::Write {
-                offset,
-                length,
-                fua,
-            } => {
-                // Credit first: the payload buffer is what the credit bounds.
-                credits.acquire(length as usize);
-                let mut data = vec![0u8; length as usize];
-                if let Err(e) = reader.read_exact(&mut data) {
-                    credits.release(length as usize);
-                    return Err(e.into());
-                }
-                (NbdIo::Write { offset, data, fua }, None, length as usize)
-            }
-            Command::Flush => {
-                credits.acquire(0);
-                (NbdIo::Flush, None, 0)
-            }
-            Command::Trim {
-                offset,
-                length,
-                fua,
-            } => {
-                credits.acquire(0);
-                (
-                    NbdIo::Trim {
-                        offset,
-                        length,
-                        fua,
-                    },
-                    None,
-                    0,
-                )
-            }
-            Command::WriteZeroes {
-                offset,
-                length,
-                fua,
-                no_hole: _,
-            } => {
-                // NO_HOLE needs nothing: the backend writes zeroes, it never punches holes.
-                credits.acquire(0);
-                (
-                    NbdIo::WriteZeroes {
-                        offset,
-                        length,
-                        fua,
-                    },
-                    None,
-                    0,
-                )
-            }
-        };
-        let pending = PendingReply {
-            sender: Some(sender.clone()),
-            path: path.clone(),
-            cookie,
-            read_length,
-            credit_bytes,
-        };
-        shared.backend.submit(
-            selected.export_index,
-            io,
-            Box::new(move |outcome| pending.complete(outcome)),
-        );
-    }
-}
-
-/// Sends the replies completions could not send at once: small ones batched into few
-/// writes, large read data written from its own buffer.
-fn write_replies(path: &ReplyPath, receiver: Receiver<Option<Reply>>) {
-    let mut batch: Vec<u8> = Vec::with_capacity(WRITE_BUFFER_BYTES);
-    let mut large: Vec<Reply> = Vec::new();
-    let mut credit_bytes: Vec<usize> = Vec::new();
-    while let Ok(first) = receiver.recv() {
-        let mut next = Some(first);
-        while let Some(msg) = next.take() {
-            if let Some(reply) = msg {
-                credit_bytes.push(reply.credit_bytes);
-                match &reply.result {
-                    Ok(data) if data.len() > DIRECT_REPLY_MAX_BYTES => large.push(reply),
-                    _ => encode_reply(&mut batch, &reply),
-                }
-            }
-            if batch.len() >= WRITE_BUFFER_BYTES || !large.is_empty() {
-                break;
-            }
-            next = match receiver.try_recv() {
-                Ok(msg) => Some(msg),
-                Err(TryRecvError::Empty) | Err(TryRecvError::Disconnected) => None,
-            };
-        }
-        {
-            let mut out = lock(&path.out);
-            if !out.broken {
-                let tail = std::mem::take(&mut out.tail);
-                let mut ok =
-                    out.stream.write_all(&tail).is_ok() && out.stream.write_all(&batch).is_ok();
-                for reply in &large {
-                    let header = proto::encode_simple_reply_header(&proto::SimpleReplyHeader::new(
-                        reply.cookie,
-                        Ok(()),
-                    ));
-                    let data = reply.result.as_deref().unwrap_or(&[]);
-                    ok = ok
-                        && out.stream.write_all(&header).is_ok()
-                        && out.stream.write_all(data).is_ok();
-                }
-                if !ok {
-                    // The client is gone: wake the reader too, keep draining to return credits.
-                    out.broken = true;
-                    let _ = out.stream.shutdown(Shutdown::Both);
-                }
-            }
-        }
-        batch.clear();
-        large.clear();
-        for bytes in credit_bytes.drain(..) {
-            path.credits.release(bytes);
-        }
-    }
-}
-
-fn encode_reply(out: &mut Vec<u8>, reply: &Reply) {
-    let header = proto::SimpleReplyHeader::new(
-        reply.cookie,
-        reply.result.as_ref().map(|_| ()).map_err(|e| *e),
-    );
-    out.extend_from_slice(&proto::encode_simple_reply_header(&header));
-    if let Ok(data) = &reply.result {
-        out.extend_from_slice(data);
-    }
 }
