@@ -366,6 +366,13 @@ fn dirty_degraded_raid5_does_not_assemble_clean_one_does() {
         .block_on(async move { assemble(&e, c).await })
         .unwrap();
     assert!(result.arrays.is_empty(), "{result:?}");
+    assert!(
+        result
+            .problems
+            .iter()
+            .any(|p| p.reason == super::assemble::DIRTY_DEGRADED_REASON),
+        "the refusal says why: {result:?}"
+    );
     let a = r.array.clone();
     r.exec
         .block_on(async move { a.mark_clean().await })
