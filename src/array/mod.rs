@@ -6,6 +6,7 @@ pub mod assemble;
 pub mod rangelock;
 pub mod resync;
 mod stripe;
+pub mod stripe_cache;
 #[cfg(test)]
 mod stripe_tests;
 #[cfg(test)]
@@ -192,6 +193,11 @@ pub struct ArrayCounters {
     pub flushes: u64,
     pub discards: u64,
     pub errors: u64,
+    /// Stripe cache lookups of the parity levels served from memory, and not.
+    #[serde(default)]
+    pub cache_hits: u64,
+    #[serde(default)]
+    pub cache_misses: u64,
 }
 
 /// An assembled array: itself a block device.
@@ -218,6 +224,8 @@ pub struct Array {
     job: Cell<Option<resync::JobProgress>>,
     /// The parity kernels of the RAID 4/5/6 paths.
     parity: Cell<ParityEngine>,
+    /// Recently used stripe cells of the RAID 4/5/6 paths.
+    stripe_cache: RefCell<stripe_cache::StripeCache>,
 }
 
 /// Failures of array-wide operations (not of one block request).
@@ -261,6 +269,10 @@ impl Array {
             .iter()
             .flatten()
             .any(|m| m.superblock.borrow().resync_offset_sectors != RESYNC_DONE);
+        let cache_cell_sectors = match &layout {
+            ArrayLayout::Raid5(l) => l.chunk_sectors(),
+            _ => 0,
+        };
         let array = Array {
             exec,
             name,
@@ -277,6 +289,10 @@ impl Array {
             wall_clock_base_s: Cell::new(0),
             job: Cell::new(None),
             parity: Cell::new(ParityEngine::widest()),
+            stripe_cache: RefCell::new(stripe_cache::StripeCache::new(
+                stripe_cache::DEFAULT_CACHE_BYTES,
+                cache_cell_sectors,
+            )),
         };
         // Until the platform says otherwise, time continues from the last update on disk.
         let last = array
@@ -788,6 +804,7 @@ impl Array {
             return;
         }
         member.state.set(MemberState::Faulty);
+        self.stripe_cache.borrow_mut().clear();
         log::error!("{}: member {} failed", self.name, member.name);
         let dev_number = member.superblock.borrow().dev_number;
         let _ = self
@@ -885,6 +902,7 @@ impl Array {
                     Err(e) => {
                         log::error!("{}: superblock write failed on {}: {e}", self.name, m.name);
                         m.state.set(MemberState::Faulty);
+                        self.stripe_cache.borrow_mut().clear();
                         retry = true;
                     }
                 }

@@ -91,17 +91,28 @@ impl Array {
             .iter()
             .map(|&d| {
                 let member = self.member(d).cloned();
+                let cached = member
+                    .as_ref()
+                    .and_then(|_| self.cache_get(stripe, d, offset_sectors, sectors));
                 async move {
                     let Some(member) = member else {
-                        return (d, None, Err(IoError::DeviceFailed));
+                        return (d, None, Err(IoError::DeviceFailed), false);
                     };
+                    if let Some(data) = cached {
+                        return (d, Some(member), Ok(data), true);
+                    }
                     let r = member.read_data(at, vec![0u8; bytes]).await;
-                    (d, Some(member), r)
+                    (d, Some(member), r, false)
                 }
             })
             .collect();
         let mut out = Vec::with_capacity(disks.len());
-        for (d, member, r) in join_all(jobs).await {
+        for (d, member, r, from_cache) in join_all(jobs).await {
+            match &r {
+                Ok(data) if !from_cache => self.cache_put(stripe, d, offset_sectors, data),
+                Ok(_) => {}
+                Err(_) => self.stripe_cache.borrow_mut().invalidate_cell(stripe, d),
+            }
             let cell = match (member, r) {
                 (_, Ok(data)) => CellRead::Ok(data),
                 (None, Err(_)) => CellRead::Gone,
@@ -352,6 +363,7 @@ impl Array {
     /// stripe, holding the stripe alone so that no newer write is overwritten.
     async fn repair_cell(&self, l: &Raid5Layout, job: StripeRepair) {
         let _g = self.lock.lock(job.stripe, job.stripe + 1).await;
+        self.stripe_cache_invalidate(job.stripe);
         let Some(member) = self.member(job.disk_index).cloned() else {
             return;
         };
@@ -626,6 +638,12 @@ impl Array {
                 writes.push((d, Bytes::from(c), true));
             }
         }
+        // What the members hold once these writes land, for the stripe cache.
+        let written: Vec<(usize, Bytes)> = writes
+            .iter()
+            .filter(|(_, _, repair)| !repair)
+            .map(|(d, b, _)| (*d, b.clone()))
+            .collect();
         let jobs: Vec<_> = writes
             .into_iter()
             .filter_map(|(d, b, repair)| {
@@ -650,6 +668,13 @@ impl Array {
         // The failure is on disk before the write is acknowledged.
         for m in &failed {
             self.fail_member_rc(m).await;
+        }
+        if failed.is_empty() {
+            for (d, b) in &written {
+                self.cache_put(stripe, *d, offset_sectors, b);
+            }
+        } else {
+            self.stripe_cache_invalidate(stripe);
         }
         let dead = (0..n).filter(|&d| !live(d)).count();
         if dead > l.parity_disks() && touched.iter().any(|&d| !live(d)) {
@@ -683,6 +708,7 @@ impl Array {
 
     async fn parity_resync_stripe(&self, l: &Raid5Layout, stripe: u64) -> bool {
         let _g = self.lock.lock(stripe, stripe + 1).await;
+        self.stripe_cache_invalidate(stripe);
         let k = l.data_disks();
         let chunk = l.chunk_sectors();
         let data_disks: Vec<usize> = (0..k).map(|i| l.data_disk(stripe, i)).collect();
@@ -736,5 +762,57 @@ impl Array {
             }
         }
         true
+    }
+}
+
+impl Array {
+    /// A cached cell range, counted as a hit or a miss.
+    fn cache_get(
+        &self,
+        stripe: u64,
+        disk: usize,
+        offset_sectors: u64,
+        sectors: u64,
+    ) -> Option<Vec<u8>> {
+        let got = self
+            .stripe_cache
+            .borrow_mut()
+            .get(stripe, disk, offset_sectors, sectors);
+        match got {
+            Some(_) => self.count(|c| c.cache_hits += 1),
+            None => self.count(|c| c.cache_misses += 1),
+        }
+        got
+    }
+
+    /// Records what a live member now holds (never for a member that is gone).
+    fn cache_put(&self, stripe: u64, disk: usize, offset_sectors: u64, data: &[u8]) {
+        if self.member(disk).is_some() {
+            self.stripe_cache
+                .borrow_mut()
+                .put(stripe, disk, offset_sectors, data);
+        }
+    }
+
+    /// Forgets the cached cells of `stripe`. Every writer of member cells of a parity array
+    /// other than the write path (repair, resync, scrub repair, rebuild) calls this under
+    /// the stripe lock before writing.
+    pub(crate) fn stripe_cache_invalidate(&self, stripe: u64) {
+        self.stripe_cache.borrow_mut().invalidate_stripe(stripe);
+    }
+
+    /// The stripe cache budget in bytes (parity levels).
+    pub fn stripe_cache_bytes(&self) -> usize {
+        self.stripe_cache.borrow().budget_bytes()
+    }
+
+    /// Bytes the stripe cache holds now (whole cells).
+    pub fn stripe_cache_held_bytes(&self) -> usize {
+        self.stripe_cache.borrow().bytes()
+    }
+
+    /// Sets the stripe cache budget in bytes (parity levels); 0 turns the cache off.
+    pub fn set_stripe_cache_bytes(&self, bytes: usize) {
+        self.stripe_cache.borrow_mut().set_budget_bytes(bytes);
     }
 }

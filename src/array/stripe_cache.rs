@@ -1,0 +1,304 @@
+//! The bounded stripe cache of the parity levels: recently read or written member cells
+//! (data, P and Q) of a stripe, kept in least-recently-used order under a byte budget.
+//!
+//! What it may hold: only content that is on the member right now. The engine puts cells in
+//! after a member read succeeded or after a member write succeeded (write-through: nothing
+//! is acknowledged from the cache alone), under the stripe lock, and drops a stripe's cells
+//! whenever something else may change them (read or write errors, repair, resync) and
+//! everything when a member fails. Any new code that writes member cells of a parity array
+//! (scrub repair, rebuild) must call `Array::stripe_cache_invalidate` for the stripe first.
+//!
+//! Granularity: one entry per (stripe, member) holds a whole chunk-sized cell with a
+//! per-sector validity map, so partial cells can be cached; the budget counts whole cells.
+
+use alloc::collections::BTreeMap;
+use alloc::vec;
+use alloc::vec::Vec;
+
+use crate::block::SECTOR_BYTES;
+
+/// Default budget: 16 MiB.
+pub const DEFAULT_CACHE_BYTES: usize = 16 << 20;
+
+/// One cached member cell of one stripe.
+struct Entry {
+    data: Vec<u8>,
+    /// One bit per sector of the cell: set when `data` holds that sector.
+    valid: Vec<u64>,
+    /// The entry's position in the LRU order.
+    last_use: u64,
+}
+
+impl Entry {
+    fn is_valid(&self, sector: u64) -> bool {
+        self.valid[(sector / 64) as usize] >> (sector % 64) & 1 == 1
+    }
+
+    fn set_valid(&mut self, sector: u64) {
+        self.valid[(sector / 64) as usize] |= 1 << (sector % 64);
+    }
+}
+
+/// An LRU of stripe cells under a byte budget.
+pub struct StripeCache {
+    budget_bytes: usize,
+    cell_sectors: u64,
+    entries: BTreeMap<(u64, usize), Entry>,
+    /// LRU order: use tick -> key. The smallest tick is evicted first.
+    order: BTreeMap<u64, (u64, usize)>,
+    tick: u64,
+}
+
+impl StripeCache {
+    /// A cache of cells of `cell_sectors` sectors (the chunk) holding at most `budget_bytes`.
+    /// A budget smaller than one cell disables the cache.
+    pub fn new(budget_bytes: usize, cell_sectors: u64) -> Self {
+        StripeCache {
+            budget_bytes,
+            cell_sectors,
+            entries: BTreeMap::new(),
+            order: BTreeMap::new(),
+            tick: 0,
+        }
+    }
+
+    fn cell_bytes(&self) -> usize {
+        self.cell_sectors as usize * SECTOR_BYTES
+    }
+
+    /// Bytes held (whole cells).
+    pub fn bytes(&self) -> usize {
+        self.entries.len() * self.cell_bytes()
+    }
+
+    pub fn budget_bytes(&self) -> usize {
+        self.budget_bytes
+    }
+
+    /// Number of cells held.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Changes the budget, evicting what no longer fits.
+    pub fn set_budget_bytes(&mut self, budget_bytes: usize) {
+        self.budget_bytes = budget_bytes;
+        self.evict_to(budget_bytes);
+    }
+
+    fn in_cell(&self, offset_sectors: u64, sectors: u64) -> bool {
+        sectors > 0
+            && offset_sectors
+                .checked_add(sectors)
+                .is_some_and(|end| end <= self.cell_sectors)
+    }
+
+    fn touch(&mut self, key: (u64, usize)) {
+        self.tick += 1;
+        let tick = self.tick;
+        if let Some(e) = self.entries.get_mut(&key) {
+            self.order.remove(&e.last_use);
+            e.last_use = tick;
+            self.order.insert(tick, key);
+        }
+    }
+
+    /// The sectors `[offset, offset + sectors)` of the cell of `disk` in `stripe`, if every
+    /// one of them is cached.
+    pub fn get(
+        &mut self,
+        stripe: u64,
+        disk: usize,
+        offset_sectors: u64,
+        sectors: u64,
+    ) -> Option<Vec<u8>> {
+        if !self.in_cell(offset_sectors, sectors) {
+            return None;
+        }
+        let key = (stripe, disk);
+        let e = self.entries.get(&key)?;
+        if !(offset_sectors..offset_sectors + sectors).all(|s| e.is_valid(s)) {
+            return None;
+        }
+        let from = offset_sectors as usize * SECTOR_BYTES;
+        let out = e.data[from..from + sectors as usize * SECTOR_BYTES].to_vec();
+        self.touch(key);
+        Some(out)
+    }
+
+    /// Records that the member holds `data` at `offset_sectors` of its cell in `stripe`.
+    pub fn put(&mut self, stripe: u64, disk: usize, offset_sectors: u64, data: &[u8]) {
+        let sectors = (data.len() / SECTOR_BYTES) as u64;
+        assert_eq!(data.len() % SECTOR_BYTES, 0, "cache puts whole sectors");
+        if !self.in_cell(offset_sectors, sectors) || self.cell_bytes() > self.budget_bytes {
+            return;
+        }
+        let key = (stripe, disk);
+        if !self.entries.contains_key(&key) {
+            // Room for the new cell first, so the budget holds at every moment.
+            self.evict_to(self.budget_bytes - self.cell_bytes());
+            let words = (self.cell_sectors as usize).div_ceil(64);
+            self.entries.insert(
+                key,
+                Entry {
+                    data: vec![0u8; self.cell_bytes()],
+                    valid: vec![0u64; words],
+                    last_use: 0,
+                },
+            );
+        }
+        let e = self
+            .entries
+            .get_mut(&key)
+            .expect("present or just inserted");
+        let from = offset_sectors as usize * SECTOR_BYTES;
+        e.data[from..from + data.len()].copy_from_slice(data);
+        for s in offset_sectors..offset_sectors + sectors {
+            e.set_valid(s);
+        }
+        self.touch(key);
+        assert!(
+            self.bytes() <= self.budget_bytes,
+            "stripe cache over budget"
+        );
+    }
+
+    /// Forgets every cell of `stripe`.
+    pub fn invalidate_stripe(&mut self, stripe: u64) {
+        let keys: Vec<(u64, usize)> = self
+            .entries
+            .range((stripe, 0)..=(stripe, usize::MAX))
+            .map(|(k, _)| *k)
+            .collect();
+        for k in keys {
+            self.remove(k);
+        }
+    }
+
+    /// Forgets one cell.
+    pub fn invalidate_cell(&mut self, stripe: u64, disk: usize) {
+        self.remove((stripe, disk));
+    }
+
+    /// Forgets everything.
+    pub fn clear(&mut self) {
+        self.entries.clear();
+        self.order.clear();
+    }
+
+    fn remove(&mut self, key: (u64, usize)) {
+        if let Some(e) = self.entries.remove(&key) {
+            self.order.remove(&e.last_use);
+        }
+    }
+
+    fn evict_to(&mut self, bytes: usize) {
+        while self.bytes() > bytes {
+            let Some((_, key)) = self.order.pop_first() else {
+                break;
+            };
+            self.entries.remove(&key);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::SplitMix64;
+
+    fn sectors(n: usize, fill: u8) -> Vec<u8> {
+        vec![fill; n * SECTOR_BYTES]
+    }
+
+    #[test]
+    fn hit_needs_every_sector() {
+        let mut c = StripeCache::new(1 << 20, 8);
+        assert_eq!(c.get(0, 0, 0, 1), None);
+        c.put(0, 0, 2, &sectors(3, 7));
+        assert_eq!(c.get(0, 0, 2, 3), Some(sectors(3, 7)));
+        assert_eq!(c.get(0, 0, 3, 1), Some(sectors(1, 7)));
+        assert_eq!(c.get(0, 0, 1, 2), None, "sector 1 never cached");
+        assert_eq!(c.get(0, 1, 2, 1), None, "another member");
+        assert_eq!(c.get(1, 0, 2, 1), None, "another stripe");
+        assert_eq!(c.get(0, 0, 7, 2), None, "past the cell");
+        c.put(0, 0, 2, &sectors(1, 9));
+        assert_eq!(c.get(0, 0, 2, 1), Some(sectors(1, 9)), "an update replaces");
+    }
+
+    #[test]
+    fn least_recently_used_goes_first() {
+        let cell = 8 * SECTOR_BYTES;
+        let mut c = StripeCache::new(3 * cell, 8);
+        for s in 0..3 {
+            c.put(s, 0, 0, &sectors(8, s as u8));
+        }
+        assert!(c.get(0, 0, 0, 8).is_some());
+        c.put(3, 0, 0, &sectors(8, 3));
+        assert_eq!(c.len(), 3);
+        assert!(
+            c.get(1, 0, 0, 1).is_none(),
+            "stripe 1 was least recently used"
+        );
+        assert!(c.get(0, 0, 0, 1).is_some());
+        assert!(c.get(2, 0, 0, 1).is_some());
+        assert!(c.get(3, 0, 0, 1).is_some());
+    }
+
+    #[test]
+    fn invalidation_and_tiny_budget() {
+        let mut c = StripeCache::new(1 << 20, 8);
+        for d in 0..4 {
+            c.put(5, d, 0, &sectors(8, 1));
+            c.put(6, d, 0, &sectors(8, 1));
+        }
+        c.invalidate_stripe(5);
+        assert!((0..4).all(|d| c.get(5, d, 0, 1).is_none()));
+        assert!((0..4).all(|d| c.get(6, d, 0, 1).is_some()));
+        c.invalidate_cell(6, 2);
+        assert!(c.get(6, 2, 0, 1).is_none() && c.get(6, 1, 0, 1).is_some());
+        c.clear();
+        assert!(c.is_empty() && c.bytes() == 0);
+        let mut off = StripeCache::new(SECTOR_BYTES, 8);
+        off.put(0, 0, 0, &sectors(1, 1));
+        assert!(off.is_empty(), "a budget below one cell caches nothing");
+    }
+
+    #[test]
+    fn budget_is_never_exceeded() {
+        let mut rng = SplitMix64::new(0x5eed);
+        for budget_cells in [1usize, 2, 5, 17] {
+            let cell_sectors = 16;
+            let budget = budget_cells * cell_sectors as usize * SECTOR_BYTES + 100;
+            let mut c = StripeCache::new(budget, cell_sectors);
+            for step in 0..2000 {
+                let stripe = rng.below(40);
+                let disk = rng.below(6) as usize;
+                match rng.below(10) {
+                    0 => c.invalidate_stripe(stripe),
+                    1 if step % 7 == 0 => {
+                        c.set_budget_bytes(budget / 2 + rng.below(budget as u64) as usize)
+                    }
+                    2..=5 => {
+                        let off = rng.below(cell_sectors);
+                        let n = 1 + rng.below(cell_sectors - off);
+                        let fill = (stripe as u8) ^ (disk as u8) << 4;
+                        c.put(stripe, disk, off, &sectors(n as usize, fill));
+                    }
+                    _ => {
+                        let off = rng.below(cell_sectors);
+                        if let Some(d) = c.get(stripe, disk, off, 1) {
+                            assert!(d.iter().all(|&b| b == (stripe as u8) ^ (disk as u8) << 4));
+                        }
+                    }
+                }
+                assert!(c.bytes() <= c.budget_bytes(), "budget {budget_cells} cells");
+                assert_eq!(c.order.len(), c.entries.len());
+            }
+        }
+    }
+}
