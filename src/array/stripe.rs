@@ -106,10 +106,13 @@ impl Array {
                 }
             })
             .collect();
+        // Whole chunks are streaming I/O (md bypasses its stripe cache for them too): caching
+        // them would cost a copy and evict the small cells that read-modify-write wants.
+        let keep = sectors < l.chunk_sectors();
         let mut out = Vec::with_capacity(disks.len());
         for (d, member, r, from_cache) in join_all(jobs).await {
             match &r {
-                Ok(data) if !from_cache => self.cache_put(stripe, d, offset_sectors, data),
+                Ok(data) if !from_cache && keep => self.cache_put(stripe, d, offset_sectors, data),
                 Ok(_) => {}
                 Err(_) => self.stripe_cache.borrow_mut().invalidate_cell(stripe, d),
             }
@@ -514,12 +517,20 @@ impl Array {
             && parity.iter().all(|&d| live(d))
             && touched.iter().all(|&d| live(d));
         let rcw_possible = untouched.iter().all(|&d| live(d));
-        let rmw_reads = touched.len() + parity.len();
+        // Member reads each plan needs: cells in the stripe cache cost none.
+        let uncached = |cells: &[usize]| {
+            let cache = self.stripe_cache.borrow();
+            cells
+                .iter()
+                .filter(|&&d| !cache.contains(stripe, d, offset_sectors, sectors))
+                .count()
+        };
+        let rmw_reads = uncached(&touched) + uncached(&parity);
+        let rcw_reads = uncached(&untouched);
         // After an unclean shutdown (no resync yet) parity may be stale: read-modify-write
         // would keep it stale, reconstruct-write makes the band consistent again.
         let trust_parity = !self.needs_resync.get();
-        let use_rmw =
-            rmw_possible && (!rcw_possible || (trust_parity && rmw_reads < untouched.len()));
+        let use_rmw = rmw_possible && (!rcw_possible || (trust_parity && rmw_reads < rcw_reads));
         let first_reads: Vec<usize> = if untouched.is_empty() {
             Vec::new()
         } else if use_rmw {
@@ -669,9 +680,15 @@ impl Array {
         for m in &failed {
             self.fail_member_rc(m).await;
         }
-        if failed.is_empty() {
+        // A full-stripe write is streaming: its cells are dropped rather than copied in.
+        if failed.is_empty() && !untouched.is_empty() {
             for (d, b) in &written {
                 self.cache_put(stripe, *d, offset_sectors, b);
+            }
+        } else if failed.is_empty() {
+            let mut cache = self.stripe_cache.borrow_mut();
+            for (d, _) in &written {
+                cache.invalidate_cell(stripe, *d);
             }
         } else {
             self.stripe_cache_invalidate(stripe);

@@ -130,6 +130,16 @@ impl StripeCache {
         Some(out)
     }
 
+    /// Whether every sector of `[offset, offset + sectors)` of the cell is cached (a peek:
+    /// neither a use for the LRU order nor a hit).
+    pub fn contains(&self, stripe: u64, disk: usize, offset_sectors: u64, sectors: u64) -> bool {
+        self.in_cell(offset_sectors, sectors)
+            && self
+                .entries
+                .get(&(stripe, disk))
+                .is_some_and(|e| (offset_sectors..offset_sectors + sectors).all(|s| e.is_valid(s)))
+    }
+
     /// Records that the member holds `data` at `offset_sectors` of its cell in `stripe`.
     pub fn put(&mut self, stripe: u64, disk: usize, offset_sectors: u64, data: &[u8]) {
         let sectors = (data.len() / SECTOR_BYTES) as u64;
@@ -220,6 +230,7 @@ mod tests {
         let mut c = StripeCache::new(1 << 20, 8);
         assert_eq!(c.get(0, 0, 0, 1), None);
         c.put(0, 0, 2, &sectors(3, 7));
+        assert!(c.contains(0, 0, 2, 3) && !c.contains(0, 0, 1, 3));
         assert_eq!(c.get(0, 0, 2, 3), Some(sectors(3, 7)));
         assert_eq!(c.get(0, 0, 3, 1), Some(sectors(1, 7)));
         assert_eq!(c.get(0, 0, 1, 2), None, "sector 1 never cached");

@@ -528,17 +528,22 @@ fn read_modify_write_of_a_cached_stripe_reads_nothing() {
     assert!(r.array.counters().cache_hits >= hits + 2);
     r.check_parity(0, "after cached read-modify-write");
     assert_eq!(r.read(3, 1).unwrap(), last);
-    // A read of a whole stripe fills the cache; a second read of it is served from memory.
+    // A partial read fills the cache; a second read of it is served from memory.
     let chunk = u64::from(CHUNK_SECTORS);
     let stripe = 4 * chunk;
-    let first = r.read(stripe, stripe).unwrap();
+    let first = r.read(stripe + chunk + 1, 5).unwrap();
     let before = member_reads(&r);
-    assert_eq!(r.read(stripe, stripe).unwrap(), first);
+    assert_eq!(r.read(stripe + chunk + 1, 5).unwrap(), first);
     assert_eq!(member_reads(&r) - before, 0);
-    // Read-modify-write inside that stripe reads only P (a read does not bring parity in).
+    // Read-modify-write inside that range reads only P (a read does not bring parity in).
     let before = member_reads(&r);
     r.write(stripe + chunk + 2, pattern(&mut rng, 3)).unwrap();
     assert_eq!(member_reads(&r) - before, 1);
+    // Whole chunks are streamed, not cached.
+    r.read(stripe, stripe).unwrap();
+    let before = member_reads(&r);
+    r.read(stripe, stripe).unwrap();
+    assert!(member_reads(&r) - before > 0);
     r.check_parity(1, "after a write into a read-cached stripe");
     // With the cache off, the same write reads old data and parity again.
     r.array.set_stripe_cache_bytes(0);
@@ -576,4 +581,20 @@ fn stripe_cache_stays_within_a_small_budget() {
     assert!(r.read(0, reference.len() as u64 / 512).unwrap() == reference);
     assert!(r.array.stripe_cache_held_bytes() <= r.array.stripe_cache_bytes());
     assert!(r.array.stripe_cache_held_bytes() > 0);
+}
+
+#[test]
+fn plan_choice_counts_cached_cells_as_free() {
+    // RAID6 on 7: a one-sector write reads D, P, Q (3) by read-modify-write, or the four
+    // untouched chunks by reconstruct-write. With those four cached, the latter reads nothing.
+    let r = rig(Level::Raid6, None, 7, false);
+    let chunk = u64::from(CHUNK_SECTORS);
+    let mut rng = SplitMix64::new(SEED ^ 12);
+    for i in 1..5 {
+        r.read(i * chunk + 3, 1).unwrap();
+    }
+    let before = member_reads(&r);
+    r.write(3, pattern(&mut rng, 1)).unwrap();
+    assert_eq!(member_reads(&r) - before, 0);
+    r.check_parity(0, "reconstruct-write from cached cells");
 }
