@@ -8,8 +8,10 @@
 //! everything when a member fails. Any new code that writes member cells of a parity array
 //! (scrub repair, rebuild) must call `Array::stripe_cache_invalidate` for the stripe first.
 //!
-//! Granularity: one entry per (stripe, member) holds a whole chunk-sized cell with a
-//! per-sector validity map, so partial cells can be cached; the budget counts whole cells.
+//! Granularity: entries are 4 KiB pages of a member cell (md's own stripe-cache unit; a
+//! parity chunk is a whole number of them), keyed by (stripe, member, page), each with a
+//! per-sector validity mask so partial pages can be cached; the budget counts whole pages.
+//! A small write to an array with large chunks therefore costs a few pages, not chunks.
 
 use alloc::collections::BTreeMap;
 use alloc::vec;
@@ -20,38 +22,34 @@ use crate::block::SECTOR_BYTES;
 /// Default budget: 16 MiB.
 pub const DEFAULT_CACHE_BYTES: usize = 16 << 20;
 
-/// One cached member cell of one stripe.
+/// Sectors per cached page (4 KiB).
+const PAGE_SECTORS: u64 = 8;
+const PAGE_BYTES: usize = PAGE_SECTORS as usize * SECTOR_BYTES;
+
+type Key = (u64, usize, u64);
+
+/// One cached page of a member cell.
 struct Entry {
     data: Vec<u8>,
-    /// One bit per sector of the cell: set when `data` holds that sector.
-    valid: Vec<u64>,
+    /// Bit `i` set: sector `i` of the page is held.
+    valid: u8,
     /// The entry's position in the LRU order.
     last_use: u64,
-}
-
-impl Entry {
-    fn is_valid(&self, sector: u64) -> bool {
-        self.valid[(sector / 64) as usize] >> (sector % 64) & 1 == 1
-    }
-
-    fn set_valid(&mut self, sector: u64) {
-        self.valid[(sector / 64) as usize] |= 1 << (sector % 64);
-    }
 }
 
 /// An LRU of stripe cells under a byte budget.
 pub struct StripeCache {
     budget_bytes: usize,
     cell_sectors: u64,
-    entries: BTreeMap<(u64, usize), Entry>,
+    entries: BTreeMap<Key, Entry>,
     /// LRU order: use tick -> key. The smallest tick is evicted first.
-    order: BTreeMap<u64, (u64, usize)>,
+    order: BTreeMap<u64, Key>,
     tick: u64,
 }
 
 impl StripeCache {
     /// A cache of cells of `cell_sectors` sectors (the chunk) holding at most `budget_bytes`.
-    /// A budget smaller than one cell disables the cache.
+    /// A budget smaller than one page disables the cache.
     pub fn new(budget_bytes: usize, cell_sectors: u64) -> Self {
         StripeCache {
             budget_bytes,
@@ -62,20 +60,16 @@ impl StripeCache {
         }
     }
 
-    fn cell_bytes(&self) -> usize {
-        self.cell_sectors as usize * SECTOR_BYTES
-    }
-
-    /// Bytes held (whole cells).
+    /// Bytes held (whole pages).
     pub fn bytes(&self) -> usize {
-        self.entries.len() * self.cell_bytes()
+        self.entries.len() * PAGE_BYTES
     }
 
     pub fn budget_bytes(&self) -> usize {
         self.budget_bytes
     }
 
-    /// Number of cells held.
+    /// Number of pages held.
     pub fn len(&self) -> usize {
         self.entries.len()
     }
@@ -97,7 +91,7 @@ impl StripeCache {
                 .is_some_and(|end| end <= self.cell_sectors)
     }
 
-    fn touch(&mut self, key: (u64, usize)) {
+    fn touch(&mut self, key: Key) {
         self.tick += 1;
         let tick = self.tick;
         if let Some(e) = self.entries.get_mut(&key) {
@@ -105,6 +99,19 @@ impl StripeCache {
             e.last_use = tick;
             self.order.insert(tick, key);
         }
+    }
+
+    fn held(&self, stripe: u64, disk: usize, sector: u64) -> bool {
+        self.entries
+            .get(&(stripe, disk, sector / PAGE_SECTORS))
+            .is_some_and(|e| e.valid >> (sector % PAGE_SECTORS) & 1 == 1)
+    }
+
+    /// Whether every sector of `[offset, offset + sectors)` of the cell is cached (a peek:
+    /// neither a use for the LRU order nor a hit).
+    pub fn contains(&self, stripe: u64, disk: usize, offset_sectors: u64, sectors: u64) -> bool {
+        self.in_cell(offset_sectors, sectors)
+            && (offset_sectors..offset_sectors + sectors).all(|s| self.held(stripe, disk, s))
     }
 
     /// The sectors `[offset, offset + sectors)` of the cell of `disk` in `stripe`, if every
@@ -116,94 +123,95 @@ impl StripeCache {
         offset_sectors: u64,
         sectors: u64,
     ) -> Option<Vec<u8>> {
-        if !self.in_cell(offset_sectors, sectors) {
+        if !self.contains(stripe, disk, offset_sectors, sectors) {
             return None;
         }
-        let key = (stripe, disk);
-        let e = self.entries.get(&key)?;
-        if !(offset_sectors..offset_sectors + sectors).all(|s| e.is_valid(s)) {
-            return None;
+        let mut out = vec![0u8; sectors as usize * SECTOR_BYTES];
+        let end = offset_sectors + sectors;
+        let mut s = offset_sectors;
+        while s < end {
+            let page = s / PAGE_SECTORS;
+            let n = (PAGE_SECTORS - s % PAGE_SECTORS).min(end - s);
+            let key = (stripe, disk, page);
+            let e = self.entries.get(&key).expect("contains checked it");
+            let from = (s % PAGE_SECTORS) as usize * SECTOR_BYTES;
+            let to = (s - offset_sectors) as usize * SECTOR_BYTES;
+            let len = n as usize * SECTOR_BYTES;
+            out[to..to + len].copy_from_slice(&e.data[from..from + len]);
+            self.touch(key);
+            s += n;
         }
-        let from = offset_sectors as usize * SECTOR_BYTES;
-        let out = e.data[from..from + sectors as usize * SECTOR_BYTES].to_vec();
-        self.touch(key);
         Some(out)
-    }
-
-    /// Whether every sector of `[offset, offset + sectors)` of the cell is cached (a peek:
-    /// neither a use for the LRU order nor a hit).
-    pub fn contains(&self, stripe: u64, disk: usize, offset_sectors: u64, sectors: u64) -> bool {
-        self.in_cell(offset_sectors, sectors)
-            && self
-                .entries
-                .get(&(stripe, disk))
-                .is_some_and(|e| (offset_sectors..offset_sectors + sectors).all(|s| e.is_valid(s)))
     }
 
     /// Records that the member holds `data` at `offset_sectors` of its cell in `stripe`.
     pub fn put(&mut self, stripe: u64, disk: usize, offset_sectors: u64, data: &[u8]) {
-        let sectors = (data.len() / SECTOR_BYTES) as u64;
         assert_eq!(data.len() % SECTOR_BYTES, 0, "cache puts whole sectors");
-        if !self.in_cell(offset_sectors, sectors) || self.cell_bytes() > self.budget_bytes {
+        let sectors = (data.len() / SECTOR_BYTES) as u64;
+        if !self.in_cell(offset_sectors, sectors) || PAGE_BYTES > self.budget_bytes {
             return;
         }
-        let key = (stripe, disk);
-        if !self.entries.contains_key(&key) {
-            // Room for the new cell first, so the budget holds at every moment.
-            self.evict_to(self.budget_bytes - self.cell_bytes());
-            let words = (self.cell_sectors as usize).div_ceil(64);
-            self.entries.insert(
-                key,
-                Entry {
-                    data: vec![0u8; self.cell_bytes()],
-                    valid: vec![0u64; words],
-                    last_use: 0,
-                },
-            );
+        let end = offset_sectors + sectors;
+        let mut s = offset_sectors;
+        while s < end {
+            let page = s / PAGE_SECTORS;
+            let n = (PAGE_SECTORS - s % PAGE_SECTORS).min(end - s);
+            let key = (stripe, disk, page);
+            if !self.entries.contains_key(&key) {
+                // Room for the new page first, so the budget holds at every moment.
+                self.evict_to(self.budget_bytes - PAGE_BYTES);
+                self.entries.insert(
+                    key,
+                    Entry {
+                        data: vec![0u8; PAGE_BYTES],
+                        valid: 0,
+                        last_use: 0,
+                    },
+                );
+            }
+            let e = self
+                .entries
+                .get_mut(&key)
+                .expect("present or just inserted");
+            let at = (s % PAGE_SECTORS) as usize * SECTOR_BYTES;
+            let from = (s - offset_sectors) as usize * SECTOR_BYTES;
+            let len = n as usize * SECTOR_BYTES;
+            e.data[at..at + len].copy_from_slice(&data[from..from + len]);
+            for i in s % PAGE_SECTORS..s % PAGE_SECTORS + n {
+                e.valid |= 1 << i;
+            }
+            self.touch(key);
+            s += n;
         }
-        let e = self
-            .entries
-            .get_mut(&key)
-            .expect("present or just inserted");
-        let from = offset_sectors as usize * SECTOR_BYTES;
-        e.data[from..from + data.len()].copy_from_slice(data);
-        for s in offset_sectors..offset_sectors + sectors {
-            e.set_valid(s);
-        }
-        self.touch(key);
         assert!(
             self.bytes() <= self.budget_bytes,
             "stripe cache over budget"
         );
     }
 
-    /// Forgets every cell of `stripe`.
-    pub fn invalidate_stripe(&mut self, stripe: u64) {
-        let keys: Vec<(u64, usize)> = self
-            .entries
-            .range((stripe, 0)..=(stripe, usize::MAX))
-            .map(|(k, _)| *k)
-            .collect();
+    fn remove_range(&mut self, from: Key, to: Key) {
+        let keys: Vec<Key> = self.entries.range(from..=to).map(|(k, _)| *k).collect();
         for k in keys {
-            self.remove(k);
+            if let Some(e) = self.entries.remove(&k) {
+                self.order.remove(&e.last_use);
+            }
         }
     }
 
-    /// Forgets one cell.
+    /// Forgets every cell of `stripe`.
+    pub fn invalidate_stripe(&mut self, stripe: u64) {
+        self.remove_range((stripe, 0, 0), (stripe, usize::MAX, u64::MAX));
+    }
+
+    /// Forgets one member's cell of `stripe`.
     pub fn invalidate_cell(&mut self, stripe: u64, disk: usize) {
-        self.remove((stripe, disk));
+        self.remove_range((stripe, disk, 0), (stripe, disk, u64::MAX));
     }
 
     /// Forgets everything.
     pub fn clear(&mut self) {
         self.entries.clear();
         self.order.clear();
-    }
-
-    fn remove(&mut self, key: (u64, usize)) {
-        if let Some(e) = self.entries.remove(&key) {
-            self.order.remove(&e.last_use);
-        }
     }
 
     fn evict_to(&mut self, bytes: usize) {
@@ -243,8 +251,8 @@ mod tests {
 
     #[test]
     fn least_recently_used_goes_first() {
-        let cell = 8 * SECTOR_BYTES;
-        let mut c = StripeCache::new(3 * cell, 8);
+        let page = 8 * SECTOR_BYTES;
+        let mut c = StripeCache::new(3 * page, 8);
         for s in 0..3 {
             c.put(s, 0, 0, &sectors(8, s as u8));
         }
@@ -276,7 +284,20 @@ mod tests {
         assert!(c.is_empty() && c.bytes() == 0);
         let mut off = StripeCache::new(SECTOR_BYTES, 8);
         off.put(0, 0, 0, &sectors(1, 1));
-        assert!(off.is_empty(), "a budget below one cell caches nothing");
+        assert!(off.is_empty(), "a budget below one page caches nothing");
+        // A cell of several pages: a range across a page boundary.
+        let mut big = StripeCache::new(2 * PAGE_BYTES, 64);
+        let mut data = sectors(4, 0);
+        for (i, b) in data.iter_mut().enumerate() {
+            *b = (i / SECTOR_BYTES) as u8;
+        }
+        big.put(1, 2, 6, &data);
+        assert_eq!(big.len(), 2);
+        assert_eq!(big.get(1, 2, 6, 4), Some(data.clone()));
+        assert_eq!(big.get(1, 2, 8, 2), Some(data[2 * SECTOR_BYTES..].to_vec()));
+        big.put(1, 2, 40, &sectors(1, 5));
+        assert_eq!(big.len(), 2, "the least recently used page made room");
+        assert_eq!(big.get(1, 2, 6, 2), None);
     }
 
     #[test]
@@ -284,7 +305,7 @@ mod tests {
         let mut rng = SplitMix64::new(0x5eed);
         for budget_cells in [1usize, 2, 5, 17] {
             let cell_sectors = 16;
-            let budget = budget_cells * cell_sectors as usize * SECTOR_BYTES + 100;
+            let budget = budget_cells * PAGE_BYTES + 100;
             let mut c = StripeCache::new(budget, cell_sectors);
             for step in 0..2000 {
                 let stripe = rng.below(40);
