@@ -389,6 +389,10 @@ impl Array {
 
     /// Writes repaired content onto a member; a member that cannot take it is failed.
     async fn rewrite(&self, member: &Rc<Member>, at: u64, sectors: u64, data: Bytes) {
+        // The cell changes under the cache: forget its stripe (cells never cross stripes).
+        if let crate::layout::ArrayLayout::Raid5(l) = &self.layout {
+            self.stripe_cache_invalidate(at / l.chunk_sectors());
+        }
         match member.write_data(at, data, false).await {
             Ok(()) => {
                 member.count(|c| c.corrected_sectors += sectors);
