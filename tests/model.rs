@@ -9,7 +9,7 @@ use std::cell::RefCell;
 use std::collections::BTreeSet;
 use std::rc::Rc;
 
-use orion_raid::array::assemble::{CreateOptions, assemble, create};
+use orion_raid::array::assemble::{CreateOptions, DIRTY_DEGRADED_REASON, assemble, create};
 use orion_raid::array::{Array, Health, MemberState, ReadPolicy};
 use orion_raid::block::{BlockDevice, Bytes, SECTOR_BYTES};
 use orion_raid::executor::Executor;
@@ -51,9 +51,12 @@ struct Config {
     /// Member sizes in MiB (unequal sizes exercise the RAID0 zones).
     member_mib: &'static [u64],
     chunk_kib: u32,
-    /// Whether rounds end in a crash and reassembly. The parity levels run without: the model
-    /// fails members, and a dirty degraded parity array is refused at assembly (as md refuses
-    /// it: the write hole may have left parity that would rebuild the missing member wrongly).
+    /// Whether rounds end in a crash and reassembly. For the parity levels a crash while a
+    /// member is failed leaves a dirty degraded array, which assembly refuses (as md does: the
+    /// write hole may have left parity that would rebuild the missing member wrongly); the
+    /// model asserts that refusal and starts over on fresh members (there is no forced
+    /// assembly). Half of the parity rounds fail no member, so that crashes also reach
+    /// re-assembly and the parity resync.
     crash: bool,
 }
 
@@ -106,6 +109,12 @@ struct Ctx {
     /// Disks beyond the members, added as spares (`disks` and `faulty` hold them after the
     /// members; a member is `disk{k}` for disk index `k`).
     spares: usize,
+    /// Whether this round may fail members (parity crash rounds alternate).
+    may_fail_members: bool,
+}
+
+fn is_parity(level: Level) -> bool {
+    matches!(level, Level::Raid4 | Level::Raid5 | Level::Raid6)
 }
 
 fn tolerance_ok(cfg: &Config, array: &Array, alive: &[bool]) -> bool {
@@ -194,6 +203,7 @@ fn build(cfg: &Config, seed: u64, spares: usize) -> Ctx {
         impaired: vec![false; cfg.members + spares],
         inflight_reads: Rc::new(RefCell::new(Vec::new())),
         spares,
+        may_fail_members: true,
     }
 }
 
@@ -468,7 +478,10 @@ impl Ctx {
             return;
         }
         alive[i] = false;
-        if self.cfg.level != Level::Raid0 && tolerance_ok(&self.cfg, &self.array, &alive) {
+        if self.may_fail_members
+            && self.cfg.level != Level::Raid0
+            && tolerance_ok(&self.cfg, &self.array, &alive)
+        {
             let k = self.array.slots()[i]
                 .as_ref()
                 .map(|m| disk_index(&m.name))
@@ -565,6 +578,9 @@ impl Ctx {
                     .collect()
             })
             .unwrap_or_default();
+        // A parity array that loses power while degraded is dirty and degraded at assembly.
+        let degraded_at_crash =
+            self.array.health() != Health::Optimal || self.faulty.iter().any(|f| f.is_failed());
         let exec = Executor::new();
         let old = std::mem::replace(&mut self.exec, exec.clone());
         drop(old);
@@ -600,6 +616,21 @@ impl Ctx {
         let result = exec
             .block_on(async move { assemble(&e, candidates).await })
             .expect("assembly finishes");
+        if result.arrays.is_empty() && is_parity(self.cfg.level) && degraded_at_crash {
+            // md's write hole: refused, with that reason. No forced assembly exists, so the
+            // round ends here and the test goes on with a fresh array and model.
+            assert!(
+                result
+                    .problems
+                    .iter()
+                    .any(|p| p.reason == DIRTY_DEGRADED_REASON),
+                "{} seed {seed}: dirty degraded array refused without saying why: {:?}",
+                self.cfg.name,
+                result.problems
+            );
+            self.start_over();
+            return;
+        }
         let array = result.arrays.into_iter().next().unwrap_or_else(|| {
             panic!("seed {seed}: array did not assemble: {:?}", result.problems)
         });
@@ -636,7 +667,13 @@ impl Ctx {
         // takes an empty slot (with the next round's workload running).
         self.array.start_jobs();
         let mut reads = Vec::new();
-        for _ in 0..self.cfg.members {
+        // Mirrors are read once per copy; a parity array has one copy to read.
+        let passes = if is_parity(self.cfg.level) {
+            1
+        } else {
+            self.cfg.members
+        };
+        for _ in 0..passes {
             let array = self.array.clone();
             let data = self
                 .exec
@@ -682,11 +719,22 @@ impl Ctx {
         self.spawn_flush();
         self.quiesce();
     }
+
+    /// Replaces the array, its members and the model with fresh ones, keeping the seed that
+    /// replays the whole run.
+    fn start_over(&mut self) {
+        let seed = self.seed;
+        *self = build(&self.cfg, self.rng.next_u64(), self.spares);
+        self.seed = seed;
+    }
 }
 
 fn run(cfg: &Config, seed: u64, spares: usize) {
     let mut ctx = build(cfg, seed, spares);
     for round in 0..3 {
+        if cfg.crash && is_parity(cfg.level) {
+            ctx.may_fail_members = ctx.rng.below(2) == 0;
+        }
         if spares > 0 && round == 0 {
             // A failure early on: a spare takes the slot and is rebuilt while the workload
             // runs (and, with crashes, the round may end in the middle of that rebuild).
@@ -870,7 +918,7 @@ fn raid5_left_symmetric_four() {
         members: 4,
         member_mib: &[8],
         chunk_kib: 64,
-        crash: false,
+        crash: true,
     });
 }
 
@@ -883,7 +931,7 @@ fn raid5_right_asymmetric_five() {
         members: 5,
         member_mib: &[8],
         chunk_kib: 32,
-        crash: false,
+        crash: true,
     });
 }
 
@@ -896,7 +944,7 @@ fn raid4_four() {
         members: 4,
         member_mib: &[8],
         chunk_kib: 64,
-        crash: false,
+        crash: true,
     });
 }
 
@@ -909,7 +957,7 @@ fn raid6_left_symmetric_five() {
         members: 5,
         member_mib: &[8],
         chunk_kib: 64,
-        crash: false,
+        crash: true,
     });
 }
 
@@ -922,7 +970,7 @@ fn raid6_parity_first_6_six() {
         members: 6,
         member_mib: &[8],
         chunk_kib: 32,
-        crash: false,
+        crash: true,
     });
 }
 

@@ -336,6 +336,10 @@ pub async fn read_superblock(dev: &dyn BlockDevice) -> Result<Superblock, String
 /// member that missed data.
 pub const ASSEMBLY_OPTIONS: AssemblyOptions = AssemblyOptions { event_tolerance: 1 };
 
+/// Why a degraded parity array that was not shut down cleanly does not start.
+pub const DIRTY_DEGRADED_REASON: &str = "degraded and not shut down cleanly: parity may not \
+    match the data (the write hole), so the missing member cannot be rebuilt safely; not started";
+
 /// Whether an array of this geometry can run with the slots marked present.
 fn can_run(sb: &Superblock, present: &[bool]) -> bool {
     match sb.level {
@@ -474,9 +478,16 @@ async fn start(
         });
     }
     if !plan.can_start {
+        let mut clean = sb.clone();
+        clean.resync_offset_sectors = super::RESYNC_DONE;
+        let write_hole = plan.needs_resync() && can_run(&clean, &plan.in_sync_slots());
         problems.push(Problem {
             member: label.clone(),
-            reason: "too many members missing or failed to start the array".to_string(),
+            reason: if write_hole {
+                DIRTY_DEGRADED_REASON.to_string()
+            } else {
+                "too many members missing or failed to start the array".to_string()
+            },
         });
         return None;
     }

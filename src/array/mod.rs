@@ -13,6 +13,7 @@ pub mod scrub;
 #[cfg(test)]
 mod scrub_tests;
 mod stripe;
+pub mod stripe_cache;
 #[cfg(test)]
 mod stripe_tests;
 #[cfg(test)]
@@ -364,6 +365,11 @@ pub struct ArrayCounters {
     pub flushes: u64,
     pub discards: u64,
     pub errors: u64,
+    /// Stripe cache lookups of the parity levels served from memory, and not.
+    #[serde(default)]
+    pub cache_hits: u64,
+    #[serde(default)]
+    pub cache_misses: u64,
 }
 
 /// An assembled array: itself a block device.
@@ -406,6 +412,8 @@ pub struct Array {
     /// The check/repair job's report and controls.
     scrub: scrub::ScrubState,
     monitor: ArrayMonitor,
+    /// Recently used stripe cells of the RAID 4/5/6 paths.
+    stripe_cache: RefCell<stripe_cache::StripeCache>,
 }
 
 /// Failures of array-wide operations (not of one block request).
@@ -487,6 +495,10 @@ impl Array {
             m.monitor.set_clock(exec.clone());
         }
         let monitor = ArrayMonitor::new(exec.clone());
+        let cache_cell_sectors = match &layout {
+            ArrayLayout::Raid5(l) => l.chunk_sectors(),
+            _ => 0,
+        };
         let array = Array {
             exec,
             name,
@@ -511,6 +523,10 @@ impl Array {
             parity: Cell::new(ParityEngine::widest()),
             scrub: scrub::ScrubState::new(),
             monitor,
+            stripe_cache: RefCell::new(stripe_cache::StripeCache::new(
+                stripe_cache::DEFAULT_CACHE_BYTES,
+                cache_cell_sectors,
+            )),
         };
         // Until the platform says otherwise, time continues from the last update on disk.
         let last = array
@@ -1127,6 +1143,7 @@ impl Array {
             return;
         }
         member.state.set(MemberState::Faulty);
+        self.stripe_cache.borrow_mut().clear();
         log::error!("{}: member {} failed", self.name, member.name);
         // Its replacement, if one is being built, takes the slot at once (no await since
         // the failure): it has every write so far, and takes the next ones itself.
@@ -1301,6 +1318,7 @@ impl Array {
                         m.state.set(MemberState::Faulty);
                         self.member_event(&m, |slot, member| Event::MemberFailed { slot, member });
                         self.check_health();
+                        self.stripe_cache.borrow_mut().clear();
                         retry = true;
                     }
                 }

@@ -714,6 +714,10 @@ impl Array {
         q: &mut [u8],
     ) {
         let _g = self.lock.lock(stripe, stripe + 1).await;
+        // The scrub reads and rewrites member cells behind the stripe cache: forget the
+        // stripe now and again when done (before the lock is let go).
+        self.stripe_cache_invalidate(stripe);
+        let _forget = ForgetStripe(self, stripe);
         let n = l.disk_count();
         let k = l.data_disks();
         let sds = l.stripe_data_sectors();
@@ -966,5 +970,14 @@ impl Array {
         if all_written {
             self.note(|r| r.repaired_sectors += repaired);
         }
+    }
+}
+
+/// Forgets a stripe's cached cells when dropped.
+struct ForgetStripe<'a>(&'a Array, u64);
+
+impl Drop for ForgetStripe<'_> {
+    fn drop(&mut self) {
+        self.0.stripe_cache_invalidate(self.1);
     }
 }

@@ -92,17 +92,31 @@ impl Array {
             .map(|&d| {
                 // A member being rebuilt serves only what is rebuilt already.
                 let member = self.readable(d, at, sectors);
+                let cached = member
+                    .as_ref()
+                    .and_then(|_| self.cache_get(stripe, d, offset_sectors, sectors));
                 async move {
                     let Some(member) = member else {
-                        return (d, None, Err(IoError::DeviceFailed));
+                        return (d, None, Err(IoError::DeviceFailed), false);
                     };
+                    if let Some(data) = cached {
+                        return (d, Some(member), Ok(data), true);
+                    }
                     let r = member.read_data(at, vec![0u8; bytes]).await;
-                    (d, Some(member), r)
+                    (d, Some(member), r, false)
                 }
             })
             .collect();
+        // Whole chunks are streaming I/O (md bypasses its stripe cache for them too): caching
+        // them would cost a copy and evict the small cells that read-modify-write wants.
+        let keep = sectors < l.chunk_sectors();
         let mut out = Vec::with_capacity(disks.len());
-        for (d, member, r) in join_all(jobs).await {
+        for (d, member, r, from_cache) in join_all(jobs).await {
+            match &r {
+                Ok(data) if !from_cache && keep => self.cache_put(stripe, d, offset_sectors, data),
+                Ok(_) => {}
+                Err(_) => self.stripe_cache.borrow_mut().invalidate_cell(stripe, d),
+            }
             let cell = match (member, r) {
                 (_, Ok(data)) => CellRead::Ok(data),
                 (None, Err(_)) => CellRead::Gone,
@@ -269,9 +283,18 @@ impl Array {
         let first = groups[0].0;
         let last = groups[groups.len() - 1].0;
         let guard = self.lock.lock_shared(first, last + 1).await;
+        // Straight from the data members when each is in sync there, and the stripe cache has
+        // no say: it is off, or every segment is a whole chunk (streamed past the cache, as md
+        // does); partial chunks go through the cache below.
+        let cache_on = self.stripe_cache_bytes() > 0;
         let direct = groups.iter().all(|(stripe, segs)| {
-            segs.iter()
-                .all(|seg| self.member(l.data_disk(*stripe, seg.data_index)).is_some())
+            segs.iter().all(|seg| {
+                let at = l.member_sector(*stripe, seg.offset_sectors);
+                (!cache_on || seg.sectors == l.chunk_sectors())
+                    && self
+                        .readable(l.data_disk(*stripe, seg.data_index), at, seg.sectors)
+                        .is_some()
+            })
         });
         if direct {
             let total_bytes = buf.len();
@@ -410,6 +433,7 @@ impl Array {
     /// stripe, holding the stripe alone so that no newer write is overwritten.
     async fn repair_cell(&self, l: &Raid5Layout, job: StripeRepair) {
         let _g = self.lock.lock(job.stripe, job.stripe + 1).await;
+        self.stripe_cache_invalidate(job.stripe);
         let Some(member) = self.member(job.disk_index) else {
             return;
         };
@@ -432,6 +456,10 @@ impl Array {
 
     /// Writes repaired content onto a member; a member that cannot take it is failed.
     pub(super) async fn rewrite(&self, member: &Rc<Member>, at: u64, sectors: u64, data: Bytes) {
+        // The cell changes under the cache: forget its stripe (cells never cross stripes).
+        if let crate::layout::ArrayLayout::Raid5(l) = &self.layout {
+            self.stripe_cache_invalidate(at / l.chunk_sectors());
+        }
         match member.write_data(at, data, false).await {
             Ok(()) => {
                 member.count(|c| c.corrected_sectors += sectors);
@@ -561,12 +589,20 @@ impl Array {
             && parity.iter().all(|&d| live(d))
             && touched.iter().all(|&d| live(d));
         let rcw_possible = untouched.iter().all(|&d| live(d));
-        let rmw_reads = touched.len() + parity.len();
+        // Member reads each plan needs: cells in the stripe cache cost none.
+        let uncached = |cells: &[usize]| {
+            let cache = self.stripe_cache.borrow();
+            cells
+                .iter()
+                .filter(|&&d| !cache.contains(stripe, d, offset_sectors, sectors))
+                .count()
+        };
+        let rmw_reads = uncached(&touched) + uncached(&parity);
+        let rcw_reads = uncached(&untouched);
         // After an unclean shutdown (no resync yet) parity may be stale: read-modify-write
         // would keep it stale, reconstruct-write makes the band consistent again.
         let trust_parity = !self.needs_resync.get();
-        let use_rmw =
-            rmw_possible && (!rcw_possible || (trust_parity && rmw_reads < untouched.len()));
+        let use_rmw = rmw_possible && (!rcw_possible || (trust_parity && rmw_reads < rcw_reads));
         let first_reads: Vec<usize> = if untouched.is_empty() {
             Vec::new()
         } else if use_rmw {
@@ -684,6 +720,12 @@ impl Array {
                 writes.push((d, Bytes::from(c), true));
             }
         }
+        // What the members hold once these writes land, for the stripe cache.
+        let written: Vec<(usize, Bytes)> = writes
+            .iter()
+            .filter(|(_, _, repair)| !repair)
+            .map(|(d, b, _)| (*d, b.clone()))
+            .collect();
         let jobs: Vec<_> = writes
             .into_iter()
             .filter_map(|(d, b, repair)| {
@@ -708,6 +750,19 @@ impl Array {
         // The failure is on disk before the write is acknowledged.
         for m in &failed {
             self.fail_member_rc(m).await;
+        }
+        // A full-stripe write is streaming: its cells are dropped rather than copied in.
+        if failed.is_empty() && !untouched.is_empty() {
+            for (d, b) in &written {
+                self.cache_put(stripe, *d, offset_sectors, b);
+            }
+        } else if failed.is_empty() {
+            let mut cache = self.stripe_cache.borrow_mut();
+            for (d, _) in &written {
+                cache.invalidate_cell(stripe, *d);
+            }
+        } else {
+            self.stripe_cache_invalidate(stripe);
         }
         let dead = (0..n).filter(|&d| !live(d)).count();
         if dead > l.parity_disks() && touched.iter().any(|&d| !live(d)) {
@@ -741,6 +796,7 @@ impl Array {
 
     async fn parity_resync_stripe(&self, l: &Raid5Layout, stripe: u64) -> bool {
         let _g = self.lock.lock(stripe, stripe + 1).await;
+        self.stripe_cache_invalidate(stripe);
         let k = l.data_disks();
         let chunk = l.chunk_sectors();
         let data_disks: Vec<usize> = (0..k).map(|i| l.data_disk(stripe, i)).collect();
@@ -811,6 +867,9 @@ impl Array {
         source: Option<&Rc<Member>>,
     ) -> Result<(), u64> {
         let _g = self.lock.lock(first, end).await;
+        for stripe in first..end {
+            self.stripe_cache_invalidate(stripe);
+        }
         let chunk = l.chunk_sectors();
         let jobs: Vec<_> = (first..end)
             .map(|stripe| async move {
@@ -853,5 +912,54 @@ impl Array {
                 Ok(())
             }
         }
+    }
+    /// A cached cell range, counted as a hit or a miss.
+    fn cache_get(
+        &self,
+        stripe: u64,
+        disk: usize,
+        offset_sectors: u64,
+        sectors: u64,
+    ) -> Option<Vec<u8>> {
+        let got = self
+            .stripe_cache
+            .borrow_mut()
+            .get(stripe, disk, offset_sectors, sectors);
+        match got {
+            Some(_) => self.count(|c| c.cache_hits += 1),
+            None => self.count(|c| c.cache_misses += 1),
+        }
+        got
+    }
+
+    /// Records what a live member now holds (never for a member that is gone).
+    fn cache_put(&self, stripe: u64, disk: usize, offset_sectors: u64, data: &[u8]) {
+        if self.member(disk).is_some() {
+            self.stripe_cache
+                .borrow_mut()
+                .put(stripe, disk, offset_sectors, data);
+        }
+    }
+
+    /// Forgets the cached cells of `stripe`. Every writer of member cells of a parity array
+    /// other than the write path (repair, resync, scrub repair, rebuild) calls this under
+    /// the stripe lock before writing.
+    pub(crate) fn stripe_cache_invalidate(&self, stripe: u64) {
+        self.stripe_cache.borrow_mut().invalidate_stripe(stripe);
+    }
+
+    /// The stripe cache budget in bytes (parity levels).
+    pub fn stripe_cache_bytes(&self) -> usize {
+        self.stripe_cache.borrow().budget_bytes()
+    }
+
+    /// Bytes the stripe cache holds now (whole cells).
+    pub fn stripe_cache_held_bytes(&self) -> usize {
+        self.stripe_cache.borrow().bytes()
+    }
+
+    /// Sets the stripe cache budget in bytes (parity levels); 0 turns the cache off.
+    pub fn set_stripe_cache_bytes(&self, bytes: usize) {
+        self.stripe_cache.borrow_mut().set_budget_bytes(bytes);
     }
 }

@@ -195,9 +195,13 @@ fn degraded_arrays_read_and_write() {
             let region = reference.len() as u64 / 512;
             let tolerated = r.layout.parity_disks();
             // The first failure is found by I/O (the disk is pulled), the second by hand.
+            // Reads served by the stripe cache would not touch the pulled disk: off for this.
             let first = rng.below(count as u64) as usize;
             r.disks[first].fail();
+            r.array.set_stripe_cache_bytes(0);
             assert!(r.read(0, region).unwrap() == reference, "{what}");
+            r.array
+                .set_stripe_cache_bytes(super::stripe_cache::DEFAULT_CACHE_BYTES);
             if tolerated == 2 {
                 let second = (first + 1 + rng.below(count as u64 - 1) as usize) % count;
                 r.fail_slot(second);
@@ -251,6 +255,8 @@ fn latent_error_is_rebuilt_and_repaired() {
         let r = rig(level, None, count, false);
         let mut rng = SplitMix64::new(SEED ^ 3);
         let reference = random_io(&r, &mut rng, 4, 8, "latent");
+        // The latent error is found by a member read, which the stripe cache would spare.
+        r.array.set_stripe_cache_bytes(0);
         let l = r.layout.clone();
         // A latent error in data chunk 1 of stripe 2, sector 5.
         let disk = l.data_disk(2, 1);
@@ -366,6 +372,13 @@ fn dirty_degraded_raid5_does_not_assemble_clean_one_does() {
         .block_on(async move { assemble(&e, c).await })
         .unwrap();
     assert!(result.arrays.is_empty(), "{result:?}");
+    assert!(
+        result
+            .problems
+            .iter()
+            .any(|p| p.reason == super::assemble::DIRTY_DEGRADED_REASON),
+        "the refusal says why: {result:?}"
+    );
     let a = r.array.clone();
     r.exec
         .block_on(async move { a.mark_clean().await })
@@ -496,4 +509,92 @@ fn resync_recomputes_stale_parity() {
         let region = reference.len() as u64 / 512;
         assert!(r.read(0, region).unwrap() == reference);
     }
+}
+
+#[test]
+fn read_modify_write_of_a_cached_stripe_reads_nothing() {
+    let r = rig(Level::Raid5, None, 5, false);
+    let mut rng = SplitMix64::new(SEED ^ 9);
+    // Cold: one sector of one chunk reads the old data and P.
+    let hits = r.array.counters().cache_hits;
+    let before = member_reads(&r);
+    r.write(3, pattern(&mut rng, 1)).unwrap();
+    assert_eq!(member_reads(&r) - before, 2);
+    // Warm: the same sector again finds both in the cache.
+    let before = member_reads(&r);
+    let last = pattern(&mut rng, 1);
+    r.write(3, last.clone()).unwrap();
+    assert_eq!(member_reads(&r) - before, 0);
+    assert!(r.array.counters().cache_hits >= hits + 2);
+    r.check_parity(0, "after cached read-modify-write");
+    assert_eq!(r.read(3, 1).unwrap(), last);
+    // A partial read fills the cache; a second read of it is served from memory.
+    let chunk = u64::from(CHUNK_SECTORS);
+    let stripe = 4 * chunk;
+    let first = r.read(stripe + chunk + 1, 5).unwrap();
+    let before = member_reads(&r);
+    assert_eq!(r.read(stripe + chunk + 1, 5).unwrap(), first);
+    assert_eq!(member_reads(&r) - before, 0);
+    // Read-modify-write inside that range reads only P (a read does not bring parity in).
+    let before = member_reads(&r);
+    r.write(stripe + chunk + 2, pattern(&mut rng, 3)).unwrap();
+    assert_eq!(member_reads(&r) - before, 1);
+    // Whole chunks are streamed, not cached.
+    r.read(stripe, stripe).unwrap();
+    let before = member_reads(&r);
+    r.read(stripe, stripe).unwrap();
+    assert!(member_reads(&r) - before > 0);
+    r.check_parity(1, "after a write into a read-cached stripe");
+    // With the cache off, the same write reads old data and parity again.
+    r.array.set_stripe_cache_bytes(0);
+    let before = member_reads(&r);
+    r.write(3, pattern(&mut rng, 1)).unwrap();
+    assert_eq!(member_reads(&r) - before, 2);
+    r.check_parity(0, "cache off");
+}
+
+#[test]
+fn stripe_cache_forgets_a_failed_member_and_stays_correct() {
+    for (level, count) in [(Level::Raid5, 4), (Level::Raid6, 6)] {
+        let r = rig(level, None, count, false);
+        let mut rng = SplitMix64::new(SEED ^ 10);
+        let reference = random_io(&r, &mut rng, 4, 12, "cache");
+        let region = reference.len() as u64 / 512;
+        // Everything cached, then a member fails: reads rebuild from the survivors.
+        assert!(r.read(0, region).unwrap() == reference);
+        r.fail_slot(1);
+        assert!(r.read(0, region).unwrap() == reference, "{level} degraded");
+        let reference = random_io(&r, &mut rng, 4, 12, "cache degraded");
+        assert!(r.read(0, reference.len() as u64 / 512).unwrap() == reference);
+        assert!(r.array.counters().cache_hits > 0 && r.array.counters().cache_misses > 0);
+    }
+}
+
+#[test]
+fn stripe_cache_stays_within_a_small_budget() {
+    let r = rig(Level::Raid6, None, 5, true);
+    // Room for three cells only: most lookups miss, results stay right.
+    r.array
+        .set_stripe_cache_bytes(3 * CHUNK_SECTORS as usize * 512 + 17);
+    let mut rng = SplitMix64::new(SEED ^ 11);
+    let reference = random_io(&r, &mut rng, 6, 30, "small cache");
+    assert!(r.read(0, reference.len() as u64 / 512).unwrap() == reference);
+    assert!(r.array.stripe_cache_held_bytes() <= r.array.stripe_cache_bytes());
+    assert!(r.array.stripe_cache_held_bytes() > 0);
+}
+
+#[test]
+fn plan_choice_counts_cached_cells_as_free() {
+    // RAID6 on 7: a one-sector write reads D, P, Q (3) by read-modify-write, or the four
+    // untouched chunks by reconstruct-write. With those four cached, the latter reads nothing.
+    let r = rig(Level::Raid6, None, 7, false);
+    let chunk = u64::from(CHUNK_SECTORS);
+    let mut rng = SplitMix64::new(SEED ^ 12);
+    for i in 1..5 {
+        r.read(i * chunk + 3, 1).unwrap();
+    }
+    let before = member_reads(&r);
+    r.write(3, pattern(&mut rng, 1)).unwrap();
+    assert_eq!(member_reads(&r) - before, 0);
+    r.check_parity(0, "reconstruct-write from cached cells");
 }

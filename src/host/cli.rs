@@ -1066,6 +1066,15 @@ fn cmd_detail(args: NameArgs) -> Result<(), CliError> {
             ),
         );
     }
+    if d.counters.cache_hits + d.counters.cache_misses > 0 {
+        line(
+            "Stripe Cache",
+            format!(
+                "{} hits, {} misses",
+                d.counters.cache_hits, d.counters.cache_misses
+            ),
+        );
+    }
     let _ = writeln!(
         s,
         "\n    Number   State     Reads  Writes  Errors  Corrected  Device"
