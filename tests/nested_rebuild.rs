@@ -288,17 +288,42 @@ fn scenario(level: &str, per_group: usize, tolerance: usize) {
         assert!(!refused.status.success(), "check of a degraded RAID50");
     }
 
-    // Spares: each degraded group rebuilds.
-    let mut next_spare = spares.iter();
-    for (g, paths) in groups.iter().enumerate() {
+    // Spares: each degraded group rebuilds. Group 0's are added naming the outer array
+    // (they go to the group missing members), group 1 draws from the shared pool.
+    for paths in &groups {
         for p in &paths[..tolerance] {
             member_cmd(&dir, "remove", "a", p);
-            member_cmd(&dir, "add", &format!("a-g{g}"), next_spare.next().unwrap());
         }
     }
+    ok(&raid(
+        &["set", "a", "spare_policy=shared", "--control", "ctl.sock"],
+        &dir,
+    ));
+    let mut next_spare = spares.iter();
+    for _ in 0..tolerance {
+        member_cmd(&dir, "add", "a", next_spare.next().unwrap());
+    }
+    for _ in 0..tolerance {
+        let s = next_spare.next().unwrap();
+        ok(&raid(&["add", "--pool", s, "--control", "ctl.sock"], &dir));
+    }
     wait_optimal(&dir, GROUPS);
+    for (g, spares) in spares[..GROUPS * tolerance].chunks(tolerance).enumerate() {
+        let paths = member_paths(&status(&dir, &format!("a-g{g}")));
+        for s in spares {
+            assert!(paths.iter().any(|p| p.ends_with(s.as_str())), "{paths:?}");
+        }
+    }
     verify(&uri, PIECES);
     check_clean(&dir);
+    // No group is missing a member: a spare for the outer array must name a group.
+    let refused = raid(&["add", "a", "extra.img", "--control", "ctl.sock"], &dir);
+    assert!(!refused.status.success());
+    assert!(
+        text_of(&refused).contains("a-g0, a-g1"),
+        "{}",
+        text_of(&refused)
+    );
 
     // A slow group rebuild stopped in the middle resumes from its checkpoint.
     ok(&raid(
@@ -370,4 +395,83 @@ fn raid50_fail_add_rebuild_check_resume() {
 #[test]
 fn raid60_fail_add_rebuild_check_resume() {
     scenario("60", 4, 2);
+}
+
+/// Corrupts 4 KiB of a group-1 member, then `raid check` of the outer array finds it in
+/// that group (RAID60 names the member), `raid repair` fixes it and the data reads back.
+fn corrupt_check_repair(level: &str, per_group: usize) {
+    if !have("qemu-io") {
+        eprintln!("notice: qemu-io not installed, skipping");
+        return;
+    }
+    let dir =
+        std::env::temp_dir().join(format!("orion-nested-scrub-{level}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let members: Vec<String> = (0..2 * per_group).map(|i| format!("m{i}.img")).collect();
+    let mut args: Vec<&str> = vec![
+        "create", "--level", level, "--groups", "2", "--chunk", "64K", "--size", "32M", "--name",
+        "a",
+    ];
+    args.extend(members.iter().map(String::as_str));
+    ok(&raid(&args, &dir));
+    let server = Server::start(&dir, &members);
+    write_all(&server.uri(), PIECES);
+    let victim = member_paths(&status(&dir, "a-g1"))[0].clone();
+    server.stop();
+    let victim_path = dir.join(&victim);
+    let sb = superblock_of(&victim_path);
+    let at = (sb.data_offset_sectors * 512 + (8 << 20)) as usize;
+    let mut bytes = std::fs::read(&victim_path).unwrap();
+    for b in &mut bytes[at..at + 4096] {
+        *b ^= 0x5a;
+    }
+    std::fs::write(&victim_path, &bytes).unwrap();
+
+    let server = Server::start(&dir, &members);
+    let text = ok(&raid(
+        &["check", "a", "--wait", "--json", "--control", "ctl.sock"],
+        &dir,
+    ));
+    let r: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+    assert_eq!(r["outcome"], "finished", "{r}");
+    assert!(r["mismatched_sectors"].as_u64().unwrap() > 0, "{r}");
+    let regions = r["bad_regions"].as_array().unwrap();
+    assert!(!regions.is_empty(), "{r}");
+    for region in regions {
+        assert_eq!(region["group"], "a-g1", "{r}");
+        if level == "60" {
+            assert!(
+                region["wrong"]["name"]
+                    .as_str()
+                    .is_some_and(|n| n.ends_with(&victim)),
+                "{r}"
+            );
+        }
+    }
+    assert_eq!(
+        status(&dir, "a")["mismatches"],
+        r["mismatched_sectors"],
+        "status of the outer array shows the groups' mismatches"
+    );
+    let detail = ok(&raid(&["detail", "a", "--control", "ctl.sock"], &dir));
+    assert!(detail.contains("group a-g1 stripe"), "{detail}");
+    ok(&raid(
+        &["repair", "a", "--wait", "--control", "ctl.sock"],
+        &dir,
+    ));
+    check_clean(&dir);
+    verify(&server.uri(), PIECES);
+    server.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn raid50_check_names_the_group_and_repair_fixes() {
+    corrupt_check_repair("50", 3);
+}
+
+#[test]
+fn raid60_check_names_group_and_member_and_repair_fixes() {
+    corrupt_check_repair("60", 4);
 }

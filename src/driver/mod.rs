@@ -220,14 +220,46 @@ impl ArrayManager {
         if let Some((_, g)) = groups.iter().find(|(_, g)| g.find_member(member).is_some()) {
             return Ok(g.clone());
         }
-        let names: Vec<&str> = groups.iter().map(|(_, g)| g.name()).collect();
         Err((
             DriverError::NotFound,
             alloc::format!(
                 "no group of '{name}' has a member '{member}' (groups: {})",
-                names.join(", ")
+                group_names(&groups)
             ),
         ))
+    }
+
+    /// The array `raid add NAME MEMBER` adds to: `name` itself, or for an outer array (a
+    /// RAID 0 cannot use a spare) the first group with more empty or failed slots than
+    /// spares waiting to fill them.
+    pub fn add_target(&self, name: &str) -> Result<Rc<Array>, (DriverError, String)> {
+        let (id, array) = self.find(name).ok_or((
+            DriverError::NotFound,
+            alloc::format!("no array named '{name}'"),
+        ))?;
+        let groups = self.groups_of(id);
+        if groups.is_empty() {
+            return Ok(array);
+        }
+        let wants_spare = |g: &Array| {
+            let empty = g
+                .slots()
+                .iter()
+                .filter(|m| m.as_ref().is_none_or(|m| m.state() == MemberState::Faulty))
+                .count();
+            empty > g.spares().len()
+        };
+        groups
+            .iter()
+            .find(|(_, g)| wants_spare(g))
+            .map(|(_, g)| g.clone())
+            .ok_or((
+                DriverError::InvalidArgument,
+                alloc::format!(
+                    "no group of '{name}' is missing a member: add the spare to a group ({})",
+                    group_names(&groups)
+                ),
+            ))
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (u32, &Rc<Array>)> {
@@ -241,6 +273,11 @@ impl ArrayManager {
     pub fn is_empty(&self) -> bool {
         self.arrays.is_empty()
     }
+}
+
+fn group_names(groups: &[(u32, Rc<Array>)]) -> String {
+    let names: Vec<&str> = groups.iter().map(|(_, g)| g.name()).collect();
+    names.join(", ")
 }
 
 /// What the driver knows of one member disk.
@@ -465,6 +502,10 @@ impl RaidDriver {
     /// Serves a stack assembled by other means (the host tool): the outer array is served,
     /// its groups are internal. Returns the outer array's id.
     pub fn add_stack(&self, stack: &Stack) -> u32 {
+        // The groups of a RAID 50/60 rebuild from the pool; the outer RAID 0 never asks.
+        for layer in stack.layers() {
+            layer.set_spare_source(Some(pool_source(&self.disks)));
+        }
         self.arrays.borrow_mut().add_stack(stack)
     }
 
@@ -835,7 +876,11 @@ impl RaidDriver {
                     Ok(r) => r,
                     Err(e) => return Some(respond(Err(e))),
                 };
-                let array = match req.name.as_deref().map(find).transpose() {
+                let target = req
+                    .name
+                    .as_deref()
+                    .map(|n| self.arrays.borrow().add_target(n));
+                let array = match target.transpose() {
                     Ok(a) => a,
                     Err(e) => return Some(respond(Err(e))),
                 };
@@ -891,9 +936,17 @@ impl RaidDriver {
                     Ok(r) => r,
                     Err(e) => return Some(respond(Err(e))),
                 };
+                let groups = match self.arrays.borrow().find(&req.name) {
+                    Some((id, _)) => self.arrays.borrow().groups_of(id),
+                    None => Vec::new(),
+                };
                 Some(respond(find(&req.name).and_then(|a| {
-                    a.apply_setting(&req.key, &req.value)
-                        .map_err(|e| (DriverError::InvalidArgument, alloc::format!("{e}")))?;
+                    // A RAID 50/60's rebuild and spare policies are its groups'.
+                    for layer in core::iter::once(&a).chain(groups.iter().map(|(_, g)| g)) {
+                        layer
+                            .apply_setting(&req.key, &req.value)
+                            .map_err(|e| (DriverError::InvalidArgument, alloc::format!("{e}")))?;
+                    }
                     Ok(to_json(&manage::SettingsReport {
                         settings: a.settings(),
                     }))
