@@ -461,7 +461,11 @@ fn corrupt_check_repair(level: &str, per_group: usize) {
         &dir,
     ));
     check_clean(&dir);
-    verify(&server.uri(), PIECES);
+    // RAID6 repair rewrites the block it found wrong; RAID5 cannot tell which block is
+    // wrong and rewrites parity, so its data is right only when parity was hit.
+    if level == "60" {
+        verify(&server.uri(), PIECES);
+    }
     server.stop();
     let _ = std::fs::remove_dir_all(&dir);
 }
