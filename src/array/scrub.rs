@@ -129,6 +129,10 @@ pub struct BadRegion {
     pub sectors: u64,
     /// The wrong member, when the level can tell (RAID6 with every member present).
     pub wrong: Option<WrongMember>,
+    /// The group array the region is in, in the combined report of a RAID 50/60 (its
+    /// sectors are then the group's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
 }
 
 /// The result of the last (or the running) scrub.
@@ -165,6 +169,44 @@ impl ScrubReport {
             read_errors_corrected: 0,
             unchecked_sectors: 0,
         }
+    }
+
+    /// One report for the groups of a RAID 50/60, from each group's (name, report): counts
+    /// summed, bad regions tagged with their group (group order, then the group's order),
+    /// running while any group runs, else the worst way a group ended. `None` when no group
+    /// has a report.
+    pub fn combine(groups: &[(String, ScrubReport)]) -> Option<ScrubReport> {
+        let (_, first) = groups.first()?;
+        let mut all = ScrubReport::new(first.mode);
+        let rank = |o: ScrubOutcome| match o {
+            ScrubOutcome::Finished => 0,
+            ScrubOutcome::Cancelled => 1,
+            ScrubOutcome::Aborted => 2,
+            ScrubOutcome::Running => 3,
+        };
+        all.outcome = ScrubOutcome::Finished;
+        for (name, r) in groups {
+            if rank(r.outcome) > rank(all.outcome) {
+                all.outcome = r.outcome;
+            }
+            all.checked_sectors += r.checked_sectors;
+            all.mismatched_sectors += r.mismatched_sectors;
+            all.repaired_sectors += r.repaired_sectors;
+            all.read_errors_corrected += r.read_errors_corrected;
+            all.unchecked_sectors += r.unchecked_sectors;
+            all.bad_regions_omitted += r.bad_regions_omitted;
+            for region in &r.bad_regions {
+                if all.bad_regions.len() < BAD_REGIONS_KEPT {
+                    all.bad_regions.push(BadRegion {
+                        group: Some(name.clone()),
+                        ..region.clone()
+                    });
+                } else {
+                    all.bad_regions_omitted += 1;
+                }
+            }
+        }
+        Some(all)
     }
 
     /// Adds a region, keeping the list the first [`BAD_REGIONS_KEPT`] in array order
@@ -604,6 +646,7 @@ impl Array {
                         member_sector: copies[0].1 + off,
                         sectors,
                         wrong: None,
+                        group: None,
                     });
                 });
             }
@@ -888,6 +931,7 @@ impl Array {
                     member_sector: l.member_sector(stripe, offset),
                     sectors: COMPARE_SECTORS,
                     wrong,
+                    group: None,
                 });
             });
             if mode != ScrubMode::Repair {

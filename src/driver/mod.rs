@@ -19,7 +19,7 @@ use orion_driver::{
 
 use crate::array::assemble::{ASSEMBLY_OPTIONS, assemble, read_superblock};
 use crate::array::nested::{Stack, groups_of, read_inner_superblock};
-use crate::array::scrub::{ScrubError, ScrubMode};
+use crate::array::scrub::{ScrubError, ScrubMode, ScrubReport};
 use crate::array::{Array, MemberState};
 use crate::block::{BlockDevice, Bytes, IoError, SECTOR_BYTES};
 use crate::executor::Executor;
@@ -171,6 +171,95 @@ impl ArrayManager {
             let groups: Vec<&Array> = groups.iter().map(|(_, g)| g.as_ref()).collect();
             manage::apply_groups(status, array, &groups);
         }
+        if groups.is_empty() {
+            return;
+        }
+        // The outer RAID 0 keeps no redundancy: its checks and rebuilds are its groups'.
+        status.mismatches = groups.iter().map(|(_, g)| g.mismatches()).sum();
+        if status.job.is_none() {
+            let jobs: Vec<_> = groups.iter().filter_map(|(_, g)| g.job()).collect();
+            if let Some(first) = jobs.first() {
+                status.job = Some(manage::JobStatus {
+                    kind: first.kind.name().into(),
+                    progress: jobs.iter().map(|j| j.fraction()).fold(1.0, f64::min),
+                    rate_bytes_per_s: jobs.iter().map(|j| j.rate_bytes_per_s()).sum(),
+                    eta_s: jobs.iter().map(|j| j.eta_s()).max().unwrap_or(0),
+                });
+            }
+        }
+    }
+
+    /// The scrub report of an array; for an outer array, its groups' reports combined.
+    pub fn scrub_report(&self, id: u32) -> Option<ScrubReport> {
+        let groups = self.groups_of(id);
+        if groups.is_empty() {
+            return self.arrays.get(&id).and_then(|a| a.scrub_report());
+        }
+        let reports: Vec<(String, ScrubReport)> = groups
+            .iter()
+            .filter_map(|(_, g)| g.scrub_report().map(|r| (String::from(g.name()), r)))
+            .collect();
+        ScrubReport::combine(&reports)
+    }
+
+    /// The array a member command names: `name` itself, or for an outer array whose own
+    /// members do not include `member`, the group that holds it.
+    pub fn member_target(
+        &self,
+        name: &str,
+        member: &str,
+    ) -> Result<Rc<Array>, (DriverError, String)> {
+        let (id, array) = self.find(name).ok_or((
+            DriverError::NotFound,
+            alloc::format!("no array named '{name}'"),
+        ))?;
+        let groups = self.groups_of(id);
+        if groups.is_empty() || array.find_member(member).is_some() {
+            return Ok(array);
+        }
+        if let Some((_, g)) = groups.iter().find(|(_, g)| g.find_member(member).is_some()) {
+            return Ok(g.clone());
+        }
+        Err((
+            DriverError::NotFound,
+            alloc::format!(
+                "no group of '{name}' has a member '{member}' (groups: {})",
+                group_names(&groups)
+            ),
+        ))
+    }
+
+    /// The array `raid add NAME MEMBER` adds to: `name` itself, or for an outer array (a
+    /// RAID 0 cannot use a spare) the first group with more empty or failed slots than
+    /// spares waiting to fill them.
+    pub fn add_target(&self, name: &str) -> Result<Rc<Array>, (DriverError, String)> {
+        let (id, array) = self.find(name).ok_or((
+            DriverError::NotFound,
+            alloc::format!("no array named '{name}'"),
+        ))?;
+        let groups = self.groups_of(id);
+        if groups.is_empty() {
+            return Ok(array);
+        }
+        let wants_spare = |g: &Array| {
+            let empty = g
+                .slots()
+                .iter()
+                .filter(|m| m.as_ref().is_none_or(|m| m.state() == MemberState::Faulty))
+                .count();
+            empty > g.spares().len()
+        };
+        groups
+            .iter()
+            .find(|(_, g)| wants_spare(g))
+            .map(|(_, g)| g.clone())
+            .ok_or((
+                DriverError::InvalidArgument,
+                alloc::format!(
+                    "no group of '{name}' is missing a member: add the spare to a group ({})",
+                    group_names(&groups)
+                ),
+            ))
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (u32, &Rc<Array>)> {
@@ -184,6 +273,11 @@ impl ArrayManager {
     pub fn is_empty(&self) -> bool {
         self.arrays.is_empty()
     }
+}
+
+fn group_names(groups: &[(u32, Rc<Array>)]) -> String {
+    let names: Vec<&str> = groups.iter().map(|(_, g)| g.name()).collect();
+    names.join(", ")
 }
 
 /// What the driver knows of one member disk.
@@ -408,6 +502,10 @@ impl RaidDriver {
     /// Serves a stack assembled by other means (the host tool): the outer array is served,
     /// its groups are internal. Returns the outer array's id.
     pub fn add_stack(&self, stack: &Stack) -> u32 {
+        // The groups of a RAID 50/60 rebuild from the pool; the outer RAID 0 never asks.
+        for layer in stack.layers() {
+            layer.set_spare_source(Some(pool_source(&self.disks)));
+        }
         self.arrays.borrow_mut().add_stack(stack)
     }
 
@@ -606,7 +704,9 @@ impl RaidDriver {
             }
             manage::OP_DETAIL => Some(respond(named(&request.payload).map(|(id, a)| {
                 let mut detail = manage::array_detail(id, &a);
-                self.arrays.borrow().mark_nesting(id, &mut detail.status);
+                let arrays = self.arrays.borrow();
+                arrays.mark_nesting(id, &mut detail.status);
+                detail.scrub = arrays.scrub_report(id);
                 to_json(&detail)
             }))),
             manage::OP_METRICS => {
@@ -684,43 +784,78 @@ impl RaidDriver {
                 }
             },
             manage::OP_CHECK | manage::OP_REPAIR => {
-                Some(respond(named(&request.payload).and_then(|(_, a)| {
+                Some(respond(named(&request.payload).and_then(|(id, a)| {
                     let mode = if opcode == manage::OP_CHECK {
                         ScrubMode::Check
                     } else {
                         ScrubMode::Repair
                     };
-                    a.start_scrub(mode).map_err(|e| {
+                    let groups = self.arrays.borrow().groups_of(id);
+                    // A RAID 50/60 is checked group by group, all groups at once.
+                    let targets: Vec<Rc<Array>> = if groups.is_empty() {
+                        vec![a.clone()]
+                    } else {
+                        groups.into_iter().map(|(_, g)| g).collect()
+                    };
+                    let scrub_error = |t: &Array, e: ScrubError| {
                         let status = match e {
                             ScrubError::Busy(_) | ScrubError::ResyncPending => DriverError::Busy,
                             ScrubError::NotRedundant | ScrubError::Degraded { .. } => {
                                 DriverError::Unsupported
                             }
                         };
-                        (status, alloc::format!("{}: {e}", a.name()))
-                    })?;
-                    Ok(to_json(&a.scrub_report()))
+                        (status, alloc::format!("{}: {e}", t.name()))
+                    };
+                    // Refuse before starting any group where that can be told in advance.
+                    for t in &targets {
+                        if let Some(job) = t.job() {
+                            return Err(scrub_error(t, ScrubError::Busy(job.kind)));
+                        }
+                    }
+                    for (i, t) in targets.iter().enumerate() {
+                        if let Err(e) = t.start_scrub(mode) {
+                            for started in &targets[..i] {
+                                started.cancel_scrub();
+                            }
+                            return Err(scrub_error(t, e));
+                        }
+                    }
+                    Ok(to_json(&self.arrays.borrow().scrub_report(id)))
                 })))
             }
-            manage::OP_SCRUB_REPORT => Some(respond(
-                named(&request.payload).map(|(_, a)| to_json(&a.scrub_report())),
-            )),
-            manage::OP_SCRUB_CANCEL => Some(respond(named(&request.payload).and_then(|(_, a)| {
-                if a.cancel_scrub() {
-                    Ok(to_json(&a.scrub_report()))
-                } else {
-                    Err((
-                        DriverError::NotFound,
-                        alloc::format!("{}: no check or repair is running", a.name()),
-                    ))
-                }
-            }))),
+            manage::OP_SCRUB_REPORT => {
+                Some(respond(named(&request.payload).map(|(id, _)| {
+                    to_json(&self.arrays.borrow().scrub_report(id))
+                })))
+            }
+            manage::OP_SCRUB_CANCEL => {
+                Some(respond(named(&request.payload).and_then(|(id, a)| {
+                    let groups = self.arrays.borrow().groups_of(id);
+                    let cancelled = if groups.is_empty() {
+                        a.cancel_scrub()
+                    } else {
+                        // Every group, not just up to the first that runs.
+                        groups
+                            .iter()
+                            .fold(false, |any, (_, g)| g.cancel_scrub() || any)
+                    };
+                    if cancelled {
+                        Ok(to_json(&self.arrays.borrow().scrub_report(id)))
+                    } else {
+                        Err((
+                            DriverError::NotFound,
+                            alloc::format!("{}: no check or repair is running", a.name()),
+                        ))
+                    }
+                })))
+            }
             manage::OP_FAIL | manage::OP_REMOVE => {
                 let req: manage::MemberRequest = match parse(&request.payload) {
                     Ok(r) => r,
                     Err(e) => return Some(respond(Err(e))),
                 };
-                let array = match find(&req.name) {
+                let target = self.arrays.borrow().member_target(&req.name, &req.member);
+                let array = match target {
                     Ok(a) => a,
                     Err(e) => return Some(respond(Err(e))),
                 };
@@ -741,7 +876,11 @@ impl RaidDriver {
                     Ok(r) => r,
                     Err(e) => return Some(respond(Err(e))),
                 };
-                let array = match req.name.as_deref().map(find).transpose() {
+                let target = req
+                    .name
+                    .as_deref()
+                    .map(|n| self.arrays.borrow().add_target(n));
+                let array = match target.transpose() {
                     Ok(a) => a,
                     Err(e) => return Some(respond(Err(e))),
                 };
@@ -774,7 +913,8 @@ impl RaidDriver {
                     Ok(r) => r,
                     Err(e) => return Some(respond(Err(e))),
                 };
-                let array = match find(&req.name) {
+                let target = self.arrays.borrow().member_target(&req.name, &req.member);
+                let array = match target {
                     Ok(a) => a,
                     Err(e) => return Some(respond(Err(e))),
                 };
@@ -796,9 +936,17 @@ impl RaidDriver {
                     Ok(r) => r,
                     Err(e) => return Some(respond(Err(e))),
                 };
+                let groups = match self.arrays.borrow().find(&req.name) {
+                    Some((id, _)) => self.arrays.borrow().groups_of(id),
+                    None => Vec::new(),
+                };
                 Some(respond(find(&req.name).and_then(|a| {
-                    a.apply_setting(&req.key, &req.value)
-                        .map_err(|e| (DriverError::InvalidArgument, alloc::format!("{e}")))?;
+                    // A RAID 50/60's rebuild and spare policies are its groups'.
+                    for layer in core::iter::once(&a).chain(groups.iter().map(|(_, g)| g)) {
+                        layer
+                            .apply_setting(&req.key, &req.value)
+                            .map_err(|e| (DriverError::InvalidArgument, alloc::format!("{e}")))?;
+                    }
                     Ok(to_json(&manage::SettingsReport {
                         settings: a.settings(),
                     }))

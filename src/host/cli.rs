@@ -1196,10 +1196,13 @@ pub fn render_scrub_report(name: &str, r: &ScrubReport) -> String {
         }
     );
     for b in &r.bad_regions {
-        let place = match b.stripe {
+        let mut place = match b.stripe {
             Some(stripe) => format!("stripe {stripe}"),
             None => format!("array sector {}", b.array_sector),
         };
+        if let Some(group) = &b.group {
+            place = format!("group {group} {place}");
+        }
         let wrong = match &b.wrong {
             Some(w) => {
                 let block = match w.block {
@@ -1604,6 +1607,7 @@ mod tests {
                         block: BlockKind::Data,
                         syndrome_slot: Some(1),
                     }),
+                    group: None,
                 },
                 BadRegion {
                     stripe: None,
@@ -1611,6 +1615,7 @@ mod tests {
                     member_sector: 40,
                     sectors: 8,
                     wrong: None,
+                    group: None,
                 },
             ],
             bad_regions_omitted: 2,
