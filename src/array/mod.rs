@@ -310,7 +310,9 @@ impl Member {
             .await;
         self.monitor.finish(true, bytes, started_ns, r.is_ok());
         // A replacement gets what its original gets; if it cannot take it, it is dropped
-        // (the original still holds the data, nothing is lost).
+        // (the original still holds the data, nothing is lost). Only marked here: the array
+        // records it in the superblocks before it acknowledges the write
+        // (`record_failed_replacements`).
         let replacement = self.replacement.borrow().clone();
         if let Some(rep) = replacement.filter(|m| m.state() == MemberState::Rebuilding)
             && rep
@@ -980,6 +982,13 @@ impl Array {
     }
 
     async fn do_write(&self, sector: u64, data: Bytes, fua: bool) -> Result<(), IoError> {
+        let r = self.write_members(sector, data, fua).await;
+        // A replacement that failed this write missed it: that is on disk before the ack.
+        self.record_failed_replacements().await;
+        r
+    }
+
+    async fn write_members(&self, sector: u64, data: Bytes, fua: bool) -> Result<(), IoError> {
         let _busy = Busy::new(&self.foreground);
         if let ArrayLayout::Raid5(l) = &self.layout {
             return self.parity_write(l, sector, data, fua).await;

@@ -16,7 +16,8 @@ use super::{Array, Health, MemberState};
 use crate::block::{BlockDevice, Bytes, SECTOR_BYTES};
 use crate::executor::Executor;
 use crate::metadata::{DeviceRole, FeatureMap, Level, Superblock};
-use crate::platform::faulty::{FaultConfig, FaultyDisk};
+use crate::monitor::Event;
+use crate::platform::faulty::{FaultConfig, FaultOp, FaultyDisk};
 use crate::platform::memory::MemoryDisk;
 use crate::rng::SplitMix64;
 
@@ -856,4 +857,152 @@ fn a_member_failing_mid_rebuild_is_replaced_by_the_next_spare() {
     assert_eq!(r.array.health(), Health::Optimal);
     fail_all_but(&r.exec, &r.array, 1);
     check_all(&r.exec, &r.array, &model);
+}
+
+#[test]
+fn spare_activation_and_rebuild_are_reported_as_events_in_order() {
+    let r = faulty_array(
+        options(Level::Raid5, None, 64, "t"),
+        3,
+        MEMBER_SECTORS,
+        false,
+    );
+    let model = fill(&r, 61);
+    let (_, spare) = new_disk(&r.exec, 62, false);
+    add_spare(&r, "s0", &spare).unwrap();
+    let from = r.array.monitor().events().latest_seq();
+    fail(&r, "d1").unwrap();
+    r.exec.run_until_idle();
+    assert_eq!(r.array.health(), Health::Optimal);
+    check_all(&r.exec, &r.array, &model);
+    let events: Vec<Event> = r
+        .array
+        .monitor()
+        .events()
+        .after(from, 1000)
+        .events
+        .into_iter()
+        .map(|e| e.event)
+        .collect();
+    let member = |name: &str| String::from(name);
+    let expected = [
+        Event::MemberFailed {
+            slot: 1,
+            member: member("d1"),
+        },
+        Event::SpareActivated {
+            slot: 1,
+            member: member("s0"),
+        },
+        Event::RebuildStarted {
+            slot: 1,
+            member: member("s0"),
+        },
+        Event::RebuildFinished {
+            slot: 1,
+            member: member("s0"),
+        },
+        Event::ArrayOptimal,
+    ];
+    // In this order, possibly with others (ArrayDegraded) between.
+    let mut rest = events.iter();
+    for want in &expected {
+        assert!(
+            rest.any(|e| e == want),
+            "{want:?} missing or out of order in {events:?}"
+        );
+    }
+    assert!(events.contains(&Event::ArrayDegraded), "{events:?}");
+    assert!(
+        !events
+            .iter()
+            .any(|e| matches!(e, Event::RebuildFailed { .. })),
+        "{events:?}"
+    );
+}
+
+#[test]
+fn a_replacement_failing_a_write_below_its_cursor_is_recorded_before_the_ack() {
+    let r = faulty_array(
+        options(Level::Raid1, None, 64, "t"),
+        2,
+        MEMBER_SECTORS,
+        false,
+    );
+    let model = fill(&r, 71);
+    let mut p = r.array.policy();
+    p.checkpoint_regions = 1;
+    p.rebuild_rate_bytes_per_s = 1 << 20;
+    r.array.set_policy(p);
+    let (new_mem, new) = new_disk(&r.exec, 72, false);
+    let a = r.array.clone();
+    let dev = new.clone() as Rc<dyn BlockDevice>;
+    r.exec
+        .block_on(async move {
+            a.replace_named("d1", "n".into(), dev).await.unwrap();
+            a.executor().sleep(4_000_000_000).await;
+        })
+        .unwrap();
+    let rep = r.array.replacement_of(1).expect("replacing");
+    let cursor = rep.recovery_offset_sectors();
+    assert!(cursor > 64, "the copy moved: {cursor}");
+    assert!(sb_of(&new_mem).recovery_offset_sectors > 0, "checkpointed");
+    // The first 32 KiB are behind the cursor: only a client write reaches them now.
+    new.add_error_range(rep.data_offset(), 64, FaultOp::Write);
+    let mut data = vec![0u8; 4096];
+    SplitMix64::new(73).fill(&mut data);
+    let a = r.array.clone();
+    let d = Bytes::from(data.clone());
+    // Nothing else runs between the acknowledgement and the checks below.
+    let sb_at_ack = r
+        .exec
+        .block_on(async move {
+            a.write(8, d, false).await.unwrap();
+            sb_of_dev(&a)
+        })
+        .unwrap();
+    let nsb = sb_of(&new_mem);
+    assert_eq!(
+        sb_at_ack.role_of(nsb.dev_number),
+        DeviceRole::Faulty,
+        "the failure is on disk when the write is acknowledged"
+    );
+    assert_eq!(rep.state(), MemberState::Faulty);
+    assert!(r.array.replacement_of(1).is_none());
+    let mut model = model;
+    model[8 * SECTOR_BYTES..8 * SECTOR_BYTES + 4096].copy_from_slice(&data);
+    let a = r.array.clone();
+    r.exec.block_on(async move { a.stop_jobs().await }).unwrap();
+
+    // Restart: the replacement is not taken back, neither as replacement nor in sync.
+    let exec = Executor::new();
+    let mut candidates: Vec<(String, Rc<dyn BlockDevice>)> = r
+        .mem
+        .iter()
+        .enumerate()
+        .map(|(i, m)| (format!("d{i}"), m.clone() as Rc<dyn BlockDevice>))
+        .collect();
+    candidates.push(("n".into(), new_mem.clone()));
+    let e = exec.clone();
+    let result = exec
+        .block_on(async move { assemble(&e, candidates).await })
+        .unwrap();
+    let array = result.arrays[0].clone();
+    assert!(array.replacement_of(1).is_none());
+    for m in array.slots().iter().flatten() {
+        assert_ne!(m.name, "n", "the failed replacement holds no slot");
+    }
+    array.start_jobs();
+    exec.run_until_idle();
+    check_all(&exec, &array, &model);
+    fail_all_but(&exec, &array, 1);
+    check_all(&exec, &array, &model);
+}
+
+/// The superblock as the first member's device holds it now.
+fn sb_of_dev(array: &Array) -> Superblock {
+    array.slots()[0]
+        .as_ref()
+        .map(|m| m.superblock.borrow().clone())
+        .expect("slot 0 present")
 }
