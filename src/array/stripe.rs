@@ -75,6 +75,15 @@ pub(super) enum CellRead {
     Error,
 }
 
+/// [`CellRead`] for the engine's own paths: the content may be shared with the stripe cache.
+enum Cell {
+    Ok(Bytes),
+    /// The member is missing or failed (now or before).
+    Gone,
+    /// A read error on a member that stays in the array: the cell wants a rewrite.
+    Error,
+}
+
 impl Array {
     /// Reads the cells `[offset, offset + sectors)` of `stripe` on `disks`, all at once.
     pub(super) async fn read_cells(
@@ -85,6 +94,29 @@ impl Array {
         sectors: u64,
         disks: &[usize],
     ) -> Vec<(usize, CellRead)> {
+        self.read_cells_shared(l, stripe, offset_sectors, sectors, disks)
+            .await
+            .into_iter()
+            .map(|(d, c)| {
+                let c = match c {
+                    Cell::Ok(b) => CellRead::Ok(Vec::from(b)),
+                    Cell::Gone => CellRead::Gone,
+                    Cell::Error => CellRead::Error,
+                };
+                (d, c)
+            })
+            .collect()
+    }
+
+    /// [`Self::read_cells`] without copying what comes from the stripe cache.
+    async fn read_cells_shared(
+        &self,
+        l: &Raid5Layout,
+        stripe: u64,
+        offset_sectors: u64,
+        sectors: u64,
+        disks: &[usize],
+    ) -> Vec<(usize, Cell)> {
         let at = l.member_sector(stripe, offset_sectors);
         let bytes = sectors as usize * SECTOR_BYTES;
         let jobs: Vec<_> = disks
@@ -102,7 +134,10 @@ impl Array {
                     if let Some(data) = cached {
                         return (d, Some(member), Ok(data), true);
                     }
-                    let r = member.read_data(at, vec![0u8; bytes]).await;
+                    let r = member
+                        .read_data(at, vec![0u8; bytes])
+                        .await
+                        .map(Bytes::from);
                     (d, Some(member), r, false)
                 }
             })
@@ -118,8 +153,8 @@ impl Array {
                 Err(_) => self.stripe_cache.borrow_mut().invalidate_cell(stripe, d),
             }
             let cell = match (member, r) {
-                (_, Ok(data)) => CellRead::Ok(data),
-                (None, Err(_)) => CellRead::Gone,
+                (_, Ok(data)) => Cell::Ok(data),
+                (None, Err(_)) => Cell::Gone,
                 (Some(member), Err(e)) => {
                     log::warn!(
                         "{}: read error on {} at member sector {at}: {e}",
@@ -128,9 +163,9 @@ impl Array {
                     );
                     if matches!(e, IoError::DeviceFailed) {
                         self.fail_member_rc(&member).await;
-                        CellRead::Gone
+                        Cell::Gone
                     } else {
-                        CellRead::Error
+                        Cell::Error
                     }
                 }
             };
@@ -141,7 +176,7 @@ impl Array {
 
     /// Fills the `None` cells of one stripe band (indexed by member) from the others.
     /// Returns false when more cells are lost than the level's parity can rebuild.
-    fn solve_stripe(&self, l: &Raid5Layout, stripe: u64, cells: &mut [Option<Vec<u8>>]) -> bool {
+    fn solve_stripe(&self, l: &Raid5Layout, stripe: u64, cells: &mut [Option<Bytes>]) -> bool {
         let lost: Vec<usize> = (0..cells.len()).filter(|&d| cells[d].is_none()).collect();
         if lost.is_empty() {
             return true;
@@ -149,16 +184,16 @@ impl Array {
         if lost.len() > l.parity_disks() {
             return false;
         }
-        let Some(len) = cells.iter().flatten().map(Vec::len).next() else {
+        let Some(len) = cells.iter().flatten().map(Bytes::len).next() else {
             return false;
         };
         let engine = self.parity.get();
         if l.parity_disks() == 1 {
             // P is the xor of the data, so any one cell is the xor of all the others.
-            let sources: Vec<&[u8]> = cells.iter().flatten().map(Vec::as_slice).collect();
+            let sources: Vec<&[u8]> = cells.iter().flatten().map(|c| &c[..]).collect();
             let mut out = vec![0u8; len];
             engine.xor(&sources, &mut out);
-            cells[lost[0]] = Some(out);
+            cells[lost[0]] = Some(Bytes::from(out));
             return true;
         }
         let k = l.data_disks();
@@ -187,7 +222,8 @@ impl Array {
             ([x, y], false, false) => Lost::TwoData(*x, *y),
             _ => return false,
         };
-        let mut take = |d: usize| cells[d].take().unwrap_or_else(|| vec![0u8; len]);
+        // Recovery works in place: a cell shared with the cache is copied out first.
+        let mut take = |d: usize| cells[d].take().map_or_else(|| vec![0u8; len], Vec::from);
         let mut data: Vec<Vec<u8>> = data_disks.iter().map(|&d| take(d)).collect();
         let mut p = take(p_disk);
         let mut q = take(q_disk);
@@ -196,10 +232,10 @@ impl Array {
             engine.recover(&mut views, &slots, &mut p, &mut q, which)
         };
         for (&d, buf) in data_disks.iter().zip(data) {
-            cells[d] = Some(buf);
+            cells[d] = Some(Bytes::from(buf));
         }
-        cells[p_disk] = Some(p);
-        cells[q_disk] = Some(q);
+        cells[p_disk] = Some(Bytes::from(p));
+        cells[q_disk] = Some(Bytes::from(q));
         match solved {
             Ok(()) => true,
             Err(e) => {
@@ -223,22 +259,24 @@ impl Array {
         target: usize,
     ) -> Result<Vec<u8>, u64> {
         let others: Vec<usize> = (0..l.disk_count()).filter(|&d| d != target).collect();
-        let mut cells: Vec<Option<Vec<u8>>> = vec![None; l.disk_count()];
+        let mut cells: Vec<Option<Bytes>> = vec![None; l.disk_count()];
         let mut gone = usize::from(self.member(target).is_none());
         for (d, r) in self
-            .read_cells(l, stripe, offset_sectors, sectors, &others)
+            .read_cells_shared(l, stripe, offset_sectors, sectors, &others)
             .await
         {
             match r {
-                CellRead::Ok(data) => cells[d] = Some(data),
-                CellRead::Gone => gone += 1,
-                CellRead::Error => {}
+                Cell::Ok(data) => cells[d] = Some(data),
+                Cell::Gone => gone += 1,
+                Cell::Error => {}
             }
         }
         if self.solve_stripe(l, stripe, &mut cells) {
-            return Ok(cells[target]
-                .take()
-                .expect("a solved stripe has every cell"));
+            return Ok(Vec::from(
+                cells[target]
+                    .take()
+                    .expect("a solved stripe has every cell"),
+            ));
         }
         // With more whole members gone than parity covers, every sector here is lost; only
         // read errors (which may hit single sectors) are worth a sector-by-sector retry.
@@ -388,16 +426,16 @@ impl Array {
         l: &Raid5Layout,
         stripe: u64,
         segs: &[Segment],
-    ) -> Result<(Vec<(Segment, Vec<u8>)>, Vec<StripeRepair>), IoError> {
+    ) -> Result<(Vec<(Segment, Bytes)>, Vec<StripeRepair>), IoError> {
         let jobs: Vec<_> = segs
             .iter()
             .map(|seg| async move {
                 let disk = l.data_disk(stripe, seg.data_index);
                 let r = self
-                    .read_cells(l, stripe, seg.offset_sectors, seg.sectors, &[disk])
+                    .read_cells_shared(l, stripe, seg.offset_sectors, seg.sectors, &[disk])
                     .await
                     .pop()
-                    .map_or(CellRead::Gone, |(_, r)| r);
+                    .map_or(Cell::Gone, |(_, r)| r);
                 (seg, disk, r)
             })
             .collect();
@@ -405,7 +443,7 @@ impl Array {
         let mut repairs = Vec::new();
         for (seg, disk, r) in join_all(jobs).await {
             let data = match r {
-                CellRead::Ok(data) => data,
+                Cell::Ok(data) => data,
                 other => {
                     let rebuilt = self
                         .reconstruct_cell(l, stripe, seg.offset_sectors, seg.sectors, disk)
@@ -413,7 +451,7 @@ impl Array {
                         .map_err(|off| IoError::DataLost {
                             sector: array_sector_of(l, stripe, seg.data_index, off),
                         })?;
-                    if matches!(other, CellRead::Error) && self.redundant {
+                    if matches!(other, Cell::Error) && self.redundant {
                         repairs.push(StripeRepair {
                             stripe,
                             offset_sectors: seg.offset_sectors,
@@ -421,7 +459,7 @@ impl Array {
                             disk_index: disk,
                         });
                     }
-                    rebuilt
+                    Bytes::from(rebuilt)
                 }
             };
             pieces.push((*seg, data));
@@ -613,19 +651,19 @@ impl Array {
             (0..n).filter(|&d| live(d)).collect()
         };
 
-        let mut cells: Vec<Option<Vec<u8>>> = vec![None; n];
+        let mut cells: Vec<Option<Bytes>> = vec![None; n];
         let mut unreadable: Vec<usize> = Vec::new();
         let mut read_done = vec![false; n];
         let mut clean = true;
         for (d, r) in self
-            .read_cells(l, stripe, offset_sectors, sectors, &first_reads)
+            .read_cells_shared(l, stripe, offset_sectors, sectors, &first_reads)
             .await
         {
             read_done[d] = true;
             match r {
-                CellRead::Ok(data) => cells[d] = Some(data),
-                CellRead::Gone => clean = false,
-                CellRead::Error => {
+                Cell::Ok(data) => cells[d] = Some(data),
+                Cell::Gone => clean = false,
+                Cell::Error => {
                     clean = false;
                     unreadable.push(d);
                 }
@@ -636,13 +674,13 @@ impl Array {
         if !clean {
             let rest: Vec<usize> = (0..n).filter(|&d| !read_done[d] && live(d)).collect();
             for (d, r) in self
-                .read_cells(l, stripe, offset_sectors, sectors, &rest)
+                .read_cells_shared(l, stripe, offset_sectors, sectors, &rest)
                 .await
             {
                 match r {
-                    CellRead::Ok(data) => cells[d] = Some(data),
-                    CellRead::Gone => {}
-                    CellRead::Error => unreadable.push(d),
+                    Cell::Ok(data) => cells[d] = Some(data),
+                    Cell::Gone => {}
+                    Cell::Error => unreadable.push(d),
                 }
             }
         }
@@ -717,7 +755,7 @@ impl Array {
             if untouched.contains(&d)
                 && let Some(c) = cells[d].take()
             {
-                writes.push((d, Bytes::from(c), true));
+                writes.push((d, c, true));
             }
         }
         // What the members hold once these writes land, for the stripe cache.
@@ -800,9 +838,12 @@ impl Array {
         let k = l.data_disks();
         let chunk = l.chunk_sectors();
         let data_disks: Vec<usize> = (0..k).map(|i| l.data_disk(stripe, i)).collect();
-        let mut cells: Vec<Option<Vec<u8>>> = vec![None; l.disk_count()];
-        for (d, r) in self.read_cells(l, stripe, 0, chunk, &data_disks).await {
-            if let CellRead::Ok(data) = r {
+        let mut cells: Vec<Option<Bytes>> = vec![None; l.disk_count()];
+        for (d, r) in self
+            .read_cells_shared(l, stripe, 0, chunk, &data_disks)
+            .await
+        {
+            if let Cell::Ok(data) = r {
                 cells[d] = Some(data);
             }
         }
@@ -920,7 +961,7 @@ impl Array {
         disk: usize,
         offset_sectors: u64,
         sectors: u64,
-    ) -> Option<Vec<u8>> {
+    ) -> Option<Bytes> {
         let got = self
             .stripe_cache
             .borrow_mut()
@@ -933,7 +974,7 @@ impl Array {
     }
 
     /// Records what a live member now holds (never for a member that is gone).
-    fn cache_put(&self, stripe: u64, disk: usize, offset_sectors: u64, data: &[u8]) {
+    fn cache_put(&self, stripe: u64, disk: usize, offset_sectors: u64, data: &Bytes) {
         if self.member(disk).is_some() {
             self.stripe_cache
                 .borrow_mut()

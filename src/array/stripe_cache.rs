@@ -12,12 +12,18 @@
 //! parity chunk is a whole number of them), keyed by (stripe, member, page), each with a
 //! per-sector validity mask so partial pages can be cached; the budget counts whole pages.
 //! A small write to an array with large chunks therefore costs a few pages, not chunks.
+//!
+//! Copies: a page that one put covers whole shares that put's buffer (`Bytes`, a reference
+//! count, no copy), and a get whose pages all share one buffer contiguously is a slice of it;
+//! only partly covered pages are copied. The budget counts pages; a shared buffer stays alive
+//! while any of its pages is held, so resident memory can exceed the budget by the unheld
+//! rest of such buffers (at most one client request each).
 
-use alloc::collections::BTreeMap;
+use alloc::collections::{BTreeMap, VecDeque};
 use alloc::vec;
 use alloc::vec::Vec;
 
-use crate::block::SECTOR_BYTES;
+use crate::block::{Bytes, SECTOR_BYTES};
 
 /// Default budget: 16 MiB.
 pub const DEFAULT_CACHE_BYTES: usize = 16 << 20;
@@ -30,20 +36,92 @@ type Key = (u64, usize, u64);
 
 /// One cached page of a member cell.
 struct Entry {
-    data: Vec<u8>,
+    /// The page is `src[at..at + PAGE_BYTES]` (sectors outside `valid` are meaningless).
+    src: Bytes,
+    at: usize,
     /// Bit `i` set: sector `i` of the page is held.
     valid: u8,
     /// The entry's position in the LRU order.
     last_use: u64,
 }
 
+/// The held pages, by cell and then by page: a cell's pages sit in one sorted vector, so
+/// walking the pages of a cell range costs one search of the (small) cell map.
+#[derive(Default)]
+struct Pages {
+    cells: BTreeMap<(u64, usize), Vec<(u64, Entry)>>,
+    len: usize,
+}
+
+impl Pages {
+    fn slot(pages: &[(u64, Entry)], page: u64) -> Result<usize, usize> {
+        pages.binary_search_by_key(&page, |(p, _)| *p)
+    }
+
+    fn get(&self, &(stripe, disk, page): &Key) -> Option<&Entry> {
+        let pages = self.cells.get(&(stripe, disk))?;
+        Self::slot(pages, page).ok().map(|i| &pages[i].1)
+    }
+
+    fn get_mut(&mut self, &(stripe, disk, page): &Key) -> Option<&mut Entry> {
+        let pages = self.cells.get_mut(&(stripe, disk))?;
+        Self::slot(pages, page).ok().map(move |i| &mut pages[i].1)
+    }
+
+    /// Adds a page not held yet.
+    fn insert(&mut self, (stripe, disk, page): Key, e: Entry) {
+        let pages = self.cells.entry((stripe, disk)).or_default();
+        let i = Self::slot(pages, page).expect_err("a page is inserted once");
+        pages.insert(i, (page, e));
+        self.len += 1;
+    }
+
+    fn remove(&mut self, &(stripe, disk, page): &Key) {
+        let Some(pages) = self.cells.get_mut(&(stripe, disk)) else {
+            return;
+        };
+        if let Ok(i) = Self::slot(pages, page) {
+            pages.remove(i);
+            self.len -= 1;
+            if pages.is_empty() {
+                self.cells.remove(&(stripe, disk));
+            }
+        }
+    }
+
+    fn remove_cells(&mut self, from: (u64, usize), to: (u64, usize)) {
+        let keys: Vec<(u64, usize)> = self.cells.range(from..=to).map(|(k, _)| *k).collect();
+        for k in keys {
+            if let Some(pages) = self.cells.remove(&k) {
+                self.len -= pages.len();
+            }
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    fn clear(&mut self) {
+        self.cells.clear();
+        self.len = 0;
+    }
+}
+
 /// An LRU of stripe cells under a byte budget.
 pub struct StripeCache {
     budget_bytes: usize,
     cell_sectors: u64,
-    entries: BTreeMap<Key, Entry>,
-    /// LRU order: use tick -> key. The smallest tick is evicted first.
-    order: BTreeMap<u64, Key>,
+    entries: Pages,
+    /// LRU order: every use appends (tick, key); a record whose tick is no longer its
+    /// entry's `last_use` is stale and skipped. Oldest first is evicted first. Appending
+    /// instead of moving keeps a use O(1); stale records are compacted away when they
+    /// outnumber the live ones.
+    order: VecDeque<(u64, Key)>,
     tick: u64,
 }
 
@@ -54,8 +132,8 @@ impl StripeCache {
         StripeCache {
             budget_bytes,
             cell_sectors,
-            entries: BTreeMap::new(),
-            order: BTreeMap::new(),
+            entries: Pages::default(),
+            order: VecDeque::new(),
             tick: 0,
         }
     }
@@ -95,57 +173,111 @@ impl StripeCache {
         self.tick += 1;
         let tick = self.tick;
         if let Some(e) = self.entries.get_mut(&key) {
-            self.order.remove(&e.last_use);
             e.last_use = tick;
-            self.order.insert(tick, key);
+            self.order.push_back((tick, key));
         }
-    }
-
-    fn held(&self, stripe: u64, disk: usize, sector: u64) -> bool {
-        self.entries
-            .get(&(stripe, disk, sector / PAGE_SECTORS))
-            .is_some_and(|e| e.valid >> (sector % PAGE_SECTORS) & 1 == 1)
+        if self.order.len() > 2 * self.entries.len() + 64 {
+            let entries = &self.entries;
+            self.order
+                .retain(|(t, k)| entries.get(k).is_some_and(|e| e.last_use == *t));
+        }
     }
 
     /// Whether every sector of `[offset, offset + sectors)` of the cell is cached (a peek:
     /// neither a use for the LRU order nor a hit).
     pub fn contains(&self, stripe: u64, disk: usize, offset_sectors: u64, sectors: u64) -> bool {
-        self.in_cell(offset_sectors, sectors)
-            && (offset_sectors..offset_sectors + sectors).all(|s| self.held(stripe, disk, s))
+        if !self.in_cell(offset_sectors, sectors) {
+            return false;
+        }
+        let end = offset_sectors + sectors;
+        let first_page = offset_sectors / PAGE_SECTORS;
+        let last_page = (end - 1) / PAGE_SECTORS;
+        // One search, then a walk over the pages in order: every page must be there.
+        let Some(pages) = self.entries.cells.get(&(stripe, disk)) else {
+            return false;
+        };
+        let start = Pages::slot(pages, first_page).unwrap_or_else(|i| i);
+        let mut want = first_page;
+        for (page, e) in pages[start..].iter().take_while(|(p, _)| *p <= last_page) {
+            let page = *page;
+            if page != want {
+                return false;
+            }
+            let lo = (page * PAGE_SECTORS).max(offset_sectors);
+            let hi = ((page + 1) * PAGE_SECTORS).min(end);
+            let mask = (((1u16 << (hi - lo)) - 1) << (lo % PAGE_SECTORS)) as u8;
+            if e.valid & mask != mask {
+                return false;
+            }
+            want += 1;
+        }
+        want == last_page + 1
     }
 
     /// The sectors `[offset, offset + sectors)` of the cell of `disk` in `stripe`, if every
-    /// one of them is cached.
+    /// one of them is cached: a slice of a put's buffer when they all come from one.
     pub fn get(
         &mut self,
         stripe: u64,
         disk: usize,
         offset_sectors: u64,
         sectors: u64,
-    ) -> Option<Vec<u8>> {
+    ) -> Option<Bytes> {
         if !self.contains(stripe, disk, offset_sectors, sectors) {
             return None;
         }
-        let mut out = vec![0u8; sectors as usize * SECTOR_BYTES];
         let end = offset_sectors + sectors;
-        let mut s = offset_sectors;
-        while s < end {
-            let page = s / PAGE_SECTORS;
-            let n = (PAGE_SECTORS - s % PAGE_SECTORS).min(end - s);
-            let key = (stripe, disk, page);
-            let e = self.entries.get(&key).expect("contains checked it");
-            let from = (s % PAGE_SECTORS) as usize * SECTOR_BYTES;
-            let to = (s - offset_sectors) as usize * SECTOR_BYTES;
-            let len = n as usize * SECTOR_BYTES;
-            out[to..to + len].copy_from_slice(&e.data[from..from + len]);
-            self.touch(key);
-            s += n;
+        let first_page = offset_sectors / PAGE_SECTORS;
+        let last_page = (end - 1) / PAGE_SECTORS;
+        let byte_in_page = |s: u64| (s % PAGE_SECTORS) as usize * SECTOR_BYTES;
+        // Zero-copy when every page is the next stretch of one buffer.
+        let shared = {
+            let first = self
+                .entries
+                .get(&(stripe, disk, first_page))
+                .expect("contains checked it");
+            let (src, start) = (&first.src, first.at);
+            let contiguous = (first_page..=last_page).all(|page| {
+                let e = self
+                    .entries
+                    .get(&(stripe, disk, page))
+                    .expect("contains checked it");
+                e.src.as_ptr() == src.as_ptr()
+                    && e.src.len() == src.len()
+                    && e.at == start + (page - first_page) as usize * PAGE_BYTES
+            });
+            contiguous.then(|| {
+                let from = start + byte_in_page(offset_sectors);
+                src.slice(from..from + sectors as usize * SECTOR_BYTES)
+            })
+        };
+        let out = match shared {
+            Some(b) => b,
+            None => {
+                let mut out = Vec::with_capacity(sectors as usize * SECTOR_BYTES);
+                let mut s = offset_sectors;
+                while s < end {
+                    let n = (PAGE_SECTORS - s % PAGE_SECTORS).min(end - s);
+                    let e = self
+                        .entries
+                        .get(&(stripe, disk, s / PAGE_SECTORS))
+                        .expect("contains checked it");
+                    let from = e.at + byte_in_page(s);
+                    out.extend_from_slice(&e.src[from..from + n as usize * SECTOR_BYTES]);
+                    s += n;
+                }
+                Bytes::from(out)
+            }
+        };
+        for page in first_page..=last_page {
+            self.touch((stripe, disk, page));
         }
         Some(out)
     }
 
     /// Records that the member holds `data` at `offset_sectors` of its cell in `stripe`.
-    pub fn put(&mut self, stripe: u64, disk: usize, offset_sectors: u64, data: &[u8]) {
+    /// Whole pages share `data`; partly covered pages are copied.
+    pub fn put(&mut self, stripe: u64, disk: usize, offset_sectors: u64, data: &Bytes) {
         assert_eq!(data.len() % SECTOR_BYTES, 0, "cache puts whole sectors");
         let sectors = (data.len() / SECTOR_BYTES) as u64;
         if !self.in_cell(offset_sectors, sectors) || PAGE_BYTES > self.budget_bytes {
@@ -157,30 +289,47 @@ impl StripeCache {
             let page = s / PAGE_SECTORS;
             let n = (PAGE_SECTORS - s % PAGE_SECTORS).min(end - s);
             let key = (stripe, disk, page);
-            if !self.entries.contains_key(&key) {
-                // Room for the new page first, so the budget holds at every moment.
-                self.evict_to(self.budget_bytes - PAGE_BYTES);
-                self.entries.insert(
-                    key,
-                    Entry {
-                        data: vec![0u8; PAGE_BYTES],
-                        valid: 0,
-                        last_use: 0,
-                    },
-                );
-            }
-            let e = self
-                .entries
-                .get_mut(&key)
-                .expect("present or just inserted");
-            let at = (s % PAGE_SECTORS) as usize * SECTOR_BYTES;
             let from = (s - offset_sectors) as usize * SECTOR_BYTES;
-            let len = n as usize * SECTOR_BYTES;
-            e.data[at..at + len].copy_from_slice(&data[from..from + len]);
-            for i in s % PAGE_SECTORS..s % PAGE_SECTORS + n {
-                e.valid |= 1 << i;
+            let (src, at, valid) = if n == PAGE_SECTORS {
+                (data.clone(), from, u8::MAX)
+            } else {
+                // A partial page: the held sectors (if any) with the new ones over them.
+                let mut page_bytes = vec![0u8; PAGE_BYTES];
+                let mut valid = 0u8;
+                if let Some(e) = self.entries.get(&key) {
+                    page_bytes.copy_from_slice(&e.src[e.at..e.at + PAGE_BYTES]);
+                    valid = e.valid;
+                }
+                let at = (s % PAGE_SECTORS) as usize * SECTOR_BYTES;
+                let len = n as usize * SECTOR_BYTES;
+                page_bytes[at..at + len].copy_from_slice(&data[from..from + len]);
+                for i in s % PAGE_SECTORS..s % PAGE_SECTORS + n {
+                    valid |= 1 << i;
+                }
+                (Bytes::from(page_bytes), 0, valid)
+            };
+            match self.entries.get_mut(&key) {
+                Some(e) => {
+                    e.src = src;
+                    e.at = at;
+                    e.valid = valid;
+                    self.touch(key);
+                }
+                None => {
+                    // Room for the new page first, so the budget holds at every moment.
+                    self.evict_to(self.budget_bytes - PAGE_BYTES);
+                    self.entries.insert(
+                        key,
+                        Entry {
+                            src,
+                            at,
+                            valid,
+                            last_use: 0,
+                        },
+                    );
+                    self.touch(key);
+                }
             }
-            self.touch(key);
             s += n;
         }
         assert!(
@@ -189,23 +338,15 @@ impl StripeCache {
         );
     }
 
-    fn remove_range(&mut self, from: Key, to: Key) {
-        let keys: Vec<Key> = self.entries.range(from..=to).map(|(k, _)| *k).collect();
-        for k in keys {
-            if let Some(e) = self.entries.remove(&k) {
-                self.order.remove(&e.last_use);
-            }
-        }
-    }
-
-    /// Forgets every cell of `stripe`.
+    /// Forgets every cell of `stripe`. (The order records of its pages go stale and are
+    /// skipped or compacted later.)
     pub fn invalidate_stripe(&mut self, stripe: u64) {
-        self.remove_range((stripe, 0, 0), (stripe, usize::MAX, u64::MAX));
+        self.entries.remove_cells((stripe, 0), (stripe, usize::MAX));
     }
 
     /// Forgets one member's cell of `stripe`.
     pub fn invalidate_cell(&mut self, stripe: u64, disk: usize) {
-        self.remove_range((stripe, disk, 0), (stripe, disk, u64::MAX));
+        self.entries.remove_cells((stripe, disk), (stripe, disk));
     }
 
     /// Forgets everything.
@@ -216,10 +357,12 @@ impl StripeCache {
 
     fn evict_to(&mut self, bytes: usize) {
         while self.bytes() > bytes {
-            let Some((_, key)) = self.order.pop_first() else {
+            let Some((tick, key)) = self.order.pop_front() else {
                 break;
             };
-            self.entries.remove(&key);
+            if self.entries.get(&key).is_some_and(|e| e.last_use == tick) {
+                self.entries.remove(&key);
+            }
         }
     }
 }
@@ -229,8 +372,8 @@ mod tests {
     use super::*;
     use crate::rng::SplitMix64;
 
-    fn sectors(n: usize, fill: u8) -> Vec<u8> {
-        vec![fill; n * SECTOR_BYTES]
+    fn sectors(n: usize, fill: u8) -> Bytes {
+        Bytes::from(vec![fill; n * SECTOR_BYTES])
     }
 
     #[test]
@@ -287,17 +430,76 @@ mod tests {
         assert!(off.is_empty(), "a budget below one page caches nothing");
         // A cell of several pages: a range across a page boundary.
         let mut big = StripeCache::new(2 * PAGE_BYTES, 64);
-        let mut data = sectors(4, 0);
-        for (i, b) in data.iter_mut().enumerate() {
-            *b = (i / SECTOR_BYTES) as u8;
-        }
+        let data: Bytes = (0..4 * SECTOR_BYTES)
+            .map(|i| (i / SECTOR_BYTES) as u8)
+            .collect::<Vec<u8>>()
+            .into();
         big.put(1, 2, 6, &data);
         assert_eq!(big.len(), 2);
         assert_eq!(big.get(1, 2, 6, 4), Some(data.clone()));
-        assert_eq!(big.get(1, 2, 8, 2), Some(data[2 * SECTOR_BYTES..].to_vec()));
+        assert_eq!(big.get(1, 2, 8, 2), Some(data.slice(2 * SECTOR_BYTES..)));
         big.put(1, 2, 40, &sectors(1, 5));
         assert_eq!(big.len(), 2, "the least recently used page made room");
         assert_eq!(big.get(1, 2, 6, 2), None);
+    }
+
+    #[test]
+    fn whole_pages_share_the_put_buffer() {
+        let mut c = StripeCache::new(1 << 20, 64);
+        let data: Bytes = (0..32 * SECTOR_BYTES)
+            .map(|i| (i % 251) as u8)
+            .collect::<Vec<u8>>()
+            .into();
+        c.put(0, 1, 8, &data);
+        let got = c.get(0, 1, 10, 20).expect("cached");
+        assert_eq!(got, data.slice(2 * SECTOR_BYTES..22 * SECTOR_BYTES));
+        assert_eq!(got.as_ptr(), data[2 * SECTOR_BYTES..].as_ptr(), "no copy");
+        // A partial update copies its page; the rest still comes out right.
+        c.put(0, 1, 12, &sectors(1, 0xee));
+        let got = c.get(0, 1, 8, 32).expect("cached");
+        assert_eq!(&got[..4 * SECTOR_BYTES], &data[..4 * SECTOR_BYTES]);
+        assert!(
+            got[4 * SECTOR_BYTES..5 * SECTOR_BYTES]
+                .iter()
+                .all(|&b| b == 0xee)
+        );
+        assert_eq!(&got[5 * SECTOR_BYTES..], &data[5 * SECTOR_BYTES..]);
+    }
+
+    #[test]
+    fn agrees_with_a_byte_model() {
+        let seed = 0xc0ffee;
+        let mut rng = SplitMix64::new(seed);
+        let cell_sectors = 40u64;
+        let mut c = StripeCache::new(1 << 20, cell_sectors);
+        // What each (stripe, disk) cell holds, and which sectors were put.
+        let mut model = vec![vec![0u8; cell_sectors as usize * SECTOR_BYTES]; 4];
+        let mut held = vec![vec![false; cell_sectors as usize]; 4];
+        for step in 0..3000 {
+            let cell = rng.below(4) as usize;
+            let off = rng.below(cell_sectors);
+            let n = 1 + rng.below(cell_sectors - off);
+            let range = off as usize * SECTOR_BYTES..(off + n) as usize * SECTOR_BYTES;
+            if rng.below(2) == 0 {
+                let data: Bytes = (0..range.len())
+                    .map(|_| rng.below(256) as u8)
+                    .collect::<Vec<u8>>()
+                    .into();
+                model[cell][range].copy_from_slice(&data);
+                held[cell][off as usize..(off + n) as usize].fill(true);
+                c.put(cell as u64 / 2, cell % 2, off, &data);
+            } else {
+                let all = held[cell][off as usize..(off + n) as usize]
+                    .iter()
+                    .all(|&h| h);
+                match c.get(cell as u64 / 2, cell % 2, off, n) {
+                    Some(got) => {
+                        assert_eq!(&got[..], &model[cell][range], "seed {seed} step {step}")
+                    }
+                    None => assert!(!all, "seed {seed} step {step}: held but missed"),
+                }
+            }
+        }
     }
 
     #[test]
@@ -329,7 +531,13 @@ mod tests {
                     }
                 }
                 assert!(c.bytes() <= c.budget_bytes(), "budget {budget_cells} cells");
-                assert_eq!(c.order.len(), c.entries.len());
+                assert!(c.order.len() <= 2 * c.entries.len() + 64 + 1);
+                let live = c
+                    .order
+                    .iter()
+                    .filter(|(t, k)| c.entries.get(k).is_some_and(|e| e.last_use == *t))
+                    .count();
+                assert_eq!(live, c.entries.len(), "one live order record per entry");
             }
         }
     }
