@@ -4,119 +4,13 @@
 //! `raid check` of the outer array over every group, and a slow group rebuild stopped with
 //! SIGTERM that resumes from its checkpoint when served again.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use orion_raid::metadata::{FeatureMap, Superblock};
 
-fn raid(args: &[&str], dir: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_raid"))
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("run raid")
-}
-
-fn have(name: &str) -> bool {
-    let found = Command::new("sh")
-        .args(["-c", &format!("command -v {name}")])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    if !found && std::env::var_os("CI").is_some() {
-        panic!("{name} is not installed; .ci/run must install it");
-    }
-    found
-}
-
-struct Server {
-    child: Child,
-    dir: PathBuf,
-}
-
-impl Server {
-    fn start(dir: &Path, members: &[String]) -> Server {
-        let mut args = vec!["serve", "--nbd-socket", "nbd.sock", "--control", "ctl.sock"];
-        args.extend(members.iter().map(String::as_str));
-        let _ = std::fs::remove_file(dir.join("nbd.sock"));
-        let _ = std::fs::remove_file(dir.join("ctl.sock"));
-        let child = Command::new(env!("CARGO_BIN_EXE_raid"))
-            .args(&args)
-            .current_dir(dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start raid serve");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !(dir.join("nbd.sock").exists() && dir.join("ctl.sock").exists()) {
-            assert!(Instant::now() < deadline, "raid serve did not come up");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Server {
-            child,
-            dir: dir.to_path_buf(),
-        }
-    }
-
-    fn uri(&self) -> String {
-        format!(
-            "nbd+unix:///a?socket={}",
-            self.dir.join("nbd.sock").display()
-        )
-    }
-
-    /// SIGTERM, then wait for a clean exit.
-    fn stop(mut self) {
-        let pid = self.child.id().to_string();
-        let _ = Command::new("kill").args(["-TERM", &pid]).status();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                assert!(status.success(), "raid serve exited with {status}");
-                return;
-            }
-            assert!(Instant::now() < deadline, "raid serve did not stop");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn text_of(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-fn ok(out: &Output) -> String {
-    let text = text_of(out);
-    assert!(out.status.success(), "failed: {text}");
-    text
-}
-
-fn qemu_io(uri: &str, cmds: &[String]) {
-    let mut args = vec!["-f".to_string(), "raw".to_string()];
-    for c in cmds {
-        args.push("-c".into());
-        args.push(c.clone());
-    }
-    args.push(uri.into());
-    let out = Command::new("qemu-io").args(&args).output().unwrap();
-    let text = ok(&out);
-    assert!(
-        !text.contains("Pattern verification failed") && !text.contains("error"),
-        "qemu-io: {text}"
-    );
-}
+mod common;
+use common::{Server, have, ok, qemu_io, raid, text_of};
 
 /// The data written: (offset, length, pattern byte); spans both groups of either level.
 const PIECES: &[(u64, u64, u8)] = &[
@@ -240,7 +134,7 @@ fn scenario(level: &str, per_group: usize, tolerance: usize) {
             .unwrap();
     }
     let server = Server::start(&dir, &members);
-    let uri = server.uri();
+    let uri = server.uri("a");
     write_all(&uri, PIECES);
     check_clean(&dir);
 
@@ -361,7 +255,7 @@ fn scenario(level: &str, per_group: usize, tolerance: usize) {
     let mut all = members.clone();
     all.extend(spares.iter().cloned());
     let server = Server::start(&dir, &all);
-    let uri = server.uri();
+    let uri = server.uri("a");
     let g1 = status(&dir, "a-g1");
     if let Some(done) = g1["members"][tolerance]["rebuilt"].as_f64() {
         assert!(done > 0.0, "resumes, not from zero: {g1}");
@@ -416,7 +310,7 @@ fn corrupt_check_repair(level: &str, per_group: usize) {
     args.extend(members.iter().map(String::as_str));
     ok(&raid(&args, &dir));
     let server = Server::start(&dir, &members);
-    write_all(&server.uri(), PIECES);
+    write_all(&server.uri("a"), PIECES);
     let victim = member_paths(&status(&dir, "a-g1"))[0].clone();
     server.stop();
     let victim_path = dir.join(&victim);
@@ -464,7 +358,7 @@ fn corrupt_check_repair(level: &str, per_group: usize) {
     // RAID6 repair rewrites the block it found wrong; RAID5 cannot tell which block is
     // wrong and rewrites parity, so its data is right only when parity was hit.
     if level == "60" {
-        verify(&server.uri(), PIECES);
+        verify(&server.uri("a"), PIECES);
     }
     server.stop();
     let _ = std::fs::remove_dir_all(&dir);

@@ -3,116 +3,13 @@
 //! tolerance, spares added with `raid add`; then a slow (rate-limited) rebuild stopped with
 //! SIGTERM in the middle resumes from its checkpoint when served again.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use orion_raid::metadata::{FeatureMap, Superblock};
 
-fn raid(args: &[&str], dir: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_raid"))
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("run raid")
-}
-
-fn have(name: &str) -> bool {
-    let found = Command::new("sh")
-        .args(["-c", &format!("command -v {name}")])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    if !found && std::env::var_os("CI").is_some() {
-        panic!("{name} is not installed; .ci/run must install it");
-    }
-    found
-}
-
-struct Server {
-    child: Child,
-    dir: PathBuf,
-}
-
-impl Server {
-    fn start(dir: &Path, members: &[&str]) -> Server {
-        let mut args = vec!["serve", "--nbd-socket", "nbd.sock", "--control", "ctl.sock"];
-        args.extend_from_slice(members);
-        let _ = std::fs::remove_file(dir.join("nbd.sock"));
-        let _ = std::fs::remove_file(dir.join("ctl.sock"));
-        let child = Command::new(env!("CARGO_BIN_EXE_raid"))
-            .args(&args)
-            .current_dir(dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start raid serve");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !(dir.join("nbd.sock").exists() && dir.join("ctl.sock").exists()) {
-            assert!(Instant::now() < deadline, "raid serve did not come up");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Server {
-            child,
-            dir: dir.to_path_buf(),
-        }
-    }
-
-    fn uri(&self) -> String {
-        format!(
-            "nbd+unix:///?socket={}",
-            self.dir.join("nbd.sock").display()
-        )
-    }
-
-    /// SIGTERM, then wait for a clean exit.
-    fn stop(mut self) {
-        let pid = self.child.id().to_string();
-        let _ = Command::new("kill").args(["-TERM", &pid]).status();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                assert!(status.success(), "raid serve exited with {status}");
-                return;
-            }
-            assert!(Instant::now() < deadline, "raid serve did not stop");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn ok(out: &Output) -> String {
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "failed: {text}");
-    text
-}
-
-fn qemu_io(uri: &str, cmds: &[String]) -> String {
-    let mut args = vec!["-f".to_string(), "raw".to_string()];
-    for c in cmds {
-        args.push("-c".into());
-        args.push(c.clone());
-    }
-    args.push(uri.into());
-    let out = Command::new("qemu-io").args(&args).output().unwrap();
-    let text = ok(&out);
-    assert!(
-        !text.contains("Pattern verification failed") && !text.contains("error"),
-        "qemu-io: {text}"
-    );
-    text
-}
+mod common;
+use common::{Server, have, ok, qemu_io, raid};
 
 /// The data written: (offset, length, pattern byte).
 const PIECES: &[(u64, u64, u8)] = &[
@@ -188,7 +85,7 @@ fn scenario(level: &str, count: usize, fail: &[usize]) {
     }
     let member_refs: Vec<&str> = members.iter().map(String::as_str).collect();
     let server = Server::start(&dir, &member_refs);
-    let uri = server.uri();
+    let uri = server.uri("");
     write_all(&uri, PIECES);
 
     // Fail up to the tolerance: degraded, data intact.
@@ -262,7 +159,7 @@ fn scenario(level: &str, count: usize, fail: &[usize]) {
     let mut all: Vec<&str> = member_refs.clone();
     all.extend(spares.iter().map(String::as_str));
     let server = Server::start(&dir, &all);
-    let uri = server.uri();
+    let uri = server.uri("");
     let a = status(&dir);
     if let Some(done) = a["members"][victim]["rebuilt"].as_f64() {
         assert!(done > 0.0, "resumes, not from zero: {a}");
