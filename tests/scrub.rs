@@ -3,11 +3,14 @@
 //! the library's layout module), then found (RAID6 names the member), repaired and re-checked.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use orion_raid::layout::{MemberRole, ParityLevel, Raid5Layout};
 use orion_raid::metadata::{Level, Superblock};
+
+mod common;
+use common::Server;
 
 fn raid(args: &[&str], dir: &Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_raid"))
@@ -41,53 +44,6 @@ fn have(name: &str) -> bool {
         eprintln!("notice: {name} not installed, skipping the test");
     }
     found
-}
-
-struct Server {
-    child: Child,
-}
-
-impl Server {
-    fn start(dir: &Path, members: &[String]) -> Server {
-        let mut args = vec!["serve", "--nbd-socket", "nbd.sock", "--control", "ctl.sock"];
-        args.extend(members.iter().map(String::as_str));
-        let _ = std::fs::remove_file(dir.join("nbd.sock"));
-        let _ = std::fs::remove_file(dir.join("ctl.sock"));
-        let child = Command::new(env!("CARGO_BIN_EXE_raid"))
-            .args(&args)
-            .current_dir(dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start raid serve");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !(dir.join("nbd.sock").exists() && dir.join("ctl.sock").exists()) {
-            assert!(Instant::now() < deadline, "raid serve did not come up");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Server { child }
-    }
-
-    fn stop(mut self) {
-        let pid = self.child.id().to_string();
-        let _ = Command::new("kill").args(["-TERM", &pid]).status();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                assert!(status.success(), "raid serve exited with {status}");
-                return;
-            }
-            assert!(Instant::now() < deadline, "raid serve did not stop");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn qemu_io(dir: &Path, cmds: &[String]) -> String {
@@ -297,7 +253,7 @@ fn check_is_refused_on_raid0_and_cancel_needs_a_scrub() {
         ],
         &dir,
     ));
-    let server = Server::start(&dir, &["a.img".into(), "b.img".into()]);
+    let server = Server::start(&dir, &["a.img", "b.img"]);
     let out = raid(&["check", "z", "--control", "ctl.sock"], &dir);
     assert_eq!(out.status.code(), Some(1));
     let text = String::from_utf8_lossy(&out.stderr);
