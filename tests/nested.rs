@@ -4,8 +4,10 @@
 
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
+
+mod common;
+use common::Server;
 
 fn raid(args: &[&str], dir: &Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_raid"))
@@ -196,71 +198,10 @@ fn nested_create_refuses_bad_groupings_and_touches_nothing() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-struct Server {
-    child: Child,
-    dir: PathBuf,
-}
-
-impl Server {
-    fn start(dir: &Path, members: &[String]) -> Server {
-        let mut args = vec!["serve", "--nbd-socket", "nbd.sock", "--control", "ctl.sock"];
-        args.extend(members.iter().map(String::as_str));
-        let _ = std::fs::remove_file(dir.join("nbd.sock"));
-        let _ = std::fs::remove_file(dir.join("ctl.sock"));
-        let child = Command::new(env!("CARGO_BIN_EXE_raid"))
-            .args(&args)
-            .current_dir(dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start raid serve");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !(dir.join("nbd.sock").exists() && dir.join("ctl.sock").exists()) {
-            assert!(Instant::now() < deadline, "raid serve did not come up");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Server {
-            child,
-            dir: dir.to_path_buf(),
-        }
-    }
-
-    fn uri(&self, export: &str) -> String {
-        format!(
-            "nbd+unix:///{export}?socket={}",
-            self.dir.join("nbd.sock").display()
-        )
-    }
-
-    fn status(&self) -> serde_json::Value {
-        let text = ok(&raid(
-            &["status", "--json", "--control", "ctl.sock"],
-            &self.dir,
-        ));
-        serde_json::from_str(text.trim()).unwrap()
-    }
-
-    /// SIGTERM, then wait for a clean exit.
-    fn stop(mut self) {
-        let pid = self.child.id().to_string();
-        let _ = Command::new("kill").args(["-TERM", &pid]).status();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                assert!(status.success(), "raid serve exited with {status}");
-                return;
-            }
-            assert!(Instant::now() < deadline, "raid serve did not stop");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// `raid status --json` of the server serving in `dir`.
+fn status_json(dir: &Path) -> serde_json::Value {
+    let text = ok(&raid(&["status", "--json", "--control", "ctl.sock"], dir));
+    serde_json::from_str(text.trim()).unwrap()
 }
 
 fn qemu_io(uri: &str, cmds: &[&str]) -> String {
@@ -311,7 +252,7 @@ fn serve_raid50_and_raid60_stop_serve_again_and_degraded() {
     let qemu = tool("qemu-io").is_some();
 
     let server = Server::start(&dir, &all);
-    let status = server.status();
+    let status = status_json(&dir);
     let outer = array(&status, "r50");
     assert_eq!(outer["level"], "raid50");
     assert_eq!(outer["state"], "optimal");
@@ -377,7 +318,7 @@ fn serve_raid50_and_raid60_stop_serve_again_and_degraded() {
         .cloned()
         .collect();
     let server = Server::start(&dir, &degraded);
-    let status = server.status();
+    let status = status_json(&dir);
     for name in ["r50", "r60", "r50-g0", "r50-g1", "r60-g0", "r60-g1"] {
         assert_eq!(array(&status, name)["state"], "degraded", "{name}");
     }
@@ -388,7 +329,7 @@ fn serve_raid50_and_raid60_stop_serve_again_and_degraded() {
     }
     // `raid stop` of an outer array stops its groups too.
     ok(&raid(&["stop", "r50", "--control", "ctl.sock"], &dir));
-    let status = server.status();
+    let status = status_json(&dir);
     let names: Vec<&str> = status["arrays"]
         .as_array()
         .unwrap()
