@@ -5,42 +5,21 @@
 //! Seeded: a failure prints its seed; `SEED=<n> cargo test --test model` replays it, and
 //! `SEEDS=<count>` runs more seeds than the fixed CI set.
 
-use std::cell::RefCell;
-use std::collections::BTreeSet;
 use std::rc::Rc;
 
 use orion_raid::array::assemble::{CreateOptions, DIRTY_DEGRADED_REASON, assemble, create};
 use orion_raid::array::{Array, Health, MemberState, ReadPolicy};
-use orion_raid::block::{BlockDevice, Bytes, SECTOR_BYTES};
+use orion_raid::block::{BlockDevice, Bytes};
 use orion_raid::executor::Executor;
 use orion_raid::metadata::{DeviceRole, Level};
-use orion_raid::platform::faulty::{FaultConfig, FaultyDisk};
+use orion_raid::platform::faulty::FaultyDisk;
 use orion_raid::platform::memory::MemoryDisk;
 use orion_raid::rng::SplitMix64;
 
-const SECTOR: usize = SECTOR_BYTES;
+#[path = "common/model.rs"]
+mod shared;
 
-/// Content of `sector` as written by write `version` (0 = never written: zeroes).
-fn pattern(version: u64, sector: u64, out: &mut [u8]) {
-    if version == 0 {
-        out.fill(0);
-        return;
-    }
-    let mut rng = SplitMix64::new(version.wrapping_mul(0x9e37_79b9) ^ sector);
-    rng.fill(out);
-    out[..8].copy_from_slice(&version.to_le_bytes());
-    out[8..16].copy_from_slice(&sector.to_le_bytes());
-}
-
-fn version_of(data: &[u8], sector: u64) -> Option<u64> {
-    if data.iter().all(|&b| b == 0) {
-        return Some(0);
-    }
-    let version = u64::from_le_bytes(data[..8].try_into().ok()?);
-    let mut expected = vec![0u8; SECTOR];
-    pattern(version, sector, &mut expected);
-    (expected == data).then_some(version)
-}
+use shared::{Io, SECTOR, fault_config, pattern, run_seeds, version_of};
 
 #[derive(Clone, Debug)]
 struct Config {
@@ -60,35 +39,6 @@ struct Config {
     crash: bool,
 }
 
-/// Per-sector model state.
-#[derive(Clone, Debug, Default)]
-struct SectorModel {
-    /// Version a read must return now (writes are acked in order per sector: the generator
-    /// never overlaps two in-flight writes).
-    current: u64,
-    /// Content is unspecified (discarded) until the next write.
-    unspecified: bool,
-    /// Version known durable (acked before a flush that completed was issued).
-    durable: u64,
-    /// Versions written since, not known durable: a crash may leave any of them.
-    maybe: BTreeSet<u64>,
-}
-
-impl SectorModel {
-    /// Whether a crash may leave this sector with any content (a discard is involved).
-    fn crash_unspecified(&self, discards: &BTreeSet<u64>) -> bool {
-        discards.contains(&self.durable) || self.maybe.iter().any(|v| discards.contains(v))
-    }
-}
-
-struct Model {
-    sectors: Vec<SectorModel>,
-    /// Versions that are discards, not writes.
-    discards: BTreeSet<u64>,
-    /// Write versions acked so far, with the op counter at their ack.
-    acked_at: Vec<(u64, u64, u64, u64)>, // (version, start, len, ack_tick)
-}
-
 struct Ctx {
     seed: u64,
     cfg: Config,
@@ -96,16 +46,11 @@ struct Ctx {
     disks: Vec<Rc<MemoryDisk>>,
     faulty: Vec<Rc<FaultyDisk>>,
     array: Rc<Array>,
-    model: Rc<RefCell<Model>>,
+    io: Io,
     rng: SplitMix64,
     next_version: u64,
-    tick: Rc<RefCell<u64>>,
-    inflight_writes: Rc<RefCell<Vec<(u64, u64)>>>,
-    failures: Rc<RefCell<Vec<String>>>,
     /// Members given latent sector errors.
     impaired: Vec<bool>,
-    /// Ranges of reads issued and not completed.
-    inflight_reads: Rc<RefCell<Vec<(u64, u64)>>>,
     /// Disks beyond the members, added as spares (`disks` and `faulty` hold them after the
     /// members; a member is `disk{k}` for disk index `k`).
     spares: usize,
@@ -125,15 +70,6 @@ fn tolerance_ok(cfg: &Config, array: &Array, alive: &[bool]) -> bool {
     }
 }
 
-fn fault_config(rng: &mut SplitMix64) -> FaultConfig {
-    FaultConfig {
-        min_latency_ns: 1_000,
-        max_latency_ns: 1_000 + rng.below(200_000),
-        write_cache: true,
-        ..FaultConfig::default()
-    }
-}
-
 fn build(cfg: &Config, seed: u64, spares: usize) -> Ctx {
     let mut rng = SplitMix64::new(seed);
     let exec = Executor::new();
@@ -150,7 +86,7 @@ fn build(cfg: &Config, seed: u64, spares: usize) -> Ctx {
                 d.clone(),
                 exec.clone(),
                 rng.next_u64(),
-                fault_config(&mut rng),
+                fault_config(&mut rng, 200_000),
             ))
         })
         .collect();
@@ -190,18 +126,10 @@ fn build(cfg: &Config, seed: u64, spares: usize) -> Ctx {
         disks,
         faulty,
         array,
-        model: Rc::new(RefCell::new(Model {
-            sectors: vec![SectorModel::default(); sectors],
-            discards: BTreeSet::new(),
-            acked_at: Vec::new(),
-        })),
+        io: Io::new(seed, sectors),
         rng,
         next_version: 1,
-        tick: Rc::new(RefCell::new(0)),
-        inflight_writes: Rc::new(RefCell::new(Vec::new())),
-        failures: Rc::new(RefCell::new(Vec::new())),
         impaired: vec![false; cfg.members + spares],
-        inflight_reads: Rc::new(RefCell::new(Vec::new())),
         spares,
         may_fail_members: true,
     }
@@ -215,24 +143,6 @@ fn disk_index(name: &str) -> usize {
 }
 
 impl Ctx {
-    /// A write may not overlap a read in flight either: the read's expected data would then
-    /// depend on timing.
-    fn overlaps_inflight_io(&self, start: u64, len: u64) -> bool {
-        self.overlaps_inflight_write(start, len)
-            || self
-                .inflight_reads
-                .borrow()
-                .iter()
-                .any(|&(s, l)| s < start + len && start < s + l)
-    }
-
-    fn overlaps_inflight_write(&self, start: u64, len: u64) -> bool {
-        self.inflight_writes
-            .borrow()
-            .iter()
-            .any(|&(s, l)| s < start + len && start < s + l)
-    }
-
     fn random_range(&mut self) -> (u64, u64) {
         let cap = self.array.capacity_sectors();
         let len = match self.rng.below(4) {
@@ -254,184 +164,37 @@ impl Ctx {
 
     fn spawn_write(&mut self) {
         let (start, len) = self.random_range();
-        if self.overlaps_inflight_io(start, len) {
+        if self.io.overlaps_inflight_io(start, len) {
             return;
         }
         let version = self.next_version;
         self.next_version += 1;
-        let mut data = vec![0u8; len as usize * SECTOR];
-        for (i, s) in data.chunks_mut(SECTOR).enumerate() {
-            pattern(version, start + i as u64, s);
-        }
-        {
-            let mut m = self.model.borrow_mut();
-            for s in start..start + len {
-                m.sectors[s as usize].maybe.insert(version);
-            }
-        }
-        self.inflight_writes.borrow_mut().push((start, len));
         let fua = self.rng.below(8) == 0;
-        let (array, model, tick, inflight, failures, seed) = self.handles();
-        self.exec.spawn_detached(async move {
-            let r = array.write(start, Bytes::from(data), fua).await;
-            inflight.borrow_mut().retain(|&w| w != (start, len));
-            let mut m = model.borrow_mut();
-            match r {
-                Ok(()) => {
-                    *tick.borrow_mut() += 1;
-                    let t = *tick.borrow();
-                    for s in start..start + len {
-                        let sm = &mut m.sectors[s as usize];
-                        sm.current = version;
-                        sm.unspecified = false;
-                        if fua {
-                            sm.durable = version;
-                            sm.maybe.retain(|&v| v > version);
-                        }
-                    }
-                    m.acked_at.push((version, start, len, t));
-                }
-                Err(e) => failures.borrow_mut().push(format!(
-                    "seed {seed}: write of {len} sectors at {start} failed within tolerance: {e}"
-                )),
-            }
-        });
-    }
-
-    #[allow(clippy::type_complexity)]
-    fn handles(
-        &self,
-    ) -> (
-        Rc<Array>,
-        Rc<RefCell<Model>>,
-        Rc<RefCell<u64>>,
-        Rc<RefCell<Vec<(u64, u64)>>>,
-        Rc<RefCell<Vec<String>>>,
-        u64,
-    ) {
-        (
-            self.array.clone(),
-            self.model.clone(),
-            self.tick.clone(),
-            self.inflight_writes.clone(),
-            self.failures.clone(),
-            self.seed,
-        )
+        self.io
+            .spawn_write(&self.exec, &self.array, start, len, version, fua);
     }
 
     fn spawn_read(&mut self) {
         let (start, len) = self.random_range();
-        if self.overlaps_inflight_write(start, len) {
+        if self.io.overlaps_inflight_write(start, len) {
             return;
         }
-        let (array, model, _, _, failures, seed) = self.handles();
-        let reads = self.inflight_reads.clone();
-        reads.borrow_mut().push((start, len));
-        self.exec.spawn_detached(async move {
-            let result = array.read(start, vec![0u8; len as usize * SECTOR]).await;
-            {
-                let mut r = reads.borrow_mut();
-                let pos = r
-                    .iter()
-                    .position(|&x| x == (start, len))
-                    .expect("tracked read");
-                r.swap_remove(pos);
-            }
-            match result {
-                Ok(data) => {
-                    let m = model.borrow();
-                    for (i, chunk) in data.chunks(SECTOR).enumerate() {
-                        let s = start + i as u64;
-                        let sm = &m.sectors[s as usize];
-                        if sm.unspecified {
-                            continue;
-                        }
-                        let got = version_of(chunk, s);
-                        if got != Some(sm.current) {
-                            failures.borrow_mut().push(format!(
-                                "seed {seed}: sector {s}: read version {got:?}, expected {}",
-                                sm.current
-                            ));
-                            return;
-                        }
-                    }
-                }
-                Err(e) => failures.borrow_mut().push(format!(
-                    "seed {seed}: read of {len} sectors at {start} failed within tolerance: {e}"
-                )),
-            }
-        });
+        self.io.spawn_read(&self.exec, &self.array, start, len);
     }
 
     fn spawn_discard(&mut self) {
         let (start, len) = self.random_range();
-        if self.overlaps_inflight_io(start, len) {
+        if self.io.overlaps_inflight_io(start, len) {
             return;
         }
-        self.inflight_writes.borrow_mut().push((start, len));
-        // A discard is a write of unspecified content: it may reach the disks before it is
-        // acknowledged, and it is durable only after a flush.
         let version = self.next_version;
         self.next_version += 1;
-        {
-            let mut m = self.model.borrow_mut();
-            m.discards.insert(version);
-            for s in start..start + len {
-                m.sectors[s as usize].maybe.insert(version);
-            }
-        }
-        let (array, model, tick, inflight, failures, seed) = self.handles();
-        self.exec.spawn_detached(async move {
-            let r = array.discard(start, len).await;
-            inflight.borrow_mut().retain(|&w| w != (start, len));
-            match r {
-                Ok(()) => {
-                    *tick.borrow_mut() += 1;
-                    let t = *tick.borrow();
-                    let mut m = model.borrow_mut();
-                    for s in start..start + len {
-                        let sm = &mut m.sectors[s as usize];
-                        sm.current = version;
-                        sm.unspecified = true;
-                    }
-                    m.acked_at.push((version, start, len, t));
-                }
-                Err(e) => failures
-                    .borrow_mut()
-                    .push(format!("seed {seed}: discard at {start} failed: {e}")),
-            }
-        });
+        self.io
+            .spawn_discard(&self.exec, &self.array, start, len, version);
     }
 
     fn spawn_flush(&mut self) {
-        let issued_at = *self.tick.borrow();
-        let (array, model, _, _, failures, seed) = self.handles();
-        self.exec.spawn_detached(async move {
-            match array.flush().await {
-                Ok(()) => {
-                    let mut m = model.borrow_mut();
-                    let durable: Vec<(u64, u64, u64)> = m
-                        .acked_at
-                        .iter()
-                        .filter(|w| w.3 <= issued_at)
-                        .map(|w| (w.0, w.1, w.2))
-                        .collect();
-                    for (version, start, len) in durable {
-                        for s in start..start + len {
-                            let sm = &mut m.sectors[s as usize];
-                            if version >= sm.durable {
-                                sm.durable = version;
-                                sm.maybe.retain(|&v| v > version);
-                            }
-                        }
-                    }
-                    m.acked_at.retain(|w| w.3 > issued_at);
-                }
-                Err(e) => failures
-                    .borrow_mut()
-                    .push(format!("seed {seed}: flush failed within tolerance: {e}")),
-            }
-        });
+        self.io.spawn_flush(&self.exec, &self.array);
     }
 
     /// Which members still hold good copies: in the array, not failed, and without injected
@@ -543,7 +306,7 @@ impl Ctx {
         self.exec.run_until_idle();
         self.check_failures();
         assert!(
-            self.inflight_writes.borrow().is_empty() && self.inflight_reads.borrow().is_empty(),
+            self.io.is_idle(),
             "{} seed {}: requests never completed (deadlock)",
             self.cfg.name,
             self.seed
@@ -552,16 +315,7 @@ impl Ctx {
     }
 
     fn check_failures(&self) {
-        let failures = self.failures.borrow();
-        if let Some(first) = failures.first() {
-            panic!(
-                "{} ({}): {} failure(s), first: {first}\nreplay with SEED={}",
-                self.cfg.name,
-                self.seed,
-                failures.len(),
-                self.seed
-            );
-        }
+        self.io.check_failures(self.cfg.name);
     }
 
     /// Power loss with requests in flight: the executor and its tasks are dropped, each disk
@@ -584,8 +338,7 @@ impl Ctx {
         let exec = Executor::new();
         let old = std::mem::replace(&mut self.exec, exec.clone());
         drop(old);
-        self.inflight_writes.borrow_mut().clear();
-        self.inflight_reads.borrow_mut().clear();
+        self.io.forget_inflight();
         let mut faulty = Vec::new();
         for (i, f) in self.faulty.iter().enumerate() {
             f.crash();
@@ -595,7 +348,7 @@ impl Ctx {
                 self.disks[i].clone(),
                 exec.clone(),
                 self.rng.next_u64(),
-                fault_config(&mut self.rng),
+                fault_config(&mut self.rng, 200_000),
             ));
             if f.is_failed() && !revive {
                 nf.fail();
@@ -691,30 +444,11 @@ impl Ctx {
             self.seed
         );
         let data = reads.swap_remove(0);
-        {
-            let mut m = self.model.borrow_mut();
-            let discards = std::mem::take(&mut m.discards);
-            for (i, chunk) in data.chunks(SECTOR).enumerate() {
-                let sm = &mut m.sectors[i];
-                let got = version_of(chunk, i as u64);
-                let anything = sm.crash_unspecified(&discards);
-                let ok = anything
-                    || got == Some(sm.durable)
-                    || got.is_some_and(|v| sm.maybe.contains(&v));
-                assert!(
-                    ok,
-                    "{} seed {}: after crash sector {i} holds {got:?}; durable {} maybe {:?}\nreplay with SEED={}",
-                    self.cfg.name, self.seed, sm.durable, sm.maybe, self.seed
-                );
-                let v = got.unwrap_or(0);
-                *sm = SectorModel {
-                    current: v,
-                    unspecified: anything,
-                    durable: v,
-                    maybe: BTreeSet::new(),
-                };
-            }
-            m.acked_at.clear();
+        if let Err(e) = self.io.model.borrow_mut().settle_after_crash(&data) {
+            panic!(
+                "{} seed {}: {e}\nreplay with SEED={}",
+                self.cfg.name, self.seed, self.seed
+            );
         }
         self.spawn_flush();
         self.quiesce();
@@ -726,6 +460,7 @@ impl Ctx {
         let seed = self.seed;
         *self = build(&self.cfg, self.rng.next_u64(), self.spares);
         self.seed = seed;
+        self.io.seed = seed;
     }
 }
 
@@ -787,29 +522,9 @@ fn run(cfg: &Config, seed: u64, spares: usize) {
             cfg.name
         );
     }
-    let m = ctx.model.borrow();
-    for (i, chunk) in data.chunks(SECTOR).enumerate() {
-        let sm = &m.sectors[i];
-        if !sm.unspecified {
-            assert_eq!(
-                version_of(chunk, i as u64),
-                Some(sm.current),
-                "{} seed {seed}: sector {i}\nreplay with SEED={seed}",
-                cfg.name
-            );
-        }
+    if let Err(e) = ctx.io.model.borrow().check_current(0, &data) {
+        panic!("{} seed {seed}: {e}\nreplay with SEED={seed}", cfg.name);
     }
-}
-
-fn seeds() -> Vec<u64> {
-    if let Ok(s) = std::env::var("SEED") {
-        return vec![s.parse().expect("SEED must be a number")];
-    }
-    let count: u64 = std::env::var("SEEDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(4);
-    (1..=count).map(|i| i * 7919).collect()
 }
 
 fn run_all(cfg: Config) {
@@ -818,17 +533,7 @@ fn run_all(cfg: Config) {
 
 /// As `run_all`, with `spares` spare disks added to the array at the start.
 fn run_all_with_spares(cfg: Config, spares: usize) {
-    for seed in seeds() {
-        let c = cfg.clone();
-        let result = std::panic::catch_unwind(move || run(&c, seed, spares));
-        if let Err(e) = result {
-            eprintln!(
-                "{}: failed with seed {seed}; replay with SEED={seed}",
-                cfg.name
-            );
-            std::panic::resume_unwind(e);
-        }
-    }
+    run_seeds(cfg.name, 4, |seed| run(&cfg, seed, spares));
 }
 
 #[test]
