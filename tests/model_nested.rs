@@ -1,30 +1,39 @@
-//! Model-based test of RAID 50 and RAID 60: random reads, writes and flushes, many in flight,
-//! against an in-memory reference, on `FaultyDisk` members with latency, member failures and
-//! latent sector errors within each group's tolerance; each round ends with a clean stop and
-//! a fresh assembly of the whole stack from the member disks (failed members that come back
-//! are stale and stay out). Every read is checked.
+//! Model-based test of RAID 50 and RAID 60: random reads, writes, discards and flushes, many
+//! in flight, against an in-memory reference, on `FaultyDisk` members with latency, member
+//! failures and latent sector errors within each group's tolerance, spares that a group
+//! rebuilds onto under the workload, and crashes that tear the writes in flight. A round ends
+//! either with a clean stop or with a crash, then the whole stack is assembled again from the
+//! member disks as `raid serve` does (failed members that come back are stale and stay out;
+//! a group that crashed while degraded is refused, and with it the stack). Every read is
+//! checked.
 //!
 //! Seeded: a failure prints its seed; `SEED=<n> cargo test --test model_nested` replays it,
 //! and `SEEDS=<count>` runs more seeds.
 
-use std::cell::RefCell;
+use std::collections::BTreeSet;
 use std::rc::Rc;
 
-use orion_raid::array::assemble::CreateOptions;
-use orion_raid::array::nested::{NestedSpec, Stack, assemble_stacks, create_nested};
+use orion_raid::array::assemble::{CreateOptions, DIRTY_DEGRADED_REASON};
+use orion_raid::array::nested::{NestedSpec, Stack, assemble_stacks, create_nested, group_name};
 use orion_raid::array::{Array, Health, MemberState};
-use orion_raid::block::{BlockDevice, Bytes, SECTOR_BYTES};
+use orion_raid::block::BlockDevice;
 use orion_raid::executor::Executor;
-use orion_raid::metadata::Level;
-use orion_raid::platform::faulty::{FaultConfig, FaultyDisk};
+use orion_raid::layout::ArrayLayout;
+use orion_raid::metadata::{DeviceRole, Level};
+use orion_raid::platform::faulty::FaultyDisk;
 use orion_raid::platform::memory::MemoryDisk;
 use orion_raid::rng::SplitMix64;
 
-const SECTOR: usize = SECTOR_BYTES;
+#[path = "common/model.rs"]
+mod shared;
+
+use shared::{Io, SECTOR, fault_config, run_seeds};
+
 const MEMBER_SECTORS: u64 = 8 * 2048;
 /// The workload stays in the first 4 MiB of the array (every group, many stripes), so that
 /// a full check stays quick in a debug build.
 const SPAN_SECTORS: u64 = 8 * 1024;
+const MAX_EXTRA_LATENCY_NS: u64 = 100_000;
 
 #[derive(Clone, Copy, Debug)]
 struct Config {
@@ -34,6 +43,11 @@ struct Config {
     per_group: usize,
     chunk_kib: u32,
     layout: Option<&'static str>,
+    /// Spare disks added to each group at the start; then the first two rounds fail a
+    /// member early, and the group rebuilds onto its spare under the workload.
+    spares_per_group: usize,
+    /// Whether the first two rounds end in a crash instead of a clean stop.
+    crash: bool,
 }
 
 impl Config {
@@ -45,29 +59,28 @@ impl Config {
     fn members(&self) -> usize {
         self.groups * self.per_group
     }
-}
 
-/// Sector content of a write version (version 0: never written, zeroes).
-fn pattern(version: u64, sector: u64, out: &mut [u8]) {
-    if version == 0 {
-        out.fill(0);
-        return;
+    fn disks(&self) -> usize {
+        self.members() + self.groups * self.spares_per_group
     }
-    let mut rng = SplitMix64::new(version.wrapping_mul(0x9e37_79b9) ^ sector);
-    rng.fill(out);
-    out[..8].copy_from_slice(&version.to_le_bytes());
-}
 
-fn fault_config(rng: &mut SplitMix64) -> FaultConfig {
-    FaultConfig {
-        min_latency_ns: 1_000,
-        max_latency_ns: 1_000 + rng.below(100_000),
-        write_cache: true,
-        ..FaultConfig::default()
+    /// The groups the array range touches (the outer RAID 0 deals chunks round-robin).
+    fn groups_of_range(&self, start: u64, len: u64) -> Vec<bool> {
+        let chunk = u64::from(self.chunk_kib) * 2;
+        let mut touched = vec![false; self.groups];
+        for c in (start / chunk..=(start + len - 1) / chunk).take(self.groups) {
+            touched[(c % self.groups as u64) as usize] = true;
+        }
+        touched
     }
 }
 
-type Shared<T> = Rc<RefCell<T>>;
+/// The disk index of a member (`disk{k}`).
+fn disk_index(name: &str) -> usize {
+    name.trim_start_matches("disk")
+        .parse()
+        .expect("members are named disk<k>")
+}
 
 struct Ctx {
     seed: u64,
@@ -76,21 +89,43 @@ struct Ctx {
     mem: Vec<Rc<MemoryDisk>>,
     faulty: Vec<Rc<FaultyDisk>>,
     stack: Stack,
-    /// Version each array sector holds.
-    model: Shared<Vec<u64>>,
+    io: Io,
     rng: SplitMix64,
     next_version: u64,
-    inflight_writes: Shared<Vec<(u64, u64)>>,
-    inflight_reads: Shared<Vec<(u64, u64)>>,
-    failures: Shared<Vec<String>>,
-    /// Members given latent sector errors (they count as lost for the tolerance budget).
+    /// Disks given latent sector errors (they count as lost for the tolerance budget).
     impaired: Vec<bool>,
+    /// Whether this round may fail members (crash rounds alternate, so that crashes also
+    /// reach re-assembly and the resync, not only the refusal of a dirty degraded group).
+    may_fail_members: bool,
+    /// Groups that acknowledged a write since the stack was assembled: they are dirty.
+    written: Vec<bool>,
+}
+
+fn wrap(mem: &[Rc<MemoryDisk>], exec: &Executor, rng: &mut SplitMix64) -> Vec<Rc<FaultyDisk>> {
+    mem.iter()
+        .map(|m| {
+            Rc::new(FaultyDisk::new(
+                m.clone(),
+                exec.clone(),
+                rng.next_u64(),
+                fault_config(rng, MAX_EXTRA_LATENCY_NS),
+            ))
+        })
+        .collect()
+}
+
+fn named(faulty: &[Rc<FaultyDisk>]) -> Vec<(String, Rc<dyn BlockDevice>)> {
+    faulty
+        .iter()
+        .enumerate()
+        .map(|(i, f)| (format!("disk{i}"), f.clone() as Rc<dyn BlockDevice>))
+        .collect()
 }
 
 fn build(cfg: Config, seed: u64) -> Ctx {
     let mut rng = SplitMix64::new(seed);
     let exec = Executor::new();
-    let mem: Vec<Rc<MemoryDisk>> = (0..cfg.members())
+    let mem: Vec<Rc<MemoryDisk>> = (0..cfg.disks())
         .map(|_| Rc::new(MemoryDisk::new(MEMBER_SECTORS)))
         .collect();
     let faulty = wrap(&mem, &exec, &mut rng);
@@ -104,17 +139,20 @@ fn build(cfg: Config, seed: u64) -> Ctx {
         entropy: rng.next_u64(),
         assume_clean: true,
     };
-    let members: Vec<(String, Rc<dyn BlockDevice>)> = faulty
-        .iter()
-        .enumerate()
-        .map(|(i, f)| (format!("disk{i}"), f.clone() as Rc<dyn BlockDevice>))
-        .collect();
+    let mut members = named(&faulty);
+    let spares = members.split_off(cfg.members());
     let spec = NestedSpec::for_level(cfg.level, cfg.groups).unwrap();
     let e = exec.clone();
     let stack = exec
         .block_on(async move { create_nested(&e, members, &opts, spec).await })
         .expect("create finishes")
         .unwrap_or_else(|err| panic!("seed {seed}: create failed: {err}"));
+    for (i, (name, dev)) in spares.into_iter().enumerate() {
+        let group = stack.groups[i / cfg.spares_per_group].clone();
+        exec.block_on(async move { group.add_device(name, dev).await })
+            .expect("add finishes")
+            .unwrap_or_else(|err| panic!("seed {seed}: add spare failed: {err}"));
+    }
     let sectors = stack.array.capacity_sectors() as usize;
     Ctx {
         seed,
@@ -123,33 +161,13 @@ fn build(cfg: Config, seed: u64) -> Ctx {
         mem,
         faulty,
         stack,
-        model: Rc::new(RefCell::new(vec![0; sectors])),
+        io: Io::new(seed, sectors),
         rng,
         next_version: 1,
-        inflight_writes: Rc::default(),
-        inflight_reads: Rc::default(),
-        failures: Rc::default(),
-        impaired: vec![false; cfg.members()],
+        impaired: vec![false; cfg.disks()],
+        may_fail_members: true,
+        written: vec![false; cfg.groups],
     }
-}
-
-fn wrap(mem: &[Rc<MemoryDisk>], exec: &Executor, rng: &mut SplitMix64) -> Vec<Rc<FaultyDisk>> {
-    mem.iter()
-        .map(|m| {
-            Rc::new(FaultyDisk::new(
-                m.clone(),
-                exec.clone(),
-                rng.next_u64(),
-                fault_config(rng),
-            ))
-        })
-        .collect()
-}
-
-fn overlaps(list: &Shared<Vec<(u64, u64)>>, start: u64, len: u64) -> bool {
-    list.borrow()
-        .iter()
-        .any(|&(s, l)| s < start + len && start < s + l)
 }
 
 impl Ctx {
@@ -171,135 +189,118 @@ impl Ctx {
 
     fn spawn_write(&mut self) {
         let (start, len) = self.random_range();
-        if overlaps(&self.inflight_writes, start, len) || overlaps(&self.inflight_reads, start, len)
-        {
+        if self.io.overlaps_inflight_io(start, len) {
             return;
         }
         let version = self.next_version;
         self.next_version += 1;
-        let mut data = vec![0u8; len as usize * SECTOR];
-        for (i, s) in data.chunks_mut(SECTOR).enumerate() {
-            pattern(version, start + i as u64, s);
-        }
-        self.inflight_writes.borrow_mut().push((start, len));
         let fua = self.rng.below(8) == 0;
-        let array = self.stack.array.clone();
-        let (model, inflight, failures, seed) = (
-            self.model.clone(),
-            self.inflight_writes.clone(),
-            self.failures.clone(),
-            self.seed,
-        );
-        self.exec.spawn_detached(async move {
-            let r = array.write(start, Bytes::from(data), fua).await;
-            inflight.borrow_mut().retain(|&w| w != (start, len));
-            match r {
-                Ok(()) => model.borrow_mut()[start as usize..(start + len) as usize].fill(version),
-                Err(e) => failures.borrow_mut().push(format!(
-                    "seed {seed}: write of {len} sectors at {start} failed within tolerance: {e}"
-                )),
-            }
-        });
+        self.io
+            .spawn_write(&self.exec, &self.stack.array, start, len, version, fua);
     }
 
     fn spawn_read(&mut self) {
         let (start, len) = self.random_range();
-        if overlaps(&self.inflight_writes, start, len) {
+        if self.io.overlaps_inflight_write(start, len) {
             return;
         }
-        self.inflight_reads.borrow_mut().push((start, len));
-        let array = self.stack.array.clone();
-        let (model, inflight, failures, seed) = (
-            self.model.clone(),
-            self.inflight_reads.clone(),
-            self.failures.clone(),
-            self.seed,
-        );
-        self.exec.spawn_detached(async move {
-            let r = array.read(start, vec![0u8; len as usize * SECTOR]).await;
-            inflight.borrow_mut().retain(|&x| x != (start, len));
-            let mut expected = vec![0u8; SECTOR];
-            match r {
-                Ok(data) => {
-                    for (i, got) in data.chunks(SECTOR).enumerate() {
-                        let sector = start + i as u64;
-                        let version = model.borrow()[sector as usize];
-                        pattern(version, sector, &mut expected);
-                        if got != expected.as_slice() {
-                            failures.borrow_mut().push(format!(
-                                "seed {seed}: sector {sector} does not hold version {version}"
-                            ));
-                            return;
-                        }
-                    }
-                }
-                Err(e) => failures.borrow_mut().push(format!(
-                    "seed {seed}: read of {len} sectors at {start} failed within tolerance: {e}"
-                )),
-            }
-        });
+        self.io.spawn_read(&self.exec, &self.stack.array, start, len);
+    }
+
+    fn spawn_discard(&mut self) {
+        let (start, len) = self.random_range();
+        if self.io.overlaps_inflight_io(start, len) {
+            return;
+        }
+        let version = self.next_version;
+        self.next_version += 1;
+        self.io
+            .spawn_discard(&self.exec, &self.stack.array, start, len, version);
     }
 
     fn spawn_flush(&mut self) {
-        let array = self.stack.array.clone();
-        let (failures, seed) = (self.failures.clone(), self.seed);
-        self.exec.spawn_detached(async move {
-            if let Err(e) = array.flush().await {
-                failures
-                    .borrow_mut()
-                    .push(format!("seed {seed}: flush failed within tolerance: {e}"));
-            }
-        });
+        self.io.spawn_flush(&self.exec, &self.stack.array);
     }
 
-    /// The group array member `i` belongs to, and whether it still serves there.
-    fn serving(&self, i: usize) -> bool {
-        let group = &self.stack.groups[i / self.cfg.per_group];
-        let dev = Rc::as_ptr(&self.faulty[i]) as *const ();
-        let in_group =
-            group.slots().iter().flatten().any(|m| {
-                m.state() == MemberState::Active && Rc::as_ptr(&m.dev) as *const () == dev
-            });
-        in_group && !self.faulty[i].is_failed() && !self.impaired[i]
+    /// The disk in slot `slot` of group `g`, if it is an active member there.
+    fn active_disk(&self, g: usize, slot: usize) -> Option<usize> {
+        match self.stack.groups[g].slots().get(slot) {
+            Some(Some(m)) if m.state() == MemberState::Active => Some(disk_index(&m.name)),
+            _ => None,
+        }
     }
 
-    /// Whether member `i` may be lost too without its group losing data.
-    fn may_lose(&self, i: usize) -> bool {
-        let g = i / self.cfg.per_group;
-        let lost = (g * self.cfg.per_group..(g + 1) * self.cfg.per_group)
-            .filter(|&j| j == i || !self.serving(j))
-            .count();
-        self.serving(i) && lost <= self.cfg.tolerance()
+    /// Slots of group `g` that hold a good copy: an active member, not failed, without
+    /// injected latent errors.
+    fn serving(&self, g: usize) -> Vec<bool> {
+        (0..self.cfg.per_group)
+            .map(|slot| {
+                self.active_disk(g, slot)
+                    .is_some_and(|k| !self.faulty[k].is_failed() && !self.impaired[k])
+            })
+            .collect()
+    }
+
+    /// Whether slot `slot` of group `g` may be lost too without the group losing data.
+    fn may_lose(&self, g: usize, slot: usize) -> bool {
+        let serving = self.serving(g);
+        let lost = serving.iter().filter(|&&s| !s).count();
+        serving[slot] && lost < self.cfg.tolerance()
+    }
+
+    fn random_slot(&mut self) -> (usize, usize) {
+        let g = self.rng.below(self.cfg.groups as u64) as usize;
+        let slot = self.rng.below(self.cfg.per_group as u64) as usize;
+        (g, slot)
     }
 
     fn maybe_fail_member(&mut self) {
-        let i = self.rng.below(self.cfg.members() as u64) as usize;
-        if self.may_lose(i) {
-            self.faulty[i].fail();
+        let (g, slot) = self.random_slot();
+        self.fail_slot(g, slot);
+    }
+
+    fn fail_slot(&mut self, g: usize, slot: usize) {
+        if self.may_fail_members && self.may_lose(g, slot) {
+            let k = self.active_disk(g, slot).expect("a serving slot");
+            self.faulty[k].fail();
+        }
+    }
+
+    /// Fails a member of a random group: one with latent errors if the group has one (it
+    /// already counts as lost), else a random one if the group tolerates it.
+    fn force_fail(&mut self) {
+        let (g, slot) = self.random_slot();
+        let impaired = (0..self.cfg.per_group)
+            .filter_map(|s| self.active_disk(g, s))
+            .find(|&k| self.impaired[k] && !self.faulty[k].is_failed());
+        match impaired {
+            Some(k) => self.faulty[k].fail(),
+            None => self.fail_slot(g, slot),
         }
     }
 
     fn maybe_latent_errors(&mut self) {
-        let i = self.rng.below(self.cfg.members() as u64) as usize;
-        if !self.may_lose(i) {
+        let (g, slot) = self.random_slot();
+        if !self.may_lose(g, slot) {
             return;
         }
-        self.impaired[i] = true;
-        let group = &self.stack.groups[i / self.cfg.per_group];
-        let sb = group.superblock().expect("a live member");
+        let k = self.active_disk(g, slot).expect("a serving slot");
+        self.impaired[k] = true;
+        let sb = self.stack.groups[g].superblock().expect("a live member");
         let span = (sb.size_sectors / 4).max(1);
         for _ in 0..16 {
             let s = sb.data_offset_sectors + self.rng.below(span);
-            self.faulty[i].add_latent_error(s);
+            self.faulty[k].add_latent_error(s);
         }
     }
 
     fn run_steps(&mut self, steps: usize) {
         for _ in 0..steps {
             match self.rng.below(100) {
-                0..=46 => self.spawn_write(),
-                47..=88 => self.spawn_read(),
-                89..=96 => self.spawn_flush(),
+                0..=44 => self.spawn_write(),
+                45..=84 => self.spawn_read(),
+                85..=89 => self.spawn_discard(),
+                90..=96 => self.spawn_flush(),
                 97 => self.maybe_fail_member(),
                 _ => self.maybe_latent_errors(),
             }
@@ -308,32 +309,99 @@ impl Ctx {
                 self.exec.advance_to(target);
                 self.exec.run_until_stalled();
             }
+            self.note_written();
             self.check_failures();
         }
     }
 
-    fn check_failures(&self) {
-        if let Some(first) = self.failures.borrow().first() {
-            panic!(
-                "{} ({}): first failure: {first}\nreplay with SEED={}",
-                self.cfg.name, self.seed, self.seed
-            );
+    /// Records which groups acknowledged writes (each marked itself dirty on its members
+    /// first, durably).
+    fn note_written(&mut self) {
+        let mut m = self.io.model.borrow_mut();
+        for (start, len) in m.acked_writes.drain(..) {
+            for (g, hit) in self.cfg.groups_of_range(start, len).into_iter().enumerate() {
+                self.written[g] |= hit;
+            }
         }
+    }
+
+    fn check_failures(&self) {
+        self.io.check_failures(self.cfg.name);
     }
 
     fn quiesce(&mut self) {
         self.exec.run_until_idle();
+        self.note_written();
         self.check_failures();
         assert!(
-            self.inflight_writes.borrow().is_empty() && self.inflight_reads.borrow().is_empty(),
+            self.io.is_idle(),
             "{} seed {}: requests never completed (deadlock)",
             self.cfg.name,
             self.seed
         );
     }
 
-    /// Stops the stack cleanly and assembles it again from every member disk; a failed disk
-    /// may come back (then stale, left out).
+    /// Fresh `FaultyDisk`s on the member images, on a fresh executor; a failed disk may come
+    /// back (then it is stale and must stay out). The candidates of an assembly.
+    fn replace_disks(&mut self, exec: &Executor) -> Vec<(String, Rc<dyn BlockDevice>)> {
+        let fresh = wrap(&self.mem, exec, &mut self.rng);
+        for (old, new) in self.faulty.iter().zip(&fresh) {
+            if old.is_failed() && self.rng.below(2) == 0 {
+                new.fail();
+            }
+        }
+        self.faulty = fresh;
+        self.impaired = vec![false; self.cfg.disks()];
+        self.written = vec![false; self.cfg.groups];
+        self.exec = exec.clone();
+        named(&self.faulty)
+    }
+
+    /// Checks a stack that assembled: every group present, at the level created, and no
+    /// member the group had recorded faulty back in a slot.
+    fn take_stack(&mut self, stack: Stack, recorded_faulty: &[(String, Vec<u32>)]) {
+        let seed = self.seed;
+        assert_eq!(stack.groups.len(), self.cfg.groups, "seed {seed}");
+        assert_eq!(stack.level_name(), format!("raid{}", self.cfg.level));
+        for group in &stack.groups {
+            assert_ne!(group.health(), Health::Failed, "seed {seed}");
+            let faulty = recorded_faulty
+                .iter()
+                .find(|(name, _)| name == group.name())
+                .map(|(_, f)| f.as_slice())
+                .unwrap_or_default();
+            for member in group.slots().iter().flatten() {
+                assert!(
+                    !faulty.contains(&member.superblock().dev_number),
+                    "seed {seed}: {} was recorded faulty in {} but was assembled",
+                    member.name,
+                    group.name()
+                );
+            }
+        }
+        self.stack = stack;
+    }
+
+    /// Each group's device numbers its superblock records faulty.
+    fn recorded_faulty(&self) -> Vec<(String, Vec<u32>)> {
+        self.stack
+            .groups
+            .iter()
+            .map(|g| {
+                let faulty = g
+                    .superblock()
+                    .map(|sb| {
+                        (0..sb.max_dev())
+                            .filter(|&d| sb.role_of(d) == DeviceRole::Faulty)
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                (g.name().to_string(), faulty)
+            })
+            .collect()
+    }
+
+    /// Stops the stack cleanly and assembles it again from every member disk.
     fn stop_and_reassemble(&mut self) {
         let stack = self.stack.clone();
         let cleaned = self
@@ -341,22 +409,9 @@ impl Ctx {
             .block_on(async move { stack.mark_clean().await })
             .expect("clean finishes");
         assert!(cleaned.is_ok(), "seed {}: mark clean failed", self.seed);
+        let recorded_faulty = self.recorded_faulty();
         let exec = Executor::new();
-        let fresh = wrap(&self.mem, &exec, &mut self.rng);
-        for (old, new) in self.faulty.iter().zip(&fresh) {
-            if old.is_failed() && self.rng.below(2) == 0 {
-                new.fail();
-            }
-        }
-        self.faulty = fresh;
-        self.impaired = vec![false; self.cfg.members()];
-        self.exec = exec.clone();
-        let candidates: Vec<(String, Rc<dyn BlockDevice>)> = self
-            .faulty
-            .iter()
-            .enumerate()
-            .map(|(i, f)| (format!("disk{i}"), f.clone() as Rc<dyn BlockDevice>))
-            .collect();
+        let candidates = self.replace_disks(&exec);
         let e = exec.clone();
         let seed = self.seed;
         let mut result = exec
@@ -369,16 +424,154 @@ impl Ctx {
             result.problems
         );
         let stack = result.stacks.remove(0);
-        assert_eq!(stack.groups.len(), self.cfg.groups, "seed {seed}");
-        assert_eq!(stack.level_name(), format!("raid{}", self.cfg.level));
         for group in &stack.groups {
-            assert_ne!(group.health(), Health::Failed, "seed {seed}");
             assert!(
                 !group.needs_resync(),
                 "seed {seed}: a clean stop left a group dirty"
             );
         }
-        self.stack = stack;
+        self.take_stack(stack, &recorded_faulty);
+        self.start_jobs();
+    }
+
+    /// As the server does after assembly: resyncs, rebuilds to resume, spares to activate.
+    fn start_jobs(&self) {
+        for layer in self.stack.layers() {
+            layer.start_jobs();
+        }
+    }
+
+    /// Power loss with requests in flight: the executor and its tasks are dropped, each disk
+    /// keeps or loses each unflushed sector, failed disks may come back (stale), and the
+    /// stack is assembled again from what is on the disks.
+    fn crash_and_reassemble(&mut self) {
+        let recorded_faulty = self.recorded_faulty();
+        // A group is degraded if a slot is empty, being rebuilt, or holds a failed disk the
+        // group has not noticed yet.
+        let degraded: Vec<bool> = (0..self.cfg.groups)
+            .map(|g| {
+                let group = &self.stack.groups[g];
+                group.health() != Health::Optimal
+                    || group.slots().iter().any(|m| match m {
+                        Some(m) => {
+                            m.state() != MemberState::Active
+                                || self.faulty[disk_index(&m.name)].is_failed()
+                        }
+                        None => true,
+                    })
+            })
+            .collect();
+        let written = self.written.clone();
+        let exec = Executor::new();
+        drop(std::mem::replace(&mut self.exec, exec.clone()));
+        self.io.forget_inflight();
+        for f in &self.faulty {
+            f.crash();
+        }
+        let candidates = self.replace_disks(&exec);
+        let e = exec.clone();
+        let seed = self.seed;
+        let name = self.cfg.name;
+        let mut result = exec
+            .block_on(async move { assemble_stacks(&e, candidates).await })
+            .expect("assembly finishes");
+        if result.stacks.is_empty() {
+            // A group that lost power while degraded may hold stripes whose parity matches
+            // neither the old nor the new data (the write hole): it is refused, and the outer
+            // RAID 0 cannot start without it. The other groups are not served on their own:
+            // their data is only part of the outer array's.
+            for (g, &was_degraded) in degraded.iter().enumerate() {
+                let label = group_name(name, g);
+                let refused = result.problems.iter().any(|p| {
+                    p.member.starts_with(&format!("{label} ")) && p.reason == DIRTY_DEGRADED_REASON
+                });
+                let not_served = result
+                    .problems
+                    .iter()
+                    .any(|p| p.member == label && p.reason.contains("did not start"));
+                assert!(
+                    refused || not_served,
+                    "{name} seed {seed}: group {g} neither refused nor left out: {:?}",
+                    result.problems
+                );
+                assert!(
+                    was_degraded || !refused,
+                    "{name} seed {seed}: group {g} was not degraded at the crash but was \
+                     refused as dirty and degraded: {:?}",
+                    result.problems
+                );
+            }
+            assert!(
+                result
+                    .problems
+                    .iter()
+                    .any(|p| p.reason == DIRTY_DEGRADED_REASON),
+                "{name} seed {seed}: the stack did not start, and no group says why: {:?}",
+                result.problems
+            );
+            self.start_over();
+            return;
+        }
+        assert_eq!(
+            result.stacks.len(),
+            1,
+            "seed {seed}: one stack expected: {:?}",
+            result.problems
+        );
+        let stack = result.stacks.remove(0);
+        self.take_stack(stack, &recorded_faulty);
+        self.verify_after_crash(&written);
+    }
+
+    fn verify_after_crash(&mut self, written: &[bool]) {
+        let seed = self.seed;
+        let name = self.cfg.name;
+        // The outer RAID 0 has no redundancy to resync; each group written to since its
+        // assembly comes up dirty and is resynced.
+        assert!(!self.stack.array.is_redundant());
+        for (g, group) in self.stack.groups.iter().enumerate() {
+            assert!(
+                group.needs_resync() || !written[g],
+                "{name} seed {seed}: group {g} was written to, but its unclean shutdown went \
+                 unnoticed"
+            );
+        }
+        for layer in self.stack.layers() {
+            let layer = layer.clone();
+            let resynced = self
+                .exec
+                .block_on(async move { layer.resync().await })
+                .expect("resync finishes");
+            assert!(
+                matches!(resynced, Ok(true)),
+                "{name} seed {seed}: resync failed"
+            );
+        }
+        for layer in self.stack.layers() {
+            assert!(!layer.needs_resync(), "seed {seed}");
+        }
+        let array: Rc<Array> = self.stack.array.clone();
+        let cap = array.capacity_sectors().min(SPAN_SECTORS) as usize;
+        let data = self
+            .exec
+            .block_on(async move { array.read(0, vec![0u8; cap * SECTOR]).await })
+            .expect("read finishes")
+            .unwrap_or_else(|e| panic!("{name} seed {seed}: full read after crash failed: {e}"));
+        if let Err(e) = self.io.model.borrow_mut().settle_after_crash(&data) {
+            panic!("{name} seed {seed}: {e}\nreplay with SEED={seed}");
+        }
+        self.start_jobs();
+        self.spawn_flush();
+        self.quiesce();
+    }
+
+    /// Replaces the stack, its disks and the model with fresh ones, keeping the seed that
+    /// replays the whole run.
+    fn start_over(&mut self) {
+        let seed = self.seed;
+        *self = build(self.cfg, self.rng.next_u64());
+        self.seed = seed;
+        self.io.seed = seed;
     }
 
     fn full_check(&self) {
@@ -389,55 +582,144 @@ impl Ctx {
             .block_on(async move { array.read(0, vec![0u8; cap * SECTOR]).await })
             .expect("read finishes")
             .unwrap_or_else(|e| panic!("seed {}: full read failed: {e}", self.seed));
-        let model = self.model.borrow();
-        let mut expected = vec![0u8; SECTOR];
-        for (i, got) in data.chunks(SECTOR).enumerate() {
-            pattern(model[i], i as u64, &mut expected);
-            assert!(
-                got == expected.as_slice(),
-                "{} seed {}: sector {i} does not hold version {}\nreplay with SEED={}",
-                self.cfg.name,
-                self.seed,
-                model[i],
-                self.seed
+        if let Err(e) = self.io.model.borrow().check_current(0, &data) {
+            panic!(
+                "{} seed {}: {e}\nreplay with SEED={}",
+                self.cfg.name, self.seed, self.seed
             );
         }
+    }
+
+    /// Silent corruption within tolerance, on a quiet stack: in each group with every member
+    /// serving, a few stripes get corrupt sectors in one block each (RAID 6: any block, which
+    /// the syndromes locate; RAID 5: the parity, as a repair makes parity follow the data);
+    /// a repair scrub must find and fix them all, and a check afterwards find none. Reads
+    /// do not verify parity, so no read happens while the corruption is there.
+    fn corrupt_and_repair(&mut self) {
+        let (seed, name) = (self.seed, self.cfg.name);
+        let chunk = u64::from(self.cfg.chunk_kib) * 2;
+        for g in 0..self.cfg.groups {
+            let group = self.stack.groups[g].clone();
+            if self.serving(g).contains(&false)
+                || group.health() != Health::Optimal
+                || group.needs_resync()
+            {
+                continue;
+            }
+            let ArrayLayout::Raid5(layout) = group.layout().clone() else {
+                panic!("a group has a parity layout");
+            };
+            // The stripes the workload's span reaches in this group.
+            let stripes = (SPAN_SECTORS / (self.cfg.groups as u64 * layout.stripe_data_sectors()))
+                .clamp(1, layout.stripe_count());
+            let mut used = BTreeSet::new();
+            for _ in 0..4 {
+                let stripe = self.rng.below(stripes);
+                if !used.insert(stripe) {
+                    continue;
+                }
+                let slot = if self.cfg.level == 60 {
+                    self.rng.below(self.cfg.per_group as u64) as usize
+                } else {
+                    layout.parity_disk(stripe)
+                };
+                let member = group.slots()[slot].clone().expect("a serving slot");
+                let base = member.superblock().data_offset_sectors;
+                let disk = &self.faulty[disk_index(&member.name)];
+                let first = self.rng.below(chunk);
+                let count = 1 + self.rng.below((chunk - first).min(8));
+                for offset in first..first + count {
+                    disk.corrupt_sector(base + layout.member_sector(stripe, offset));
+                }
+            }
+            let g2 = group.clone();
+            let repaired = self
+                .exec
+                .block_on(async move { g2.repair_mismatches().await })
+                .expect("repair finishes")
+                .unwrap_or_else(|e| panic!("{name} seed {seed}: repair of group {g}: {e}"));
+            assert!(
+                repaired.mismatched_sectors > 0 && repaired.repaired_sectors > 0,
+                "{name} seed {seed}: repair of group {g} missed the corruption: {repaired:?}\n\
+                 replay with SEED={seed}"
+            );
+            let checked = self
+                .exec
+                .block_on(async move { group.check().await })
+                .expect("check finishes")
+                .unwrap_or_else(|e| panic!("{name} seed {seed}: check of group {g}: {e}"));
+            assert_eq!(
+                checked.mismatched_sectors, 0,
+                "{name} seed {seed}: group {g} still inconsistent after repair: {checked:?}\n\
+                 replay with SEED={seed}"
+            );
+        }
+    }
+
+    /// Whether a spare disk holds a slot of its group.
+    fn spare_in_slot(&self) -> bool {
+        self.stack.groups.iter().any(|g| {
+            g.slots()
+                .iter()
+                .flatten()
+                .any(|m| disk_index(&m.name) >= self.cfg.members())
+        })
     }
 }
 
 fn run(cfg: Config, seed: u64) {
     let mut ctx = build(cfg, seed);
-    for _round in 0..3 {
-        ctx.run_steps(300);
-        ctx.quiesce();
-        ctx.full_check();
-        ctx.stop_and_reassemble();
-        ctx.full_check();
+    let mut spare_seen = false;
+    for round in 0..3 {
+        // With spares: a crash in the first rebuild, a clean stop in the second.
+        let crash_rounds = if cfg.spares_per_group > 0 { 1 } else { 2 };
+        let crash = cfg.crash && round < crash_rounds;
+        ctx.may_fail_members = !crash || ctx.rng.below(2) == 0;
+        if cfg.spares_per_group > 0 && round < 2 {
+            // A failure early on: the group's spare takes the slot and is rebuilt under the
+            // workload; the round ends soon, likely in the middle of that rebuild (a crash
+            // there leaves the group dirty and degraded; a clean stop records the rebuild's
+            // position and the next assembly resumes it).
+            ctx.may_fail_members = true;
+            ctx.run_steps(50);
+            ctx.force_fail();
+            let steps = 20 + ctx.rng.below(60) as usize;
+            ctx.run_steps(steps);
+        } else if crash {
+            // The crash lands anywhere in the workload.
+            let steps = 30 + ctx.rng.below(270) as usize;
+            ctx.run_steps(steps);
+        } else {
+            ctx.run_steps(300);
+        }
+        // A spare may fail in turn later; that it took a slot is what counts.
+        spare_seen |= ctx.spare_in_slot();
+        if crash {
+            ctx.crash_and_reassemble();
+        } else {
+            ctx.quiesce();
+            ctx.full_check();
+            if round == 2 {
+                ctx.corrupt_and_repair();
+                ctx.full_check();
+            }
+            ctx.stop_and_reassemble();
+            ctx.full_check();
+        }
     }
-}
-
-fn seeds() -> Vec<u64> {
-    if let Ok(s) = std::env::var("SEED") {
-        return vec![s.parse().expect("SEED must be a number")];
+    ctx.quiesce();
+    ctx.full_check();
+    if cfg.spares_per_group > 0 {
+        assert!(
+            spare_seen,
+            "{} seed {seed}: no spare was activated\nreplay with SEED={seed}",
+            cfg.name
+        );
     }
-    let count: u64 = std::env::var("SEEDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(3);
-    (1..=count).map(|i| i * 7919).collect()
 }
 
 fn run_all(cfg: Config) {
-    for seed in seeds() {
-        let result = std::panic::catch_unwind(move || run(cfg, seed));
-        if let Err(e) = result {
-            eprintln!(
-                "{}: failed with seed {seed}; replay with SEED={seed}",
-                cfg.name
-            );
-            std::panic::resume_unwind(e);
-        }
-    }
+    run_seeds(cfg.name, 3, |seed| run(cfg, seed));
 }
 
 #[test]
@@ -449,6 +731,8 @@ fn raid50_two_groups_of_three() {
         per_group: 3,
         chunk_kib: 16,
         layout: None,
+        spares_per_group: 0,
+        crash: true,
     });
 }
 
@@ -461,6 +745,8 @@ fn raid50_three_groups_of_four_right_asymmetric() {
         per_group: 4,
         chunk_kib: 8,
         layout: Some("right-asymmetric"),
+        spares_per_group: 0,
+        crash: true,
     });
 }
 
@@ -473,6 +759,8 @@ fn raid60_two_groups_of_four() {
         per_group: 4,
         chunk_kib: 16,
         layout: None,
+        spares_per_group: 0,
+        crash: true,
     });
 }
 
@@ -485,5 +773,35 @@ fn raid60_two_groups_of_five_parity_first_6() {
         per_group: 5,
         chunk_kib: 8,
         layout: Some("parity-first-6"),
+        spares_per_group: 0,
+        crash: true,
+    });
+}
+
+#[test]
+fn raid50_two_groups_of_three_with_spares_rebuild() {
+    run_all(Config {
+        name: "raid50 2x3+spares",
+        level: 50,
+        groups: 2,
+        per_group: 3,
+        chunk_kib: 16,
+        layout: None,
+        spares_per_group: 1,
+        crash: true,
+    });
+}
+
+#[test]
+fn raid60_two_groups_of_four_with_spares_rebuild() {
+    run_all(Config {
+        name: "raid60 2x4+spares",
+        level: 60,
+        groups: 2,
+        per_group: 4,
+        chunk_kib: 16,
+        layout: None,
+        spares_per_group: 1,
+        crash: true,
     });
 }

@@ -78,6 +78,8 @@ pub struct Model {
     pub discards: BTreeSet<u64>,
     /// Versions acked so far, with the ack counter at their ack.
     pub acked_at: Vec<(u64, u64, u64, u64)>, // (version, start, len, ack_tick)
+    /// Ranges of the writes acked, for a test to take (`Vec::drain`) if it needs them.
+    pub acked_writes: Vec<(u64, u64)>,
 }
 
 impl Model {
@@ -86,6 +88,7 @@ impl Model {
             sectors: vec![SectorModel::default(); sectors],
             discards: BTreeSet::new(),
             acked_at: Vec::new(),
+            acked_writes: Vec::new(),
         }
     }
 
@@ -133,6 +136,7 @@ impl Model {
             };
         }
         self.acked_at.clear();
+        self.acked_writes.clear();
         Ok(())
     }
 }
@@ -231,6 +235,7 @@ impl Io {
                         }
                     }
                     m.acked_at.push((version, start, len, t));
+                    m.acked_writes.push((start, len));
                 }
                 Err(e) => io.failures.borrow_mut().push(format!(
                     "seed {}: write of {len} sectors at {start} failed within tolerance: {e}",
