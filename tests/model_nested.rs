@@ -29,7 +29,7 @@ mod shared;
 
 use shared::{Io, SECTOR, fault_config, run_seeds};
 
-const MEMBER_SECTORS: u64 = 8 * 2048;
+const MEMBER_SECTORS: u64 = 4 * 2048;
 /// The workload stays in the first 4 MiB of the array (every group, many stripes), so that
 /// a full check stays quick in a debug build.
 const SPAN_SECTORS: u64 = 8 * 1024;
@@ -204,7 +204,8 @@ impl Ctx {
         if self.io.overlaps_inflight_write(start, len) {
             return;
         }
-        self.io.spawn_read(&self.exec, &self.stack.array, start, len);
+        self.io
+            .spawn_read(&self.exec, &self.stack.array, start, len);
     }
 
     fn spawn_discard(&mut self) {
@@ -671,6 +672,12 @@ fn run(cfg: Config, seed: u64) {
     let mut ctx = build(cfg, seed);
     let mut spare_seen = false;
     for round in 0..3 {
+        if round == 2 {
+            // On the stack as the last assembly left it, once its rebuilds are done.
+            ctx.quiesce();
+            ctx.corrupt_and_repair();
+            ctx.full_check();
+        }
         // With spares: a crash in the first rebuild, a clean stop in the second.
         let crash_rounds = if cfg.spares_per_group > 0 { 1 } else { 2 };
         let crash = cfg.crash && round < crash_rounds;
@@ -699,10 +706,6 @@ fn run(cfg: Config, seed: u64) {
         } else {
             ctx.quiesce();
             ctx.full_check();
-            if round == 2 {
-                ctx.corrupt_and_repair();
-                ctx.full_check();
-            }
             ctx.stop_and_reassemble();
             ctx.full_check();
         }
