@@ -4,8 +4,9 @@
 //! rebuilds onto under the workload, and crashes that tear the writes in flight. A round ends
 //! either with a clean stop or with a crash, then the whole stack is assembled again from the
 //! member disks as `raid serve` does (failed members that come back are stale and stay out;
-//! a group that crashed while degraded is refused, and with it the stack). Every read is
-//! checked.
+//! a group that crashed while degraded is refused, and with it the stack). Silent corruption
+//! within tolerance is injected on a quiet stack and must be found and fixed by a repair
+//! scrub. Every read is checked.
 //!
 //! Seeded: a failure prints its seed; `SEED=<n> cargo test --test model_nested` replays it,
 //! and `SEEDS=<count>` runs more seeds.
