@@ -11,6 +11,7 @@ use orion_raid::array::assemble::{CreateOptions, DIRTY_DEGRADED_REASON, assemble
 use orion_raid::array::{Array, Health, MemberState, ReadPolicy};
 use orion_raid::block::{BlockDevice, Bytes};
 use orion_raid::executor::Executor;
+use orion_raid::layout::ArrayLayout;
 use orion_raid::metadata::{DeviceRole, Level};
 use orion_raid::platform::faulty::FaultyDisk;
 use orion_raid::platform::memory::MemoryDisk;
@@ -454,6 +455,89 @@ impl Ctx {
         self.quiesce();
     }
 
+    /// Silent corruption within tolerance, on a quiet array with every member serving and no
+    /// latent errors: a few extents get corrupt sectors on one member each, where a scrub
+    /// `repair` knows which copy is right (RAID 6: any block, the syndromes locate it;
+    /// RAID 4/5: the parity, as repair makes parity follow the data; mirrors: a copy other
+    /// than the first, md's repair source). Repair must find and fix them all, a check
+    /// afterwards find none; reads do not verify, so none happens while the corruption is
+    /// there. The next full check then proves no data changed.
+    fn corrupt_and_repair(&mut self) {
+        let (seed, name) = (self.seed, self.cfg.name);
+        if self.cfg.level == Level::Raid0
+            || self.alive().contains(&false)
+            || self.array.health() != Health::Optimal
+            || self.array.needs_resync()
+        {
+            return;
+        }
+        let slots = self.array.slots();
+        let member_at = |slot: usize| {
+            let m = slots[slot].clone().expect("every slot serves");
+            (disk_index(&m.name), m.superblock().data_offset_sectors)
+        };
+        let cap = self.array.capacity_sectors();
+        let mut corrupted = 0;
+        for _ in 0..4 {
+            // In the hot region, where the workload wrote.
+            let at = self.rng.below((cap / 8).max(1));
+            let (slot, member_sector, run) = match self.array.layout() {
+                ArrayLayout::Raid5(l) => {
+                    let chunk = l.chunk_sectors();
+                    let stripe = at / l.stripe_data_sectors();
+                    let slot = if self.cfg.level == Level::Raid6 {
+                        self.rng.below(self.cfg.members as u64) as usize
+                    } else {
+                        l.parity_disk(stripe)
+                    };
+                    let first = self.rng.below(chunk);
+                    (slot, l.member_sector(stripe, first), chunk - first)
+                }
+                layout => {
+                    let Some(extent) = layout.map(at) else {
+                        continue;
+                    };
+                    if extent.copies.len() < 2 {
+                        continue;
+                    }
+                    let c = 1 + self.rng.below(extent.copies.len() as u64 - 1) as usize;
+                    let copy = extent.copies[c];
+                    (copy.disk_index, copy.sector, extent.sectors)
+                }
+            };
+            let (k, base) = member_at(slot);
+            for s in 0..(1 + self.rng.below(run.min(8))) {
+                self.faulty[k].corrupt_sector(base + member_sector + s);
+            }
+            corrupted += 1;
+        }
+        if corrupted == 0 {
+            return;
+        }
+        let array = self.array.clone();
+        let repaired = self
+            .exec
+            .block_on(async move { array.repair_mismatches().await })
+            .expect("repair finishes")
+            .unwrap_or_else(|e| panic!("{name} seed {seed}: repair: {e}"));
+        assert!(
+            repaired.mismatched_sectors > 0 && repaired.repaired_sectors > 0,
+            "{name} seed {seed}: repair missed the corruption: {repaired:?}\n\
+             replay with SEED={seed}"
+        );
+        let array = self.array.clone();
+        let checked = self
+            .exec
+            .block_on(async move { array.check().await })
+            .expect("check finishes")
+            .unwrap_or_else(|e| panic!("{name} seed {seed}: check: {e}"));
+        assert_eq!(
+            checked.mismatched_sectors, 0,
+            "{name} seed {seed}: still inconsistent after repair: {checked:?}\n\
+             replay with SEED={seed}"
+        );
+    }
+
     /// Replaces the array, its members and the model with fresh ones, keeping the seed that
     /// replays the whole run.
     fn start_over(&mut self) {
@@ -486,6 +570,8 @@ fn run(cfg: &Config, seed: u64, spares: usize) {
             ctx.quiesce();
         }
     }
+    // Silent corruption within tolerance, found and repaired by a scrub on the quiet array.
+    ctx.corrupt_and_repair();
     // Final full check against the model, on a quiet array.
     let cap = ctx.array.capacity_sectors();
     let array = ctx.array.clone();
