@@ -4,6 +4,7 @@
 
 pub mod assemble;
 pub mod nested;
+pub mod persist;
 pub mod rangelock;
 pub mod rebuild;
 #[cfg(test)]
@@ -1244,6 +1245,9 @@ impl Array {
                 .max()
                 .unwrap_or(0)
                 + 1;
+            // Orion's record rides along with every update (see `persist.rs`).
+            let array_uuid = members[0].superblock.borrow().array_uuid;
+            let record = Bytes::from(self.extension_record(array_uuid, events).encode());
             // The role table is rebuilt from what is here, as md does: every device that is
             // not a live member (failed, or absent since assembly) is recorded faulty, so it
             // can never come back as fresh, even one event behind.
@@ -1310,10 +1314,14 @@ impl Array {
                     sb.touch(self.wall_time(now));
                     let bytes = Bytes::from(sb.encode());
                     let m = m.clone();
+                    let record = &record;
                     async move {
                         let r = m
                             .within_timeout(m.dev.write(SUPERBLOCK_SECTOR, bytes, true))
                             .await;
+                        if r.is_ok() {
+                            self.write_extension(&m, &sb, record).await;
+                        }
                         (m, sb, r)
                     }
                 })
