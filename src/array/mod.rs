@@ -5,6 +5,8 @@
 pub mod assemble;
 pub mod nested;
 pub mod persist;
+#[cfg(test)]
+mod persist_tests;
 pub mod rangelock;
 pub mod rebuild;
 #[cfg(test)]

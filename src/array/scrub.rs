@@ -585,6 +585,7 @@ impl Array {
             _ => 0,
         };
         let mut regions_since_checkpoint = 0u32;
+        let started_ns = self.exec.now_ns();
         while sector < total {
             if self.scrub.cancel.get() {
                 outcome = ScrubOutcome::Cancelled;
@@ -620,6 +621,8 @@ impl Array {
                 j.done_sectors = sector;
                 self.job.set(Some(j));
             }
+            // Paced as the other background jobs: priority and rate limit.
+            self.throttle(sector - from_sector.min(total), started_ns).await;
             regions_since_checkpoint += 1;
             if regions_since_checkpoint >= self.policy.get().checkpoint_regions && sector < total {
                 regions_since_checkpoint = 0;

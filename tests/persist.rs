@@ -1,0 +1,259 @@
+//! What a user sets survives a restart of `raid serve`: `raid set` policies (and the stripe
+//! cache size), shared-pool spares, and a check stopped in the middle, which resumes from its
+//! checkpoint. A corrupted extension record gives the defaults, never a failed start. The
+//! members stay valid md members for `mdadm --examine`.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use orion_raid::metadata::Superblock;
+use orion_raid::metadata::extension::{EXTENSION_BYTES, extension_sector};
+
+mod common;
+use common::{Server, have, ok, qemu_io, raid, text_of};
+
+fn test_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("orion-persist-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn status(dir: &Path) -> serde_json::Value {
+    let text = ok(&raid(&["status", "--json", "--control", "ctl.sock"], dir));
+    let v: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+    v["arrays"][0].clone()
+}
+
+fn detail(dir: &Path, name: &str) -> serde_json::Value {
+    let text = ok(&raid(
+        &["detail", name, "--json", "--control", "ctl.sock"],
+        dir,
+    ));
+    serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("{e}: {text}"))
+}
+
+fn setting(d: &serde_json::Value, key: &str) -> String {
+    d["settings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|kv| kv[0] == key)
+        .unwrap_or_else(|| panic!("no {key} in {d}"))[1]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+fn wait_for(dir: &Path, what: &str, done: impl Fn(&serde_json::Value) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let a = status(dir);
+        if done(&a) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{what} did not happen: {a}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn superblock_of(path: &Path) -> Superblock {
+    let bytes = std::fs::read(path).unwrap();
+    Superblock::decode(&bytes[4096..8192]).unwrap()
+}
+
+fn sparse(dir: &Path, name: &str, bytes: u64) {
+    std::fs::File::create(dir.join(name))
+        .unwrap()
+        .set_len(bytes)
+        .unwrap();
+}
+
+#[test]
+fn settings_and_pool_spares_survive_a_restart() {
+    let dir = test_dir("settings");
+    let members = ["m0.img", "m1.img", "m2.img", "m3.img"];
+    let mut args = vec![
+        "create", "--level", "5", "--chunk", "64K", "--size", "32M", "--name", "a",
+    ];
+    args.extend(members);
+    ok(&raid(&args, &dir));
+    sparse(&dir, "p.img", 32 << 20);
+
+    let server = Server::start(&dir, &members);
+    ok(&raid(
+        &[
+            "set",
+            "a",
+            "rebuild_priority=high",
+            "spare_policy=shared",
+            "read_error_limit=7",
+            "io_timeout_ms=5000",
+            "stripe_cache=32M",
+            "--control",
+            "ctl.sock",
+        ],
+        &dir,
+    ));
+    ok(&raid(
+        &["add", "--pool", "p.img", "--control", "ctl.sock"],
+        &dir,
+    ));
+    server.stop();
+
+    // Linux still reads every member; the pool spare carries no md superblock.
+    if have("mdadm") {
+        for m in members {
+            let out = Command::new("mdadm")
+                .args(["--examine", m])
+                .current_dir(&dir)
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "mdadm --examine {m}: {}", text_of(&out));
+        }
+        let out = Command::new("mdadm")
+            .args(["--examine", "p.img"])
+            .current_dir(&dir)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{}", text_of(&out));
+    }
+
+    let mut all = members.to_vec();
+    all.push("p.img");
+    let server = Server::start(&dir, &all);
+    let d = detail(&dir, "a");
+    assert_eq!(setting(&d, "rebuild_priority"), "high", "{d}");
+    assert_eq!(setting(&d, "spare_policy"), "shared", "{d}");
+    assert_eq!(setting(&d, "read_error_limit"), "7", "{d}");
+    assert_eq!(setting(&d, "io_timeout_ms"), "5000", "{d}");
+    assert_eq!(setting(&d, "stripe_cache"), "32M", "{d}");
+    // p.img came back as a pool spare, not as a member: a failure draws it.
+    assert_eq!(status(&dir)["members"].as_array().unwrap().len(), 4);
+    ok(&raid(&["fail", "a", "m1.img", "--control", "ctl.sock"], &dir));
+    wait_for(&dir, "rebuild onto the pool spare", |a| {
+        a["state"] == "optimal"
+            && a["job"].is_null()
+            && a["members"][1]["path"]
+                .as_str()
+                .is_some_and(|p| p.ends_with("p.img"))
+    });
+    server.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_stopped_check_resumes_and_counts_right() {
+    if !have("qemu-io") {
+        eprintln!("notice: qemu-io not installed, skipping");
+        return;
+    }
+    let dir = test_dir("check");
+    ok(&raid(
+        &[
+            "create", "--level", "1", "--size", "64M", "--name", "a", "m0.img", "m1.img",
+        ],
+        &dir,
+    ));
+    let server = Server::start(&dir, &["m0.img", "m1.img"]);
+    qemu_io(&server.uri(""), &["write -P 0x5a 0 60M".to_string()]);
+    server.stop();
+    // Four 4 KiB units of the second copy differ: two early, two late.
+    let data_offset = superblock_of(&dir.join("m1.img")).data_offset_sectors * 512;
+    let mut image = std::fs::read(dir.join("m1.img")).unwrap();
+    for at in [1u64 << 20, 5 << 20, 50 << 20, 58 << 20] {
+        image[(data_offset + at) as usize + 7] ^= 0xff;
+    }
+    std::fs::write(dir.join("m1.img"), &image).unwrap();
+
+    let server = Server::start(&dir, &["m0.img", "m1.img"]);
+    // Slow enough to stop in the middle: 8 MB/s over 64 MiB.
+    ok(&raid(
+        &["set", "a", "rebuild_rate_mb_s=8", "--control", "ctl.sock"],
+        &dir,
+    ));
+    ok(&raid(&["check", "a", "--control", "ctl.sock"], &dir));
+    wait_for(&dir, "the check to pass a quarter", |a| {
+        a["job"]["progress"].as_f64().unwrap_or(0.0) > 0.25
+    });
+    server.stop();
+
+    let server = Server::start(&dir, &["m0.img", "m1.img"]);
+    let a = status(&dir);
+    assert_eq!(a["job"]["kind"], "check", "resumed by itself: {a}");
+    assert!(
+        a["job"]["progress"].as_f64().unwrap() > 0.2,
+        "not from zero: {a}"
+    );
+    ok(&raid(
+        &["set", "a", "rebuild_rate_mb_s=0", "--control", "ctl.sock"],
+        &dir,
+    ));
+    wait_for(&dir, "the check to finish", |a| a["job"].is_null());
+    let d = detail(&dir, "a");
+    assert_eq!(d["scrub"]["outcome"], "finished", "{d}");
+    assert_eq!(d["scrub"]["mismatched_sectors"], 4 * 8, "{d}");
+    server.stop();
+
+    // A cancelled check does not come back.
+    let server = Server::start(&dir, &["m0.img", "m1.img"]);
+    ok(&raid(
+        &["set", "a", "rebuild_rate_mb_s=8", "--control", "ctl.sock"],
+        &dir,
+    ));
+    ok(&raid(&["check", "a", "--control", "ctl.sock"], &dir));
+    wait_for(&dir, "the check to start", |a| !a["job"].is_null());
+    ok(&raid(&["check", "a", "--cancel", "--control", "ctl.sock"], &dir));
+    wait_for(&dir, "the check to stop", |a| a["job"].is_null());
+    server.stop();
+    let server = Server::start(&dir, &["m0.img", "m1.img"]);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(status(&dir)["job"].is_null());
+    server.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_corrupt_record_gives_defaults_and_the_array_starts() {
+    let dir = test_dir("corrupt");
+    ok(&raid(
+        &[
+            "create",
+            "--level",
+            "1",
+            "--size",
+            "16M",
+            "--name",
+            "a",
+            "--stripe-cache",
+            "8M",
+            "m0.img",
+            "m1.img",
+        ],
+        &dir,
+    ));
+    let server = Server::start(&dir, &["m0.img", "m1.img"]);
+    assert_eq!(setting(&detail(&dir, "a"), "stripe_cache"), "8M");
+    ok(&raid(
+        &["set", "a", "rebuild_priority=low", "--control", "ctl.sock"],
+        &dir,
+    ));
+    server.stop();
+    for m in ["m0.img", "m1.img"] {
+        let path = dir.join(m);
+        let at = extension_sector(&superblock_of(&path)).unwrap() * 512;
+        let mut image = std::fs::read(&path).unwrap();
+        let record = &mut image[at as usize..at as usize + EXTENSION_BYTES];
+        assert_eq!(&record[..8], b"ORIONEXT");
+        record[60] ^= 0x10;
+        std::fs::write(&path, &image).unwrap();
+    }
+    let server = Server::start(&dir, &["m0.img", "m1.img"]);
+    let d = detail(&dir, "a");
+    assert_eq!(d["state"], "optimal", "{d}");
+    assert_eq!(setting(&d, "rebuild_priority"), "normal", "{d}");
+    assert_eq!(setting(&d, "stripe_cache"), "16M", "{d}");
+    server.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+}
