@@ -305,6 +305,9 @@ impl Member {
         let _busy = Busy::new(&self.inflight);
         self.count(|c| c.writes += 1);
         let (bytes, started_ns) = (data.len() as u64, self.monitor.start());
+        // Taken before the write is awaited: a replacement that finishes meanwhile takes
+        // the slot and must not miss this write.
+        let replacement = self.replacement.borrow().clone();
         let r = self
             .within_timeout(
                 self.dev
@@ -316,9 +319,9 @@ impl Member {
         // (the original still holds the data, nothing is lost). Only marked here: the array
         // records it in the superblocks before it acknowledges the write
         // (`record_failed_replacements`).
-        let replacement = self.replacement.borrow().clone();
-        if let Some(rep) = replacement.filter(|m| m.state() == MemberState::Rebuilding)
-            && rep
+        if let Some(rep) = replacement.filter(|m| {
+            matches!(m.state(), MemberState::Rebuilding | MemberState::Active)
+        }) && rep
                 .dev
                 .write(rep.data_offset() + sector, data, fua)
                 .await
