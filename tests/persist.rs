@@ -110,7 +110,11 @@ fn settings_and_pool_spares_survive_a_restart() {
                 .current_dir(&dir)
                 .output()
                 .unwrap();
-            assert!(out.status.success(), "mdadm --examine {m}: {}", text_of(&out));
+            assert!(
+                out.status.success(),
+                "mdadm --examine {m}: {}",
+                text_of(&out)
+            );
         }
         let out = Command::new("mdadm")
             .args(["--examine", "p.img"])
@@ -131,7 +135,10 @@ fn settings_and_pool_spares_survive_a_restart() {
     assert_eq!(setting(&d, "stripe_cache"), "32M", "{d}");
     // p.img came back as a pool spare, not as a member: a failure draws it.
     assert_eq!(status(&dir)["members"].as_array().unwrap().len(), 4);
-    ok(&raid(&["fail", "a", "m1.img", "--control", "ctl.sock"], &dir));
+    ok(&raid(
+        &["fail", "a", "m1.img", "--control", "ctl.sock"],
+        &dir,
+    ));
     wait_for(&dir, "rebuild onto the pool spare", |a| {
         a["state"] == "optimal"
             && a["job"].is_null()
@@ -204,7 +211,10 @@ fn a_stopped_check_resumes_and_counts_right() {
     ));
     ok(&raid(&["check", "a", "--control", "ctl.sock"], &dir));
     wait_for(&dir, "the check to start", |a| !a["job"].is_null());
-    ok(&raid(&["check", "a", "--cancel", "--control", "ctl.sock"], &dir));
+    ok(&raid(
+        &["check", "a", "--cancel", "--control", "ctl.sock"],
+        &dir,
+    ));
     wait_for(&dir, "the check to stop", |a| a["job"].is_null());
     server.stop();
     let server = Server::start(&dir, &["m0.img", "m1.img"]);

@@ -319,9 +319,9 @@ impl Member {
         // (the original still holds the data, nothing is lost). Only marked here: the array
         // records it in the superblocks before it acknowledges the write
         // (`record_failed_replacements`).
-        if let Some(rep) = replacement.filter(|m| {
-            matches!(m.state(), MemberState::Rebuilding | MemberState::Active)
-        }) && rep
+        if let Some(rep) = replacement
+            .filter(|m| matches!(m.state(), MemberState::Rebuilding | MemberState::Active))
+            && rep
                 .dev
                 .write(rep.data_offset() + sector, data, fua)
                 .await

@@ -102,7 +102,10 @@ pub async fn has_pool_label(dev: &dyn BlockDevice) -> bool {
     if Superblock::decode(&sb).is_ok() {
         return false;
     }
-    match dev.read(POOL_LABEL_SECTOR, vec![0u8; EXTENSION_BYTES]).await {
+    match dev
+        .read(POOL_LABEL_SECTOR, vec![0u8; EXTENSION_BYTES])
+        .await
+    {
         Ok(block) => ExtensionRecord::decode(&block) == Ok(ExtensionRecord::PoolLabel),
         Err(_) => false,
     }
@@ -297,7 +300,10 @@ impl Array {
         }
         match freshest {
             Some((events, settings, scrub)) => {
-                log::info!("{}: settings restored (record of events {events})", self.name);
+                log::info!(
+                    "{}: settings restored (record of events {events})",
+                    self.name
+                );
                 self.apply_stored_settings(&settings);
                 self.set_scrub_checkpoint(scrub);
             }

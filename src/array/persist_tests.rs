@@ -240,7 +240,11 @@ fn a_stopped_check_resumes_where_it_was() {
 
     let (exec, again) = reassemble(&r.mem);
     let cp = again.scrub_checkpoint().expect("the position was recorded");
-    assert_eq!(again.policy().rebuild_rate_bytes_per_s, 1_000_000, "restored");
+    assert_eq!(
+        again.policy().rebuild_rate_bytes_per_s,
+        1_000_000,
+        "restored"
+    );
     assert!(!cp.repair);
     assert!(cp.cursor_sectors > 0 && cp.cursor_sectors <= stopped_at + 2048);
     again.start_jobs();
@@ -263,9 +267,17 @@ fn a_stopped_check_resumes_where_it_was() {
         })
         .unwrap();
     assert_eq!(report.outcome, ScrubOutcome::Finished);
-    assert_eq!(report.mismatched_sectors, 8 * bad.len() as u64, "{report:?}");
+    assert_eq!(
+        report.mismatched_sectors,
+        8 * bad.len() as u64,
+        "{report:?}"
+    );
     assert_eq!(report.checked_sectors, total);
-    assert_eq!(again.scrub_checkpoint(), None, "a finished check leaves none");
+    assert_eq!(
+        again.scrub_checkpoint(),
+        None,
+        "a finished check leaves none"
+    );
     // A whole check from the start agrees.
     let a = again.clone();
     let full = exec
@@ -307,7 +319,9 @@ fn a_checkpoint_is_written_while_the_check_runs() {
     let mut p = r.array.policy();
     p.checkpoint_regions = 2;
     r.array.set_policy(p);
-    r.array.start_scrub(ScrubMode::Repair).expect("repair starts");
+    r.array
+        .start_scrub(ScrubMode::Repair)
+        .expect("repair starts");
     let a = r.array.clone();
     let e = r.exec.clone();
     r.exec

@@ -499,7 +499,11 @@ impl Array {
 
     /// Validates and claims the job slot, from the start or from a checkpoint; the scrub
     /// itself runs in [`Self::run_scrub`].
-    fn begin_scrub(&self, mode: ScrubMode, from: Option<ScrubCheckpoint>) -> Result<(), ScrubError> {
+    fn begin_scrub(
+        &self,
+        mode: ScrubMode,
+        from: Option<ScrubCheckpoint>,
+    ) -> Result<(), ScrubError> {
         if let Some(job) = self.job.get() {
             return Err(ScrubError::Busy(job.kind));
         }
@@ -622,7 +626,8 @@ impl Array {
                 self.job.set(Some(j));
             }
             // Paced as the other background jobs: priority and rate limit.
-            self.throttle(sector - from_sector.min(total), started_ns).await;
+            self.throttle(sector - from_sector.min(total), started_ns)
+                .await;
             regions_since_checkpoint += 1;
             if regions_since_checkpoint >= self.policy.get().checkpoint_regions && sector < total {
                 regions_since_checkpoint = 0;

@@ -18,8 +18,8 @@ use orion_driver::{
 };
 
 use crate::array::assemble::{ASSEMBLY_OPTIONS, assemble, read_superblock};
-use crate::array::persist::{has_pool_label, write_pool_label};
 use crate::array::nested::{Stack, groups_of, read_inner_superblock};
+use crate::array::persist::{has_pool_label, write_pool_label};
 use crate::array::scrub::{ScrubError, ScrubMode, ScrubReport};
 use crate::array::{Array, MemberState};
 use crate::block::{BlockDevice, Bytes, IoError, SECTOR_BYTES};
@@ -379,8 +379,11 @@ async fn label_pool_spare(
         let running = arrays
             .borrow()
             .iter()
-            .find(|(_, a)| a.superblock().is_some_and(|s| s.array_uuid == sb.array_uuid))
-            .map(|(_, a)| a.name().to_string());
+            .find(|(_, a)| {
+                a.superblock()
+                    .is_some_and(|s| s.array_uuid == sb.array_uuid)
+            })
+            .map(|(_, a)| alloc::string::String::from(a.name()));
         if let Some(array) = running {
             return Err((
                 DriverError::AlreadyExists,
@@ -392,9 +395,12 @@ async fn label_pool_spare(
             sb.name()
         );
     }
-    write_pool_label(dev)
-        .await
-        .map_err(|e| (DriverError::Io, alloc::format!("{name}: pool label not written: {e}")))
+    write_pool_label(dev).await.map_err(|e| {
+        (
+            DriverError::Io,
+            alloc::format!("{name}: pool label not written: {e}"),
+        )
+    })
 }
 
 /// The shared-pool hook an array draws spares from.
@@ -657,7 +663,8 @@ impl RaidDriver {
             // A shared-pool spare (no md superblock, Orion's pool label) goes back to the pool.
             if sb.is_err() && has_pool_label(device.as_ref()).await {
                 let mut d = disks.borrow_mut();
-                if d.add_pool_spare(alloc::format!("disk{id}"), device.clone()).is_ok()
+                if d.add_pool_spare(alloc::format!("disk{id}"), device.clone())
+                    .is_ok()
                     && let Some(entry) = d.disks.get_mut(&id)
                 {
                     // Not free for `raid add NAME diskN`: the pool holds it.
@@ -686,7 +693,10 @@ impl RaidDriver {
             .ok_or(DriverError::NotFound)?;
         if entry.array_id == Some(POOL_ARRAY_ID) {
             let name = alloc::format!("disk{id}");
-            self.disks.borrow_mut().spare_pool.retain(|(n, _)| *n != name);
+            self.disks
+                .borrow_mut()
+                .spare_pool
+                .retain(|(n, _)| *n != name);
             return Ok(());
         }
         if let Some(array_id) = entry.array_id {
@@ -942,7 +952,13 @@ impl RaidDriver {
                     Err(e) => return Some(respond(Err(e))),
                 };
                 let Some(array) = array else {
-                    if self.disks.borrow().pool().iter().any(|(n, _)| *n == req.member) {
+                    if self
+                        .disks
+                        .borrow()
+                        .pool()
+                        .iter()
+                        .any(|(n, _)| *n == req.member)
+                    {
                         return Some(respond(Err((
                             DriverError::AlreadyExists,
                             alloc::format!("{} is already in the spare pool", req.member),

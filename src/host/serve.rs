@@ -20,8 +20,8 @@ use orion_driver::{Frame, IoFlags, IoOp, IoRequest};
 
 use crate::array::Array;
 use crate::array::assemble::{CreateOptions, NamedDevice, create};
-use crate::array::persist::has_pool_label;
 use crate::array::nested::{NestedSpec, Stack, StackAssembly, assemble_stacks, create_nested};
+use crate::array::persist::has_pool_label;
 use crate::block::{BlockDevice, SECTOR_BYTES};
 use crate::driver::{RaidDriver, driver_error, perform};
 use crate::host::control::{ControlEvent, ControlServer};
@@ -235,7 +235,9 @@ pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
         )
     };
     if members.is_empty() {
-        return Err(ServeError("no members given besides spare-pool spares".into()));
+        return Err(ServeError(
+            "no members given besides spare-pool spares".into(),
+        ));
     }
     let exec = rt.exec.clone();
     let now_s = std::time::SystemTime::now()

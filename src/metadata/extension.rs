@@ -112,9 +112,14 @@ pub enum ExtensionError {
     UnsupportedVersion(u16),
     UnknownKind(u16),
     BadLength(u32),
-    BadChecksum { stored: u32, computed: u32 },
+    BadChecksum {
+        stored: u32,
+        computed: u32,
+    },
     /// An entry runs past the record, or a known entry has the wrong size.
-    BadEntry { tag: u16 },
+    BadEntry {
+        tag: u16,
+    },
 }
 
 impl fmt::Display for ExtensionError {
@@ -548,7 +553,11 @@ mod tests {
         let mut sb = member_sb(2 << 21, 2048);
         sb.features |= FeatureMap::NEW_OFFSET;
         sb.new_offset_sectors = -2016;
-        assert_eq!(extension_sector(&sb), None, "a reshape moving data down to 32");
+        assert_eq!(
+            extension_sector(&sb),
+            None,
+            "a reshape moving data down to 32"
+        );
         // md 1.0: superblock after the data.
         let mut sb = member_sb(2 << 21, 2048);
         sb.super_offset_sectors = (2 << 21) - 16;
