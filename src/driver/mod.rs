@@ -970,9 +970,14 @@ impl RaidDriver {
                     self.exec.spawn_detached(async move {
                         let result = label_pool_spare(&arrays, &req.member, dev.as_ref()).await;
                         let result = result.and_then(|()| {
-                            disks
-                                .borrow_mut()
-                                .add_pool_spare(req.member.clone(), dev)
+                            let mut d = disks.borrow_mut();
+                            // A kernel disk in the pool is no longer free.
+                            for (disk_id, entry) in d.disks.iter_mut() {
+                                if alloc::format!("disk{disk_id}") == req.member {
+                                    entry.array_id = Some(POOL_ARRAY_ID);
+                                }
+                            }
+                            d.add_pool_spare(req.member.clone(), dev)
                                 .map_err(|e| (DriverError::AlreadyExists, e))
                         });
                         if result.is_ok() {
