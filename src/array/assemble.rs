@@ -656,6 +656,8 @@ async fn start(
         }
     }
     let array = Array::new_rc(exec.clone(), sb.name().to_string(), layout, slots, spares);
+    // Orion's settings and scrub position, before the update below rewrites the record.
+    array.load_extension().await;
     // As md does on start: a new event count, so that a member missing now is recognisably
     // older if it comes back.
     if let Err(e) = array.update_superblocks(|_| {}).await {

@@ -4,6 +4,9 @@
 
 pub mod assemble;
 pub mod nested;
+pub mod persist;
+#[cfg(test)]
+mod persist_tests;
 pub mod rangelock;
 pub mod rebuild;
 #[cfg(test)]
@@ -302,6 +305,9 @@ impl Member {
         let _busy = Busy::new(&self.inflight);
         self.count(|c| c.writes += 1);
         let (bytes, started_ns) = (data.len() as u64, self.monitor.start());
+        // Taken before the write is awaited: a replacement that finishes meanwhile takes
+        // the slot and must not miss this write.
+        let replacement = self.replacement.borrow().clone();
         let r = self
             .within_timeout(
                 self.dev
@@ -313,8 +319,8 @@ impl Member {
         // (the original still holds the data, nothing is lost). Only marked here: the array
         // records it in the superblocks before it acknowledges the write
         // (`record_failed_replacements`).
-        let replacement = self.replacement.borrow().clone();
-        if let Some(rep) = replacement.filter(|m| m.state() == MemberState::Rebuilding)
+        if let Some(rep) = replacement
+            .filter(|m| matches!(m.state(), MemberState::Rebuilding | MemberState::Active))
             && rep
                 .dev
                 .write(rep.data_offset() + sector, data, fua)
@@ -1244,6 +1250,9 @@ impl Array {
                 .max()
                 .unwrap_or(0)
                 + 1;
+            // Orion's record rides along with every update (see `persist.rs`).
+            let array_uuid = members[0].superblock.borrow().array_uuid;
+            let record = Bytes::from(self.extension_record(array_uuid, events).encode());
             // The role table is rebuilt from what is here, as md does: every device that is
             // not a live member (failed, or absent since assembly) is recorded faulty, so it
             // can never come back as fresh, even one event behind.
@@ -1310,10 +1319,14 @@ impl Array {
                     sb.touch(self.wall_time(now));
                     let bytes = Bytes::from(sb.encode());
                     let m = m.clone();
+                    let record = &record;
                     async move {
                         let r = m
                             .within_timeout(m.dev.write(SUPERBLOCK_SECTOR, bytes, true))
                             .await;
+                        if r.is_ok() {
+                            self.write_extension(&m, &sb, record).await;
+                        }
                         (m, sb, r)
                     }
                 })

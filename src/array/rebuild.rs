@@ -134,6 +134,7 @@ pub const SETTING_KEYS: &[&str] = &[
     "read_error_limit",
     "read_error_window_s",
     "io_timeout_ms",
+    "stripe_cache",
 ];
 
 /// Why a member operation or a setting was refused. Nothing changed.
@@ -295,6 +296,14 @@ impl Array {
                     .checked_mul(1_000_000)
                     .ok_or_else(bad)?
             }
+            "stripe_cache" => {
+                let bytes = super::persist::parse_size_bytes(value)
+                    .filter(|&b| super::persist::valid_stripe_cache_bytes(b))
+                    .ok_or_else(bad)?;
+                self.set_stripe_cache_bytes(bytes as usize);
+                log::info!("{}: {key} set to {value}", self.name);
+                return Ok(());
+            }
             _ => return Err(MemberError::UnknownKey(key.to_string())),
         }
         self.set_policy(p);
@@ -332,6 +341,10 @@ impl Array {
             (
                 "io_timeout_ms".into(),
                 (p.failure.io_timeout_ns / 1_000_000).to_string(),
+            ),
+            (
+                "stripe_cache".into(),
+                super::persist::format_size_bytes(self.stripe_cache_bytes() as u64),
             ),
         ]
     }
@@ -681,8 +694,20 @@ impl Array {
                 break;
             }
         }
-        self.job.set(None);
+        // A scrub running beside this runner keeps its progress.
+        if !self
+            .job
+            .get()
+            .is_some_and(|j| matches!(j.kind, JobKind::Check | JobKind::Repair))
+        {
+            self.job.set(None);
+        }
         self.jobs.running.set(false);
+        // A check or repair interrupted by a stop or crash goes on after the recovery
+        // (see `persist.rs`).
+        if !self.jobs.stop.get() {
+            self.resume_scrub();
+        }
     }
 
     /// Puts a spare into the first slot that is empty or failed (dedicated spares first,

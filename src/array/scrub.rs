@@ -30,6 +30,7 @@ use super::{Array, Member, MemberState};
 use crate::block::{Bytes, IoError, SECTOR_BYTES};
 use crate::executor::{AsyncMutex, join_all};
 use crate::layout::{ArrayLayout, Extent, Raid5Layout};
+use crate::metadata::extension::ScrubCheckpoint;
 use crate::monitor::events::Event;
 use crate::parity::locate::{Culprit, locate};
 
@@ -273,6 +274,11 @@ pub(super) struct ScrubState {
     cancel: Cell<bool>,
     /// Held while a scrub walks the array: `stop_scrub` waits on it.
     running: AsyncMutex<()>,
+    /// Where an interrupted scrub resumes: recorded in the extension record with every
+    /// superblock update, so a stop or a crash resumes there (see `persist.rs`).
+    checkpoint: Cell<Option<ScrubCheckpoint>>,
+    /// Set by `stop_scrub`: the scrub ends keeping its checkpoint (a user's cancel clears it).
+    stopping: Cell<bool>,
 }
 
 impl ScrubState {
@@ -281,6 +287,8 @@ impl ScrubState {
             report: RefCell::new(None),
             cancel: Cell::new(false),
             running: AsyncMutex::new(()),
+            checkpoint: Cell::new(None),
+            stopping: Cell::new(false),
         }
     }
 }
@@ -342,34 +350,96 @@ impl Array {
 
     /// Runs a whole scrub of either kind and returns its report.
     pub async fn scrub(&self, mode: ScrubMode) -> Result<ScrubReport, ScrubError> {
-        self.begin_scrub(mode)?;
-        Ok(self.run_scrub(mode).await)
+        self.begin_scrub(mode, None)?;
+        Ok(self.run_scrub(mode, 0).await)
     }
 
     /// Starts a scrub as a background task on the array's executor and returns at once;
     /// follow it with [`Array::job`] and [`Array::scrub_report`].
     pub fn start_scrub(self: &Rc<Self>, mode: ScrubMode) -> Result<(), ScrubError> {
-        self.begin_scrub(mode)?;
+        self.begin_scrub(mode, None)?;
         let array = self.clone();
         self.exec.spawn_detached(async move {
-            array.run_scrub(mode).await;
+            array.run_scrub(mode, 0).await;
         });
         Ok(())
     }
 
-    /// Asks a running scrub to stop after the region it is on. Returns whether one runs.
+    /// Resumes, in the background, a scrub interrupted by a stop or a crash (its checkpoint
+    /// came from the extension record at assembly), as md resumes a resync. When it cannot
+    /// run now (a resync or rebuild goes first, the array is degraded) the checkpoint is
+    /// dropped: md does not resume an interrupted check after a recovery either. Returns
+    /// whether a scrub was resumed.
+    pub fn resume_scrub(&self) -> bool {
+        let Some(cp) = self.scrub.checkpoint.get() else {
+            return false;
+        };
+        if self.scrub_running() {
+            return false;
+        }
+        let Some(me) = self.this.upgrade() else {
+            return false;
+        };
+        let mode = if cp.repair {
+            ScrubMode::Repair
+        } else {
+            ScrubMode::Check
+        };
+        if cp.cursor_sectors >= self.layout.array_sectors() {
+            self.scrub.checkpoint.set(None);
+            return false;
+        }
+        if let Err(e) = self.begin_scrub(mode, Some(cp)) {
+            log::info!(
+                "{}: interrupted {} not resumed ({e}); dropped",
+                self.name,
+                mode.name()
+            );
+            self.scrub.checkpoint.set(None);
+            return false;
+        }
+        log::info!(
+            "{}: {} resumes at array sector {}",
+            self.name,
+            mode.name(),
+            cp.cursor_sectors
+        );
+        self.exec.spawn_detached(async move {
+            me.run_scrub(mode, cp.cursor_sectors).await;
+        });
+        true
+    }
+
+    /// Where an interrupted scrub resumes, as the extension record stores it.
+    pub fn scrub_checkpoint(&self) -> Option<ScrubCheckpoint> {
+        self.scrub.checkpoint.get()
+    }
+
+    /// Sets (at assembly) or clears the scrub checkpoint; written with the next superblock
+    /// update.
+    pub fn set_scrub_checkpoint(&self, checkpoint: Option<ScrubCheckpoint>) {
+        self.scrub.checkpoint.set(checkpoint);
+    }
+
+    /// Asks a running scrub to stop after the region it is on, forgetting its position.
+    /// Returns whether one runs. A checkpoint left by an interrupted scrub is dropped too.
     pub fn cancel_scrub(&self) -> bool {
         let running = self.scrub_running();
         if running {
             self.scrub.cancel.set(true);
+        } else {
+            self.scrub.checkpoint.set(None);
         }
         running
     }
 
-    /// Cancels a running scrub and waits until it has let go of the array (before a stop:
-    /// no repair write may land after the array is marked clean).
+    /// Stops a running scrub and waits until it has let go of the array (before a stop:
+    /// no repair write may land after the array is marked clean). Unlike a cancel, the
+    /// scrub keeps its position: the next start resumes it.
     pub async fn stop_scrub(&self) {
-        if self.cancel_scrub() {
+        if self.scrub_running() {
+            self.scrub.stopping.set(true);
+            self.scrub.cancel.set(true);
             let _ = self.scrub.running.lock().await;
         }
     }
@@ -427,8 +497,13 @@ impl Array {
         Ok(())
     }
 
-    /// Validates and claims the job slot; the scrub itself runs in [`Self::run_scrub`].
-    fn begin_scrub(&self, mode: ScrubMode) -> Result<(), ScrubError> {
+    /// Validates and claims the job slot, from the start or from a checkpoint; the scrub
+    /// itself runs in [`Self::run_scrub`].
+    fn begin_scrub(
+        &self,
+        mode: ScrubMode,
+        from: Option<ScrubCheckpoint>,
+    ) -> Result<(), ScrubError> {
         if let Some(job) = self.job.get() {
             return Err(ScrubError::Busy(job.kind));
         }
@@ -437,16 +512,28 @@ impl Array {
         }
         self.can_scrub()?;
         let now = self.exec.now_ns();
+        let from_sector = from.map_or(0, |c| c.cursor_sectors);
         self.job.set(Some(JobProgress {
             kind: mode.job_kind(),
-            done_sectors: 0,
+            done_sectors: from_sector,
             total_sectors: self.layout.array_sectors(),
             started_ns: now,
             now_ns: now,
-            resumed_sectors: 0,
+            resumed_sectors: from_sector,
         }));
         self.scrub.cancel.set(false);
-        *self.scrub.report.borrow_mut() = Some(ScrubReport::new(mode));
+        self.scrub.stopping.set(false);
+        let mut report = ScrubReport::new(mode);
+        if let Some(c) = from {
+            report.checked_sectors = c.cursor_sectors;
+            report.mismatched_sectors = c.mismatched_sectors;
+            report.repaired_sectors = c.repaired_sectors;
+            report.read_errors_corrected = c.read_errors_corrected;
+        }
+        *self.scrub.report.borrow_mut() = Some(report);
+        // A fresh scrub replaces an old position; a resumed one keeps it until its first
+        // checkpoint.
+        self.scrub.checkpoint.set(from);
         Ok(())
     }
 
@@ -474,8 +561,21 @@ impl Array {
         }
     }
 
-    /// Walks the array for a scrub claimed by [`Self::begin_scrub`].
-    async fn run_scrub(&self, mode: ScrubMode) -> ScrubReport {
+    /// The checkpoint of a scrub that has done everything below `cursor_sectors`.
+    fn checkpoint_at(&self, mode: ScrubMode, cursor_sectors: u64) -> Option<ScrubCheckpoint> {
+        let report = self.scrub_report()?;
+        Some(ScrubCheckpoint {
+            repair: mode == ScrubMode::Repair,
+            cursor_sectors,
+            mismatched_sectors: report.mismatched_sectors,
+            repaired_sectors: report.repaired_sectors,
+            read_errors_corrected: report.read_errors_corrected,
+        })
+    }
+
+    /// Walks the array, from `from_sector` (0, or a checkpoint's cursor), for a scrub
+    /// claimed by [`Self::begin_scrub`].
+    async fn run_scrub(&self, mode: ScrubMode, from_sector: u64) -> ScrubReport {
         let _running = self.scrub.running.lock().await;
         let total = self.layout.array_sectors();
         log::info!("{}: {} started", self.name, mode.name());
@@ -483,8 +583,13 @@ impl Array {
         self.emit(Event::CheckStarted { repair });
         let mut outcome = ScrubOutcome::Finished;
         let pool = Pool::new(STRIPES_IN_FLIGHT as usize * (self.layout.disk_count() + 2));
-        let mut sector = 0;
-        let mut stripe = 0;
+        let mut sector = from_sector.min(total);
+        let mut stripe = match &self.layout {
+            ArrayLayout::Raid5(l) => sector / l.stripe_data_sectors(),
+            _ => 0,
+        };
+        let mut regions_since_checkpoint = 0u32;
+        let started_ns = self.exec.now_ns();
         while sector < total {
             if self.scrub.cancel.get() {
                 outcome = ScrubOutcome::Cancelled;
@@ -520,9 +625,31 @@ impl Array {
                 j.done_sectors = sector;
                 self.job.set(Some(j));
             }
+            // Paced as the other background jobs: priority and rate limit.
+            self.throttle(sector - from_sector.min(total), started_ns)
+                .await;
+            regions_since_checkpoint += 1;
+            if regions_since_checkpoint >= self.policy.get().checkpoint_regions && sector < total {
+                regions_since_checkpoint = 0;
+                self.scrub.checkpoint.set(self.checkpoint_at(mode, sector));
+                if let Err(e) = self.update_superblocks(|_| {}).await {
+                    log::warn!("{}: scrub checkpoint not recorded: {e}", self.name);
+                }
+            }
         }
         self.job.set(None);
         self.note(|r| r.outcome = outcome);
+        if self.scrub.stopping.get() && outcome == ScrubOutcome::Cancelled {
+            // Stopped with the array: resumes here at the next start (written by the
+            // superblock update that marks the array clean).
+            self.scrub.checkpoint.set(self.checkpoint_at(mode, sector));
+        } else {
+            self.scrub.checkpoint.set(None);
+            if let Err(e) = self.update_superblocks(|_| {}).await {
+                log::warn!("{}: scrub end not recorded: {e}", self.name);
+            }
+        }
+        self.scrub.stopping.set(false);
         self.emit(Event::CheckFinished {
             repair,
             mismatches: self.mismatches(),

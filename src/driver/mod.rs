@@ -19,6 +19,7 @@ use orion_driver::{
 
 use crate::array::assemble::{ASSEMBLY_OPTIONS, assemble, read_superblock};
 use crate::array::nested::{Stack, groups_of, read_inner_superblock};
+use crate::array::persist::{has_pool_label, write_pool_label};
 use crate::array::scrub::{ScrubError, ScrubMode, ScrubReport};
 use crate::array::{Array, MemberState};
 use crate::block::{BlockDevice, Bytes, IoError, SECTOR_BYTES};
@@ -364,6 +365,44 @@ pub struct RaidDriver {
 /// Opens a device by name for `raid add` / `raid replace`.
 pub type DeviceOpener = Rc<dyn Fn(&str) -> Result<Rc<dyn BlockDevice>, String>>;
 
+/// The `array_id` of a kernel disk held by the shared spare pool.
+const POOL_ARRAY_ID: u32 = u32::MAX;
+
+/// Writes the pool label on a device given to the shared pool, unless it is a member of a
+/// running array (then nothing is written).
+async fn label_pool_spare(
+    arrays: &Rc<RefCell<ArrayManager>>,
+    name: &str,
+    dev: &dyn BlockDevice,
+) -> Result<(), (DriverError, String)> {
+    if let Ok(sb) = read_superblock(dev).await {
+        let running = arrays
+            .borrow()
+            .iter()
+            .find(|(_, a)| {
+                a.superblock()
+                    .is_some_and(|s| s.array_uuid == sb.array_uuid)
+            })
+            .map(|(_, a)| alloc::string::String::from(a.name()));
+        if let Some(array) = running {
+            return Err((
+                DriverError::AlreadyExists,
+                alloc::format!("{name} is a member of running array {array}"),
+            ));
+        }
+        log::info!(
+            "{name}: md superblock of array {} wiped: it joins the spare pool",
+            sb.name()
+        );
+    }
+    write_pool_label(dev).await.map_err(|e| {
+        (
+            DriverError::Io,
+            alloc::format!("{name}: pool label not written: {e}"),
+        )
+    })
+}
+
 /// The shared-pool hook an array draws spares from.
 fn pool_source(disks: &Rc<RefCell<DiskManager>>) -> crate::array::rebuild::SpareSource {
     let disks = disks.clone();
@@ -621,6 +660,22 @@ impl RaidDriver {
         let exec = self.exec.clone();
         self.exec.spawn_detached(async move {
             let sb = read_superblock(device.as_ref()).await;
+            // A shared-pool spare (no md superblock, Orion's pool label) goes back to the pool.
+            if sb.is_err() && has_pool_label(device.as_ref()).await {
+                let mut d = disks.borrow_mut();
+                if d.add_pool_spare(alloc::format!("disk{id}"), device.clone())
+                    .is_ok()
+                    && let Some(entry) = d.disks.get_mut(&id)
+                {
+                    // Not free for `raid add NAME diskN`: the pool holds it.
+                    entry.array_id = Some(POOL_ARRAY_ID);
+                }
+                drop(d);
+                for (_, a) in arrays.borrow().iter() {
+                    a.start_jobs();
+                }
+                return;
+            }
             if let Some(entry) = disks.borrow_mut().disks.get_mut(&id) {
                 entry.superblock = Some(sb);
             }
@@ -636,6 +691,14 @@ impl RaidDriver {
             .disks
             .remove(&id)
             .ok_or(DriverError::NotFound)?;
+        if entry.array_id == Some(POOL_ARRAY_ID) {
+            let name = alloc::format!("disk{id}");
+            self.disks
+                .borrow_mut()
+                .spare_pool
+                .retain(|(n, _)| *n != name);
+            return Ok(());
+        }
         if let Some(array_id) = entry.array_id {
             let array = self.arrays.borrow().get(array_id).cloned();
             if let Some(array) = array {
@@ -889,15 +952,44 @@ impl RaidDriver {
                     Err(e) => return Some(respond(Err(e))),
                 };
                 let Some(array) = array else {
-                    let r = self
-                        .add_pool_spare(req.member.clone(), dev)
-                        .map(|()| Vec::new())
-                        .map_err(|e| (DriverError::AlreadyExists, e));
-                    // A shared array may be waiting for a spare.
-                    for (_, a) in self.arrays.borrow().iter() {
-                        a.start_jobs();
+                    if self
+                        .disks
+                        .borrow()
+                        .pool()
+                        .iter()
+                        .any(|(n, _)| *n == req.member)
+                    {
+                        return Some(respond(Err((
+                            DriverError::AlreadyExists,
+                            alloc::format!("{} is already in the spare pool", req.member),
+                        ))));
                     }
-                    return Some(respond(r));
+                    let disks = self.disks.clone();
+                    let arrays = self.arrays.clone();
+                    let outbox = self.outbox.clone();
+                    self.exec.spawn_detached(async move {
+                        let result = label_pool_spare(&arrays, &req.member, dev.as_ref()).await;
+                        let result = result.and_then(|()| {
+                            let mut d = disks.borrow_mut();
+                            // A kernel disk in the pool is no longer free.
+                            for (disk_id, entry) in d.disks.iter_mut() {
+                                if alloc::format!("disk{disk_id}") == req.member {
+                                    entry.array_id = Some(POOL_ARRAY_ID);
+                                }
+                            }
+                            d.add_pool_spare(req.member.clone(), dev)
+                                .map_err(|e| (DriverError::AlreadyExists, e))
+                        });
+                        if result.is_ok() {
+                            // A shared array may be waiting for a spare.
+                            for (_, a) in arrays.borrow().iter() {
+                                a.start_jobs();
+                            }
+                        }
+                        let message = respond(result.map(|()| Vec::new()));
+                        outbox.borrow_mut().push_back(Frame { sequence, message });
+                    });
+                    return None;
                 };
                 self.claim_disk(&req.member, &array);
                 let outbox = self.outbox.clone();
@@ -940,17 +1032,37 @@ impl RaidDriver {
                     Some((id, _)) => self.arrays.borrow().groups_of(id),
                     None => Vec::new(),
                 };
-                Some(respond(find(&req.name).and_then(|a| {
+                let applied = find(&req.name).and_then(|a| {
                     // A RAID 50/60's rebuild and spare policies are its groups'.
                     for layer in core::iter::once(&a).chain(groups.iter().map(|(_, g)| g)) {
                         layer
                             .apply_setting(&req.key, &req.value)
                             .map_err(|e| (DriverError::InvalidArgument, alloc::format!("{e}")))?;
                     }
-                    Ok(to_json(&manage::SettingsReport {
-                        settings: a.settings(),
-                    }))
-                })))
+                    Ok(a)
+                });
+                let a = match applied {
+                    Ok(a) => a,
+                    Err(e) => return Some(respond(Err(e))),
+                };
+                // Answered once the setting is on disk (the extension record): it survives
+                // a restart.
+                let outbox = self.outbox.clone();
+                self.exec.spawn_detached(async move {
+                    let mut result = Ok(());
+                    for layer in core::iter::once(&a).chain(groups.iter().map(|(_, g)| g)) {
+                        if let Err(e) = layer.persist_settings().await {
+                            result = Err((DriverError::Io, alloc::format!("not recorded: {e}")));
+                        }
+                    }
+                    let message = respond(result.map(|()| {
+                        to_json(&manage::SettingsReport {
+                            settings: a.settings(),
+                        })
+                    }));
+                    outbox.borrow_mut().push_back(Frame { sequence, message });
+                });
+                None
             }
             manage::OP_POOL => {
                 let pool = self.disks.borrow().pool();

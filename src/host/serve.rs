@@ -21,6 +21,7 @@ use orion_driver::{Frame, IoFlags, IoOp, IoRequest};
 use crate::array::Array;
 use crate::array::assemble::{CreateOptions, NamedDevice, create};
 use crate::array::nested::{NestedSpec, Stack, StackAssembly, assemble_stacks, create_nested};
+use crate::array::persist::has_pool_label;
 use crate::block::{BlockDevice, SECTOR_BYTES};
 use crate::driver::{RaidDriver, driver_error, perform};
 use crate::host::control::{ControlEvent, ControlServer};
@@ -69,6 +70,8 @@ pub struct ServeOptions {
     /// Printed once the server is up (how to connect).
     pub banner: bool,
     pub monitor: MonitorOptions,
+    /// Stripe cache budget of every array served, in bytes (recorded with its settings).
+    pub stripe_cache_bytes: Option<u64>,
 }
 
 /// Monitoring intervals and where the Prometheus text goes.
@@ -210,6 +213,32 @@ pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
     if members.is_empty() {
         return Err(ServeError("no members given".into()));
     }
+    // Shared-pool spares (Orion's pool label, no md superblock) go back to the pool.
+    let (pool_spares, members): (Vec<_>, Vec<_>) = if opts.create.is_some() {
+        (Vec::new(), members)
+    } else {
+        let devs: Vec<Rc<dyn BlockDevice>> = members.iter().map(|(_, d)| d.clone()).collect();
+        let labelled = rt.block_on(async move {
+            let mut labelled = Vec::new();
+            for dev in &devs {
+                labelled.push(has_pool_label(dev.as_ref()).await);
+            }
+            labelled
+        });
+        let (pool, rest): (Vec<_>, Vec<_>) = members
+            .into_iter()
+            .zip(labelled)
+            .partition(|(_, labelled)| *labelled);
+        (
+            pool.into_iter().map(|(m, _)| m).collect(),
+            rest.into_iter().map(|(m, _)| m).collect(),
+        )
+    };
+    if members.is_empty() {
+        return Err(ServeError(
+            "no members given besides spare-pool spares".into(),
+        ));
+    }
     let exec = rt.exec.clone();
     let now_s = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -253,8 +282,32 @@ pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
             array.name()
         );
     }
+    if let Some(bytes) = opts.stripe_cache_bytes {
+        let layers: Vec<Rc<Array>> = stacks.iter().flat_map(|s| s.layers()).cloned().collect();
+        let value = crate::array::persist::format_size_bytes(bytes);
+        for layer in &layers {
+            layer
+                .apply_setting("stripe_cache", &value)
+                .map_err(|e| ServeError(format!("--stripe-cache: {e}")))?;
+        }
+        let recorded = rt.block_on(async move {
+            for layer in &layers {
+                layer.persist_settings().await?;
+            }
+            Ok::<(), crate::array::ArrayError>(())
+        });
+        if let Err(e) = recorded {
+            log::warn!("--stripe-cache not recorded: {e}");
+        }
+    }
     let driver = RaidDriver::new(rt.exec.clone());
     driver.start_monitor(opts.monitor.config);
+    for (name, dev) in pool_spares {
+        match driver.add_pool_spare(name.clone(), dev) {
+            Ok(()) => eprintln!("raid: {name}: back in the shared spare pool"),
+            Err(e) => eprintln!("raid: {name}: {e}"),
+        }
+    }
     // `raid add` / `raid replace` name a path (or mem:SIZE) the server opens itself.
     let opener_pool = pool.clone();
     driver.set_opener(Rc::new(move |name: &str| {

@@ -17,6 +17,7 @@
 
 mod assembly;
 mod create;
+pub mod extension;
 mod superblock;
 
 #[cfg(test)]

@@ -1,0 +1,388 @@
+//! Persistence engine tests: settings, stripe cache size and a stopped scrub's position
+//! survive a re-assembly from the same member disks; corrupt or missing records fall back to
+//! the defaults; pool labels are found and never shadow an md member.
+
+extern crate std;
+
+use alloc::format;
+use alloc::rc::Rc;
+use alloc::string::String;
+use alloc::vec;
+use alloc::vec::Vec;
+
+use super::Array;
+use super::assemble::assemble;
+use super::persist::{
+    format_size_bytes, has_pool_label, parse_size_bytes, read_extension, write_pool_label,
+};
+use super::rebuild::{ArrayPolicy, RebuildPriority, SparePolicy};
+use super::scrub::{ScrubMode, ScrubOutcome};
+use super::test_rig::{faulty_array, options, write_now};
+use super::{ReadPolicy, SUPERBLOCK_SECTOR};
+use crate::block::{BlockDevice, SECTOR_BYTES};
+use crate::executor::Executor;
+use crate::metadata::extension::{
+    EXTENSION_BYTES, ExtensionRecord, POOL_LABEL_SECTOR, extension_sector,
+};
+use crate::metadata::{Level, Superblock};
+use crate::platform::memory::MemoryDisk;
+use crate::rng::SplitMix64;
+
+/// Assembles the one array on `mem` with a fresh executor (a restart).
+fn reassemble(mem: &[Rc<MemoryDisk>]) -> (Executor, Rc<Array>) {
+    let exec = Executor::new();
+    let members: Vec<(String, Rc<dyn BlockDevice>)> = mem
+        .iter()
+        .enumerate()
+        .map(|(i, m)| (format!("d{i}"), m.clone() as Rc<dyn BlockDevice>))
+        .collect();
+    let e = exec.clone();
+    let result = exec
+        .block_on(async move { assemble(&e, members).await })
+        .expect("assembly finishes");
+    assert_eq!(result.arrays.len(), 1, "{result:?}");
+    let array = result.arrays[0].clone();
+    (exec, array)
+}
+
+fn superblock_of(mem: &MemoryDisk) -> Superblock {
+    let mut block = vec![0u8; 4096];
+    mem.read_at(SUPERBLOCK_SECTOR, &mut block).unwrap();
+    Superblock::decode(&block).unwrap()
+}
+
+fn stop(exec: &Executor, array: &Rc<Array>) {
+    let a = array.clone();
+    exec.block_on(async move {
+        a.stop_scrub().await;
+        a.mark_clean().await
+    })
+    .expect("stop finishes")
+    .expect("marked clean");
+}
+
+fn set(array: &Array, key: &str, value: &str) {
+    array.apply_setting(key, value).expect("a valid setting");
+}
+
+fn persist(exec: &Executor, array: &Rc<Array>) {
+    let a = array.clone();
+    exec.block_on(async move { a.persist_settings().await })
+        .expect("finishes")
+        .expect("recorded");
+}
+
+#[test]
+fn settings_survive_a_restart() {
+    let r = faulty_array(options(Level::Raid5, None, 16, "p"), 4, 4096, false);
+    set(&r.array, "rebuild_priority", "high");
+    set(&r.array, "rebuild_rate_mb_s", "40");
+    set(&r.array, "spare_policy", "shared");
+    set(&r.array, "read_policy", "round-robin");
+    set(&r.array, "read_error_limit", "7");
+    set(&r.array, "read_error_window_s", "30");
+    set(&r.array, "io_timeout_ms", "2500");
+    set(&r.array, "stripe_cache", "64M");
+    persist(&r.exec, &r.array);
+    let before = r.array.settings();
+    let policy = r.array.policy();
+    stop(&r.exec, &r.array);
+    let (_exec, again) = reassemble(&r.mem);
+    assert_eq!(again.settings(), before);
+    assert_eq!(again.policy(), policy);
+    assert_eq!(again.policy().rebuild_priority, RebuildPriority::High);
+    assert_eq!(again.policy().spare_policy, SparePolicy::Shared);
+    assert_eq!(again.read_policy(), ReadPolicy::RoundRobin);
+    assert_eq!(again.stripe_cache_bytes(), 64 << 20);
+    // Every member carries the record, at the place md leaves free.
+    for m in &r.mem {
+        let sb = superblock_of(m);
+        assert_eq!(extension_sector(&sb), Some(POOL_LABEL_SECTOR));
+        let rec = r.exec.block_on({
+            let m = m.clone();
+            async move { read_extension(m.as_ref(), &sb).await }
+        });
+        assert!(
+            matches!(rec, Some(Ok(ExtensionRecord::Array { events, .. })) if events == superblock_of(m).events),
+            "{rec:?}"
+        );
+    }
+}
+
+#[test]
+fn an_array_without_records_gets_the_defaults() {
+    let r = faulty_array(options(Level::Raid1, None, 0, "n"), 2, 4096, false);
+    stop(&r.exec, &r.array);
+    // As an array made by mdadm: no record anywhere.
+    for m in &r.mem {
+        let at = extension_sector(&superblock_of(m)).unwrap();
+        m.write_at(at, &[0u8; EXTENSION_BYTES]).unwrap();
+    }
+    let (_exec, again) = reassemble(&r.mem);
+    assert_eq!(again.policy(), ArrayPolicy::default());
+}
+
+#[test]
+fn corrupt_records_fall_back_to_a_valid_one_then_to_defaults() {
+    let r = faulty_array(options(Level::Raid1, None, 0, "c"), 3, 4096, false);
+    set(&r.array, "rebuild_priority", "low");
+    persist(&r.exec, &r.array);
+    stop(&r.exec, &r.array);
+    let at = extension_sector(&superblock_of(&r.mem[0])).unwrap();
+    let flip = |m: &MemoryDisk| {
+        let mut block = vec![0u8; EXTENSION_BYTES];
+        m.read_at(at, &mut block).unwrap();
+        block[50] ^= 0x40;
+        m.write_at(at, &block).unwrap();
+    };
+    flip(&r.mem[0]);
+    flip(&r.mem[1]);
+    let (exec, again) = reassemble(&r.mem);
+    assert_eq!(again.policy().rebuild_priority, RebuildPriority::Low);
+    stop(&exec, &again);
+    // Garbage on every member: defaults, and the array still runs.
+    let mut rng = SplitMix64::new(0x9e37);
+    for m in &r.mem {
+        let mut junk = vec![0u8; EXTENSION_BYTES];
+        rng.fill(&mut junk);
+        junk[..8].copy_from_slice(b"ORIONEXT");
+        m.write_at(at, &junk).unwrap();
+    }
+    let (exec, again) = reassemble(&r.mem);
+    assert_eq!(again.policy(), ArrayPolicy::default());
+    write_now(&exec, &again, 0, vec![7u8; 4096]).expect("the array serves I/O");
+}
+
+#[test]
+fn the_freshest_record_wins() {
+    let r = faulty_array(options(Level::Raid1, None, 0, "f"), 2, 4096, false);
+    set(&r.array, "rebuild_rate_mb_s", "10");
+    persist(&r.exec, &r.array);
+    let at = extension_sector(&superblock_of(&r.mem[0])).unwrap();
+    let mut old = vec![0u8; EXTENSION_BYTES];
+    r.mem[1].read_at(at, &mut old).unwrap();
+    set(&r.array, "rebuild_rate_mb_s", "20");
+    persist(&r.exec, &r.array);
+    stop(&r.exec, &r.array);
+    // Member 1 keeps an older record (as if its last record write was lost).
+    r.mem[1].write_at(at, &old).unwrap();
+    let (_exec, again) = reassemble(&r.mem);
+    assert_eq!(again.policy().rebuild_rate_bytes_per_s, 20_000_000);
+}
+
+#[test]
+fn stripe_cache_setting_is_checked() {
+    let r = faulty_array(options(Level::Raid5, None, 16, "s"), 3, 4096, false);
+    for bad in ["", "x", "12", "5G", "-1", "1.5M"] {
+        assert!(r.array.apply_setting("stripe_cache", bad).is_err(), "{bad}");
+    }
+    set(&r.array, "stripe_cache", "0");
+    assert_eq!(r.array.stripe_cache_bytes(), 0);
+    set(&r.array, "stripe_cache", "1536K");
+    assert_eq!(r.array.stripe_cache_bytes(), 1536 << 10);
+    let shown = r
+        .array
+        .settings()
+        .into_iter()
+        .find(|(k, _)| k == "stripe_cache");
+    assert_eq!(shown, Some(("stripe_cache".into(), "1536K".into())));
+    assert_eq!(parse_size_bytes("64MiB"), Some(64 << 20));
+    assert_eq!(parse_size_bytes("4096"), Some(4096));
+    assert_eq!(format_size_bytes(16 << 20), "16M");
+    assert_eq!(format_size_bytes(0), "0");
+}
+
+/// How far the running scrub is; it must still run.
+fn done_sectors(array: &Array) -> u64 {
+    let job = array.job().expect("the scrub still runs");
+    job.done_sectors
+}
+
+/// A RAID1 of two 16 MiB members with `bad` corrupted 4 KiB units spread over the array,
+/// its jobs paced at 1 MB/s (simulated time) so a scrub can be caught in the middle.
+fn mirror_with_mismatches(bad: &[u64]) -> super::test_rig::FaultyArray {
+    let r = faulty_array(options(Level::Raid1, None, 0, "m"), 2, 32 * 1024, true);
+    set(&r.array, "rebuild_rate_mb_s", "1");
+    let data_offset = r.array.superblock().unwrap().data_offset_sectors;
+    for &unit in bad {
+        let at = data_offset + unit * 8;
+        let mut block = vec![0u8; 4096];
+        r.mem[1].read_at(at, &mut block).unwrap();
+        block[100] ^= 0xff;
+        r.mem[1].write_at(at, &block).unwrap();
+    }
+    r
+}
+
+#[test]
+fn a_stopped_check_resumes_where_it_was() {
+    // Units on both sides of where the check is stopped (about the middle).
+    let bad = [3u64, 300, 900, 1500, 2800, 3500];
+    let r = mirror_with_mismatches(&bad);
+    let total = r.array.capacity_sectors();
+    r.array.start_scrub(ScrubMode::Check).expect("check starts");
+    let a = r.array.clone();
+    let e = r.exec.clone();
+    r.exec
+        .block_on(async move {
+            while done_sectors(&a) < total / 2 {
+                e.sleep(1_000_000).await;
+            }
+        })
+        .expect("check reaches the middle");
+    let stopped_at = r.array.job().unwrap().done_sectors;
+    assert!(stopped_at < total);
+    stop(&r.exec, &r.array);
+    assert_eq!(
+        r.array.scrub_report().unwrap().outcome,
+        ScrubOutcome::Cancelled
+    );
+
+    let (exec, again) = reassemble(&r.mem);
+    let cp = again.scrub_checkpoint().expect("the position was recorded");
+    assert_eq!(
+        again.policy().rebuild_rate_bytes_per_s,
+        1_000_000,
+        "restored"
+    );
+    assert!(!cp.repair);
+    assert!(cp.cursor_sectors > 0 && cp.cursor_sectors <= stopped_at + 2048);
+    again.start_jobs();
+    exec.run_until_stalled();
+    let job = again.job().expect("the check resumed by itself");
+    assert!(job.done_sectors >= cp.cursor_sectors && job.done_sectors > 0);
+    // Unpaced now: the resumed check runs to its end.
+    set(&again, "rebuild_rate_mb_s", "0");
+    let a = again.clone();
+    let e = exec.clone();
+    let report = exec
+        .block_on(async move {
+            loop {
+                let r = a.scrub_report().unwrap();
+                if r.outcome != ScrubOutcome::Running {
+                    return r;
+                }
+                e.sleep(100_000).await;
+            }
+        })
+        .unwrap();
+    assert_eq!(report.outcome, ScrubOutcome::Finished);
+    assert_eq!(
+        report.mismatched_sectors,
+        8 * bad.len() as u64,
+        "{report:?}"
+    );
+    assert_eq!(report.checked_sectors, total);
+    assert_eq!(
+        again.scrub_checkpoint(),
+        None,
+        "a finished check leaves none"
+    );
+    // A whole check from the start agrees.
+    let a = again.clone();
+    let full = exec
+        .block_on(async move { a.check().await })
+        .unwrap()
+        .unwrap();
+    assert_eq!(full.mismatched_sectors, report.mismatched_sectors);
+}
+
+#[test]
+fn a_cancelled_check_does_not_resume() {
+    let r = mirror_with_mismatches(&[1]);
+    r.array.start_scrub(ScrubMode::Check).expect("check starts");
+    let a = r.array.clone();
+    let e = r.exec.clone();
+    r.exec
+        .block_on(async move {
+            while done_sectors(&a) < 4096 {
+                e.sleep(1_000_000).await;
+            }
+            a.cancel_scrub();
+            while a.scrub_report().unwrap().outcome == ScrubOutcome::Running {
+                e.sleep(10_000).await;
+            }
+        })
+        .unwrap();
+    stop(&r.exec, &r.array);
+    let (exec, again) = reassemble(&r.mem);
+    assert_eq!(again.scrub_checkpoint(), None);
+    again.start_jobs();
+    exec.run_until_stalled();
+    assert!(again.job().is_none());
+}
+
+#[test]
+fn a_checkpoint_is_written_while_the_check_runs() {
+    let r = mirror_with_mismatches(&[]);
+    set(&r.array, "rebuild_priority", "normal");
+    let mut p = r.array.policy();
+    p.checkpoint_regions = 2;
+    r.array.set_policy(p);
+    r.array
+        .start_scrub(ScrubMode::Repair)
+        .expect("repair starts");
+    let a = r.array.clone();
+    let e = r.exec.clone();
+    r.exec
+        .block_on(async move {
+            while done_sectors(&a) < 5 * 2048 {
+                e.sleep(1_000_000).await;
+            }
+        })
+        .unwrap();
+    // A crash now: nothing more is written; the members say where the repair was.
+    let sb = superblock_of(&r.mem[0]);
+    let rec = r.exec.block_on({
+        let m = r.mem[0].clone();
+        async move { read_extension(m.as_ref(), &sb).await }
+    });
+    match rec {
+        Some(Ok(ExtensionRecord::Array {
+            scrub: Some(cp), ..
+        })) => {
+            assert!(cp.repair);
+            assert!(cp.cursor_sectors >= 2 * 2048, "{cp:?}");
+        }
+        other => panic!("no checkpoint on disk: {other:?}"),
+    }
+}
+
+#[test]
+fn pool_labels_are_found_and_never_shadow_a_member() {
+    let exec = Executor::new();
+    let blank = Rc::new(MemoryDisk::new(8192));
+    let d = blank.clone();
+    assert_eq!(
+        exec.block_on(async move { has_pool_label(d.as_ref()).await }),
+        Some(false)
+    );
+    let d = blank.clone();
+    exec.block_on(async move { write_pool_label(d.as_ref()).await })
+        .unwrap()
+        .unwrap();
+    let d = blank.clone();
+    assert_eq!(
+        exec.block_on(async move { has_pool_label(d.as_ref()).await }),
+        Some(true)
+    );
+    // A former member given to the pool loses its superblock.
+    let r = faulty_array(options(Level::Raid1, None, 0, "x"), 2, 4096, false);
+    stop(&r.exec, &r.array);
+    let m = r.mem[1].clone();
+    exec.block_on(async move { write_pool_label(m.as_ref()).await })
+        .unwrap()
+        .unwrap();
+    let mut block = vec![0u8; 4096];
+    r.mem[1].read_at(SUPERBLOCK_SECTOR, &mut block).unwrap();
+    assert!(Superblock::decode(&block).is_err());
+    // A member that took a pool spare's place: its superblock rules, not the old label.
+    let m = r.mem[0].clone();
+    let label = ExtensionRecord::PoolLabel.encode();
+    r.mem[0].write_at(POOL_LABEL_SECTOR, &label).unwrap();
+    assert_eq!(
+        exec.block_on(async move { has_pool_label(m.as_ref()).await }),
+        Some(false)
+    );
+    let _ = SECTOR_BYTES;
+}
