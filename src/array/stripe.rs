@@ -13,6 +13,7 @@ use alloc::rc::Rc;
 use alloc::vec;
 use alloc::vec::Vec;
 
+use super::rebuild::CellPool;
 use super::{Array, Member};
 use crate::block::{BlockDevice, Bytes, IoError, SECTOR_BYTES, check_range};
 use crate::executor::join_all;
@@ -896,9 +897,11 @@ impl Array {
 impl Array {
     /// Rebuild: recomputes the cells of member `target` for stripes `[first, end)` from the
     /// other members (or copies them from `source`, the member it replaces, where that
-    /// reads) and writes them to it, holding those stripes alone; then moves the target's
-    /// `recovery_offset` past them (still under the lock, so no reader sees it before the
-    /// data). On failure, the first stripe that could not be rebuilt.
+    /// reads) and writes them to it, holding those stripes alone. Every buffer comes from and
+    /// goes back to `pool`. The caller moves the target's `recovery_offset` past the stripes
+    /// once every region before them is written too (foreground writes reach the target
+    /// whatever its cursor, so a rebuilt stripe stays right while it waits). On failure, the
+    /// first stripe that could not be rebuilt.
     pub(super) async fn rebuild_stripes(
         &self,
         l: &Raid5Layout,
@@ -906,6 +909,7 @@ impl Array {
         target: &Rc<Member>,
         slot: usize,
         source: Option<&Rc<Member>>,
+        pool: &CellPool,
     ) -> Result<(), u64> {
         let _g = self.lock.lock(first, end).await;
         for stripe in first..end {
@@ -916,27 +920,25 @@ impl Array {
             .map(|stripe| async move {
                 let at = l.member_sector(stripe, 0);
                 let copied = match source {
-                    Some(src) => src
-                        .read_data(at, vec![0u8; chunk as usize * SECTOR_BYTES])
-                        .await
-                        .ok(),
+                    Some(src) => src.read_data(at, pool.take()).await.ok(),
                     None => None,
                 };
                 let data = match copied {
                     Some(d) => d,
-                    None => self
-                        .reconstruct_cell(l, stripe, 0, chunk, slot)
-                        .await
-                        .map_err(|_| stripe)?,
+                    None => match self.rebuild_cell_fast(l, stripe, slot, pool).await {
+                        Some(d) => d,
+                        None => self
+                            .reconstruct_cell(l, stripe, 0, chunk, slot)
+                            .await
+                            .map_err(|_| stripe)?,
+                    },
                 };
-                if target
-                    .write_data(at, Bytes::from(data), false)
-                    .await
-                    .is_err()
-                {
+                let data = Bytes::from(data);
+                if target.write_data(at, data.clone(), false).await.is_err() {
                     self.fail_member_rc(target).await;
                     return Err(stripe);
                 }
+                pool.give_back(data);
                 Ok(())
             })
             .collect();
@@ -948,12 +950,63 @@ impl Array {
         }
         match first_error {
             Some(stripe) => Err(stripe),
-            None => {
-                target.recovery_offset.set(end * chunk);
-                Ok(())
-            }
+            None => Ok(()),
         }
     }
+
+    /// The target's whole cell of `stripe` as the xor of the cells P covers (every member
+    /// but the target and Q), read whole into pooled buffers and xored in place into the
+    /// first: no zero-filled buffer, no copy. `None` when that does not apply (the target
+    /// holds Q, a source is not in sync there, a read failed): the caller then takes the
+    /// general path, which retries, counts errors and goes sector by sector.
+    async fn rebuild_cell_fast(
+        &self,
+        l: &Raid5Layout,
+        stripe: u64,
+        target: usize,
+        pool: &CellPool,
+    ) -> Option<Vec<u8>> {
+        let q = l.q_disk(stripe);
+        if q == Some(target) {
+            return None;
+        }
+        let chunk = l.chunk_sectors();
+        let at = l.member_sector(stripe, 0);
+        let sources: Vec<Rc<Member>> = (0..l.disk_count())
+            .filter(|&d| d != target && Some(d) != q)
+            .map(|d| self.readable(d, at, chunk))
+            .collect::<Option<_>>()?;
+        let reads: Vec<_> = sources
+            .iter()
+            .map(|m| m.read_data_probe(at, pool.take()))
+            .collect();
+        let mut cells = Vec::with_capacity(sources.len());
+        let mut all_read = true;
+        for r in join_all(reads).await {
+            match r {
+                Ok(buf) => cells.push(buf),
+                Err(_) => all_read = false,
+            }
+        }
+        if !all_read || cells.is_empty() {
+            for buf in cells {
+                pool.give(buf);
+            }
+            return None;
+        }
+        let mut cells = cells.into_iter();
+        let mut out = cells.next()?;
+        let rest: Vec<Vec<u8>> = cells.collect();
+        if !rest.is_empty() {
+            let srcs: Vec<&[u8]> = rest.iter().map(Vec::as_slice).collect();
+            self.parity.get().xor_into(&srcs, &mut out);
+        }
+        for buf in rest {
+            pool.give(buf);
+        }
+        Some(out)
+    }
+
     /// A cached cell range, counted as a hit or a miss.
     fn cache_get(
         &self,
