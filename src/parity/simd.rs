@@ -330,35 +330,54 @@ macro_rules! simd_kernels {
                     for l in 0..LANES {
                         put::<NT>(io.q_out.add(pos + l * W), q[l]);
                     }
+                    return;
                 }
+                if MODE == GEN_Q {
+                    for l in 0..LANES {
+                        put::<NT>(io.q_out.add(pos + l * W), q[l]);
+                    }
+                    return;
+                }
+                // The other modes write two outputs: as for P and Q above, all lines of the
+                // first, then all of the second, rather than alternating vector by vector.
+                let (out1, out2) = match MODE {
+                    UPDATE => (io.p_out, io.q_out),
+                    REC2 => (io.x_out, io.y_out),
+                    REC_DATA_P => (io.x_out, io.p_out),
+                    REC_DATA_Q => (io.x_out, io.q_out),
+                    _ => unreachable!(),
+                };
+                let mut v1 = [zero(); LANES];
+                let mut v2 = [zero(); LANES];
                 for l in 0..LANES {
                     let o = pos + l * W;
-                    match MODE {
-                        GEN_PQ => {}
-                        GEN_Q => put::<NT>(io.q_out.add(o), q[l]),
-                        UPDATE => {
-                            put::<NT>(io.p_out.add(o), xor(load(io.p_out.add(o)), p[l]));
-                            put::<NT>(io.q_out.add(o), xor(load(io.q_out.add(o)), q[l]));
-                        }
+                    (v1[l], v2[l]) = match MODE {
+                        UPDATE => (
+                            xor(load(io.p_out.add(o)), p[l]),
+                            xor(load(io.q_out.add(o)), q[l]),
+                        ),
                         REC2 => {
                             let pd = xor(p[l], load(io.p_in.add(o)));
                             let qd = xor(q[l], load(io.q_in.add(o)));
                             let x = xor(table_mul(&k.ta, pd, k.mask), table_mul(&k.tb, qd, k.mask));
-                            put::<NT>(io.x_out.add(o), x);
-                            put::<NT>(io.y_out.add(o), xor(pd, x));
+                            (x, xor(pd, x))
                         }
                         REC_DATA_P => {
                             let x = table_mul(&k.ta, xor(q[l], load(io.q_in.add(o))), k.mask);
-                            put::<NT>(io.x_out.add(o), x);
-                            put::<NT>(io.p_out.add(o), xor(p[l], x));
+                            (x, xor(p[l], x))
                         }
                         REC_DATA_Q => {
                             let x = xor(p[l], load(io.p_in.add(o)));
-                            put::<NT>(io.x_out.add(o), x);
-                            put::<NT>(io.q_out.add(o), xor(q[l], table_mul(&k.ta, x, k.mask)));
+                            (x, xor(q[l], table_mul(&k.ta, x, k.mask)))
                         }
                         _ => unreachable!(),
-                    }
+                    };
+                }
+                for l in 0..LANES {
+                    put::<NT>(out1.add(pos + l * W), v1[l]);
+                }
+                for l in 0..LANES {
+                    put::<NT>(out2.add(pos + l * W), v2[l]);
                 }
             }
         }

@@ -552,3 +552,64 @@ proptest! {
         }
     }
 }
+
+/// The automatic store rule at 8 blocks of 64 KiB, where P+Q generation and recovery part
+/// ways: generation streams (its sources fit the L2, its outputs would push them out),
+/// recovery keeps its outputs, the data a reader wants next, in cache. Past
+/// [`SYNDROME_STREAMING_BYTES`] both stream; the explicit hints override the rule.
+#[test]
+fn automatic_store_rule_streams_generation_but_not_recovery_of_l2_sized_stripes() {
+    const LEN: usize = 64 << 10;
+    let data = vec![vec![0u8; LEN]; 8];
+    let refs: Vec<&[u8]> = data.iter().map(|d| &d[..]).collect();
+    let slots: Vec<u8> = (0..8).collect();
+    let (mut p, mut q, mut dx, mut dy) = (
+        vec![0u8; LEN],
+        vec![0u8; LEN],
+        vec![0u8; LEN],
+        vec![0u8; LEN],
+    );
+    let engine = ParityEngine::portable();
+    let plan = plan_of(LEN, &refs, &slots);
+    let generate = Job::GenPq {
+        p: &mut p,
+        q: &mut q,
+    };
+    assert!(engine.streams(&plan, &generate));
+    assert!(
+        !engine
+            .with_store_hint(StoreHint::Cache)
+            .streams(&plan, &generate)
+    );
+    let survivors = plan_of(LEN, &refs[..6], &slots[..6]);
+    let (pr, qr) = (vec![0u8; LEN], vec![0u8; LEN]);
+    let recover = Job::Rec2 {
+        p: &pr,
+        q: &qr,
+        x_slot: 6,
+        y_slot: 7,
+        dx: &mut dx,
+        dy: &mut dy,
+    };
+    assert!(!engine.streams(&survivors, &recover));
+    assert!(
+        engine
+            .with_store_hint(StoreHint::Stream)
+            .streams(&survivors, &recover)
+    );
+    // Past the L3 rule, recovery streams too: 20 survivors of 1 MiB.
+    let big = vec![0u8; 1 << 20];
+    let many: Vec<&[u8]> = vec![&big[..]; 20];
+    let many_slots: Vec<u8> = (0..20).collect();
+    let (pb, qb) = (vec![0u8; 1 << 20], vec![0u8; 1 << 20]);
+    let (mut xb, mut yb) = (vec![0u8; 1 << 20], vec![0u8; 1 << 20]);
+    let recover_big = Job::Rec2 {
+        p: &pb,
+        q: &qb,
+        x_slot: 20,
+        y_slot: 21,
+        dx: &mut xb,
+        dy: &mut yb,
+    };
+    assert!(engine.streams(&plan_of(1 << 20, &many, &many_slots), &recover_big));
+}
