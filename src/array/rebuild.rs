@@ -216,6 +216,8 @@ pub(super) struct JobControl {
     /// A rebuild hit data it could not read: not retried until something changes.
     blocked: Cell<bool>,
     spare_source: core::cell::RefCell<Option<SpareSource>>,
+    /// Foreground requests started, as a low-priority job last looked (see `throttle`).
+    foreground_seen: Cell<u64>,
 }
 
 impl Default for JobControl {
@@ -226,6 +228,7 @@ impl Default for JobControl {
             done: AsyncMutex::new(()),
             blocked: Cell::new(false),
             spare_source: core::cell::RefCell::new(None),
+            foreground_seen: Cell::new(0),
         }
     }
 }
@@ -861,10 +864,26 @@ impl Array {
                 }
             }
             RebuildPriority::Low => {
+                // Goes when foreground I/O has been quiet for a whole nap (none in flight,
+                // none started meanwhile), not at the first instant nothing is in flight: a
+                // busy client's queue empties for a moment between its batches.
+                let started = || {
+                    let c = self.counters.get();
+                    c.reads.wrapping_add(c.writes)
+                };
+                // No foreground request since the last region: go at once.
+                let quiet =
+                    self.foreground.get() == 0 && started() == self.jobs.foreground_seen.get();
                 let until = self.exec.now_ns() + LOW_PRIORITY_MAX_WAIT_NS;
-                while self.foreground.get() > 0 && self.exec.now_ns() < until {
+                while !quiet && self.exec.now_ns() < until {
+                    let before = started();
+                    let idle_before = self.foreground.get() == 0;
                     self.exec.sleep(YIELD_NS).await;
+                    if idle_before && self.foreground.get() == 0 && started() == before {
+                        break;
+                    }
                 }
+                self.jobs.foreground_seen.set(started());
             }
         }
         let rate = p.rebuild_rate_bytes_per_s;
