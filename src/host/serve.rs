@@ -172,9 +172,12 @@ fn nbd_to_request(device_id: u32, io: NbdIo) -> IoRequest {
         NbdIo::Read { offset, length } => {
             IoRequest::read(device_id, offset / SECTOR_BYTES as u64, sectors(length))
         }
-        NbdIo::Write { offset, data, fua } => {
-            IoRequest::write(device_id, offset / SECTOR_BYTES as u64, data, fua_flag(fua))
-        }
+        NbdIo::Write { offset, data, fua } => IoRequest::write(
+            device_id,
+            offset / SECTOR_BYTES as u64,
+            data.into(),
+            fua_flag(fua),
+        ),
         NbdIo::Flush => IoRequest::flush(device_id),
         NbdIo::Trim {
             offset,
@@ -540,6 +543,14 @@ impl Engine {
             self.rt.exec.spawn_detached(async move {
                 let result = array.read(offset / SECTOR_BYTES as u64, buf).await;
                 token.complete(outcome(result));
+            });
+            return;
+        }
+        if let NbdIo::Write { offset, data, fua } = io {
+            // The payload goes to the array as it is: no copy into an `IoRequest`.
+            self.rt.exec.spawn_detached(async move {
+                let result = array.write(offset / SECTOR_BYTES as u64, data, fua).await;
+                token.complete(outcome(result.map(|()| Vec::new())));
             });
             return;
         }

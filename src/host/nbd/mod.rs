@@ -13,6 +13,7 @@ pub mod server;
 #[cfg(test)]
 mod tests;
 
+pub use crate::block::Bytes;
 pub use proto::NbdErrno;
 pub use reactor::{BufferPool, Reactor, ReplyToken};
 pub use server::{Server, ServerConfig, ServerHandle};
@@ -45,10 +46,11 @@ pub enum NbdIo {
         offset: u64,
         length: u32,
     },
-    /// `fua`: durable before completion.
+    /// `fua`: durable before completion. The payload buffer returns to the reactor's pool
+    /// when the last clone of `data` is dropped (a memory member may keep it as its pages).
     Write {
         offset: u64,
-        data: Vec<u8>,
+        data: Bytes,
         fua: bool,
     },
     /// Every write completed before this flush was submitted, on any connection, is durable

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use super::proto::{self, Command, ExportLimits, RequestPlan};
 use super::server::Stream;
-use super::{IoOutcome, NbdErrno, NbdIo};
+use super::{Bytes, IoOutcome, NbdErrno, NbdIo};
 use crate::host::runtime::Signal;
 
 /// Bytes one `recv` may bring into a connection's read buffer: room for a queue of small
@@ -70,6 +70,20 @@ impl BufferPool {
         vec![0u8; len]
     }
 
+    /// An empty buffer with room for `len` bytes, to receive into (no zero-fill).
+    pub fn take_empty(&self, len: usize) -> Vec<u8> {
+        {
+            let mut free = lock(&self.free);
+            if let Some(i) = free.0.iter().rposition(|b| b.capacity() == len) {
+                let mut buf = free.0.swap_remove(i);
+                free.1 -= buf.capacity();
+                buf.clear();
+                return buf;
+            }
+        }
+        Vec::with_capacity(len)
+    }
+
     /// Keeps `buf` for a later `take`, unless the pool is full.
     pub fn put(&self, buf: Vec<u8>) {
         if buf.capacity() < 4096 {
@@ -81,6 +95,32 @@ impl BufferPool {
             free.0.push(buf);
         }
     }
+}
+
+/// A write payload as `Bytes` that gives its buffer back to the pool once the last clone is
+/// dropped: its pages are then reused warm instead of faulted in again.
+struct PooledPayload {
+    data: Vec<u8>,
+    pool: Arc<BufferPool>,
+}
+
+impl AsRef<[u8]> for PooledPayload {
+    fn as_ref(&self) -> &[u8] {
+        &self.data
+    }
+}
+
+impl Drop for PooledPayload {
+    fn drop(&mut self) {
+        self.pool.put(std::mem::take(&mut self.data));
+    }
+}
+
+fn pooled_bytes(data: Vec<u8>, pool: &Arc<BufferPool>) -> Bytes {
+    Bytes::from_owner(PooledPayload {
+        data,
+        pool: pool.clone(),
+    })
 }
 
 /// A connection that finished its handshake, for the reactor to adopt.
@@ -559,7 +599,7 @@ impl Reactor {
                         c.export_index,
                         NbdIo::Write {
                             offset: o.offset,
-                            data,
+                            data: pooled_bytes(data, &self.pool),
                             fua: o.fua,
                         },
                         token,
@@ -703,6 +743,7 @@ impl Reactor {
             return;
         };
         let queue = &self.done;
+        let pool = &self.pool;
         let mut replied = false;
         while c.reading {
             let avail = c.rbuf.len() - c.read_pos;
@@ -764,7 +805,7 @@ impl Reactor {
                     c.export_index,
                     NbdIo::Write {
                         offset: p.offset,
-                        data: p.data,
+                        data: pooled_bytes(p.data, pool),
                         fua: p.fua,
                     },
                     token,
@@ -845,7 +886,7 @@ impl Reactor {
                         cookie,
                         offset,
                         fua,
-                        data: Vec::with_capacity(length as usize),
+                        data: pool.take_empty(length as usize),
                         length: length as usize,
                     });
                     continue;

@@ -874,4 +874,114 @@ mod large_writes {
         );
         let _ = std::fs::remove_dir_all(&dir);
     }
+
+    /// A backend that keeps write payloads as they come (as a memory member does):
+    /// 1 MiB slots, each the `Bytes` of its last write.
+    struct Keeper(Mutex<Vec<super::super::Bytes>>);
+
+    const SLOT: usize = 1 << 20;
+    const SLOTS: usize = 8;
+
+    impl Backend for Keeper {
+        fn exports(&self) -> Vec<ExportInfo> {
+            vec![ExportInfo {
+                name: "k".into(),
+                description: String::new(),
+                size_bytes: (SLOT * SLOTS) as u64,
+                preferred_block_bytes: 4096,
+                read_only: false,
+                multi_conn: true,
+                can_trim: false,
+            }]
+        }
+
+        fn submit(&self, _export: usize, io: NbdIo, done: Completion) {
+            let mut slots = self.0.lock().unwrap();
+            match io {
+                NbdIo::Read { offset, length } => {
+                    assert_eq!(length as usize, SLOT, "the test reads whole slots");
+                    done(IoOutcome::Ok(slots[offset as usize / SLOT].to_vec()));
+                }
+                NbdIo::Write { offset, data, .. } => {
+                    assert_eq!(data.len(), SLOT, "the test writes whole slots");
+                    slots[offset as usize / SLOT] = data;
+                    done(IoOutcome::Ok(Vec::new()));
+                }
+                _ => done(IoOutcome::Ok(Vec::new())),
+            }
+        }
+    }
+
+    /// Pooled payload buffers are reused only once no slot keeps them: one connection
+    /// overwrites 1 MiB slots with pipelined writes while another reads them; every read is
+    /// one whole write, and the end state is the last write of each slot.
+    #[test]
+    fn kept_payloads_survive_buffer_reuse_across_connections() {
+        let dir = std::env::temp_dir().join(format!("orion-nbd-keep-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let socket = dir.join("s.sock");
+        let zero = super::super::Bytes::from(vec![0u8; SLOT]);
+        let backend = Arc::new(Keeper(Mutex::new(vec![zero; SLOTS])));
+        let server = Server::start(
+            backend.clone(),
+            ServerConfig {
+                unix_socket: Some(socket.clone()),
+                ..ServerConfig::default()
+            },
+        )
+        .unwrap();
+        const ROUNDS: u64 = 64;
+        const DEPTH: u64 = 4;
+        let writer_socket = socket.clone();
+        let writer = std::thread::spawn(move || {
+            let mut w = connect(&writer_socket);
+            for batch in (1..=ROUNDS).step_by(DEPTH as usize) {
+                for round in batch..batch + DEPTH {
+                    let slot = round % SLOTS as u64;
+                    request(&mut w, CMD_WRITE, round, slot * SLOT as u64, SLOT as u32);
+                    w.write_all(&vec![round as u8; SLOT]).unwrap();
+                }
+                for _ in 0..DEPTH {
+                    reply(&mut w, 0);
+                }
+            }
+        });
+        let mut r = connect(&socket);
+        let mut cookie = 1000;
+        let mut check_all = |r: &mut UnixStream| -> Vec<u8> {
+            let mut seen = Vec::new();
+            for slot in 0..SLOTS as u64 {
+                cookie += 1;
+                request(r, CMD_READ, cookie, slot * SLOT as u64, SLOT as u32);
+                let (_, data) = reply(r, SLOT);
+                let value = data[0];
+                assert!(
+                    data.iter().all(|&b| b == value),
+                    "slot {slot}: a read mixes writes"
+                );
+                assert!(
+                    value == 0 || u64::from(value) % SLOTS as u64 == slot,
+                    "slot {slot}: holds the write of round {value}"
+                );
+                seen.push(value);
+            }
+            seen
+        };
+        while !writer.is_finished() {
+            check_all(&mut r);
+        }
+        writer.join().unwrap();
+        let last: Vec<u8> = (0..SLOTS as u64)
+            .map(|slot| {
+                (1..=ROUNDS)
+                    .filter(|round| round % SLOTS as u64 == slot)
+                    .max()
+                    .unwrap() as u8
+            })
+            .collect();
+        assert_eq!(check_all(&mut r), last);
+        server.shutdown();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
