@@ -14,7 +14,7 @@ pub mod server;
 mod tests;
 
 pub use proto::NbdErrno;
-pub use reactor::{BufferPool, Reactor, ReplyToken};
+pub use reactor::{BufferPool, PayloadNotice, Reactor, ReplyToken};
 pub use server::{Server, ServerConfig, ServerHandle};
 
 /// One export as the backend describes it.
