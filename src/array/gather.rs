@@ -74,9 +74,14 @@ struct Notice {
     end: u64,
 }
 
+/// Parity buffers kept for reuse by the write path, at most.
+const SPARE_PARITY_BUFFERS: usize = 8;
+
 /// Per-array gathering state.
 #[derive(Default)]
 pub(super) struct Gather {
+    /// Parity buffers whose writes completed (no zero-fill and page faults for the next).
+    spare_parity: Vec<Vec<u8>>,
     next_seq: u64,
     next_notice: u64,
     pending: BTreeMap<u64, Vec<Rc<Piece>>>,
@@ -189,6 +194,30 @@ impl Array {
         };
         for w in wakers {
             w.wake();
+        }
+    }
+
+    /// A buffer of `bytes` bytes for parity that the caller overwrites whole (its content
+    /// is whatever an earlier parity write left).
+    pub(super) fn parity_buffer(&self, bytes: usize) -> Vec<u8> {
+        let mut g = self.gather.borrow_mut();
+        match g.spare_parity.iter().position(|b| b.len() == bytes) {
+            Some(i) => g.spare_parity.swap_remove(i),
+            None => alloc::vec![0u8; bytes],
+        }
+    }
+
+    /// Takes back a parity buffer once nothing else holds it (members and the stripe
+    /// cache are done with it).
+    pub(super) fn recycle_parity_buffer(&self, buf: Bytes) {
+        if buf.is_empty() {
+            return;
+        }
+        if let Ok(unique) = buf.try_into_mut() {
+            let mut g = self.gather.borrow_mut();
+            if g.spare_parity.len() < SPARE_PARITY_BUFFERS {
+                g.spare_parity.push(Vec::from(unique));
+            }
         }
     }
 

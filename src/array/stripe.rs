@@ -743,8 +743,13 @@ impl Array {
         }
 
         let engine = self.parity.get();
-        let mut p = vec![0u8; bytes];
-        let mut q = vec![0u8; if q_disk.is_some() { bytes } else { 0 }];
+        // Both are overwritten whole below: recycled buffers need no zero-fill.
+        let mut p = self.parity_buffer(bytes);
+        let mut q = if q_disk.is_some() {
+            self.parity_buffer(bytes)
+        } else {
+            Vec::new()
+        };
         if rmw {
             let mut old: Vec<&[u8]> = Vec::new();
             let mut fresh: Vec<&[u8]> = Vec::new();
@@ -796,9 +801,10 @@ impl Array {
                 writes.push((l.data_disk(stripe, i), b.clone(), false));
             }
         }
-        writes.push((p_disk, Bytes::from(p), false));
+        let (p, q) = (Bytes::from(p), Bytes::from(q));
+        writes.push((p_disk, p.clone(), false));
         if let Some(qd) = q_disk {
-            writes.push((qd, Bytes::from(q), false));
+            writes.push((qd, q.clone(), false));
         }
         // Untouched cells that failed a read get their rebuilt content back.
         for &d in &unreadable {
@@ -852,6 +858,9 @@ impl Array {
         } else {
             self.stripe_cache_invalidate(stripe);
         }
+        drop(written);
+        self.recycle_parity_buffer(p);
+        self.recycle_parity_buffer(q);
         let dead = (0..n).filter(|&d| !live(d)).count();
         if dead > l.parity_disks() {
             return all_new()
