@@ -74,13 +74,13 @@ struct Notice {
     end: u64,
 }
 
-/// Parity buffers kept for reuse by the write path, at most.
+/// Scratch buffers (parity, read segments) kept for reuse, at most.
 const SPARE_PARITY_BUFFERS: usize = 8;
 
 /// Per-array gathering state.
 #[derive(Default)]
 pub(super) struct Gather {
-    /// Parity buffers whose writes completed (no zero-fill and page faults for the next).
+    /// Buffers whose I/O completed (no zero-fill and page faults for the next).
     spare_parity: Vec<Vec<u8>>,
     next_seq: u64,
     next_notice: u64,
@@ -197,8 +197,8 @@ impl Array {
         }
     }
 
-    /// A buffer of `bytes` bytes for parity that the caller overwrites whole (its content
-    /// is whatever an earlier parity write left).
+    /// A buffer of `bytes` bytes that the caller overwrites whole (parity, or a member read);
+    /// its content is whatever an earlier use left.
     pub(super) fn parity_buffer(&self, bytes: usize) -> Vec<u8> {
         let mut g = self.gather.borrow_mut();
         match g.spare_parity.iter().position(|b| b.len() == bytes) {
@@ -214,10 +214,16 @@ impl Array {
             return;
         }
         if let Ok(unique) = buf.try_into_mut() {
-            let mut g = self.gather.borrow_mut();
-            if g.spare_parity.len() < SPARE_PARITY_BUFFERS {
-                g.spare_parity.push(Vec::from(unique));
-            }
+            self.recycle_buffer(Vec::from(unique));
+        }
+    }
+
+    /// Keeps a buffer nothing else holds for a later `parity_buffer` (the read path's
+    /// segment buffers, once copied into the reply, go here too).
+    pub(super) fn recycle_buffer(&self, buf: Vec<u8>) {
+        let mut g = self.gather.borrow_mut();
+        if !buf.is_empty() && g.spare_parity.len() < SPARE_PARITY_BUFFERS {
+            g.spare_parity.push(buf);
         }
     }
 

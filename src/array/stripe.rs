@@ -395,7 +395,8 @@ impl Array {
                         b.truncate(bytes);
                         b
                     }
-                    None => vec![0u8; bytes],
+                    // Read over whole: a recycled buffer needs no zero-fill.
+                    None => self.parity_buffer(bytes),
                 };
                 reads.push(async move { member.read_data_probe(at, piece).await });
             }
@@ -405,7 +406,10 @@ impl Array {
             let data = r.ok()?;
             match &mut out {
                 None => out = Some(data),
-                Some(out) => out.extend_from_slice(&data),
+                Some(out) => {
+                    out.extend_from_slice(&data);
+                    self.recycle_buffer(data);
+                }
             }
         }
         out
