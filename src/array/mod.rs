@@ -3,6 +3,10 @@
 //! and member failure persisted in the superblocks before a write is acknowledged.
 
 pub mod assemble;
+mod gather;
+pub use gather::WriteNotice;
+#[cfg(test)]
+mod gather_tests;
 pub mod nested;
 pub mod persist;
 #[cfg(test)]
@@ -422,6 +426,8 @@ pub struct Array {
     monitor: ArrayMonitor,
     /// Recently used stripe cells of the RAID 4/5/6 paths.
     stripe_cache: RefCell<stripe_cache::StripeCache>,
+    /// Writes waiting to be gathered into full stripes (RAID 4/5/6, `gather.rs`).
+    gather: RefCell<gather::Gather>,
 }
 
 /// Failures of array-wide operations (not of one block request).
@@ -535,6 +541,7 @@ impl Array {
                 stripe_cache::DEFAULT_CACHE_BYTES,
                 cache_cell_sectors,
             )),
+            gather: RefCell::new(gather::Gather::default()),
         };
         // Until the platform says otherwise, time continues from the last update on disk.
         let last = array

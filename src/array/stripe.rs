@@ -13,22 +13,13 @@ use alloc::rc::Rc;
 use alloc::vec;
 use alloc::vec::Vec;
 
+use super::gather::{PieceState, Registration, Segment};
 use super::rebuild::CellPool;
 use super::{Array, Member};
 use crate::block::{BlockDevice, Bytes, IoError, SECTOR_BYTES, check_range};
 use crate::executor::join_all;
 use crate::layout::Raid5Layout;
 use crate::parity::Lost;
-
-/// The part of a request that falls in one data chunk of one stripe.
-#[derive(Clone, Copy, Debug)]
-struct Segment {
-    data_index: usize,
-    offset_sectors: u64,
-    sectors: u64,
-    /// Where the segment's bytes start in the request buffer.
-    buf_offset: usize,
-}
 
 /// A run of member cells that failed a read on a live member and is to be rewritten.
 struct StripeRepair {
@@ -405,7 +396,8 @@ impl Array {
                         b.truncate(bytes);
                         b
                     }
-                    None => vec![0u8; bytes],
+                    // Read over whole: a recycled buffer needs no zero-fill.
+                    None => self.parity_buffer(bytes),
                 };
                 reads.push(async move { member.read_data_probe(at, piece).await });
             }
@@ -415,7 +407,10 @@ impl Array {
             let data = r.ok()?;
             match &mut out {
                 None => out = Some(data),
-                Some(out) => out.extend_from_slice(&data),
+                Some(out) => {
+                    out.extend_from_slice(&data);
+                    self.recycle_buffer(data);
+                }
             }
         }
         out
@@ -512,7 +507,9 @@ impl Array {
         }
     }
 
-    /// Writes through a parity layout.
+    /// Writes through a parity layout. Each stripe share of the request is registered for
+    /// gathering (`gather.rs`): the writer holding a stripe writes every share registered
+    /// there at once, so adjacent writes in flight together become full-stripe writes.
     pub(super) async fn parity_write(
         &self,
         l: &Raid5Layout,
@@ -531,16 +528,46 @@ impl Array {
         let groups = stripe_segments(l, sector, sectors);
         let first = groups[0].0;
         let last = groups[groups.len() - 1].0;
+        let whole = |segs: &[Segment]| {
+            segs.len() == l.data_disks() && segs.iter().all(|s| s.sectors == l.chunk_sectors())
+        };
+        let partial = groups.iter().any(|(_, segs)| !whole(segs));
+        // Registered in the same poll as the lock ticket below: registry order is lock order.
+        let reg = Registration {
+            array: self,
+            pieces: groups
+                .into_iter()
+                .map(|(stripe, segs)| self.register_piece(stripe, segs, data.clone(), fua))
+                .collect(),
+        };
+        drop(data);
         let _g = self.lock.lock(first, last + 1).await;
         self.mark_dirty().await?;
-        let jobs: Vec<_> = groups
+        if partial {
+            self.gather_wait(l.stripe_data_sectors(), l.chunk_sectors(), &reg.pieces)
+                .await;
+        }
+        // Shares an earlier writer gathered are done; the rest are written here, with
+        // whatever later writers registered on the same stripes.
+        let jobs: Vec<_> = reg
+            .pieces
             .iter()
-            .map(|(stripe, segs)| self.write_stripe(l, *stripe, segs, &data, fua))
+            .filter(|p| p.is_pending())
+            .map(|p| self.write_gathered(l, p.stripe))
             .collect();
+        join_all(jobs).await;
         let mut first_error = None;
-        for r in join_all(jobs).await {
-            if let Err(e) = r {
-                first_error.get_or_insert(e);
+        for p in &reg.pieces {
+            match &*p.state.borrow() {
+                PieceState::Done(Ok(())) => {}
+                PieceState::Done(Err(e)) => {
+                    first_error.get_or_insert(e.clone());
+                }
+                // Claimed by a writer whose task was dropped mid-write: the data may or
+                // may not have landed.
+                _ => {
+                    first_error.get_or_insert(IoError::DeviceFailed);
+                }
             }
         }
         match first_error {
@@ -552,42 +579,70 @@ impl Array {
         }
     }
 
-    /// Splits one stripe's segments into bands of chunk offsets where the same data chunks
-    /// are written, and writes each band.
-    async fn write_stripe(
-        &self,
-        l: &Raid5Layout,
-        stripe: u64,
-        segs: &[Segment],
-        data: &Bytes,
-        fua: bool,
-    ) -> Result<(), IoError> {
-        let mut cuts: Vec<u64> = segs
+    /// Writes every piece registered on `stripe` (the caller holds its lock), oldest first
+    /// where they overlap, as bands of chunk offsets where the same data chunks are written,
+    /// and gives each piece its outcome: an error only for data of its own that was lost.
+    async fn write_gathered(&self, l: &Raid5Layout, stripe: u64) {
+        let pieces = self.claim_pieces(stripe);
+        if let Some(p) = pieces.windows(2).find(|w| w[0].seq >= w[1].seq) {
+            unreachable!("pieces of stripe {stripe} out of order at {}", p[1].seq);
+        }
+        let fua = pieces.iter().any(|p| p.fua);
+        let mut cuts: Vec<u64> = pieces
             .iter()
+            .flat_map(|p| &p.segs)
             .flat_map(|s| [s.offset_sectors, s.offset_sectors + s.sectors])
             .collect();
         cuts.sort_unstable();
         cuts.dedup();
+        let mut outcome: Vec<Result<(), IoError>> = vec![Ok(()); pieces.len()];
+        let covering = |s: &Segment, lo: u64, hi: u64| {
+            s.offset_sectors <= lo && hi <= s.offset_sectors + s.sectors
+        };
         for pair in cuts.windows(2) {
             let (lo, hi) = (pair[0], pair[1]);
-            let new: Vec<(usize, Bytes)> = segs
-                .iter()
-                .filter(|s| s.offset_sectors <= lo && hi <= s.offset_sectors + s.sectors)
-                .map(|s| {
+            let mut new: Vec<Option<Bytes>> = vec![None; l.data_disks()];
+            // The newest piece wins where pieces overlap (they are oldest first).
+            for p in &pieces {
+                for s in p.segs.iter().filter(|s| covering(s, lo, hi)) {
                     let from = s.buf_offset + ((lo - s.offset_sectors) as usize) * SECTOR_BYTES;
                     let to = from + ((hi - lo) as usize) * SECTOR_BYTES;
-                    (s.data_index, data.slice(from..to))
-                })
+                    new[s.data_index] = Some(p.data.slice(from..to));
+                }
+            }
+            let new: Vec<(usize, Bytes)> = new
+                .into_iter()
+                .enumerate()
+                .filter_map(|(i, b)| b.map(|b| (i, b)))
                 .collect();
-            if !new.is_empty() {
-                self.write_band(l, stripe, lo, hi - lo, new, fua).await?;
+            if new.is_empty() {
+                continue;
+            }
+            let lost = self.write_band(l, stripe, lo, hi - lo, new, fua).await;
+            if lost.is_empty() {
+                continue;
+            }
+            for (p, out) in pieces.iter().zip(outcome.iter_mut()) {
+                let hit = p
+                    .segs
+                    .iter()
+                    .find(|s| covering(s, lo, hi) && lost.contains(&s.data_index));
+                if let (Some(s), Ok(())) = (hit, &out) {
+                    *out = Err(IoError::DataLost {
+                        sector: array_sector_of(l, stripe, s.data_index, lo),
+                    });
+                }
             }
         }
-        Ok(())
+        for (p, out) in pieces.iter().zip(outcome) {
+            *p.state.borrow_mut() = PieceState::Done(out);
+        }
     }
 
     /// Writes new content for some data chunks of `[offset, offset + sectors)` in `stripe`
-    /// (every chunk in `new` covers the whole band) and the matching parity.
+    /// (every chunk in `new` covers the whole band) and the matching parity. Returns the data
+    /// indices (in `new`) whose content is lost: not written, or on a member that is gone
+    /// with more members gone than parity covers.
     async fn write_band(
         &self,
         l: &Raid5Layout,
@@ -596,7 +651,7 @@ impl Array {
         sectors: u64,
         new: Vec<(usize, Bytes)>,
         fua: bool,
-    ) -> Result<(), IoError> {
+    ) -> Vec<usize> {
         let n = l.disk_count();
         let k = l.data_disks();
         let bytes = sectors as usize * SECTOR_BYTES;
@@ -615,11 +670,10 @@ impl Array {
             .filter(|&i| new_of[i].is_none())
             .map(|i| l.data_disk(stripe, i))
             .collect();
-        let lost_sector = || {
-            let i = new_of.iter().position(Option::is_some).unwrap_or(0);
-            IoError::DataLost {
-                sector: array_sector_of(l, stripe, i, offset_sectors),
-            }
+        let all_new = || {
+            (0..k)
+                .filter(|&i| new_of[i].is_some())
+                .collect::<Vec<usize>>()
         };
         let at = l.member_sector(stripe, offset_sectors);
         let live = |d: usize| self.readable(d, at, sectors).is_some();
@@ -689,13 +743,18 @@ impl Array {
             // The untouched data is implied by what survives: rebuild it (a touched chunk's
             // old content may be needed for that, so solve the old stripe as a whole).
             if !self.solve_stripe(l, stripe, &mut cells) {
-                return Err(lost_sector());
+                return all_new();
             }
         }
 
         let engine = self.parity.get();
-        let mut p = vec![0u8; bytes];
-        let mut q = vec![0u8; if q_disk.is_some() { bytes } else { 0 }];
+        // Both are overwritten whole below: recycled buffers need no zero-fill.
+        let mut p = self.parity_buffer(bytes);
+        let mut q = if q_disk.is_some() {
+            self.parity_buffer(bytes)
+        } else {
+            Vec::new()
+        };
         if rmw {
             let mut old: Vec<&[u8]> = Vec::new();
             let mut fresh: Vec<&[u8]> = Vec::new();
@@ -747,9 +806,10 @@ impl Array {
                 writes.push((l.data_disk(stripe, i), b.clone(), false));
             }
         }
-        writes.push((p_disk, Bytes::from(p), false));
+        let (p, q) = (Bytes::from(p), Bytes::from(q));
+        writes.push((p_disk, p.clone(), false));
         if let Some(qd) = q_disk {
-            writes.push((qd, Bytes::from(q), false));
+            writes.push((qd, q.clone(), false));
         }
         // Untouched cells that failed a read get their rebuilt content back.
         for &d in &unreadable {
@@ -803,11 +863,17 @@ impl Array {
         } else {
             self.stripe_cache_invalidate(stripe);
         }
+        drop(written);
+        self.recycle_parity_buffer(p);
+        self.recycle_parity_buffer(q);
         let dead = (0..n).filter(|&d| !live(d)).count();
-        if dead > l.parity_disks() && touched.iter().any(|&d| !live(d)) {
-            return Err(lost_sector());
+        if dead > l.parity_disks() {
+            return all_new()
+                .into_iter()
+                .filter(|&i| !live(l.data_disk(stripe, i)))
+                .collect();
         }
-        Ok(())
+        Vec::new()
     }
 }
 

@@ -362,6 +362,9 @@ pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
     )
     .map_err(|e| ServeError(format!("NBD server: {e}")))?;
     let buffers = reactor.pool();
+    // Writes still arriving, announced to their array so that it can gather stripes.
+    reactor.enable_payload_notices();
+    let mut arriving: HashMap<u64, crate::array::WriteNotice> = HashMap::new();
 
     let (ctl_tx, ctl_rx) = channel::<ControlEvent>();
     let w = wake.clone();
@@ -485,6 +488,9 @@ pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
         reactor.poll(wait, &mut |export, io, token| {
             engine.start_nbd(export, io, token, &buffers)
         });
+        for notice in reactor.take_payload_notices() {
+            engine.payload_notice(notice, &mut arriving);
+        }
         engine.rt.run_ready();
     }
 }
@@ -563,6 +569,36 @@ impl Engine {
             }
             token.complete(outcome(result));
         });
+    }
+
+    /// Announces a write still arriving to its array, or ends the announcement.
+    fn payload_notice(
+        &self,
+        notice: crate::host::nbd::PayloadNotice,
+        arriving: &mut HashMap<u64, crate::array::WriteNotice>,
+    ) {
+        use crate::host::nbd::PayloadNotice;
+        match notice {
+            PayloadNotice::Arriving {
+                connection,
+                export_index,
+                offset,
+                length,
+            } => {
+                let array = self
+                    .export_ids
+                    .get(export_index)
+                    .and_then(|&id| self.driver.arrays().get(id).cloned());
+                if let Some(array) = array {
+                    let sector = offset / SECTOR_BYTES as u64;
+                    let sectors = length.div_ceil(SECTOR_BYTES as u64);
+                    arriving.insert(connection, array.expect_write(sector, sectors));
+                }
+            }
+            PayloadNotice::Arrived { connection } => {
+                arriving.remove(&connection);
+            }
+        }
     }
 
     fn route_replies(&mut self, control: &ControlServer) {

@@ -15,7 +15,7 @@ mod tests;
 
 pub use crate::block::Bytes;
 pub use proto::NbdErrno;
-pub use reactor::{BufferPool, Reactor, ReplyToken};
+pub use reactor::{BufferPool, PayloadNotice, Reactor, ReplyToken};
 pub use server::{Server, ServerConfig, ServerHandle};
 
 /// One export as the backend describes it.

@@ -391,6 +391,23 @@ pub struct Reactor {
     done_scratch: Vec<Done>,
     /// Connections with replies to send or a state change to look at.
     touched: Vec<u64>,
+    /// Writes whose payload the payload thread receives, for an owner that asked
+    /// (`enable_payload_notices`): an engine may gather them with writes already running.
+    payload_notices: Option<Vec<PayloadNotice>>,
+}
+
+/// A write's payload began or stopped arriving on the payload thread.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PayloadNotice {
+    /// The header of a write of `length` bytes at `offset` arrived; its payload follows.
+    Arriving {
+        connection: u64,
+        export_index: usize,
+        offset: u64,
+        length: u64,
+    },
+    /// That write was submitted, or never will be (one write per connection is arriving).
+    Arrived { connection: u64 },
 }
 
 #[allow(unsafe_code)]
@@ -495,7 +512,22 @@ impl Reactor {
             payload_thread: None,
             done_scratch: Vec::new(),
             touched: Vec::new(),
+            payload_notices: None,
         })
+    }
+
+    /// From now on, record a `PayloadNotice` for each write the payload thread receives;
+    /// the owner must `take_payload_notices` after every `poll`.
+    pub fn enable_payload_notices(&mut self) {
+        self.payload_notices.get_or_insert_with(Vec::new);
+    }
+
+    /// The notices recorded since the last call, in order.
+    pub fn take_payload_notices(&mut self) -> Vec<PayloadNotice> {
+        self.payload_notices
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
     }
 
     /// Buffers for read replies: sent ones come back here.
@@ -585,6 +617,9 @@ impl Reactor {
         let received: Vec<RecvDone> = std::mem::take(&mut *lock(&t.done));
         for r in received {
             let id = r.connection;
+            if let Some(n) = &mut self.payload_notices {
+                n.push(PayloadNotice::Arrived { connection: id });
+            }
             let Some(c) = self.conns.get_mut(&id) else {
                 continue;
             };
@@ -771,6 +806,7 @@ impl Reactor {
                         }
                         if let Some(t) = &self.payload_thread {
                             let p = c.payload.take().expect("checked above");
+                            let (p_offset, p_length) = (p.offset, p.length);
                             c.offloaded = Some(Offloaded {
                                 cookie: p.cookie,
                                 offset: p.offset,
@@ -783,7 +819,18 @@ impl Reactor {
                                 data: p.data,
                                 length: p.length,
                             };
-                            if let Err(e) = t.jobs.send(job) {
+                            let sent = t.jobs.send(job);
+                            if sent.is_ok()
+                                && let Some(n) = &mut self.payload_notices
+                            {
+                                n.push(PayloadNotice::Arriving {
+                                    connection: id,
+                                    export_index: c.export_index,
+                                    offset: p_offset,
+                                    length: p_length as u64,
+                                });
+                            }
+                            if let Err(e) = sent {
                                 // The thread is gone: receive here after all.
                                 let job = e.0;
                                 let o = c.offloaded.take().expect("just set");
