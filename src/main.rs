@@ -4,6 +4,7 @@ use clap::Parser;
 use orion_raid::host::cli::{Cli, run};
 
 fn main() {
+    tune_allocator();
     let cli = Cli::parse();
     let level = match cli.verbose {
         0 => "warn",
@@ -17,5 +18,19 @@ fn main() {
     if let Err(e) = run(cli) {
         eprintln!("raid: {}", e.message);
         std::process::exit(e.status);
+    }
+}
+
+/// Keeps freed heap memory in the process instead of handing it back to the kernel after
+/// every burst: member pages and I/O buffers are freed and allocated again all the time,
+/// and each return to the kernel costs page faults and page clearing on the next use.
+/// Resident memory stays at the peak the process reached, which is bounded anyway.
+#[allow(unsafe_code)]
+fn tune_allocator() {
+    // SAFETY: mallopt only changes glibc's malloc tuning; it is called before any thread
+    // starts and takes plain integer arguments.
+    unsafe {
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 256 << 20);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
     }
 }
