@@ -67,6 +67,9 @@ impl Piece {
     }
 }
 
+/// The longest a partial-stripe writer waits for announced writes to arrive.
+const GATHER_WAIT_MAX_NS: u64 = 20_000_000;
+
 /// An announced write: array sectors `[start, end)`.
 struct Notice {
     id: u64,
@@ -293,16 +296,23 @@ impl Array {
     /// writers register, and waits for announced writes that would complete a stripe.
     pub(super) async fn gather_wait(&self, sds: u64, chunk_sectors: u64, mine: &[Rc<Piece>]) {
         yield_now().await;
+        // A client that announced a write and then stalls its payload must not hold the
+        // stripe for long: past the deadline the writer goes on alone.
+        let deadline_ns = self.exec.now_ns().saturating_add(GATHER_WAIT_MAX_NS);
         loop {
             let waiting = mine
                 .iter()
                 .any(|p| p.is_pending() && self.stripe_awaits_notice(p.stripe, sds, chunk_sectors));
-            if !waiting {
+            if !waiting || self.exec.now_ns() >= deadline_ns {
                 return;
             }
             let epoch = self.gather.borrow().notice_epoch;
             let seen = Cell::new(false);
+            let mut timer = self.exec.sleep_until(deadline_ns);
             poll_fn(|cx| {
+                if core::pin::Pin::new(&mut timer).poll(cx).is_ready() {
+                    return Poll::Ready(());
+                }
                 let mut g = self.gather.borrow_mut();
                 if g.notice_epoch != epoch || seen.get() {
                     Poll::Ready(())

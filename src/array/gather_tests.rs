@@ -387,7 +387,7 @@ fn an_announced_write_completes_the_stripe() {
         let h1 = r
             .exec
             .spawn(async move { arr.write(0, first, false).await });
-        r.exec.run_until_idle();
+        r.exec.run_until_stalled();
         assert!(
             h1.try_take().is_none(),
             "{what}: waits for the announced write"
@@ -416,12 +416,30 @@ fn an_announced_write_completes_the_stripe() {
         let h3 = r
             .exec
             .spawn(async move { arr.write(sds, third, false).await });
-        r.exec.run_until_idle();
+        r.exec.run_until_stalled();
         assert!(h3.try_take().is_none());
         drop(notice);
         r.exec.run_until_idle();
         h3.try_take().unwrap().unwrap();
         r.check_parity(1, &what);
         assert!(r.read(r.sds(), half).unwrap() == a);
+
+        // A notice whose payload never comes (a stalled client): the waiting write goes on
+        // alone once its wait deadline passes, with the notice still there.
+        let notice = r.array.expect_write(2 * r.sds() + half, half);
+        let arr = r.array.clone();
+        let fourth = Bytes::from(b.clone());
+        let h4 = r
+            .exec
+            .spawn(async move { arr.write(2 * sds, fourth, false).await });
+        r.exec.run_until_stalled();
+        assert!(h4.try_take().is_none(), "{what}: waits at first");
+        r.exec.run_until_idle();
+        h4.try_take()
+            .expect("the wait for a stalled announcement ends")
+            .unwrap();
+        r.check_parity(2, &what);
+        assert!(r.read(2 * r.sds(), half).unwrap() == b);
+        drop(notice);
     }
 }
