@@ -10,13 +10,14 @@ use alloc::vec;
 use alloc::vec::Vec;
 
 use super::assemble::assemble;
-use super::test_rig::{FaultyArray, faulty_array, options, read_now, write_now};
+use super::test_rig::{
+    FaultyArray, assert_stripe_parity, faulty_array, options, read_now, write_now,
+};
 use super::{Array, Health};
 use crate::block::{BlockDevice, Bytes, IoError};
 use crate::executor::Executor;
 use crate::layout::{ArrayLayout, Raid5Layout};
 use crate::metadata::Level;
-use crate::parity::ParityEngine;
 use crate::platform::faulty::{FaultOp, FaultyDisk};
 use crate::platform::memory::MemoryDisk;
 use crate::rng::SplitMix64;
@@ -83,33 +84,7 @@ impl Rig {
 
     /// Recomputes P (and Q) of `stripe` from the members' data and compares.
     fn check_parity(&self, stripe: u64, what: &str) {
-        let l = &self.layout;
-        let engine = ParityEngine::scalar();
-        let data_disks: Vec<usize> = (0..l.data_disks())
-            .map(|i| l.data_disk(stripe, i))
-            .collect();
-        let data: Vec<Vec<u8>> = data_disks.iter().map(|&d| self.cell(d, stripe)).collect();
-        let views: Vec<&[u8]> = data.iter().map(Vec::as_slice).collect();
-        let mut p = vec![0u8; views[0].len()];
-        match l.q_disk(stripe) {
-            None => engine.xor(&views, &mut p),
-            Some(qd) => {
-                let slots: Vec<u8> = data_disks
-                    .iter()
-                    .map(|&d| l.syndrome_slot(stripe, d).unwrap())
-                    .collect();
-                let mut q = vec![0u8; p.len()];
-                engine.pq_gen(&views, &slots, &mut p, &mut q);
-                assert!(
-                    self.cell(qd, stripe) == q,
-                    "{what}: Q of stripe {stripe} is stale"
-                );
-            }
-        }
-        assert!(
-            self.cell(l.parity_disk(stripe), stripe) == p,
-            "{what}: P of stripe {stripe} is stale"
-        );
+        assert_stripe_parity(&self.layout, stripe, |d, s| self.cell(d, s), what);
     }
 }
 

@@ -114,3 +114,39 @@ pub(super) fn read_now(
     })
     .expect("read finishes")
 }
+
+/// Recomputes P (and Q) of `stripe` from the data cells `cell(disk, stripe)` returns and
+/// asserts the parity cells on the members match.
+pub(super) fn assert_stripe_parity(
+    l: &crate::layout::Raid5Layout,
+    stripe: u64,
+    cell: impl Fn(usize, u64) -> Vec<u8>,
+    what: &str,
+) {
+    let engine = crate::parity::ParityEngine::scalar();
+    let data_disks: Vec<usize> = (0..l.data_disks())
+        .map(|i| l.data_disk(stripe, i))
+        .collect();
+    let data: Vec<Vec<u8>> = data_disks.iter().map(|&d| cell(d, stripe)).collect();
+    let views: Vec<&[u8]> = data.iter().map(Vec::as_slice).collect();
+    let mut p = alloc::vec![0u8; views[0].len()];
+    match l.q_disk(stripe) {
+        None => engine.xor(&views, &mut p),
+        Some(qd) => {
+            let slots: Vec<u8> = data_disks
+                .iter()
+                .map(|&d| l.syndrome_slot(stripe, d).unwrap())
+                .collect();
+            let mut q = alloc::vec![0u8; p.len()];
+            engine.pq_gen(&views, &slots, &mut p, &mut q);
+            assert!(
+                cell(qd, stripe) == q,
+                "{what}: Q of stripe {stripe} is stale"
+            );
+        }
+    }
+    assert!(
+        cell(l.parity_disk(stripe), stripe) == p,
+        "{what}: P of stripe {stripe} is stale"
+    );
+}
