@@ -1178,3 +1178,50 @@ fn raid5_writes_into_regions_in_flight_reach_the_rebuilt_member() {
     fail_all_but(&r.exec, &r.array, 1);
     check_all(&r.exec, &r.array, &model);
 }
+
+/// A `low` rebuild gives way to a client whose requests come one after another: each ends
+/// at once (memory members), so nothing is in flight most of the time, yet a new one starts
+/// every half millisecond. The rebuild waits for a whole quiet nap, so it moves at most one
+/// region per wait cap (200 ms) while the client runs, and finishes once the client stops.
+#[test]
+fn low_priority_rebuild_gives_way_to_back_to_back_requests() {
+    let r = faulty_array(
+        options(Level::Raid5, None, 64, "t"),
+        4,
+        MEMBER_SECTORS,
+        false,
+    );
+    let model = fill(&r, 91);
+    let mut p = r.array.policy();
+    p.rebuild_priority = super::rebuild::RebuildPriority::Low;
+    r.array.set_policy(p);
+    let (_spare_mem, spare) = new_disk(&r.exec, 92, false);
+    add_spare(&r, "s0", &spare).unwrap();
+    fail(&r, "d1").unwrap();
+    // 100 ms of a client writing 4 KiB every 0.5 ms (the data it already holds).
+    let (a, e) = (r.array.clone(), r.exec.clone());
+    let head = Bytes::from(model[..4096].to_vec());
+    let client = r.exec.spawn(async move {
+        for _ in 0..200 {
+            a.write(0, head.clone(), false).await.unwrap();
+            e.sleep(500_000).await;
+        }
+    });
+    let e = r.exec.clone();
+    r.exec
+        .block_on(async move { e.sleep(100_000_000).await })
+        .unwrap();
+    let Some(job) = r.array.job() else {
+        panic!("a low rebuild finished while the client was busy");
+    };
+    let done = job.done_sectors;
+    assert!(
+        done <= 2 * 2048,
+        "a low rebuild ran {done} sectors while the client was busy"
+    );
+    r.exec.run_until_idle();
+    assert!(client.try_take().is_some());
+    assert_eq!(r.array.health(), Health::Optimal, "the rebuild finished");
+    let cap = r.array.capacity_sectors();
+    assert!(read_now(&r.exec, &r.array, 0, cap as usize).unwrap() == model);
+}
