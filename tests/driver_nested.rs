@@ -2,145 +2,20 @@
 //! from their members, then the outer array from the superblocks in the groups' data; only
 //! the outer array takes block requests, and shutdown leaves every layer clean.
 
-use std::collections::BTreeMap;
 use std::rc::Rc;
 
-use orion_driver::{
-    BlockDriver, DeviceInfo, DriverError, Frame, HotplugEvent, IoFlags, IoRequest, IoResponse,
-    ManagementRequest, Message, ShutdownReason, encode, serve_io,
-};
+use orion_driver::{DriverError, IoFlags, IoRequest, Message};
 use orion_raid::array::Health;
 use orion_raid::array::assemble::CreateOptions;
 use orion_raid::array::nested::{NestedSpec, create_nested};
 use orion_raid::block::BlockDevice;
-use orion_raid::driver::RaidDriver;
 use orion_raid::executor::Executor;
-use orion_raid::manage;
 use orion_raid::metadata::{Level, Superblock};
 use orion_raid::platform::memory::MemoryDisk;
 
-struct RamDriver(Rc<MemoryDisk>);
-
-impl BlockDriver for RamDriver {
-    fn block_size(&self) -> u32 {
-        512
-    }
-    fn capacity_blocks(&self) -> u64 {
-        self.0.capacity_sectors()
-    }
-    fn read_blocks(&mut self, lba: u64, _count: u32, buf: &mut [u8]) -> Result<(), DriverError> {
-        self.0.read_at(lba, buf).map_err(|_| DriverError::Io)
-    }
-    fn write_blocks(
-        &mut self,
-        lba: u64,
-        _count: u32,
-        buf: &[u8],
-        _fua: bool,
-    ) -> Result<(), DriverError> {
-        self.0.write_at(lba, buf).map_err(|_| DriverError::Io)
-    }
-    fn flush(&mut self) -> Result<(), DriverError> {
-        Ok(())
-    }
-}
-
-struct Kernel {
-    driver: RaidDriver,
-    disks: BTreeMap<u32, RamDriver>,
-    replies: BTreeMap<u64, Message>,
-    next_sequence: u64,
-}
-
-impl Kernel {
-    fn new() -> Self {
-        Kernel {
-            driver: RaidDriver::new(Executor::new()),
-            disks: BTreeMap::new(),
-            replies: BTreeMap::new(),
-            next_sequence: 1,
-        }
-    }
-
-    fn pump(&mut self) {
-        loop {
-            self.driver.poll();
-            let out = self.driver.take_outgoing();
-            if out.is_empty() {
-                break;
-            }
-            for frame in out {
-                match frame.message {
-                    Message::IoRequest(req) => {
-                        let response = match self.disks.get_mut(&req.device_id) {
-                            Some(disk) => serve_io(disk, &req),
-                            None => IoResponse::err(DriverError::NotFound),
-                        };
-                        let bytes = encode(&Frame {
-                            sequence: frame.sequence,
-                            message: Message::IoResponse(response),
-                        })
-                        .unwrap();
-                        assert_eq!(self.driver.handle_bytes(&bytes), bytes.len());
-                    }
-                    other => {
-                        self.replies.insert(frame.sequence, other);
-                    }
-                }
-            }
-        }
-    }
-
-    fn send(&mut self, message: Message) -> Message {
-        let sequence = self.next_sequence;
-        self.next_sequence += 1;
-        let bytes = encode(&Frame { sequence, message }).unwrap();
-        assert_eq!(self.driver.handle_bytes(&bytes), bytes.len());
-        self.pump();
-        self.replies
-            .remove(&sequence)
-            .unwrap_or_else(|| panic!("no reply to request {sequence}"))
-    }
-
-    fn plug(&mut self, id: u32, disk: &Rc<MemoryDisk>) {
-        self.disks.insert(id, RamDriver(disk.clone()));
-        let info =
-            DeviceInfo::block(id, &format!("ram{id}"), 512, disk.capacity_sectors()).unwrap();
-        let reply = self.send(Message::Hotplug {
-            event: HotplugEvent::Added,
-            device: info,
-        });
-        assert_eq!(reply, Message::Ack);
-    }
-
-    fn io(&mut self, request: IoRequest) -> IoResponse {
-        match self.send(Message::IoRequest(request)) {
-            Message::IoResponse(r) => r,
-            other => panic!("expected an IoResponse, got {other:?}"),
-        }
-    }
-
-    fn status(&mut self) -> manage::StatusReport {
-        match self.send(Message::ManagementRequest(ManagementRequest {
-            opcode: manage::OP_STATUS,
-            payload: Vec::new(),
-        })) {
-            Message::ManagementResponse(r) => {
-                assert_eq!(r.status, Ok(()));
-                serde_json::from_slice(&r.payload).unwrap()
-            }
-            other => panic!("expected a ManagementResponse, got {other:?}"),
-        }
-    }
-
-    fn id_of(&self, name: &str) -> u32 {
-        self.driver
-            .arrays()
-            .find(name)
-            .unwrap_or_else(|| panic!("no array {name}"))
-            .0
-    }
-}
+#[path = "common/kernel.rs"]
+mod kernel;
+use kernel::Kernel;
 
 /// Member disks holding a clean nested array named `stack`.
 fn make_stack(level: u32, groups: usize, per_group: usize) -> Vec<Rc<MemoryDisk>> {
@@ -227,10 +102,7 @@ fn raid50_discovered_from_hotplugged_disks_serves_only_the_outer_array() {
     let r = k.io(IoRequest::read(g0, 0, 1));
     assert_eq!(r.status, Err(DriverError::NotFound));
 
-    let reply = k.send(Message::Shutdown {
-        reason: ShutdownReason::PowerOff,
-    });
-    assert_eq!(reply, Message::Ack);
+    k.shutdown();
     for (i, d) in disks.iter().enumerate() {
         let sb = superblock_at(d, 8);
         assert!(sb.is_clean(), "member {i} clean");
@@ -270,12 +142,7 @@ fn raid60_with_two_members_missing_per_group_starts_at_init() {
             .status,
         Ok(())
     );
-    assert_eq!(
-        k.send(Message::Shutdown {
-            reason: ShutdownReason::PowerOff
-        }),
-        Message::Ack
-    );
+    k.shutdown();
 
     // Second boot: members 1, 2 of group 0 and 4, 7 of group 1 are gone.
     let mut k = Kernel::new();

@@ -11,6 +11,8 @@ use orion_raid::metadata::Superblock;
 use orion_raid::metadata::extension::{EXTENSION_BYTES, extension_sector};
 
 mod common;
+#[path = "common/kernel.rs"]
+mod kernel;
 use common::{Server, have, ok, qemu_io, raid, text_of};
 
 fn test_dir(name: &str) -> std::path::PathBuf {
@@ -272,195 +274,40 @@ fn a_corrupt_record_gives_defaults_and_the_array_starts() {
 // after a driver restart (a new driver over the same disks) the settings and the pool are
 // back.
 mod driver {
-    use std::collections::BTreeMap;
     use std::rc::Rc;
 
-    use orion_driver::{
-        BlockDriver, DeviceInfo, DriverError, Frame, HotplugEvent, IoResponse, Message,
-        ShutdownReason, encode, serve_io,
-    };
     use orion_raid::array::Health;
-    use orion_raid::array::assemble::{CreateOptions, create};
-    use orion_raid::block::BlockDevice;
-    use orion_raid::driver::{ARRAY_ID_BASE, RaidDriver};
-    use orion_raid::executor::Executor;
+    use orion_raid::driver::ARRAY_ID_BASE;
     use orion_raid::manage::{OP_ADD, OP_FAIL, OP_SET};
     use orion_raid::metadata::Level;
     use orion_raid::platform::memory::MemoryDisk;
 
-    struct RamDriver(Rc<MemoryDisk>);
-
-    impl BlockDriver for RamDriver {
-        fn block_size(&self) -> u32 {
-            512
-        }
-        fn capacity_blocks(&self) -> u64 {
-            self.0.capacity_sectors()
-        }
-        fn read_blocks(
-            &mut self,
-            lba: u64,
-            _count: u32,
-            buf: &mut [u8],
-        ) -> Result<(), DriverError> {
-            self.0.read_at(lba, buf).map_err(|_| DriverError::Io)
-        }
-        fn write_blocks(
-            &mut self,
-            lba: u64,
-            _count: u32,
-            buf: &[u8],
-            _fua: bool,
-        ) -> Result<(), DriverError> {
-            self.0.write_at(lba, buf).map_err(|_| DriverError::Io)
-        }
-        fn flush(&mut self) -> Result<(), DriverError> {
-            Ok(())
-        }
-    }
-
-    struct Kernel {
-        driver: RaidDriver,
-        disks: BTreeMap<u32, RamDriver>,
-        replies: BTreeMap<u64, Message>,
-    }
-
-    impl Kernel {
-        fn pump(&mut self) {
-            loop {
-                self.driver.poll();
-                let out = self.driver.take_outgoing();
-                if out.is_empty() {
-                    break;
-                }
-                for frame in out {
-                    match frame.message {
-                        Message::IoRequest(req) => {
-                            let response = match self.disks.get_mut(&req.device_id) {
-                                Some(disk) => serve_io(disk, &req),
-                                None => IoResponse::err(DriverError::NotFound),
-                            };
-                            let bytes = encode(&Frame {
-                                sequence: frame.sequence,
-                                message: Message::IoResponse(response),
-                            })
-                            .unwrap();
-                            assert_eq!(self.driver.handle_bytes(&bytes), bytes.len());
-                        }
-                        other => {
-                            self.replies.insert(frame.sequence, other);
-                        }
-                    }
-                }
-            }
-        }
-
-        fn send(&mut self, sequence: u64, message: Message) -> Message {
-            let bytes = encode(&Frame { sequence, message }).unwrap();
-            assert_eq!(self.driver.handle_bytes(&bytes), bytes.len());
-            self.pump();
-            self.replies
-                .remove(&sequence)
-                .unwrap_or_else(|| panic!("no reply to request {sequence}"))
-        }
-
-        fn manage(&mut self, sequence: u64, opcode: u16, payload: serde_json::Value) {
-            let reply = self.send(
-                sequence,
-                Message::ManagementRequest(orion_driver::ManagementRequest {
-                    opcode,
-                    payload: serde_json::to_vec(&payload).unwrap(),
-                }),
-            );
-            assert!(
-                matches!(&reply, Message::ManagementResponse(r) if r.status.is_ok()),
-                "{reply:?}"
-            );
-        }
-    }
-
-    fn boot(disks: &[Rc<MemoryDisk>]) -> Kernel {
-        let mut k = Kernel {
-            driver: RaidDriver::new(Executor::new()),
-            disks: BTreeMap::new(),
-            replies: BTreeMap::new(),
-        };
-        for (i, d) in disks.iter().enumerate() {
-            let id = 100 + i as u32;
-            k.disks.insert(id, RamDriver(d.clone()));
-            let info =
-                DeviceInfo::block(id, &format!("ram{i}"), 512, d.capacity_sectors()).unwrap();
-            let reply = k.send(
-                i as u64 + 1,
-                Message::Hotplug {
-                    event: HotplugEvent::Added,
-                    device: info,
-                },
-            );
-            assert_eq!(reply, Message::Ack);
-        }
-        k
-    }
-
-    fn shutdown(k: &mut Kernel) {
-        let reply = k.send(
-            999,
-            Message::Shutdown {
-                reason: ShutdownReason::PowerOff,
-            },
-        );
-        assert_eq!(reply, Message::Ack);
-    }
+    use crate::kernel::{Kernel, create_clean};
 
     #[test]
     fn settings_and_pool_survive_a_driver_restart() {
-        let exec = Executor::new();
         let disks: Vec<Rc<MemoryDisk>> = (0..4)
             .map(|_| Rc::new(MemoryDisk::new(32 * 2048)))
             .collect();
-        let members: Vec<(String, Rc<dyn BlockDevice>)> = disks[..3]
-            .iter()
-            .enumerate()
-            .map(|(i, d)| (format!("d{i}"), d.clone() as Rc<dyn BlockDevice>))
-            .collect();
-        let opts = CreateOptions {
-            level: Level::Raid5,
-            layout: None,
-            chunk_sectors: 128,
-            name: "boot".into(),
-            uuid: [7; 16],
-            time_s: 1_700_000_000,
-            entropy: 1,
-            assume_clean: true,
-        };
-        let e = exec.clone();
-        exec.block_on(async move {
-            let array = create(&e, members, &opts).await.unwrap();
-            array.mark_clean().await.unwrap();
-        })
-        .unwrap();
+        create_clean(Level::Raid5, None, &disks[..3]);
 
         // First boot: the blank fourth disk is free; give it to the pool, set policies.
-        let mut k = boot(&disks);
-        k.manage(10, OP_ADD, serde_json::json!({"member": "disk103"}));
-        for (i, (key, value)) in [
+        let mut k = Kernel::boot(&disks);
+        k.manage_ok(OP_ADD, serde_json::json!({"member": "disk103"}));
+        for (key, value) in [
             ("spare_policy", "shared"),
             ("rebuild_priority", "low"),
             ("stripe_cache", "4M"),
-        ]
-        .into_iter()
-        .enumerate()
-        {
-            k.manage(
-                11 + i as u64,
+        ] {
+            k.manage_ok(
                 OP_SET,
                 serde_json::json!({"name": "boot", "key": key, "value": value}),
             );
         }
-        shutdown(&mut k);
+        k.shutdown();
 
         // Second boot: the pool spare is recognised, the policies are back.
-        let mut k = boot(&disks);
+        let mut k = Kernel::boot(&disks);
         assert_eq!(k.driver.disks().pool().len(), 1, "the pool spare is back");
         let array = k.driver.arrays().get(ARRAY_ID_BASE).unwrap().clone();
         assert_eq!(array.slots().len(), 3);
@@ -475,8 +322,7 @@ mod driver {
                 "{key}: {settings:?}"
             );
         }
-        k.manage(
-            20,
+        k.manage_ok(
             OP_FAIL,
             serde_json::json!({"name": "boot", "member": "disk101"}),
         );
