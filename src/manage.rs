@@ -177,6 +177,16 @@ pub struct ArrayStatus {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StatusReport {
     pub arrays: Vec<ArrayStatus>,
+    /// The shared spare pool (devices no array owns yet, any array may draw from).
+    #[serde(default)]
+    pub pool: Vec<PoolSpare>,
+}
+
+/// One spare of the shared pool, as `status` reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoolSpare {
+    pub path: String,
+    pub size_bytes: u64,
 }
 
 /// Counters of one member, for `detail`.

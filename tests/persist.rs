@@ -22,10 +22,23 @@ fn test_dir(name: &str) -> std::path::PathBuf {
     dir
 }
 
-fn status(dir: &Path) -> serde_json::Value {
+fn status_all(dir: &Path) -> serde_json::Value {
     let text = ok(&raid(&["status", "--json", "--control", "ctl.sock"], dir));
-    let v: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
-    v["arrays"][0].clone()
+    serde_json::from_str(text.trim()).unwrap()
+}
+
+fn status(dir: &Path) -> serde_json::Value {
+    status_all(dir)["arrays"][0].clone()
+}
+
+/// Paths of the shared spare pool, as `raid status --json` lists them.
+fn pool_paths(dir: &Path) -> Vec<String> {
+    status_all(dir)["pool"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["path"].as_str().unwrap().to_string())
+        .collect()
 }
 
 fn detail(dir: &Path, name: &str) -> serde_json::Value {
@@ -137,6 +150,13 @@ fn settings_and_pool_spares_survive_a_restart() {
     assert_eq!(setting(&d, "stripe_cache"), "32M", "{d}");
     // p.img came back as a pool spare, not as a member: a failure draws it.
     assert_eq!(status(&dir)["members"].as_array().unwrap().len(), 4);
+    let pool = pool_paths(&dir);
+    assert!(
+        pool.len() == 1 && pool[0].ends_with("p.img"),
+        "pool after restart: {pool:?}"
+    );
+    let text = ok(&raid(&["status", "--control", "ctl.sock"], &dir));
+    assert!(text.contains("spare pool : "), "{text}");
     ok(&raid(
         &["fail", "a", "m1.img", "--control", "ctl.sock"],
         &dir,
@@ -148,6 +168,7 @@ fn settings_and_pool_spares_survive_a_restart() {
                 .as_str()
                 .is_some_and(|p| p.ends_with("p.img"))
     });
+    assert!(pool_paths(&dir).is_empty(), "the spare left the pool");
     server.stop();
     let _ = std::fs::remove_dir_all(&dir);
 }

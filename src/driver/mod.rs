@@ -762,6 +762,16 @@ impl RaidDriver {
                         .iter()
                         .map(|(id, a)| self.arrays.borrow().status(id, a))
                         .collect(),
+                    pool: self
+                        .disks
+                        .borrow()
+                        .pool()
+                        .into_iter()
+                        .map(|(path, sectors)| manage::PoolSpare {
+                            path,
+                            size_bytes: sectors * SECTOR_BYTES as u64,
+                        })
+                        .collect(),
                 };
                 Some(respond(Ok(to_json(&report))))
             }

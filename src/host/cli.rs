@@ -967,6 +967,14 @@ pub fn render_status(report: &manage::StatusReport) -> String {
     if report.arrays.is_empty() {
         s.push_str("no arrays\n");
     }
+    if !report.pool.is_empty() {
+        let spares: Vec<String> = report
+            .pool
+            .iter()
+            .map(|p| format!("{}({})", p.path, format_size(p.size_bytes)))
+            .collect();
+        let _ = writeln!(s, "spare pool : {}\n", spares.join(" "));
+    }
     for a in &report.arrays {
         let members: Vec<String> = a
             .members
@@ -1609,8 +1617,13 @@ mod tests {
                 needs_resync: false,
                 parent: None,
             }],
+            pool: vec![manage::PoolSpare {
+                path: "s.img".into(),
+                size_bytes: 1 << 30,
+            }],
         };
         let text = render_status(&report);
+        assert!(text.starts_with("spare pool : s.img(1.00 GiB)\n"), "{text}");
         assert!(
             text.contains("a : degraded raid1 x.img[0] (missing)[1]"),
             "{text}"
@@ -1725,6 +1738,7 @@ mod tests {
                 array("big", "raid50", vec![member("big-g0", 0)], None),
                 array("big-g0", "raid5", vec![member("a.img", 0)], Some("big")),
             ],
+            pool: vec![],
         };
         let text = render_status(&report);
         assert!(text.contains("big : optimal raid50 big-g0[0]"), "{text}");
