@@ -315,6 +315,18 @@ impl Array {
         }
     }
 
+    /// Drops the checkpoint of an interrupted check or repair that has not resumed (a user's
+    /// cancel) and records that on the members at once, so it does not come back at the next
+    /// start. Whether there was one; a running scrub is left alone (`cancel_scrub`).
+    pub async fn forget_scrub_checkpoint(&self) -> Result<bool, ArrayError> {
+        if self.scrub_running() || self.scrub_checkpoint().is_none() {
+            return Ok(false);
+        }
+        self.set_scrub_checkpoint(None);
+        self.persist_settings().await?;
+        Ok(true)
+    }
+
     /// Writes the extension record (and superblocks) now, e.g. after `raid set`.
     pub async fn persist_settings(&self) -> Result<(), ArrayError> {
         self.update_superblocks(|_| {}).await

@@ -288,6 +288,43 @@ fn a_stopped_check_resumes_where_it_was() {
 }
 
 #[test]
+fn a_pending_check_cancelled_before_it_resumes_stays_cancelled() {
+    let r = mirror_with_mismatches(&[1]);
+    r.array.start_scrub(ScrubMode::Check).expect("check starts");
+    let a = r.array.clone();
+    let e = r.exec.clone();
+    r.exec
+        .block_on(async move {
+            while done_sectors(&a) < 4096 {
+                e.sleep(1_000_000).await;
+            }
+        })
+        .unwrap();
+    stop(&r.exec, &r.array);
+    let (exec, again) = reassemble(&r.mem);
+    assert!(again.scrub_checkpoint().is_some(), "interrupted: pending");
+    // Cancelled before its jobs start (as when it cannot resume yet).
+    let a = again.clone();
+    let forgot = exec
+        .block_on(async move { a.forget_scrub_checkpoint().await })
+        .unwrap()
+        .expect("recorded");
+    assert!(forgot);
+    stop(&exec, &again);
+    let (exec, third) = reassemble(&r.mem);
+    assert_eq!(third.scrub_checkpoint(), None, "the cancel was recorded");
+    third.start_jobs();
+    exec.run_until_stalled();
+    assert!(third.job().is_none());
+    let a = third.clone();
+    let forgot = exec
+        .block_on(async move { a.forget_scrub_checkpoint().await })
+        .unwrap()
+        .expect("nothing to write");
+    assert!(!forgot, "nothing pending");
+}
+
+#[test]
 fn a_cancelled_check_does_not_resume() {
     let r = mirror_with_mismatches(&[1]);
     r.array.start_scrub(ScrubMode::Check).expect("check starts");

@@ -422,13 +422,12 @@ impl Array {
     }
 
     /// Asks a running scrub to stop after the region it is on, forgetting its position.
-    /// Returns whether one runs. A checkpoint left by an interrupted scrub is dropped too.
+    /// Returns whether one runs. (A checkpoint of an interrupted scrub that has not resumed
+    /// is dropped with `set_scrub_checkpoint(None)` and a superblock update.)
     pub fn cancel_scrub(&self) -> bool {
         let running = self.scrub_running();
         if running {
             self.scrub.cancel.set(true);
-        } else {
-            self.scrub.checkpoint.set(None);
         }
         running
     }
@@ -458,7 +457,7 @@ impl Array {
             .map_or(0, |r| r.mismatched_sectors)
     }
 
-    fn scrub_running(&self) -> bool {
+    pub(super) fn scrub_running(&self) -> bool {
         self.scrub
             .report
             .borrow()

@@ -434,6 +434,24 @@ impl RaidDriver {
         self.disks.borrow_mut().add_pool_spare(name, dev)
     }
 
+    /// `raid check --cancel`: stops a running check or repair, or drops the checkpoint of one
+    /// that was interrupted and has not resumed yet. Whether there was anything to cancel.
+    fn cancel_scrub_of(&self, array: &Rc<Array>) -> bool {
+        if array.cancel_scrub() {
+            return true;
+        }
+        if array.scrub_checkpoint().is_none() {
+            return false;
+        }
+        let a = array.clone();
+        self.exec.spawn_detached(async move {
+            if let Err(e) = a.forget_scrub_checkpoint().await {
+                log::warn!("{}: recording the cancelled check: {e}", a.name());
+            }
+        });
+        true
+    }
+
     /// Records that the kernel disk `name` (if it is one) now serves `array`.
     fn claim_disk(&self, name: &str, array: &Rc<Array>) {
         let id = self
@@ -905,19 +923,22 @@ impl RaidDriver {
                 Some(respond(named(&request.payload).and_then(|(id, a)| {
                     let groups = self.arrays.borrow().groups_of(id);
                     let cancelled = if groups.is_empty() {
-                        a.cancel_scrub()
+                        self.cancel_scrub_of(&a)
                     } else {
                         // Every group, not just up to the first that runs.
                         groups
                             .iter()
-                            .fold(false, |any, (_, g)| g.cancel_scrub() || any)
+                            .fold(false, |any, (_, g)| self.cancel_scrub_of(g) || any)
                     };
                     if cancelled {
                         Ok(to_json(&self.arrays.borrow().scrub_report(id)))
                     } else {
                         Err((
                             DriverError::NotFound,
-                            alloc::format!("{}: no check or repair is running", a.name()),
+                            alloc::format!(
+                                "{}: no check or repair is running or pending",
+                                a.name()
+                            ),
                         ))
                     }
                 })))
