@@ -14,7 +14,7 @@ use super::{Array, ArrayError, Member, MemberState, ReadPolicy, SUPERBLOCK_SECTO
 use crate::block::{BlockDevice, Bytes, IoError};
 use crate::metadata::extension::{
     EXTENSION_BYTES, ExtensionError, ExtensionRecord, POOL_LABEL_SECTOR, ScrubCheckpoint,
-    StoredSettings, extension_sector,
+    StoredRegions, StoredSettings, extension_sector,
 };
 use crate::metadata::{SUPERBLOCK_BYTES, Superblock, format_uuid};
 
@@ -243,6 +243,7 @@ impl Array {
             events,
             settings: self.stored_settings(),
             scrub: self.scrub_checkpoint(),
+            scrub_regions: self.scrub_checkpoint_regions(),
         }
     }
 
@@ -262,7 +263,8 @@ impl Array {
         let Some(uuid) = members.first().map(|m| m.superblock().array_uuid) else {
             return;
         };
-        let mut freshest: Option<(u64, StoredSettings, Option<ScrubCheckpoint>)> = None;
+        type Fresh = (u64, StoredSettings, Option<ScrubCheckpoint>, StoredRegions);
+        let mut freshest: Option<Fresh> = None;
         let mut corrupt = 0usize;
         for m in &members {
             let sb = m.superblock();
@@ -272,9 +274,10 @@ impl Array {
                     events,
                     settings,
                     scrub,
+                    scrub_regions,
                 }) if array_uuid == uuid => {
-                    if freshest.as_ref().is_none_or(|(e, _, _)| events > *e) {
-                        freshest = Some((events, settings, scrub));
+                    if freshest.as_ref().is_none_or(|f| events > f.0) {
+                        freshest = Some((events, settings, scrub, scrub_regions));
                     }
                 }
                 Ok(ExtensionRecord::Array { array_uuid, .. }) => {
@@ -299,13 +302,13 @@ impl Array {
             }
         }
         match freshest {
-            Some((events, settings, scrub)) => {
+            Some((events, settings, scrub, regions)) => {
                 log::info!(
                     "{}: settings restored (record of events {events})",
                     self.name
                 );
                 self.apply_stored_settings(&settings);
-                self.set_scrub_checkpoint(scrub);
+                self.set_scrub_checkpoint(scrub, regions);
             }
             None if corrupt > 0 => log::warn!(
                 "{}: no valid Orion extension record on any member: default settings",
@@ -322,7 +325,7 @@ impl Array {
         if self.scrub_running() || self.scrub_checkpoint().is_none() {
             return Ok(false);
         }
-        self.set_scrub_checkpoint(None);
+        self.set_scrub_checkpoint(None, StoredRegions::default());
         self.persist_settings().await?;
         Ok(true)
     }

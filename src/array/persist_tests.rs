@@ -272,6 +272,14 @@ fn a_stopped_check_resumes_where_it_was() {
         8 * bad.len() as u64,
         "{report:?}"
     );
+    // Every bad unit is listed once, those found before the stop included.
+    let data_units: Vec<u64> = report
+        .bad_regions
+        .iter()
+        .map(|b| b.array_sector / 8)
+        .collect();
+    assert_eq!(data_units, bad.to_vec(), "{report:?}");
+    assert_eq!(report.bad_regions_omitted, 0);
     assert_eq!(report.checked_sectors, total);
     assert_eq!(
         again.scrub_checkpoint(),

@@ -30,7 +30,9 @@ use super::{Array, Member, MemberState};
 use crate::block::{Bytes, IoError, SECTOR_BYTES};
 use crate::executor::{AsyncMutex, join_all};
 use crate::layout::{ArrayLayout, Extent, Raid5Layout};
-use crate::metadata::extension::ScrubCheckpoint;
+use crate::metadata::extension::{
+    STORED_REGIONS_MAX, ScrubCheckpoint, StoredBadRegion, StoredRegions, StoredWrongMember,
+};
 use crate::monitor::events::Event;
 use crate::parity::locate::{Culprit, locate};
 
@@ -268,6 +270,25 @@ impl fmt::Display for ScrubError {
     }
 }
 
+/// A listed bad region as the extension record stores it.
+fn region_to_stored(r: &BadRegion) -> StoredBadRegion {
+    StoredBadRegion {
+        stripe: r.stripe,
+        array_sector: r.array_sector,
+        member_sector: r.member_sector,
+        sectors: r.sectors,
+        wrong: r.wrong.as_ref().map(|w| StoredWrongMember {
+            slot: w.slot.min(u16::MAX as usize - 1) as u16,
+            block: match w.block {
+                BlockKind::Data => 0,
+                BlockKind::P => 1,
+                BlockKind::Q => 2,
+            },
+            syndrome_slot: w.syndrome_slot,
+        }),
+    }
+}
+
 /// Scrub state kept in the array.
 pub(super) struct ScrubState {
     report: RefCell<Option<ScrubReport>>,
@@ -277,6 +298,9 @@ pub(super) struct ScrubState {
     /// Where an interrupted scrub resumes: recorded in the extension record with every
     /// superblock update, so a stop or a crash resumes there (see `persist.rs`).
     checkpoint: Cell<Option<ScrubCheckpoint>>,
+    /// The bad regions the scrub had listed when `checkpoint` was taken: a resumed scrub
+    /// reports them too.
+    checkpoint_regions: RefCell<StoredRegions>,
     /// Set by `stop_scrub`: the scrub ends keeping its checkpoint (a user's cancel clears it).
     stopping: Cell<bool>,
 }
@@ -288,6 +312,7 @@ impl ScrubState {
             cancel: Cell::new(false),
             running: AsyncMutex::new(()),
             checkpoint: Cell::new(None),
+            checkpoint_regions: RefCell::new(StoredRegions::default()),
             stopping: Cell::new(false),
         }
     }
@@ -415,10 +440,20 @@ impl Array {
         self.scrub.checkpoint.get()
     }
 
-    /// Sets (at assembly) or clears the scrub checkpoint; written with the next superblock
-    /// update.
-    pub fn set_scrub_checkpoint(&self, checkpoint: Option<ScrubCheckpoint>) {
+    /// The bad regions listed before the checkpoint, as the extension record stores them.
+    pub fn scrub_checkpoint_regions(&self) -> StoredRegions {
+        self.scrub.checkpoint_regions.borrow().clone()
+    }
+
+    /// Sets (at assembly) or clears the scrub checkpoint and the bad regions found before
+    /// it; written with the next superblock update.
+    pub fn set_scrub_checkpoint(
+        &self,
+        checkpoint: Option<ScrubCheckpoint>,
+        regions: StoredRegions,
+    ) {
         self.scrub.checkpoint.set(checkpoint);
+        *self.scrub.checkpoint_regions.borrow_mut() = regions;
     }
 
     /// Asks a running scrub to stop after the region it is on, forgetting its position.
@@ -528,6 +563,16 @@ impl Array {
             report.mismatched_sectors = c.mismatched_sectors;
             report.repaired_sectors = c.repaired_sectors;
             report.read_errors_corrected = c.read_errors_corrected;
+            let stored = self.scrub.checkpoint_regions.borrow();
+            report.bad_regions = stored
+                .listed
+                .iter()
+                .take(BAD_REGIONS_KEPT)
+                .map(|r| self.region_from_stored(r))
+                .collect();
+            report.bad_regions_omitted = stored.omitted;
+        } else {
+            *self.scrub.checkpoint_regions.borrow_mut() = StoredRegions::default();
         }
         *self.scrub.report.borrow_mut() = Some(report);
         // A fresh scrub replaces an old position; a resumed one keeps it until its first
@@ -557,6 +602,52 @@ impl Array {
     fn note(&self, f: impl FnOnce(&mut ScrubReport)) {
         if let Some(r) = self.scrub.report.borrow_mut().as_mut() {
             f(r);
+        }
+    }
+
+    /// Takes the checkpoint of a scrub that has done everything below `cursor_sectors`,
+    /// with the bad regions it has listed so far (all below the cursor).
+    fn take_checkpoint(&self, mode: ScrubMode, cursor_sectors: u64) {
+        let checkpoint = self.checkpoint_at(mode, cursor_sectors);
+        let regions = self
+            .scrub_report()
+            .map(|r| StoredRegions {
+                listed: r
+                    .bad_regions
+                    .iter()
+                    .take(STORED_REGIONS_MAX)
+                    .map(region_to_stored)
+                    .collect(),
+                omitted: r.bad_regions_omitted,
+            })
+            .unwrap_or_default();
+        self.set_scrub_checkpoint(checkpoint, regions);
+    }
+
+    /// A stored bad region as the report lists it; the wrong member's name is its slot's
+    /// current one.
+    fn region_from_stored(&self, r: &StoredBadRegion) -> BadRegion {
+        BadRegion {
+            stripe: r.stripe,
+            array_sector: r.array_sector,
+            member_sector: r.member_sector,
+            sectors: r.sectors,
+            wrong: r.wrong.map(|w| WrongMember {
+                slot: w.slot as usize,
+                name: self
+                    .slots
+                    .borrow()
+                    .get(w.slot as usize)
+                    .and_then(|m| m.as_ref().map(|m| m.name.clone()))
+                    .unwrap_or_default(),
+                block: match w.block {
+                    0 => BlockKind::Data,
+                    1 => BlockKind::P,
+                    _ => BlockKind::Q,
+                },
+                syndrome_slot: w.syndrome_slot,
+            }),
+            group: None,
         }
     }
 
@@ -630,7 +721,7 @@ impl Array {
             regions_since_checkpoint += 1;
             if regions_since_checkpoint >= self.policy.get().checkpoint_regions && sector < total {
                 regions_since_checkpoint = 0;
-                self.scrub.checkpoint.set(self.checkpoint_at(mode, sector));
+                self.take_checkpoint(mode, sector);
                 if let Err(e) = self.update_superblocks(|_| {}).await {
                     log::warn!("{}: scrub checkpoint not recorded: {e}", self.name);
                 }
@@ -641,7 +732,7 @@ impl Array {
         if self.scrub.stopping.get() && outcome == ScrubOutcome::Cancelled {
             // Stopped with the array: resumes here at the next start (written by the
             // superblock update that marks the array clean).
-            self.scrub.checkpoint.set(self.checkpoint_at(mode, sector));
+            self.take_checkpoint(mode, sector);
         } else {
             self.scrub.checkpoint.set(None);
             if let Err(e) = self.update_superblocks(|_| {}).await {

@@ -60,6 +60,15 @@ const TAG_CHECKPOINT_REGIONS: u16 = 8;
 const TAG_STRIPE_CACHE: u16 = 9;
 const TAG_SCRUB: u16 = 16;
 const SCRUB_VALUE_BYTES: usize = 1 + 4 * 8;
+const TAG_SCRUB_REGIONS: u16 = 17;
+/// stripe, array sector, member sector, sectors (u64 each), wrong slot (u16), block kind,
+/// syndrome slot.
+const REGION_BYTES: usize = 4 * 8 + 2 + 1 + 1;
+/// The most bad regions a record keeps (a scrub report lists 64).
+pub const STORED_REGIONS_MAX: usize = 64;
+const NONE_U64: u64 = u64::MAX;
+const NONE_SLOT: u16 = u16::MAX;
+const NONE_SYNDROME: u8 = u8::MAX;
 
 /// The settings a record carries, as stored numbers (the array layer maps them onto its
 /// policy types). `None`: not recorded, the default applies.
@@ -90,6 +99,33 @@ pub struct ScrubCheckpoint {
     pub read_errors_corrected: u64,
 }
 
+/// A bad region an interrupted scrub had listed, so the resumed one reports it too.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StoredBadRegion {
+    pub stripe: Option<u64>,
+    pub array_sector: u64,
+    pub member_sector: u64,
+    pub sectors: u64,
+    pub wrong: Option<StoredWrongMember>,
+}
+
+/// The member a RAID6 scrub named as holding the wrong block.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StoredWrongMember {
+    pub slot: u16,
+    /// 0 data, 1 P, 2 Q.
+    pub block: u8,
+    pub syndrome_slot: Option<u8>,
+}
+
+/// The bad regions listed before a scrub's checkpoint, and how many more it had found.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StoredRegions {
+    /// At most [`STORED_REGIONS_MAX`], in array order.
+    pub listed: Vec<StoredBadRegion>,
+    pub omitted: u64,
+}
+
 /// What an extension block holds.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ExtensionRecord {
@@ -99,6 +135,8 @@ pub enum ExtensionRecord {
         events: u64,
         settings: StoredSettings,
         scrub: Option<ScrubCheckpoint>,
+        /// With a checkpoint: what the scrub had listed before it.
+        scrub_regions: StoredRegions,
     },
     /// A device given to the shared spare pool (it has no md superblock).
     PoolLabel,
@@ -187,6 +225,7 @@ impl ExtensionRecord {
                 events,
                 settings: s,
                 scrub,
+                scrub_regions,
             } => {
                 out[10..12].copy_from_slice(&KIND_ARRAY.to_le_bytes());
                 out[24..40].copy_from_slice(array_uuid);
@@ -231,6 +270,32 @@ impl ExtensionRecord {
                         v.extend_from_slice(&n.to_le_bytes());
                     }
                     e(TAG_SCRUB, &v);
+                    if !scrub_regions.listed.is_empty() || scrub_regions.omitted > 0 {
+                        let listed = &scrub_regions.listed
+                            [..scrub_regions.listed.len().min(STORED_REGIONS_MAX)];
+                        let mut v = Vec::with_capacity(8 + listed.len() * REGION_BYTES);
+                        v.extend_from_slice(&scrub_regions.omitted.to_le_bytes());
+                        for r in listed {
+                            for n in [
+                                r.stripe.unwrap_or(NONE_U64),
+                                r.array_sector,
+                                r.member_sector,
+                                r.sectors,
+                            ] {
+                                v.extend_from_slice(&n.to_le_bytes());
+                            }
+                            let (slot, block, syndrome) = match r.wrong {
+                                Some(w) => {
+                                    (w.slot, w.block, w.syndrome_slot.unwrap_or(NONE_SYNDROME))
+                                }
+                                None => (NONE_SLOT, 0, NONE_SYNDROME),
+                            };
+                            v.extend_from_slice(&slot.to_le_bytes());
+                            v.push(block);
+                            v.push(syndrome);
+                        }
+                        e(TAG_SCRUB_REGIONS, &v);
+                    }
                 }
             }
         }
@@ -284,6 +349,7 @@ impl ExtensionRecord {
         let events = u64_at(block, 40);
         let mut s = StoredSettings::default();
         let mut scrub = None;
+        let mut scrub_regions = StoredRegions::default();
         let mut at = HEADER_BYTES;
         while at < length {
             if length - at < 4 {
@@ -344,16 +410,53 @@ impl ExtensionRecord {
                         read_errors_corrected: u64_at(value, 25),
                     });
                 }
+                TAG_SCRUB_REGIONS => {
+                    let count = len.checked_sub(8).ok_or(bad)? / REGION_BYTES;
+                    want(8 + count * REGION_BYTES)?;
+                    if count > STORED_REGIONS_MAX {
+                        return Err(bad);
+                    }
+                    scrub_regions.omitted = u64_at(value, 0);
+                    for i in 0..count {
+                        let r = &value[8 + i * REGION_BYTES..8 + (i + 1) * REGION_BYTES];
+                        let stripe = u64_at(r, 0);
+                        let slot = u16_at(r, 32);
+                        let wrong = if slot == NONE_SLOT {
+                            None
+                        } else {
+                            if r[34] > 2 {
+                                return Err(bad);
+                            }
+                            Some(StoredWrongMember {
+                                slot,
+                                block: r[34],
+                                syndrome_slot: (r[35] != NONE_SYNDROME).then_some(r[35]),
+                            })
+                        };
+                        scrub_regions.listed.push(StoredBadRegion {
+                            stripe: (stripe != NONE_U64).then_some(stripe),
+                            array_sector: u64_at(r, 8),
+                            member_sector: u64_at(r, 16),
+                            sectors: u64_at(r, 24),
+                            wrong,
+                        });
+                    }
+                }
                 // A newer writer's entry: skipped.
                 _ => {}
             }
             at += 4 + len;
+        }
+        if scrub.is_none() {
+            // Regions belong to a checkpoint; alone they mean nothing.
+            scrub_regions = StoredRegions::default();
         }
         Ok(ExtensionRecord::Array {
             array_uuid,
             events,
             settings: s,
             scrub,
+            scrub_regions,
         })
     }
 }
@@ -386,6 +489,29 @@ mod tests {
                 repaired_sectors: 0,
                 read_errors_corrected: 1,
             }),
+            scrub_regions: StoredRegions {
+                listed: vec![
+                    StoredBadRegion {
+                        stripe: Some(3),
+                        array_sector: 384,
+                        member_sector: 128,
+                        sectors: 8,
+                        wrong: Some(StoredWrongMember {
+                            slot: 4,
+                            block: 0,
+                            syndrome_slot: Some(2),
+                        }),
+                    },
+                    StoredBadRegion {
+                        stripe: None,
+                        array_sector: 9000,
+                        member_sector: 9000,
+                        sectors: 16,
+                        wrong: None,
+                    },
+                ],
+                omitted: 5,
+            },
         }
     }
 
@@ -421,8 +547,21 @@ mod tests {
             events: 0,
             settings: StoredSettings::default(),
             scrub: None,
+            scrub_regions: StoredRegions::default(),
         };
         assert_eq!(ExtensionRecord::decode(&empty.encode()), Ok(empty));
+        // A full list fits the block.
+        let mut full = sample();
+        if let ExtensionRecord::Array { scrub_regions, .. } = &mut full {
+            let first = scrub_regions.listed[0];
+            scrub_regions.listed = (0..STORED_REGIONS_MAX as u64)
+                .map(|i| StoredBadRegion {
+                    array_sector: i * 1024,
+                    ..first
+                })
+                .collect();
+        }
+        assert_eq!(ExtensionRecord::decode(&full.encode()), Ok(full));
     }
 
     #[test]
