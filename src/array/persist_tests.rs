@@ -198,6 +198,20 @@ fn done_sectors(array: &Array) -> u64 {
     job.done_sectors
 }
 
+/// Starts a scrub and runs (simulated time) until it has done `sectors`.
+fn scrub_until(r: &super::test_rig::FaultyArray, mode: ScrubMode, sectors: u64) {
+    r.array.start_scrub(mode).expect("the scrub starts");
+    let a = r.array.clone();
+    let e = r.exec.clone();
+    r.exec
+        .block_on(async move {
+            while done_sectors(&a) < sectors {
+                e.sleep(1_000_000).await;
+            }
+        })
+        .expect("the scrub gets there");
+}
+
 /// A RAID1 of two 16 MiB members with `bad` corrupted 4 KiB units spread over the array,
 /// its jobs paced at 1 MB/s (simulated time) so a scrub can be caught in the middle.
 fn mirror_with_mismatches(bad: &[u64]) -> super::test_rig::FaultyArray {
@@ -220,16 +234,7 @@ fn a_stopped_check_resumes_where_it_was() {
     let bad = [3u64, 300, 900, 1500, 2800, 3500];
     let r = mirror_with_mismatches(&bad);
     let total = r.array.capacity_sectors();
-    r.array.start_scrub(ScrubMode::Check).expect("check starts");
-    let a = r.array.clone();
-    let e = r.exec.clone();
-    r.exec
-        .block_on(async move {
-            while done_sectors(&a) < total / 2 {
-                e.sleep(1_000_000).await;
-            }
-        })
-        .expect("check reaches the middle");
+    scrub_until(&r, ScrubMode::Check, total / 2);
     let stopped_at = r.array.job().unwrap().done_sectors;
     assert!(stopped_at < total);
     stop(&r.exec, &r.array);
@@ -298,16 +303,7 @@ fn a_stopped_check_resumes_where_it_was() {
 #[test]
 fn a_pending_check_cancelled_before_it_resumes_stays_cancelled() {
     let r = mirror_with_mismatches(&[1]);
-    r.array.start_scrub(ScrubMode::Check).expect("check starts");
-    let a = r.array.clone();
-    let e = r.exec.clone();
-    r.exec
-        .block_on(async move {
-            while done_sectors(&a) < 4096 {
-                e.sleep(1_000_000).await;
-            }
-        })
-        .unwrap();
+    scrub_until(&r, ScrubMode::Check, 4096);
     stop(&r.exec, &r.array);
     let (exec, again) = reassemble(&r.mem);
     assert!(again.scrub_checkpoint().is_some(), "interrupted: pending");
@@ -335,14 +331,11 @@ fn a_pending_check_cancelled_before_it_resumes_stays_cancelled() {
 #[test]
 fn a_cancelled_check_does_not_resume() {
     let r = mirror_with_mismatches(&[1]);
-    r.array.start_scrub(ScrubMode::Check).expect("check starts");
+    scrub_until(&r, ScrubMode::Check, 4096);
     let a = r.array.clone();
     let e = r.exec.clone();
     r.exec
         .block_on(async move {
-            while done_sectors(&a) < 4096 {
-                e.sleep(1_000_000).await;
-            }
             a.cancel_scrub();
             while a.scrub_report().unwrap().outcome == ScrubOutcome::Running {
                 e.sleep(10_000).await;
@@ -364,18 +357,7 @@ fn a_checkpoint_is_written_while_the_check_runs() {
     let mut p = r.array.policy();
     p.checkpoint_regions = 2;
     r.array.set_policy(p);
-    r.array
-        .start_scrub(ScrubMode::Repair)
-        .expect("repair starts");
-    let a = r.array.clone();
-    let e = r.exec.clone();
-    r.exec
-        .block_on(async move {
-            while done_sectors(&a) < 5 * 2048 {
-                e.sleep(1_000_000).await;
-            }
-        })
-        .unwrap();
+    scrub_until(&r, ScrubMode::Repair, 5 * 2048);
     // A crash now: nothing more is written; the members say where the repair was.
     let sb = superblock_of(&r.mem[0]);
     let rec = r.exec.block_on({
