@@ -1,40 +1,10 @@
 //! The `raid` binary: `create` and `examine`, checked independently by Linux's `mdadm
 //! --examine`, and bad command lines.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
-fn raid(args: &[&str], dir: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_raid"))
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("run raid")
-}
-
-fn tempdir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("orion-cli-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-/// `mdadm` if installed; in CI its absence is a failure, elsewhere the check is skipped.
-fn mdadm() -> Option<&'static str> {
-    let found = Command::new("mdadm")
-        .arg("--version")
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    if found {
-        return Some("mdadm");
-    }
-    if std::env::var_os("CI").is_some() {
-        panic!("mdadm is not installed; .ci/run must install it");
-    }
-    eprintln!("notice: mdadm not installed, skipping the mdadm --examine cross-check");
-    None
-}
+mod common;
+use common::{raid, test_dir, tool};
 
 /// `Key : value` lines of mdadm's output.
 fn fields(text: &str) -> Vec<(String, String)> {
@@ -62,8 +32,8 @@ struct Case {
 }
 
 fn check_case(case: &Case) {
-    let dir = tempdir(&format!(
-        "{}-{}",
+    let dir = test_dir(&format!(
+        "cli-{}-{}",
         case.level,
         case.layout.unwrap_or("default")
     ));
@@ -88,7 +58,7 @@ fn check_case(case: &Case) {
     let ours = String::from_utf8_lossy(&out.stdout).to_string();
     assert_eq!(ours.matches("Checksum").count(), case.members);
 
-    let Some(mdadm) = mdadm() else { return };
+    let Some(mdadm) = tool("mdadm") else { return };
     let mut uuid = None;
     for (role, name) in names.iter().enumerate() {
         let out = Command::new(mdadm)
@@ -230,7 +200,7 @@ fn mdadm_examines_raid4_members() {
 
 #[test]
 fn wrong_arguments_exit_with_status_2_and_touch_nothing() {
-    let dir = tempdir("badargs");
+    let dir = test_dir("cli-badargs");
     for args in [
         vec!["create", "--level", "7", "--size", "8M", "a.img", "b.img"],
         vec![
@@ -265,7 +235,7 @@ fn wrong_arguments_exit_with_status_2_and_touch_nothing() {
 
 #[test]
 fn create_refuses_members_of_another_array_and_examine_rejects_corruption() {
-    let dir = tempdir("refuse");
+    let dir = test_dir("cli-refuse");
     let out = raid(
         &["create", "--level", "1", "--size", "16M", "a.img", "b.img"],
         &dir,

@@ -4,52 +4,12 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::mpsc::channel;
 use std::time::{Duration, Instant};
 
-fn raid(args: &[&str], dir: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_raid"))
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("run raid")
-}
-
-fn ok(out: &Output) -> String {
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "failed: {text}");
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// `qemu-io`, or `None` (skip) outside CI when it is not installed.
-fn have_qemu_io() -> bool {
-    let found = Command::new("sh")
-        .args(["-c", "command -v qemu-io"])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    if !found && std::env::var_os("CI").is_some() {
-        panic!("qemu-io is not installed; .ci/run must install it");
-    }
-    found
-}
-
-struct Server {
-    child: Child,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+mod common;
+use common::{Server, have, qemu_io, raid, stdout_ok, test_dir};
 
 /// A free TCP port on the loopback (free when asked; the server binds it right after).
 fn free_port() -> u16 {
@@ -91,27 +51,20 @@ fn json(text: &str) -> serde_json::Value {
 
 #[test]
 fn stats_metrics_and_events_of_a_live_server() {
-    if !have_qemu_io() {
-        eprintln!("notice: qemu-io not installed, skipping");
+    if !have("qemu-io") {
         return;
     }
-    let dir = std::env::temp_dir().join(format!("orion-monitor-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = test_dir("monitor");
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
-    let child = Command::new(env!("CARGO_BIN_EXE_raid"))
-        .args([
-            "serve",
+    let server = Server::start(
+        &dir,
+        &[
             "--create",
             "--level",
             "1",
             "-N",
             "mon",
-            "--nbd-socket",
-            "nbd.sock",
-            "--control",
-            "ctl.sock",
             "--metrics-listen",
             &listen,
             "--metrics-file",
@@ -120,48 +73,22 @@ fn stats_metrics_and_events_of_a_live_server() {
             "200ms",
             "mem:32M",
             "mem:32M",
-        ])
-        .current_dir(&dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start raid serve");
-    let server = Server { child };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !(dir.join("nbd.sock").exists() && dir.join("ctl.sock").exists()) {
-        assert!(Instant::now() < deadline, "raid serve did not come up");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+        ],
+    );
 
-    let uri = format!("nbd+unix:///?socket={}", dir.join("nbd.sock").display());
-    let out = Command::new("qemu-io")
-        .args([
-            "-f",
-            "raw",
-            "-c",
+    qemu_io(
+        &server.uri(""),
+        &[
             "write -P 0x11 0 64k",
-            "-c",
             "write -P 0x22 64k 64k",
-            "-c",
             "write -P 0x33 1M 64k",
-            "-c",
             "read -P 0x11 0 64k",
-            "-c",
             "read -P 0x33 1M 64k",
-            &uri,
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success()
-            && !String::from_utf8_lossy(&out.stdout).contains("Pattern verification failed"),
-        "qemu-io: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+        ],
     );
 
     // raid stats --json: the array and each mirror saw exactly the bytes written.
-    let stats = json(&ok(&raid(
+    let stats = json(&stdout_ok(&raid(
         &["stats", "--json", "--control", "ctl.sock"],
         &dir,
     )));
@@ -199,7 +126,7 @@ fn stats_metrics_and_events_of_a_live_server() {
         "a mirror read reads one copy"
     );
     // One array by name; an unknown name is refused.
-    let one = json(&ok(&raid(
+    let one = json(&stdout_ok(&raid(
         &["stats", "mon", "--json", "--control", "ctl.sock"],
         &dir,
     )));
@@ -209,7 +136,7 @@ fn stats_metrics_and_events_of_a_live_server() {
             .status
             .success()
     );
-    let text = ok(&raid(&["stats", "--control", "ctl.sock"], &dir));
+    let text = stdout_ok(&raid(&["stats", "--control", "ctl.sock"], &dir));
     assert!(text.contains("mon: optimal"), "{text}");
 
     // GET /metrics with a plain socket.
@@ -285,7 +212,7 @@ fn stats_metrics_and_events_of_a_live_server() {
     assert_eq!(first["event"]["type"], "array_started", "{first}");
     assert_eq!(first["array"], "mon");
     assert_eq!(first["seq"], 1);
-    ok(&raid(&["stop", "mon", "--control", "ctl.sock"], &dir));
+    stdout_ok(&raid(&["stop", "mon", "--control", "ctl.sock"], &dir));
     let deadline = Instant::now() + Duration::from_secs(20);
     let stopped = loop {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -304,7 +231,7 @@ fn stats_metrics_and_events_of_a_live_server() {
     let _ = monitor.wait();
 
     // After the stop the array is gone from the figures.
-    let stats = json(&ok(&raid(
+    let stats = json(&stdout_ok(&raid(
         &["stats", "--json", "--control", "ctl.sock"],
         &dir,
     )));

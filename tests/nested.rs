@@ -3,53 +3,11 @@
 //! `raid serve` with real NBD clients — stopped, served again, and served degraded.
 
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
+use std::process::Command;
 
 mod common;
-use common::Server;
-
-fn raid(args: &[&str], dir: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_raid"))
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("run raid")
-}
-
-fn tempdir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("orion-nested-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-/// A client program, or `None` (skip) outside CI when it is not installed.
-fn tool(name: &str) -> Option<&str> {
-    let found = Command::new("sh")
-        .args(["-c", &format!("command -v {name}")])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    if found {
-        Some(name)
-    } else if std::env::var_os("CI").is_some() {
-        panic!("{name} is not installed; .ci/run must install it");
-    } else {
-        eprintln!("notice: {name} not installed, skipping its part of the test");
-        None
-    }
-}
-
-fn ok(out: &Output) -> String {
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "failed: {text}");
-    text
-}
+use common::{Server, array_in, ok, qemu_io, raid, status_json, test_dir, tool};
 
 /// `Key : value` lines of mdadm's (or our) examine output.
 fn field(text: &str, key: &str) -> String {
@@ -146,7 +104,7 @@ fn check_layers(dir: &Path, name: &str, names: &[String], groups: usize, group_l
 
 #[test]
 fn create_raid50_and_raid60_and_examine_both_layers() {
-    let dir = tempdir("examine");
+    let dir = test_dir("nested-examine");
     let m50 = members("a", 6);
     create(&dir, "50", 2, "five", &m50);
     check_layers(&dir, "five", &m50, 2, "raid5");
@@ -158,7 +116,7 @@ fn create_raid50_and_raid60_and_examine_both_layers() {
 
 #[test]
 fn nested_create_refuses_bad_groupings_and_touches_nothing() {
-    let dir = tempdir("refuse");
+    let dir = test_dir("nested-refuse");
     let cases: &[(&[&str], &str)] = &[
         (&["--level", "50"], "needs --groups"),
         (
@@ -198,26 +156,6 @@ fn nested_create_refuses_bad_groupings_and_touches_nothing() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-/// `raid status --json` of the server serving in `dir`.
-fn status_json(dir: &Path) -> serde_json::Value {
-    let text = ok(&raid(&["status", "--json", "--control", "ctl.sock"], dir));
-    serde_json::from_str(text.trim()).unwrap()
-}
-
-fn qemu_io(uri: &str, cmds: &[&str]) -> String {
-    let mut args = vec!["-f", "raw"];
-    for c in cmds {
-        args.push("-c");
-        args.push(c);
-    }
-    args.push(uri);
-    let out = Command::new("qemu-io").args(&args).output().unwrap();
-    let text = ok(&out);
-    assert!(!text.contains("verification failed"), "{text}");
-    assert!(!text.contains("error"), "{text}");
-    text
-}
-
 /// Writes spanning chunks and both groups, at offsets that land in every group.
 const WRITES: &[&str] = &[
     "write -P 0xa5 0 1M",
@@ -232,18 +170,9 @@ const READS: &[&str] = &[
     "read -P 0xc3 150M 1500k",
 ];
 
-fn array<'a>(status: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
-    status["arrays"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|a| a["name"] == name)
-        .unwrap_or_else(|| panic!("no array {name} in {status}"))
-}
-
 #[test]
 fn serve_raid50_and_raid60_stop_serve_again_and_degraded() {
-    let dir = tempdir("serve");
+    let dir = test_dir("nested-serve");
     let m50 = members("f", 6);
     let m60 = members("s", 8);
     create(&dir, "50", 2, "r50", &m50);
@@ -253,13 +182,13 @@ fn serve_raid50_and_raid60_stop_serve_again_and_degraded() {
 
     let server = Server::start(&dir, &all);
     let status = status_json(&dir);
-    let outer = array(&status, "r50");
+    let outer = array_in(&status, "r50");
     assert_eq!(outer["level"], "raid50");
     assert_eq!(outer["state"], "optimal");
     assert!(outer.get("parent").is_none());
     assert_eq!(outer["members"][1]["path"], "r50-g1");
-    assert_eq!(array(&status, "r60")["level"], "raid60");
-    let g = array(&status, "r60-g1");
+    assert_eq!(array_in(&status, "r60")["level"], "raid60");
+    let g = array_in(&status, "r60-g1");
     assert_eq!(g["parent"], "r60");
     assert_eq!(g["level"], "raid6");
     assert_eq!(g["members"][3]["path"], "s7.img");
@@ -320,7 +249,7 @@ fn serve_raid50_and_raid60_stop_serve_again_and_degraded() {
     let server = Server::start(&dir, &degraded);
     let status = status_json(&dir);
     for name in ["r50", "r60", "r50-g0", "r50-g1", "r60-g0", "r60-g1"] {
-        assert_eq!(array(&status, name)["state"], "degraded", "{name}");
+        assert_eq!(array_in(&status, name)["state"], "degraded", "{name}");
     }
     if qemu {
         for export in ["r50", "r60"] {

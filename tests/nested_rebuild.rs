@@ -7,10 +7,13 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use orion_raid::metadata::{FeatureMap, Superblock};
+use orion_raid::metadata::FeatureMap;
 
 mod common;
-use common::{Server, have, ok, qemu_io, raid, text_of};
+use common::{
+    Server, array_status, have, member_cmd, ok, raid, superblock_of, text_of, verify_pieces,
+    write_pieces,
+};
 
 /// The data written: (offset, length, pattern byte); spans both groups of either level.
 const PIECES: &[(u64, u64, u8)] = &[
@@ -19,35 +22,6 @@ const PIECES: &[(u64, u64, u8)] = &[
     (12 << 20, 1 << 20, 0xc3),
     (40 << 20, 2 << 20, 0x5d),
 ];
-
-fn write_all(uri: &str, pieces: &[(u64, u64, u8)]) {
-    let cmds: Vec<String> = pieces
-        .iter()
-        .map(|(o, l, p)| format!("write -P {p:#x} {o} {l}"))
-        .collect();
-    qemu_io(uri, &cmds);
-}
-
-fn verify(uri: &str, pieces: &[(u64, u64, u8)]) {
-    let cmds: Vec<String> = pieces
-        .iter()
-        .map(|(o, l, p)| format!("read -P {p:#x} {o} {l}"))
-        .collect();
-    qemu_io(uri, &cmds);
-}
-
-/// The status document of the array named `name`.
-fn status(dir: &Path, name: &str) -> serde_json::Value {
-    let text = ok(&raid(&["status", "--json", "--control", "ctl.sock"], dir));
-    let v: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
-    v["arrays"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|a| a["name"] == name)
-        .cloned()
-        .unwrap_or_else(|| panic!("no array {name} in {v}"))
-}
 
 fn member_paths(a: &serde_json::Value) -> Vec<String> {
     a["members"]
@@ -64,7 +38,7 @@ fn wait_optimal(dir: &Path, groups: usize) {
     loop {
         let mut names = vec!["a".to_string()];
         names.extend((0..groups).map(|g| format!("a-g{g}")));
-        let arrays: Vec<serde_json::Value> = names.iter().map(|n| status(dir, n)).collect();
+        let arrays: Vec<serde_json::Value> = names.iter().map(|n| array_status(dir, n)).collect();
         if arrays
             .iter()
             .all(|a| a["state"] == "optimal" && a["job"].is_null())
@@ -79,15 +53,6 @@ fn wait_optimal(dir: &Path, groups: usize) {
     }
 }
 
-fn superblock_of(path: &Path) -> Superblock {
-    let bytes = std::fs::read(path).unwrap();
-    Superblock::decode(&bytes[4096..8192]).unwrap()
-}
-
-fn member_cmd(dir: &Path, cmd: &str, name: &str, member: &str) {
-    ok(&raid(&[cmd, name, member, "--control", "ctl.sock"], dir));
-}
-
 /// `raid check a --wait --json` over every group: finished, zero mismatches.
 fn check_clean(dir: &Path) {
     let text = ok(&raid(
@@ -98,7 +63,7 @@ fn check_clean(dir: &Path) {
     assert_eq!(r["outcome"], "finished", "{r}");
     assert_eq!(r["mismatched_sectors"], 0, "{r}");
     assert!(r["checked_sectors"].as_u64().unwrap() > 0, "{r}");
-    assert_eq!(status(dir, "a")["mismatches"], 0);
+    assert_eq!(array_status(dir, "a")["mismatches"], 0);
 }
 
 /// `level` 50 or 60 over 2 groups of `per_group` members; `tolerance` failures per group.
@@ -135,12 +100,12 @@ fn scenario(level: &str, per_group: usize, tolerance: usize) {
     }
     let server = Server::start(&dir, &members);
     let uri = server.uri("a");
-    write_all(&uri, PIECES);
+    write_pieces(&uri, PIECES);
     check_clean(&dir);
 
     // Fail up to the tolerance in every group, naming the outer array and the member.
     let groups: Vec<Vec<String>> = (0..GROUPS)
-        .map(|g| member_paths(&status(&dir, &format!("a-g{g}"))))
+        .map(|g| member_paths(&array_status(&dir, &format!("a-g{g}"))))
         .collect();
     for paths in &groups {
         for p in &paths[..tolerance] {
@@ -148,7 +113,7 @@ fn scenario(level: &str, per_group: usize, tolerance: usize) {
         }
     }
     for (g, paths) in groups.iter().enumerate() {
-        let s = status(&dir, &format!("a-g{g}"));
+        let s = array_status(&dir, &format!("a-g{g}"));
         assert_eq!(s["state"], "degraded", "{s}");
         for i in 0..tolerance {
             assert_eq!(s["members"][i]["state"], "faulty", "{s}");
@@ -166,8 +131,8 @@ fn scenario(level: &str, per_group: usize, tolerance: usize) {
         );
         assert!(!refused.status.success(), "failing past the tolerance");
     }
-    assert_eq!(status(&dir, "a")["state"], "degraded");
-    verify(&uri, PIECES);
+    assert_eq!(array_status(&dir, "a")["state"], "degraded");
+    verify_pieces(&uri, PIECES);
     // A member no group has: the error names the groups.
     let unknown = raid(&["fail", "a", "nope.img", "--control", "ctl.sock"], &dir);
     assert!(!unknown.status.success());
@@ -203,12 +168,12 @@ fn scenario(level: &str, per_group: usize, tolerance: usize) {
     }
     wait_optimal(&dir, GROUPS);
     for (g, spares) in spares[..GROUPS * tolerance].chunks(tolerance).enumerate() {
-        let paths = member_paths(&status(&dir, &format!("a-g{g}")));
+        let paths = member_paths(&array_status(&dir, &format!("a-g{g}")));
         for s in spares {
             assert!(paths.iter().any(|p| p.ends_with(s.as_str())), "{paths:?}");
         }
     }
-    verify(&uri, PIECES);
+    verify_pieces(&uri, PIECES);
     check_clean(&dir);
     // No group is missing a member: a spare for the outer array must name a group.
     let refused = raid(&["add", "a", "extra.img", "--control", "ctl.sock"], &dir);
@@ -236,13 +201,13 @@ fn scenario(level: &str, per_group: usize, tolerance: usize) {
     member_cmd(&dir, "add", "a-g1", last_spare);
     std::thread::sleep(Duration::from_millis(1500));
     let during = [(13 << 20, 1 << 20, 0xd4u8), (41 << 20, 64 << 10, 0xe5)];
-    write_all(&uri, &during);
-    let g1 = status(&dir, "a-g1");
+    write_pieces(&uri, &during);
+    let g1 = array_status(&dir, "a-g1");
     assert_eq!(g1["job"]["kind"], "recovery", "{g1}");
     let progress = g1["members"][tolerance]["rebuilt"].as_f64().unwrap();
     assert!(progress > 0.0 && progress < 1.0, "{g1}");
     // The outer array shows its group's rebuild.
-    let outer = status(&dir, "a");
+    let outer = array_status(&dir, "a");
     assert_eq!(outer["job"]["kind"], "recovery", "{outer}");
     server.stop();
     let sb = superblock_of(&dir.join(last_spare));
@@ -256,7 +221,7 @@ fn scenario(level: &str, per_group: usize, tolerance: usize) {
     all.extend(spares.iter().cloned());
     let server = Server::start(&dir, &all);
     let uri = server.uri("a");
-    let g1 = status(&dir, "a-g1");
+    let g1 = array_status(&dir, "a-g1");
     if let Some(done) = g1["members"][tolerance]["rebuilt"].as_f64() {
         assert!(done > 0.0, "resumes, not from zero: {g1}");
     }
@@ -265,10 +230,10 @@ fn scenario(level: &str, per_group: usize, tolerance: usize) {
     expect[3] = (40 << 20, 1 << 20, 0x5d);
     expect.push(((41 << 20) + (64 << 10), (1 << 20) - (64 << 10), 0x5d));
     expect.extend_from_slice(&during);
-    verify(&uri, &expect);
+    verify_pieces(&uri, &expect);
     check_clean(&dir);
     // The rebuilt member with the group's other members failed up to the tolerance.
-    let paths = member_paths(&status(&dir, "a-g1"));
+    let paths = member_paths(&array_status(&dir, "a-g1"));
     for p in paths
         .iter()
         .filter(|p| !p.ends_with(last_spare.as_str()))
@@ -276,7 +241,7 @@ fn scenario(level: &str, per_group: usize, tolerance: usize) {
     {
         member_cmd(&dir, "fail", "a", p);
     }
-    verify(&uri, &expect);
+    verify_pieces(&uri, &expect);
     server.stop();
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -310,8 +275,8 @@ fn corrupt_check_repair(level: &str, per_group: usize) {
     args.extend(members.iter().map(String::as_str));
     ok(&raid(&args, &dir));
     let server = Server::start(&dir, &members);
-    write_all(&server.uri("a"), PIECES);
-    let victim = member_paths(&status(&dir, "a-g1"))[0].clone();
+    write_pieces(&server.uri("a"), PIECES);
+    let victim = member_paths(&array_status(&dir, "a-g1"))[0].clone();
     server.stop();
     let victim_path = dir.join(&victim);
     let sb = superblock_of(&victim_path);
@@ -344,7 +309,7 @@ fn corrupt_check_repair(level: &str, per_group: usize) {
         }
     }
     assert_eq!(
-        status(&dir, "a")["mismatches"],
+        array_status(&dir, "a")["mismatches"],
         r["mismatched_sectors"],
         "status of the outer array shows the groups' mismatches"
     );
@@ -358,7 +323,7 @@ fn corrupt_check_repair(level: &str, per_group: usize) {
     // RAID6 repair rewrites the block it found wrong; RAID5 cannot tell which block is
     // wrong and rewrites parity, so its data is right only when parity was hit.
     if level == "60" {
-        verify(&server.uri("a"), PIECES);
+        verify_pieces(&server.uri("a"), PIECES);
     }
     server.stop();
     let _ = std::fs::remove_dir_all(&dir);

@@ -7,33 +7,19 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use orion_raid::metadata::Superblock;
 use orion_raid::metadata::extension::{EXTENSION_BYTES, extension_sector};
 
 mod common;
 #[path = "common/kernel.rs"]
 mod kernel;
-use common::{Server, have, ok, qemu_io, raid, text_of};
-
-fn test_dir(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("orion-persist-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn status_all(dir: &Path) -> serde_json::Value {
-    let text = ok(&raid(&["status", "--json", "--control", "ctl.sock"], dir));
-    serde_json::from_str(text.trim()).unwrap()
-}
-
-fn status(dir: &Path) -> serde_json::Value {
-    status_all(dir)["arrays"][0].clone()
-}
+use common::{
+    Server, first_array_status, have, ok, qemu_io, raid, status_json, superblock_of, test_dir,
+    text_of,
+};
 
 /// Paths of the shared spare pool, as `raid status --json` lists them.
 fn pool_paths(dir: &Path) -> Vec<String> {
-    status_all(dir)["pool"]
+    status_json(dir)["pool"]
         .as_array()
         .unwrap()
         .iter()
@@ -64,18 +50,13 @@ fn setting(d: &serde_json::Value, key: &str) -> String {
 fn wait_for(dir: &Path, what: &str, done: impl Fn(&serde_json::Value) -> bool) {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        let a = status(dir);
+        let a = first_array_status(dir);
         if done(&a) {
             return;
         }
         assert!(Instant::now() < deadline, "{what} did not happen: {a}");
         std::thread::sleep(Duration::from_millis(100));
     }
-}
-
-fn superblock_of(path: &Path) -> Superblock {
-    let bytes = std::fs::read(path).unwrap();
-    Superblock::decode(&bytes[4096..8192]).unwrap()
 }
 
 fn sparse(dir: &Path, name: &str, bytes: u64) {
@@ -87,7 +68,7 @@ fn sparse(dir: &Path, name: &str, bytes: u64) {
 
 #[test]
 fn settings_and_pool_spares_survive_a_restart() {
-    let dir = test_dir("settings");
+    let dir = test_dir("persist-settings");
     let members = ["m0.img", "m1.img", "m2.img", "m3.img"];
     let mut args = vec![
         "create", "--level", "5", "--chunk", "64K", "--size", "32M", "--name", "a",
@@ -149,7 +130,13 @@ fn settings_and_pool_spares_survive_a_restart() {
     assert_eq!(setting(&d, "io_timeout_ms"), "5000", "{d}");
     assert_eq!(setting(&d, "stripe_cache"), "32M", "{d}");
     // p.img came back as a pool spare, not as a member: a failure draws it.
-    assert_eq!(status(&dir)["members"].as_array().unwrap().len(), 4);
+    assert_eq!(
+        first_array_status(&dir)["members"]
+            .as_array()
+            .unwrap()
+            .len(),
+        4
+    );
     let pool = pool_paths(&dir);
     assert!(
         pool.len() == 1 && pool[0].ends_with("p.img"),
@@ -179,7 +166,7 @@ fn a_stopped_check_resumes_and_counts_right() {
         eprintln!("notice: qemu-io not installed, skipping");
         return;
     }
-    let dir = test_dir("check");
+    let dir = test_dir("persist-check");
     ok(&raid(
         &[
             "create", "--level", "1", "--size", "64M", "--name", "a", "m0.img", "m1.img",
@@ -210,7 +197,7 @@ fn a_stopped_check_resumes_and_counts_right() {
     server.stop();
 
     let server = Server::start(&dir, &["m0.img", "m1.img"]);
-    let a = status(&dir);
+    let a = first_array_status(&dir);
     assert_eq!(a["job"]["kind"], "check", "resumed by itself: {a}");
     assert!(
         a["job"]["progress"].as_f64().unwrap() > 0.2,
@@ -242,14 +229,14 @@ fn a_stopped_check_resumes_and_counts_right() {
     server.stop();
     let server = Server::start(&dir, &["m0.img", "m1.img"]);
     std::thread::sleep(Duration::from_millis(300));
-    assert!(status(&dir)["job"].is_null());
+    assert!(first_array_status(&dir)["job"].is_null());
     server.stop();
     let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn a_corrupt_record_gives_defaults_and_the_array_starts() {
-    let dir = test_dir("corrupt");
+    let dir = test_dir("persist-corrupt");
     ok(&raid(
         &[
             "create",

@@ -6,10 +6,13 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use orion_raid::metadata::{FeatureMap, Superblock};
+use orion_raid::metadata::FeatureMap;
 
 mod common;
-use common::{Server, have, ok, qemu_io, raid};
+use common::{
+    Server, first_array_status, have, member_cmd, ok, raid, superblock_of, verify_pieces,
+    write_pieces,
+};
 
 /// The data written: (offset, length, pattern byte).
 const PIECES: &[(u64, u64, u8)] = &[
@@ -18,47 +21,16 @@ const PIECES: &[(u64, u64, u8)] = &[
     (12 << 20, 1 << 20, 0xc3),
 ];
 
-fn write_all(uri: &str, pieces: &[(u64, u64, u8)]) {
-    let cmds: Vec<String> = pieces
-        .iter()
-        .map(|(o, l, p)| format!("write -P {p:#x} {o} {l}"))
-        .collect();
-    qemu_io(uri, &cmds);
-}
-
-fn verify(uri: &str, pieces: &[(u64, u64, u8)]) {
-    let cmds: Vec<String> = pieces
-        .iter()
-        .map(|(o, l, p)| format!("read -P {p:#x} {o} {l}"))
-        .collect();
-    qemu_io(uri, &cmds);
-}
-
-fn status(dir: &Path) -> serde_json::Value {
-    let text = ok(&raid(&["status", "--json", "--control", "ctl.sock"], dir));
-    let v: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
-    v["arrays"][0].clone()
-}
-
 fn wait_optimal(dir: &Path) {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        let a = status(dir);
+        let a = first_array_status(dir);
         if a["state"] == "optimal" && a["job"].is_null() {
             return;
         }
         assert!(Instant::now() < deadline, "no rebuild to optimal: {a}");
         std::thread::sleep(Duration::from_millis(100));
     }
-}
-
-fn superblock_of(path: &Path) -> Superblock {
-    let bytes = std::fs::read(path).unwrap();
-    Superblock::decode(&bytes[4096..8192]).unwrap()
-}
-
-fn member_cmd(dir: &Path, cmd: &str, name: &str, member: &str) {
-    ok(&raid(&[cmd, name, member, "--control", "ctl.sock"], dir));
 }
 
 /// `fail` lists members to fail (up to the tolerance).
@@ -86,18 +58,18 @@ fn scenario(level: &str, count: usize, fail: &[usize]) {
     let member_refs: Vec<&str> = members.iter().map(String::as_str).collect();
     let server = Server::start(&dir, &member_refs);
     let uri = server.uri("");
-    write_all(&uri, PIECES);
+    write_pieces(&uri, PIECES);
 
     // Fail up to the tolerance: degraded, data intact.
     for &i in fail {
         member_cmd(&dir, "fail", "a", &members[i]);
     }
-    let a = status(&dir);
+    let a = first_array_status(&dir);
     assert_eq!(a["state"], "degraded", "{a}");
     for &i in fail {
         assert_eq!(a["members"][i]["state"], "faulty", "{a}");
     }
-    verify(&uri, PIECES);
+    verify_pieces(&uri, PIECES);
     // One more is refused.
     let survivors: Vec<usize> = (0..count).filter(|i| !fail.contains(i)).collect();
     let refused = raid(
@@ -111,7 +83,7 @@ fn scenario(level: &str, count: usize, fail: &[usize]) {
         member_cmd(&dir, "add", "a", &spares[k]);
     }
     wait_optimal(&dir);
-    let a = status(&dir);
+    let a = first_array_status(&dir);
     for &i in fail {
         assert!(
             a["members"][i]["path"]
@@ -124,7 +96,7 @@ fn scenario(level: &str, count: usize, fail: &[usize]) {
             "{a}"
         );
     }
-    verify(&uri, PIECES);
+    verify_pieces(&uri, PIECES);
 
     // A slow rebuild stopped in the middle resumes from its checkpoint.
     ok(&raid(
@@ -145,8 +117,8 @@ fn scenario(level: &str, count: usize, fail: &[usize]) {
     std::thread::sleep(Duration::from_millis(1500));
     // Foreground writes while it rebuilds.
     let during = [(13 << 20, 1 << 20, 0xd4u8), (1 << 20, 64 << 10, 0xe5)];
-    write_all(&uri, &during);
-    let a = status(&dir);
+    write_pieces(&uri, &during);
+    let a = first_array_status(&dir);
     assert_eq!(a["job"]["kind"], "recovery", "{a}");
     let progress = a["members"][victim]["rebuilt"].as_f64().unwrap();
     assert!(progress > 0.0 && progress < 1.0, "{a}");
@@ -160,7 +132,7 @@ fn scenario(level: &str, count: usize, fail: &[usize]) {
     all.extend(spares.iter().map(String::as_str));
     let server = Server::start(&dir, &all);
     let uri = server.uri("");
-    let a = status(&dir);
+    let a = first_array_status(&dir);
     if let Some(done) = a["members"][victim]["rebuilt"].as_f64() {
         assert!(done > 0.0, "resumes, not from zero: {a}");
     }
@@ -169,20 +141,20 @@ fn scenario(level: &str, count: usize, fail: &[usize]) {
     expect[0] = (0, 1 << 20, 0xa1);
     expect.push(((1 << 20) + (64 << 10), (3 << 20) - (64 << 10), 0xa1));
     expect.extend_from_slice(&during);
-    verify(&uri, &expect);
+    verify_pieces(&uri, &expect);
     // The rebuilt member alone (the others failed up to the tolerance) has the data too.
     let others: Vec<usize> = (0..count)
         .filter(|&i| i != victim)
         .take(fail.len())
         .collect();
     for &i in &others {
-        let path = status(&dir)["members"][i]["path"]
+        let path = first_array_status(&dir)["members"][i]["path"]
             .as_str()
             .unwrap()
             .to_string();
         member_cmd(&dir, "fail", "a", &path);
     }
-    verify(&uri, &expect);
+    verify_pieces(&uri, &expect);
     server.stop();
     let _ = std::fs::remove_dir_all(&dir);
 }

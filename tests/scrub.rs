@@ -3,59 +3,13 @@
 //! the library's layout module), then found (RAID6 names the member), repaired and re-checked.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use orion_raid::layout::{MemberRole, ParityLevel, Raid5Layout};
 use orion_raid::metadata::{Level, Superblock};
 
 mod common;
-use common::Server;
-
-fn raid(args: &[&str], dir: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_raid"))
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("run raid")
-}
-
-fn ok(out: &Output) -> String {
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "failed: {text}");
-    text
-}
-
-fn have(name: &str) -> bool {
-    let found = Command::new("sh")
-        .args(["-c", &format!("command -v {name}")])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    if !found {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "{name} is not installed; .ci/run must install it"
-        );
-        eprintln!("notice: {name} not installed, skipping the test");
-    }
-    found
-}
-
-fn qemu_io(dir: &Path, cmds: &[String]) -> String {
-    let uri = format!("nbd+unix:///?socket={}", dir.join("nbd.sock").display());
-    let mut args = vec!["-f".to_string(), "raw".to_string()];
-    for c in cmds {
-        args.push("-c".into());
-        args.push(c.clone());
-    }
-    args.push(uri);
-    ok(&Command::new("qemu-io").args(&args).output().unwrap())
-}
+use common::{Server, have, nbd_uri, ok, qemu_io, raid};
 
 /// Waits until no background job (an initial resync) runs.
 fn wait_idle(dir: &Path) {
@@ -134,7 +88,7 @@ fn run(level: &str, count: usize) {
         .collect();
     let server = Server::start(&dir, &members);
     wait_idle(&dir);
-    qemu_io(&dir, &writes);
+    qemu_io(&nbd_uri(&dir, ""), &writes);
     let clean = scrub(&dir, "check", &name);
     assert_eq!(clean["mismatched_sectors"], 0, "{clean}");
     server.stop();
@@ -220,14 +174,14 @@ fn run(level: &str, count: usize) {
     let after = scrub(&dir, "check", &name);
     assert_eq!(after["mismatched_sectors"], 0, "{after}");
     assert_eq!(after["bad_regions"].as_array().unwrap().len(), 0);
-    qemu_io(&dir, &reads);
+    qemu_io(&nbd_uri(&dir, ""), &reads);
     server.stop();
 
     // The repair is on disk: served again, a check is still clean.
     let server = Server::start(&dir, &members);
     wait_idle(&dir);
     assert_eq!(scrub(&dir, "check", &name)["mismatched_sectors"], 0);
-    qemu_io(&dir, &reads);
+    qemu_io(&nbd_uri(&dir, ""), &reads);
     server.stop();
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -1,114 +1,11 @@
 //! `raid serve` with a RAID10 of image files, driven by real NBD clients (qemu-io, nbdinfo,
 //! nbdcopy, fio) and by the control commands; stopped with SIGTERM and served again.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-fn raid(args: &[&str], dir: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_raid"))
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("run raid")
-}
-
-/// A client program, or `None` (skip) outside CI when it is not installed.
-fn tool(name: &str) -> Option<&str> {
-    let found = Command::new("sh")
-        .args(["-c", &format!("command -v {name}")])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    if found {
-        Some(name)
-    } else if std::env::var_os("CI").is_some() {
-        panic!("{name} is not installed; .ci/run must install it");
-    } else {
-        eprintln!("notice: {name} not installed, skipping its part of the test");
-        None
-    }
-}
-
-struct Server {
-    child: Child,
-    dir: PathBuf,
-}
-
-impl Server {
-    fn start(dir: &Path, extra: &[&str]) -> Server {
-        let mut args = vec!["serve", "--nbd-socket", "nbd.sock", "--control", "ctl.sock"];
-        args.extend_from_slice(extra);
-        // Sockets a killed server left behind would look like a live one to the wait below.
-        let _ = std::fs::remove_file(dir.join("nbd.sock"));
-        let _ = std::fs::remove_file(dir.join("ctl.sock"));
-        let child = Command::new(env!("CARGO_BIN_EXE_raid"))
-            .args(&args)
-            .current_dir(dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start raid serve");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !(dir.join("nbd.sock").exists() && dir.join("ctl.sock").exists()) {
-            assert!(Instant::now() < deadline, "raid serve did not come up");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Server {
-            child,
-            dir: dir.to_path_buf(),
-        }
-    }
-
-    fn uri(&self) -> String {
-        format!(
-            "nbd+unix:///?socket={}",
-            self.dir.join("nbd.sock").display()
-        )
-    }
-
-    /// SIGTERM, then wait for a clean exit.
-    fn stop(mut self) {
-        let pid = self.child.id().to_string();
-        let _ = Command::new("kill").args(["-TERM", &pid]).status();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                assert!(status.success(), "raid serve exited with {status}");
-                return;
-            }
-            assert!(Instant::now() < deadline, "raid serve did not stop");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn qemu_io(uri: &str, cmds: &[&str]) -> Output {
-    let mut args = vec!["-f", "raw"];
-    for c in cmds {
-        args.push("-c");
-        args.push(c);
-    }
-    args.push(uri);
-    Command::new("qemu-io").args(&args).output().unwrap()
-}
-
-fn ok(out: &Output) -> String {
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "failed: {text}");
-    text
-}
+mod common;
+use common::{Server, ok, qemu_io, qemu_io_output, raid, text_of, tool};
 
 #[test]
 fn raid10_over_nbd_with_real_clients() {
@@ -125,7 +22,7 @@ fn raid10_over_nbd_with_real_clients() {
     ok(&out);
     let members = ["m0.img", "m1.img", "m2.img", "m3.img"];
     let server = Server::start(&dir, &members);
-    let uri = server.uri();
+    let uri = server.uri("");
 
     // Control commands.
     let status = ok(&raid(&["status", "--json", "--control", "ctl.sock"], &dir));
@@ -146,7 +43,7 @@ fn raid10_over_nbd_with_real_clients() {
     assert_eq!(missing.status.code(), Some(1));
 
     if let Some(_q) = tool("qemu-io") {
-        ok(&qemu_io(
+        qemu_io(
             &uri,
             &[
                 "write -P 0xab 40M 1M",
@@ -155,18 +52,17 @@ fn raid10_over_nbd_with_real_clients() {
                 "discard 52M 1M",
                 "flush",
             ],
-        ));
-        ok(&qemu_io(
+        );
+        qemu_io(
             &uri,
             &[
                 "read -P 0xab 40M 1M",
                 "read -P 0xcd 43M 192k",
                 "read -P 0 48M 64k",
             ],
-        ));
-        let wrong = qemu_io(&uri, &["read -P 0x11 40M 4k"]);
-        let text = String::from_utf8_lossy(&wrong.stdout).to_string()
-            + &String::from_utf8_lossy(&wrong.stderr);
+        );
+        let wrong = qemu_io_output(&uri, &["read -P 0x11 40M 4k"]);
+        let text = text_of(&wrong);
         assert!(text.contains("Pattern verification failed"), "{text}");
     }
     if let Some(_n) = tool("nbdinfo") {
@@ -230,10 +126,10 @@ fn raid10_over_nbd_with_real_clients() {
     // The data survives a stop and a new serve.
     let server = Server::start(&dir, &members);
     if tool("qemu-io").is_some() {
-        ok(&qemu_io(
-            &server.uri(),
+        qemu_io(
+            &server.uri(""),
             &["read -P 0xab 40M 1M", "read -P 0xcd 43M 192k"],
-        ));
+        );
     }
     // `raid stop` through the control socket.
     ok(&raid(&["stop", "r10", "--control", "ctl.sock"], &dir));
@@ -301,12 +197,12 @@ fn sixteen_tib_array_stays_small() {
     assert!(size >= (16u64 << 40) - (1 << 30), "size {size}");
     if tool("qemu-io").is_some() {
         let last = format!("write -P 0x77 {} 64k", size - (1 << 20));
-        ok(&qemu_io(
-            &server.uri(),
+        qemu_io(
+            &server.uri(""),
             &["write -P 0x55 0 1M", "write -P 0x66 8T 1M", &last, "flush"],
-        ));
+        );
         let last = format!("read -P 0x77 {} 64k", size - (1 << 20));
-        ok(&qemu_io(&server.uri(), &["read -P 0x66 8T 1M", &last]));
+        qemu_io(&server.uri(""), &["read -P 0x66 8T 1M", &last]);
     }
     let status = std::fs::read_to_string(format!("/proc/{}/status", server.child.id())).unwrap();
     let peak_kib: u64 = status
@@ -337,14 +233,14 @@ fn killed_server_keeps_flushed_data_and_reports_unclean_shutdown() {
         &dir,
     ));
     let mut server = Server::start(&dir, &["a.img", "b.img"]);
-    ok(&qemu_io(&server.uri(), &["write -P 0x3c 1M 256k", "flush"]));
+    qemu_io(&server.uri(""), &["write -P 0x3c 1M 256k", "flush"]);
     server.child.kill().unwrap();
     server.child.wait().unwrap();
     drop(server);
     let ex = ok(&raid(&["examine", "a.img"], &dir));
     assert!(ex.contains("State : active"), "dirty on disk: {ex}");
     let server = Server::start(&dir, &["a.img", "b.img"]);
-    ok(&qemu_io(&server.uri(), &["read -P 0x3c 1M 256k"]));
+    qemu_io(&server.uri(""), &["read -P 0x3c 1M 256k"]);
     // The resync runs in the background and finishes; a clean stop then records the array
     // as clean.
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -357,7 +253,7 @@ fn killed_server_keeps_flushed_data_and_reports_unclean_shutdown() {
         assert!(Instant::now() < deadline, "resync did not finish: {status}");
         std::thread::sleep(Duration::from_millis(50));
     }
-    ok(&qemu_io(&server.uri(), &["read -P 0x3c 1M 256k"]));
+    qemu_io(&server.uri(""), &["read -P 0x3c 1M 256k"]);
     server.stop();
     let ex = ok(&raid(&["examine", "a.img", "b.img"], &dir));
     assert_eq!(ex.matches("State : clean").count(), 2, "{ex}");
@@ -382,7 +278,7 @@ fn parity_export_prefers_the_full_stripe() {
         args.extend(std::iter::repeat_n("mem:16M", members));
         let server = Server::start(&dir, &args);
         let out = Command::new("nbdinfo")
-            .args(["--json", &server.uri()])
+            .args(["--json", &server.uri("")])
             .output()
             .unwrap();
         let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
