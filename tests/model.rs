@@ -20,7 +20,7 @@ use orion_raid::rng::SplitMix64;
 #[path = "common/model.rs"]
 mod shared;
 
-use shared::{Io, SECTOR, fault_config, pattern, run_seeds, version_of};
+use shared::{Io, SECTOR, Workload, fault_config, pattern, run_seeds, version_of};
 
 #[derive(Clone, Debug)]
 struct Config {
@@ -143,7 +143,32 @@ fn disk_index(name: &str) -> usize {
         .expect("members are named disk<k>")
 }
 
-impl Ctx {
+impl Workload for Ctx {
+    fn exec(&self) -> Executor {
+        self.exec.clone()
+    }
+
+    fn target(&self) -> Rc<Array> {
+        self.array.clone()
+    }
+
+    fn io(&self) -> &Io {
+        &self.io
+    }
+
+    fn rng(&mut self) -> &mut SplitMix64 {
+        &mut self.rng
+    }
+
+    fn next_version(&mut self) -> u64 {
+        self.next_version += 1;
+        self.next_version - 1
+    }
+
+    fn name(&self) -> &'static str {
+        self.cfg.name
+    }
+
     fn random_range(&mut self) -> (u64, u64) {
         let cap = self.array.capacity_sectors();
         let len = match self.rng.below(4) {
@@ -163,41 +188,43 @@ impl Ctx {
         (start, len)
     }
 
-    fn spawn_write(&mut self) {
-        let (start, len) = self.random_range();
-        if self.io.overlaps_inflight_io(start, len) {
+    /// Fails a random member if the level still tolerates it.
+    fn maybe_fail_member(&mut self) {
+        let i = self.rng.below(self.cfg.members as u64) as usize;
+        self.fail_slot(i);
+    }
+
+    /// Latent sector errors on one live member, only where another copy is healthy (the
+    /// level tolerates one bad copy; the array must read around it and repair it).
+    fn maybe_latent_errors(&mut self) {
+        if self.cfg.level == Level::Raid0 {
             return;
         }
-        let version = self.next_version;
-        self.next_version += 1;
-        let fua = self.rng.below(8) == 0;
-        self.io
-            .spawn_write(&self.exec, &self.array, start, len, version, fua);
-    }
-
-    fn spawn_read(&mut self) {
-        let (start, len) = self.random_range();
-        if self.io.overlaps_inflight_write(start, len) {
+        let i = self.rng.below(self.cfg.members as u64) as usize;
+        let mut alive = self.alive();
+        if !alive[i] {
             return;
         }
-        self.io.spawn_read(&self.exec, &self.array, start, len);
-    }
-
-    fn spawn_discard(&mut self) {
-        let (start, len) = self.random_range();
-        if self.io.overlaps_inflight_io(start, len) {
+        alive[i] = false;
+        if !tolerance_ok(&self.cfg, &self.array, &alive) {
             return;
         }
-        let version = self.next_version;
-        self.next_version += 1;
-        self.io
-            .spawn_discard(&self.exec, &self.array, start, len, version);
+        let Some(k) = self.array.slots()[i].as_ref().map(|m| disk_index(&m.name)) else {
+            return;
+        };
+        let i = k;
+        self.impaired[i] = true;
+        // In the part of the member the hot region of the workload maps to.
+        let sb = self.array.superblock().expect("a live member");
+        let span = (sb.size_sectors / 4).max(1);
+        for _ in 0..16 {
+            let s = sb.data_offset_sectors + self.rng.below(span);
+            self.faulty[i].add_latent_error(s);
+        }
     }
+}
 
-    fn spawn_flush(&mut self) {
-        self.io.spawn_flush(&self.exec, &self.array);
-    }
-
+impl Ctx {
     /// Which members still hold good copies: in the array, not failed, and without injected
     /// latent errors (a member with bad sectors counts as lost for the tolerance budget).
     fn alive(&self) -> Vec<bool> {
@@ -210,12 +237,6 @@ impl Ctx {
                 _ => false,
             })
             .collect()
-    }
-
-    /// Fails a random member if the level still tolerates it.
-    fn maybe_fail_member(&mut self) {
-        let i = self.rng.below(self.cfg.members as u64) as usize;
-        self.fail_slot(i);
     }
 
     /// Fails a member: one with latent errors if there is one (it already counts as lost
@@ -254,55 +275,6 @@ impl Ctx {
         }
     }
 
-    /// Latent sector errors on one live member, only where another copy is healthy (the
-    /// level tolerates one bad copy; the array must read around it and repair it).
-    fn maybe_latent_errors(&mut self) {
-        if self.cfg.level == Level::Raid0 {
-            return;
-        }
-        let i = self.rng.below(self.cfg.members as u64) as usize;
-        let mut alive = self.alive();
-        if !alive[i] {
-            return;
-        }
-        alive[i] = false;
-        if !tolerance_ok(&self.cfg, &self.array, &alive) {
-            return;
-        }
-        let Some(k) = self.array.slots()[i].as_ref().map(|m| disk_index(&m.name)) else {
-            return;
-        };
-        let i = k;
-        self.impaired[i] = true;
-        // In the part of the member the hot region of the workload maps to.
-        let sb = self.array.superblock().expect("a live member");
-        let span = (sb.size_sectors / 4).max(1);
-        for _ in 0..16 {
-            let s = sb.data_offset_sectors + self.rng.below(span);
-            self.faulty[i].add_latent_error(s);
-        }
-    }
-
-    fn run_steps(&mut self, steps: usize) {
-        for _ in 0..steps {
-            match self.rng.below(100) {
-                0..=44 => self.spawn_write(),
-                45..=84 => self.spawn_read(),
-                85..=89 => self.spawn_discard(),
-                90..=96 => self.spawn_flush(),
-                97 => self.maybe_fail_member(),
-                _ => self.maybe_latent_errors(),
-            }
-            // Let some work complete: many requests stay in flight at once.
-            if self.rng.below(4) == 0 {
-                let target = self.exec.now_ns() + self.rng.below(100_000);
-                self.exec.advance_to(target);
-                self.exec.run_until_stalled();
-            }
-            self.check_failures();
-        }
-    }
-
     fn quiesce(&mut self) {
         self.exec.run_until_idle();
         self.check_failures();
@@ -313,10 +285,6 @@ impl Ctx {
             self.seed
         );
         assert_eq!(self.exec.task_count(), 0, "seed {}: tasks left", self.seed);
-    }
-
-    fn check_failures(&self) {
-        self.io.check_failures(self.cfg.name);
     }
 
     /// Power loss with requests in flight: the executor and its tasks are dropped, each disk

@@ -28,7 +28,7 @@ use orion_raid::rng::SplitMix64;
 #[path = "common/model.rs"]
 mod shared;
 
-use shared::{Io, SECTOR, fault_config, run_seeds};
+use shared::{Io, SECTOR, Workload, fault_config, run_seeds};
 
 const MEMBER_SECTORS: u64 = 4 * 2048;
 /// The workload stays in the first 4 MiB of the array (every group, many stripes), so that
@@ -171,7 +171,32 @@ fn build(cfg: Config, seed: u64) -> Ctx {
     }
 }
 
-impl Ctx {
+impl Workload for Ctx {
+    fn exec(&self) -> Executor {
+        self.exec.clone()
+    }
+
+    fn target(&self) -> Rc<Array> {
+        self.stack.array.clone()
+    }
+
+    fn io(&self) -> &Io {
+        &self.io
+    }
+
+    fn rng(&mut self) -> &mut SplitMix64 {
+        &mut self.rng
+    }
+
+    fn next_version(&mut self) -> u64 {
+        self.next_version += 1;
+        self.next_version - 1
+    }
+
+    fn name(&self) -> &'static str {
+        self.cfg.name
+    }
+
     fn random_range(&mut self) -> (u64, u64) {
         let cap = self.stack.array.capacity_sectors().min(SPAN_SECTORS);
         let chunk = u64::from(self.cfg.chunk_kib) * 2;
@@ -188,40 +213,41 @@ impl Ctx {
         (start, len)
     }
 
-    fn spawn_write(&mut self) {
-        let (start, len) = self.random_range();
-        if self.io.overlaps_inflight_io(start, len) {
-            return;
-        }
-        let version = self.next_version;
-        self.next_version += 1;
-        let fua = self.rng.below(8) == 0;
-        self.io
-            .spawn_write(&self.exec, &self.stack.array, start, len, version, fua);
+    fn maybe_fail_member(&mut self) {
+        let (g, slot) = self.random_slot();
+        self.fail_slot(g, slot);
     }
 
-    fn spawn_read(&mut self) {
-        let (start, len) = self.random_range();
-        if self.io.overlaps_inflight_write(start, len) {
+    fn maybe_latent_errors(&mut self) {
+        let (g, slot) = self.random_slot();
+        if !self.may_lose(g, slot) {
             return;
         }
-        self.io
-            .spawn_read(&self.exec, &self.stack.array, start, len);
-    }
-
-    fn spawn_discard(&mut self) {
-        let (start, len) = self.random_range();
-        if self.io.overlaps_inflight_io(start, len) {
-            return;
+        let k = self.active_disk(g, slot).expect("a serving slot");
+        self.impaired[k] = true;
+        let sb = self.stack.groups[g].superblock().expect("a live member");
+        let span = (sb.size_sectors / 4).max(1);
+        for _ in 0..16 {
+            let s = sb.data_offset_sectors + self.rng.below(span);
+            self.faulty[k].add_latent_error(s);
         }
-        let version = self.next_version;
-        self.next_version += 1;
-        self.io
-            .spawn_discard(&self.exec, &self.stack.array, start, len, version);
     }
 
-    fn spawn_flush(&mut self) {
-        self.io.spawn_flush(&self.exec, &self.stack.array);
+    fn after_step(&mut self) {
+        self.note_written();
+    }
+}
+
+impl Ctx {
+    /// Records which groups acknowledged writes (each marked itself dirty on its members
+    /// first, durably).
+    fn note_written(&mut self) {
+        let mut m = self.io.model.borrow_mut();
+        for (start, len) in m.acked_writes.drain(..) {
+            for (g, hit) in self.cfg.groups_of_range(start, len).into_iter().enumerate() {
+                self.written[g] |= hit;
+            }
+        }
     }
 
     /// The disk in slot `slot` of group `g`, if it is an active member there.
@@ -256,11 +282,6 @@ impl Ctx {
         (g, slot)
     }
 
-    fn maybe_fail_member(&mut self) {
-        let (g, slot) = self.random_slot();
-        self.fail_slot(g, slot);
-    }
-
     fn fail_slot(&mut self, g: usize, slot: usize) {
         if self.may_fail_members && self.may_lose(g, slot) {
             let k = self.active_disk(g, slot).expect("a serving slot");
@@ -279,56 +300,6 @@ impl Ctx {
             Some(k) => self.faulty[k].fail(),
             None => self.fail_slot(g, slot),
         }
-    }
-
-    fn maybe_latent_errors(&mut self) {
-        let (g, slot) = self.random_slot();
-        if !self.may_lose(g, slot) {
-            return;
-        }
-        let k = self.active_disk(g, slot).expect("a serving slot");
-        self.impaired[k] = true;
-        let sb = self.stack.groups[g].superblock().expect("a live member");
-        let span = (sb.size_sectors / 4).max(1);
-        for _ in 0..16 {
-            let s = sb.data_offset_sectors + self.rng.below(span);
-            self.faulty[k].add_latent_error(s);
-        }
-    }
-
-    fn run_steps(&mut self, steps: usize) {
-        for _ in 0..steps {
-            match self.rng.below(100) {
-                0..=44 => self.spawn_write(),
-                45..=84 => self.spawn_read(),
-                85..=89 => self.spawn_discard(),
-                90..=96 => self.spawn_flush(),
-                97 => self.maybe_fail_member(),
-                _ => self.maybe_latent_errors(),
-            }
-            if self.rng.below(4) == 0 {
-                let target = self.exec.now_ns() + self.rng.below(100_000);
-                self.exec.advance_to(target);
-                self.exec.run_until_stalled();
-            }
-            self.note_written();
-            self.check_failures();
-        }
-    }
-
-    /// Records which groups acknowledged writes (each marked itself dirty on its members
-    /// first, durably).
-    fn note_written(&mut self) {
-        let mut m = self.io.model.borrow_mut();
-        for (start, len) in m.acked_writes.drain(..) {
-            for (g, hit) in self.cfg.groups_of_range(start, len).into_iter().enumerate() {
-                self.written[g] |= hit;
-            }
-        }
-    }
-
-    fn check_failures(&self) {
-        self.io.check_failures(self.cfg.name);
     }
 
     fn quiesce(&mut self) {

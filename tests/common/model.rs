@@ -363,6 +363,92 @@ impl Io {
     }
 }
 
+/// A random workload against one array under test: requests of every kind, member
+/// failures and latent errors, many in flight at once. The test supplies the array, the
+/// range generator and the failure moves; the step loop and the request issuing are shared.
+pub trait Workload {
+    fn exec(&self) -> Executor;
+    /// The array requests go to (the outer array of a stack).
+    fn target(&self) -> Rc<Array>;
+    fn io(&self) -> &Io;
+    fn rng(&mut self) -> &mut SplitMix64;
+    /// A fresh write version (1, 2, ...).
+    fn next_version(&mut self) -> u64;
+    /// The test's name, for failure messages.
+    fn name(&self) -> &'static str;
+    /// The range of the next request: (start sector, sectors).
+    fn random_range(&mut self) -> (u64, u64);
+    /// Fails a random member if the level still tolerates it.
+    fn maybe_fail_member(&mut self);
+    /// Gives a random member latent sector errors if the level still tolerates it.
+    fn maybe_latent_errors(&mut self);
+    /// Runs after every step, before failures are checked.
+    fn after_step(&mut self) {}
+
+    fn spawn_write(&mut self) {
+        let (start, len) = self.random_range();
+        if self.io().overlaps_inflight_io(start, len) {
+            return;
+        }
+        let version = self.next_version();
+        let fua = self.rng().below(8) == 0;
+        let (exec, array) = (self.exec(), self.target());
+        self.io()
+            .spawn_write(&exec, &array, start, len, version, fua);
+    }
+
+    fn spawn_read(&mut self) {
+        let (start, len) = self.random_range();
+        if self.io().overlaps_inflight_write(start, len) {
+            return;
+        }
+        let (exec, array) = (self.exec(), self.target());
+        self.io().spawn_read(&exec, &array, start, len);
+    }
+
+    fn spawn_discard(&mut self) {
+        let (start, len) = self.random_range();
+        if self.io().overlaps_inflight_io(start, len) {
+            return;
+        }
+        let version = self.next_version();
+        let (exec, array) = (self.exec(), self.target());
+        self.io().spawn_discard(&exec, &array, start, len, version);
+    }
+
+    fn spawn_flush(&mut self) {
+        let (exec, array) = (self.exec(), self.target());
+        self.io().spawn_flush(&exec, &array);
+    }
+
+    fn check_failures(&self) {
+        self.io().check_failures(self.name());
+    }
+
+    /// `steps` random moves; now and then simulated time advances so that some requests
+    /// complete while many stay in flight.
+    fn run_steps(&mut self, steps: usize) {
+        for _ in 0..steps {
+            match self.rng().below(100) {
+                0..=44 => self.spawn_write(),
+                45..=84 => self.spawn_read(),
+                85..=89 => self.spawn_discard(),
+                90..=96 => self.spawn_flush(),
+                97 => self.maybe_fail_member(),
+                _ => self.maybe_latent_errors(),
+            }
+            if self.rng().below(4) == 0 {
+                let exec = self.exec();
+                let target = exec.now_ns() + self.rng().below(100_000);
+                exec.advance_to(target);
+                exec.run_until_stalled();
+            }
+            self.after_step();
+            self.check_failures();
+        }
+    }
+}
+
 /// The seeds to run: `SEED=<n>` replays one, `SEEDS=<count>` runs more than the fixed set
 /// of `default_count`.
 pub fn seeds(default_count: u64) -> Vec<u64> {
