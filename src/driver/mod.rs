@@ -1202,6 +1202,32 @@ pub async fn perform(array: &Array, request: IoRequest) -> Result<Vec<u8>, IoErr
     }
 }
 
+/// The member sets to assemble now, as indexes into `superblocks`: per array, its members
+/// when all of them are present and in sync, or, with `degraded_ok`, whatever it has.
+fn ready_member_sets(superblocks: Vec<Superblock>, degraded_ok: bool) -> Vec<Vec<usize>> {
+    let candidates: Vec<Candidate> = superblocks
+        .into_iter()
+        .enumerate()
+        .map(|(i, sb)| (i, Ok(sb)))
+        .collect();
+    group_candidates(&candidates)
+        .arrays
+        .into_iter()
+        .filter(|(uuid, _)| {
+            degraded_ok
+                || plan_assembly(uuid, &candidates, ASSEMBLY_OPTIONS, |p| {
+                    p.iter().all(|&x| x)
+                })
+                .is_ok_and(|plan| {
+                    plan.slots
+                        .iter()
+                        .all(|s| matches!(s, SlotState::InSync { .. }))
+                })
+        })
+        .map(|(_, ids)| ids)
+        .collect()
+}
+
 /// Starts every array whose members are all present (or, once the boot's disks were all
 /// offered, every array that can run degraded) from the disks not yet in an array.
 async fn discover(
@@ -1220,24 +1246,8 @@ async fn discover(
             _ => None,
         })
         .collect();
-    let candidates: Vec<Candidate> = free
-        .iter()
-        .enumerate()
-        .map(|(i, (_, _, sb))| (i, Ok(sb.clone())))
-        .collect();
-    for (uuid, ids) in group_candidates(&candidates).arrays {
-        let complete = plan_assembly(&uuid, &candidates, ASSEMBLY_OPTIONS, |p| {
-            p.iter().all(|&x| x)
-        })
-        .map(|plan| {
-            plan.slots
-                .iter()
-                .all(|s| matches!(s, SlotState::InSync { .. }))
-        })
-        .unwrap_or(false);
-        if !complete && !degraded_ok {
-            continue;
-        }
+    let superblocks = free.iter().map(|(_, _, sb)| sb.clone()).collect();
+    for ids in ready_member_sets(superblocks, degraded_ok) {
         let members: Vec<(String, Rc<dyn BlockDevice>)> = ids
             .iter()
             .map(|&i| {
@@ -1299,24 +1309,8 @@ async fn discover_nested(exec: &Executor, arrays: &Rc<RefCell<ArrayManager>>, de
             .filter_map(|(&id, (sb, _))| a.arrays.get(&id).map(|x| (id, x.clone(), sb.clone())))
             .collect()
     };
-    let candidates: Vec<Candidate> = free
-        .iter()
-        .enumerate()
-        .map(|(i, (_, _, sb))| (i, Ok(sb.clone())))
-        .collect();
-    for (uuid, ids) in group_candidates(&candidates).arrays {
-        let complete = plan_assembly(&uuid, &candidates, ASSEMBLY_OPTIONS, |p| {
-            p.iter().all(|&x| x)
-        })
-        .map(|plan| {
-            plan.slots
-                .iter()
-                .all(|s| matches!(s, SlotState::InSync { .. }))
-        })
-        .unwrap_or(false);
-        if !complete && !degraded_ok {
-            continue;
-        }
+    let superblocks = free.iter().map(|(_, _, sb)| sb.clone()).collect();
+    for ids in ready_member_sets(superblocks, degraded_ok) {
         let members: Vec<(String, Rc<dyn BlockDevice>)> = ids
             .iter()
             .map(|&i| {
