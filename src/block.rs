@@ -104,6 +104,12 @@ pub trait BlockDevice {
     fn max_io_bytes(&self) -> usize {
         1 << 20
     }
+
+    /// The device as its concrete type, for a job that only some devices can run (the
+    /// host's file members fuse a rebuild's reads, xor and write); `None` by default.
+    fn as_any(&self) -> Option<&dyn core::any::Any> {
+        None
+    }
 }
 
 /// Implements [`BlockDevice`] for a type whose logic lives in inherent `async fn`s named

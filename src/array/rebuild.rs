@@ -46,6 +46,10 @@ const BULK_REGION_SECTORS: u64 = 8 * REGION_SECTORS;
 /// limit: the next regions' reads run while one is xored and written, so neither the
 /// members nor the engine wait for the other.
 const PARITY_REGIONS_IN_FLIGHT: usize = 3;
+/// Regions in flight when they run as worker jobs (host files): they hold no engine
+/// buffers, and with only a few, the jobs (all started at once on the worker pool) finish
+/// together and leave the cores idle until the engine starts the next ones.
+const OFFLOADED_REGIONS_IN_FLIGHT: usize = 8;
 /// How long a low-priority job waits for foreground I/O to drain before going anyway.
 const LOW_PRIORITY_MAX_WAIT_NS: u64 = 200_000_000;
 /// The nap of a job yielding to foreground I/O.
@@ -936,6 +940,7 @@ impl Array {
             member: target.name.clone(),
         });
         let parity = matches!(&self.layout, ArrayLayout::Raid5(_));
+        let offloaded = parity && replacing.is_none() && offload_target(target).is_some();
         let pool = CellPool::new(unit as usize * SECTOR_BYTES);
         let mut window = Window::default();
         // Where the next region starts; `recovery_offset` trails it by the regions in flight.
@@ -961,7 +966,11 @@ impl Array {
                     p.rebuild_priority == RebuildPriority::Low || p.rebuild_rate_bytes_per_s > 0;
                 // Copy levels move the cursor inside a region: one at a time.
                 let depth = if parity && !gentle {
-                    PARITY_REGIONS_IN_FLIGHT
+                    if offloaded {
+                        OFFLOADED_REGIONS_IN_FLIGHT
+                    } else {
+                        PARITY_REGIONS_IN_FLIGHT
+                    }
                 } else {
                     1
                 };
@@ -982,16 +991,28 @@ impl Array {
                     let pool = &pool;
                     let region_done: Region<'_> = match &self.layout {
                         ArrayLayout::Raid5(l) => Box::pin(async move {
-                            self.rebuild_stripes(
-                                l,
-                                (at / unit, end / unit),
-                                target,
-                                slot,
-                                source,
-                                pool,
-                            )
-                            .await
-                            .is_ok()
+                            // Where the general path starts: past what worker jobs did.
+                            #[cfg(feature = "std")]
+                            let from = match source {
+                                Some(_) => at / unit,
+                                None => match self
+                                    .rebuild_stripes_offloaded(
+                                        l,
+                                        (at / unit, end / unit),
+                                        target,
+                                        slot,
+                                    )
+                                    .await
+                                {
+                                    Ok(()) => return true,
+                                    Err(stripe) => stripe,
+                                },
+                            };
+                            #[cfg(not(feature = "std"))]
+                            let from = at / unit;
+                            self.rebuild_stripes(l, (from, end / unit), target, slot, source, pool)
+                                .await
+                                .is_ok()
                         }),
                         _ => Box::pin(self.rebuild_copies(slot, target, at, end, source)),
                     };
@@ -1108,6 +1129,88 @@ impl Array {
         Ok(true)
     }
 
+    /// Rebuilds stripes `[first, end)` of a parity array whose members are host files with
+    /// one worker job per cell ([`FileDisk::write_xor_of`]: reads, xor and write on a
+    /// worker thread, a cache-sized piece at a time), under the same stripe lock as
+    /// `rebuild_stripes`. Applies where every cell P covers is readable and none of the
+    /// devices is anything but a plain file; there are no retries or per-sector fallback.
+    /// `Err` gives the first stripe not rebuilt: the caller does the rest the general way
+    /// (stripes after it that were written are simply written again).
+    #[cfg(feature = "std")]
+    pub(super) async fn rebuild_stripes_offloaded(
+        &self,
+        l: &crate::layout::Raid5Layout,
+        (first, end): (u64, u64),
+        target: &Rc<Member>,
+        slot: usize,
+    ) -> Result<(), u64> {
+        use crate::platform::file::FileDisk;
+        fn file_disk(m: &Member) -> Option<&FileDisk> {
+            m.dev.as_any()?.downcast_ref::<FileDisk>()
+        }
+        let Some(target_disk) = offload_target(target) else {
+            return Err(first);
+        };
+        let _g = self.lock.lock(first, end).await;
+        for stripe in first..end {
+            self.stripe_cache_invalidate(stripe);
+        }
+        let chunk = l.chunk_sectors();
+        let bytes = chunk as usize * SECTOR_BYTES;
+        let engine = self.parity.get();
+        let jobs: Vec<_> = (first..end)
+            .map(|stripe| async move {
+                let q = l.q_disk(stripe);
+                let at = l.member_sector(stripe, 0);
+                let members: Vec<Rc<Member>> = (0..l.disk_count())
+                    .filter(|&d| d != slot && Some(d) != q)
+                    .map(|d| self.readable(d, at, chunk))
+                    .collect::<Option<_>>()
+                    .filter(|_| q != Some(slot))
+                    .ok_or(stripe)?;
+                let sources: Vec<(&FileDisk, u64)> = members
+                    .iter()
+                    .map(|m| file_disk(m).map(|d| (d, m.data_offset() + at)))
+                    .collect::<Option<_>>()
+                    .ok_or(stripe)?;
+                let started_ns = target.monitor.start();
+                let r = target
+                    .within_timeout(target_disk.write_xor_of(
+                        target.data_offset() + at,
+                        &sources,
+                        bytes,
+                        engine,
+                    ))
+                    .await;
+                // Counted as the reads and the write they stand for.
+                for m in &members {
+                    m.count(|c| c.reads += 1);
+                    m.monitor.finish(false, bytes as u64, started_ns, r.is_ok());
+                }
+                target.count(|c| c.writes += 1);
+                target
+                    .monitor
+                    .finish(true, bytes as u64, started_ns, r.is_ok());
+                if matches!(r, Err(crate::block::IoError::Timeout)) {
+                    // The job may still write after the general path redid the stripe and a
+                    // client wrote over it: the target is failed, as for a write timeout.
+                    self.fail_member_rc(target).await;
+                }
+                r.map_err(|_| stripe)
+            })
+            .collect();
+        let mut first_error = None;
+        for r in crate::executor::join_all(jobs).await {
+            if let Err(stripe) = r {
+                first_error = Some(first_error.map_or(stripe, |f: u64| f.min(stripe)));
+            }
+        }
+        match first_error {
+            Some(stripe) => Err(stripe),
+            None => Ok(()),
+        }
+    }
+
     /// Copy levels: rebuilds member sectors `[at, end)` of `target` from other copies, one
     /// contiguous piece at a time, each under the exclusive lock of its array range; the
     /// cursor moves past each piece under that lock. False when a piece had no readable
@@ -1188,6 +1291,25 @@ impl Array {
         }
         true
     }
+}
+
+/// The file behind `target` when a parity rebuild onto it can run as worker jobs
+/// ([`Array::rebuild_stripes_offloaded`]). Not for a member being replaced: a write to it
+/// must reach its replacement too, which the general path does.
+#[cfg(feature = "std")]
+fn offload_target(target: &Member) -> Option<&crate::platform::file::FileDisk> {
+    if target.replacement.borrow().is_some() {
+        return None;
+    }
+    target
+        .dev
+        .as_any()?
+        .downcast_ref::<crate::platform::file::FileDisk>()
+}
+
+#[cfg(not(feature = "std"))]
+fn offload_target(_target: &Member) -> Option<()> {
+    None
 }
 
 /// A device to add.

@@ -3,8 +3,11 @@
 //! Each request becomes a positioned read or write (`pread`/`pwrite`) on a worker thread; the
 //! worker completes a shared slot and wakes the waiting task through the executor's
 //! thread-safe waker. Many requests are in flight at once, across members and requests.
+//! A rebuild's "read these cells, xor them, write the result" can run as one worker job
+//! ([`FileDisk::write_xor_of`]), so the engine thread neither copies nor wakes per cell.
 #![allow(unsafe_code)]
 
+use std::cell::RefCell;
 use std::fs::{File, OpenOptions};
 use std::io::{Seek, SeekFrom};
 use std::os::unix::fs::FileExt;
@@ -18,6 +21,19 @@ use std::thread::JoinHandle;
 use crate::block::{
     BlockDevice, Bytes, IoError, IoFuture, SECTOR_BYTES, check_range, check_sectors,
 };
+use crate::parity::ParityEngine;
+
+/// Bytes of each source a [`FileDisk::write_xor_of`] job reads at a time: the pieces of
+/// all sources plus the result stay in one core's L2 cache (1 MiB on the bench machine)
+/// from the copy out of the page cache, through the xor, to the copy back in, instead of
+/// making three trips through memory.
+const XOR_PIECE_BYTES: usize = 128 << 10;
+
+thread_local! {
+    /// A worker's pieces for `write_xor_of`: reused, so they stay cache-warm and are
+    /// never faulted in again.
+    static XOR_PIECES: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
 
 type Job = Box<dyn FnOnce() + Send>;
 
@@ -176,11 +192,92 @@ impl FileDisk {
     pub fn path(&self) -> &Path {
         &self.path
     }
+
+    /// Writes at `sector` of this disk the xor of `bytes` read at each `(disk, sector)` of
+    /// `sources`, as one job on a worker thread, a cache-sized piece at a time. Nothing is
+    /// retried: on an error (`Media` names the sector of the source or of this disk) part
+    /// of the range may be written, and the caller redoes it its own way.
+    pub fn write_xor_of(
+        &self,
+        sector: u64,
+        sources: &[(&FileDisk, u64)],
+        bytes: usize,
+        engine: ParityEngine,
+    ) -> IoFuture<'_, ()> {
+        let checked = check_range(sector, bytes, self.capacity_sectors).and_then(|_| {
+            sources
+                .iter()
+                .try_for_each(|(d, s)| check_range(*s, bytes, d.capacity_sectors).map(|_| ()))
+        });
+        let target = self.file.clone();
+        let sources: Vec<(Arc<File>, u64)> =
+            sources.iter().map(|(d, s)| (d.file.clone(), *s)).collect();
+        Box::pin(async move {
+            checked?;
+            if sources.is_empty() {
+                return Err(IoError::Unsupported);
+            }
+            let done = self
+                .pool
+                .submit(move || xor_job(&target, sector, &sources, bytes, engine));
+            match done.wait().await {
+                Some(Ok(())) => Ok(()),
+                Some(Err((at, e))) => Err(io_error(at, &e)),
+                None => Err(IoError::DeviceFailed),
+            }
+        })
+    }
+}
+
+/// The worker side of [`FileDisk::write_xor_of`]; an error names the sector it hit.
+fn xor_job(
+    target: &File,
+    sector: u64,
+    sources: &[(Arc<File>, u64)],
+    bytes: usize,
+    engine: ParityEngine,
+) -> Result<(), (u64, std::io::Error)> {
+    XOR_PIECES.with(|pieces| {
+        let mut pieces = pieces.borrow_mut();
+        let piece_max = XOR_PIECE_BYTES.min(bytes);
+        if pieces.len() < sources.len() * piece_max {
+            pieces.resize(sources.len() * piece_max, 0);
+        }
+        let mut done = 0usize;
+        while done < bytes {
+            let len = piece_max.min(bytes - done);
+            let (first, rest) = pieces.split_at_mut(piece_max);
+            let first = &mut first[..len];
+            let byte_at = |s: u64| s * SECTOR_BYTES as u64 + done as u64;
+            let (file, s) = &sources[0];
+            file.read_exact_at(first, byte_at(*s))
+                .map_err(|e| (*s, e))?;
+            for (i, (file, s)) in sources[1..].iter().enumerate() {
+                let buf = &mut rest[i * piece_max..i * piece_max + len];
+                file.read_exact_at(buf, byte_at(*s)).map_err(|e| (*s, e))?;
+            }
+            if sources.len() > 1 {
+                let others: Vec<&[u8]> = (0..sources.len() - 1)
+                    .map(|i| &rest[i * piece_max..i * piece_max + len])
+                    .collect();
+                engine.xor_into(&others, first);
+            }
+            target
+                .write_all_at(first, byte_at(sector))
+                .map_err(|e| (sector, e))?;
+            done += len;
+        }
+        Ok(())
+    })
 }
 
 impl BlockDevice for FileDisk {
     fn capacity_sectors(&self) -> u64 {
         self.capacity_sectors
+    }
+
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        Some(self)
     }
 
     fn read(&self, sector: u64, mut buf: Vec<u8>) -> IoFuture<'_, Vec<u8>> {
@@ -300,5 +397,74 @@ mod tests {
         assert!(matches!(result.1, Err(IoError::OutOfRange { .. })));
         assert!(notified.load(std::sync::atomic::Ordering::SeqCst));
         std::fs::remove_file(&dir).unwrap();
+    }
+
+    /// The fused job writes the xor of its sources across piece boundaries (a length that
+    /// is not a whole number of pieces), touches nothing else, and refuses a source range
+    /// past the end.
+    #[test]
+    fn write_xor_of_writes_the_xor_of_every_source() {
+        let dir = std::env::temp_dir().join(format!("orion-xorjob-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let pool = IoPool::new(2);
+        let bytes = XOR_PIECE_BYTES * 2 + 3 * SECTOR_BYTES;
+        let disks: Vec<FileDisk> = (0..4)
+            .map(|i| FileDisk::create_sparse(&dir.join(format!("d{i}")), 4 << 20, pool.clone()))
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let mut rng = crate::rng::SplitMix64::new(5);
+        let mut want = vec![0u8; bytes];
+        for (i, d) in disks[..3].iter().enumerate() {
+            let mut data = vec![0u8; bytes];
+            rng.fill(&mut data);
+            for (w, b) in want.iter_mut().zip(&data) {
+                *w ^= b;
+            }
+            d.file
+                .write_all_at(&data, (8 + i as u64) * SECTOR_BYTES as u64)
+                .unwrap();
+        }
+        disks[3].file.write_all_at(&[0xee; 8192], 0).unwrap();
+        let engine = crate::parity::ParityEngine::widest();
+        // Polled by hand: the worker completes the slot, nothing else needs to run.
+        let wait = |mut fut: IoFuture<'_, ()>| {
+            let mut cx = Context::from_waker(Waker::noop());
+            loop {
+                if let Poll::Ready(r) = fut.as_mut().poll(&mut cx) {
+                    return r;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+        };
+        let sources: Vec<(&FileDisk, u64)> = disks[..3]
+            .iter()
+            .enumerate()
+            .map(|(i, d)| (d, 8 + i as u64))
+            .collect();
+        wait(disks[3].write_xor_of(16, &sources, bytes, engine)).unwrap();
+        let mut got = vec![0u8; bytes + 2 * SECTOR_BYTES];
+        disks[3]
+            .file
+            .read_exact_at(&mut got, 15 * SECTOR_BYTES as u64)
+            .unwrap();
+        assert!(
+            got[..SECTOR_BYTES].iter().all(|&b| b == 0xee),
+            "before untouched"
+        );
+        assert!(
+            got[SECTOR_BYTES..SECTOR_BYTES + bytes] == want[..],
+            "the xor"
+        );
+        assert!(
+            got[SECTOR_BYTES + bytes..].iter().all(|&b| b == 0),
+            "after untouched"
+        );
+        let past = [(&disks[0], (4 << 20) / SECTOR_BYTES as u64 - 1)];
+        assert!(matches!(
+            wait(disks[3].write_xor_of(0, &past, bytes, engine)),
+            Err(IoError::OutOfRange { .. })
+        ));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
