@@ -43,7 +43,9 @@ pub(super) fn prefetch(p: *const u8, bytes: usize) {
         let at = p.wrapping_add(PREFETCH_AHEAD_BYTES + off);
         // SAFETY: a prefetch is a hint: it never faults and changes no memory, whatever
         // the address (`wrapping_add` keeps the pointer arithmetic itself defined).
-        unsafe { core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(at.cast()) };
+        unsafe {
+            core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(at.cast())
+        };
         off += 64;
     }
 }
@@ -134,7 +136,9 @@ macro_rules! simd_kernels {
         };
 
         /// Software prefetch of the sources, for streaming calls only: those read from
-        /// DRAM, where the hardware prefetchers alone leave the loads waiting.
+        /// DRAM, where the hardware prefetchers alone leave the loads waiting. Only the
+        /// syndrome steps use it: the xor already runs at the speed of a plain read, and
+        /// the grouped passes read a page of each source at a time.
         #[inline(always)]
         fn prefetch_nt<const NT: bool>(p: *const u8, bytes: usize) {
             if NT {
@@ -171,7 +175,6 @@ macro_rules! simd_kernels {
             unsafe {
                 let n = srcs.len();
                 let first = srcs.get_unchecked(n - 1).as_ptr().add(pos);
-                prefetch_nt::<NT>(first, LANES * W);
                 let mut acc = [zero(); LANES];
                 for l in 0..LANES {
                     acc[l] = load(first.add(l * W));
@@ -183,7 +186,6 @@ macro_rules! simd_kernels {
                 }
                 for s in srcs.get_unchecked(..n - 1).iter().rev() {
                     let sp = s.as_ptr().add(pos);
-                    prefetch_nt::<NT>(sp, LANES * W);
                     for l in 0..LANES {
                         acc[l] = xor(acc[l], load(sp.add(l * W)));
                     }
@@ -232,7 +234,6 @@ macro_rules! simd_kernels {
                             }
                             for s in group.iter().rev() {
                                 let sp = s.as_ptr().add(pos + off);
-                                prefetch_nt::<NT>(sp, LANES * W);
                                 for l in 0..LANES {
                                     acc[l] = xor(acc[l], load(sp.add(l * W)));
                                 }
@@ -480,7 +481,6 @@ macro_rules! simd_kernels {
                                     gap -= 1;
                                 }
                                 let sp = srcs.get_unchecked(i).as_ptr().add(at);
-                                prefetch_nt::<NT>(sp, LANES * W);
                                 for l in 0..LANES {
                                     let d = load(sp.add(l * W));
                                     if MODE != GEN_Q {
