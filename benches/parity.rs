@@ -489,11 +489,11 @@ unsafe fn pq_minimal(
                     }
                 }
             }
-            for l in 0..4 {
-                _mm256_stream_si256(a.add(pos + l * 32).cast(), p[l]);
+            for (l, v) in p.iter().enumerate() {
+                _mm256_stream_si256(a.add(pos + l * 32).cast(), *v);
             }
-            for l in 0..4 {
-                _mm256_stream_si256(b.add(pos + l * 32).cast(), q[l]);
+            for (l, v) in q.iter().enumerate() {
+                _mm256_stream_si256(b.add(pos + l * 32).cast(), *v);
             }
             pos += 128;
         }
