@@ -14,7 +14,8 @@
 //! `PARITY_SUMMARY=0` skips the summary; `PARITY_SUMMARY_ONLY=1` runs only the summary;
 //! `PARITY_SUMMARY_DRAM=0` leaves the memory-bound rows out of it; `PARITY_ONLY=xor,pq_gen`
 //! limits it to some operations; `PARITY_K=4,8` and `PARITY_LEN=4096` to some shapes;
-//! `PARITY_READ=block` reads block after block in the plain-read rows.
+//! `PARITY_READ=block` reads block after block in the plain-read rows; `PARITY_EXPERIMENT=1`
+//! runs only the engine beside a minimal hand-written P+Q loop (see `experiment`).
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -444,6 +445,138 @@ unsafe fn traffic_avx2(srcs: &[*const u8], a: *mut u8, b: *mut u8, len: usize) {
     }
 }
 
+/// A minimal AVX2 P+Q loop, the yardstick the engine's kernels are held to
+/// (`PARITY_EXPERIMENT=1`): slots 0..k, 4 vectors a step, streamed outputs. With
+/// `prefetch`, each source is prefetched 512 bytes ahead; with `no_q`, Q's arithmetic is left
+/// out (the loop's memory traffic with P's arithmetic only).
+///
+/// # Safety
+/// AVX2 is available; every source and both outputs hold `len` bytes (a multiple of 128);
+/// the outputs are aligned to 32.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn pq_minimal(
+    srcs: &[*const u8],
+    a: *mut u8,
+    b: *mut u8,
+    len: usize,
+    prefetch: bool,
+    no_q: bool,
+) {
+    use std::arch::x86_64::*;
+    // SAFETY: every access is below `len` bytes of its buffer; prefetches never fault.
+    unsafe {
+        let poly = _mm256_set1_epi8(0x1d);
+        let z = _mm256_setzero_si256();
+        let mut pos = 0;
+        while pos < len {
+            let mut p = [z; 4];
+            let mut q = [z; 4];
+            for s in srcs.iter().rev() {
+                if prefetch {
+                    _mm_prefetch::<_MM_HINT_T0>(s.wrapping_add(pos + 512).cast());
+                    _mm_prefetch::<_MM_HINT_T0>(s.wrapping_add(pos + 512 + 64).cast());
+                }
+                for l in 0..4 {
+                    let d = _mm256_loadu_si256(s.add(pos + l * 32).cast());
+                    p[l] = _mm256_xor_si256(p[l], d);
+                    if no_q {
+                        q[l] = p[l];
+                    } else {
+                        let c = _mm256_and_si256(_mm256_cmpgt_epi8(z, q[l]), poly);
+                        q[l] = _mm256_xor_si256(_mm256_add_epi8(q[l], q[l]), c);
+                        q[l] = _mm256_xor_si256(q[l], d);
+                    }
+                }
+            }
+            for (l, v) in p.iter().enumerate() {
+                _mm256_stream_si256(a.add(pos + l * 32).cast(), *v);
+            }
+            for (l, v) in q.iter().enumerate() {
+                _mm256_stream_si256(b.add(pos + l * 32).cast(), *v);
+            }
+            pos += 128;
+        }
+        _mm_sfence();
+    }
+}
+
+/// `PARITY_EXPERIMENT=1`: the engine's streaming P+Q beside [`pq_minimal`] on the same
+/// buffers, in cache and from DRAM, and the minimal loop's variants beside the plain read.
+/// How the engine's memory-bound gap to that loop was found (loads of statics and of the
+/// plan inside the loop stalled behind streaming stores).
+#[cfg(target_arch = "x86_64")]
+fn experiment() {
+    if !std::is_x86_feature_detected!("avx2") {
+        return;
+    }
+    let engine = ParityEngine::widest().with_store_hint(StoreHint::Stream);
+    let imp = Impl::Ours(engine);
+    let budget = Duration::from_millis(300);
+    let minimal = |pool: &std::cell::RefCell<MemoryPool>, prefetch: bool, no_q: bool| {
+        let mut pool = pool.borrow_mut();
+        let s = pool.next();
+        let len = s.p.len();
+        let srcs: Vec<*const u8> = s.data.iter().map(|d| d.as_ptr()).collect();
+        // SAFETY: AVX2 was detected; the pool's blocks are page aligned and hold `len`
+        // bytes, a multiple of 128.
+        unsafe {
+            pq_minimal(
+                &srcs,
+                s.p.as_mut_ptr(),
+                s.q.as_mut_ptr(),
+                len,
+                prefetch,
+                no_q,
+            )
+        };
+    };
+    for k in env_list("PARITY_K", &DATA_COUNTS) {
+        let prepared = prepare(&imp, k);
+        for in_cache in [4096usize, 65536, 0] {
+            let pool = std::cell::RefCell::new(MemoryPool::new(k, in_cache));
+            let len = if in_cache == 0 {
+                MEMORY_BLOCK_BYTES
+            } else {
+                in_cache
+            };
+            let bytes = (k * len) as f64;
+            let engine_call = || {
+                black_box(run(
+                    &imp,
+                    &prepared,
+                    Op::PqGen,
+                    &mut pool.borrow_mut().next(),
+                ));
+            };
+            let f = alternate(budget, bytes, engine_call, || minimal(&pool, true, false));
+            print_ratio_named("pq_gen", k, &kib(len), f, "minimal loop");
+            if in_cache != 0 {
+                continue;
+            }
+            let read = || {
+                black_box(run(
+                    &imp,
+                    &prepared,
+                    Op::Read,
+                    &mut pool.borrow_mut().next(),
+                ));
+            };
+            for (name, prefetch, no_q) in [
+                ("minimal", false, false),
+                ("min+pf", true, false),
+                ("min no Q", false, true),
+            ] {
+                let f = alternate(budget, bytes, || minimal(&pool, prefetch, no_q), read);
+                print_ratio_named(name, k, &kib(len), f, "read (dram)");
+            }
+        }
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn experiment() {}
+
 /// Ours (the widest engine) against ISA-L, or against the plain read in the memory-bound
 /// rows, alternating; prints one line per shape with the ratio.
 fn summary() {
@@ -592,6 +725,10 @@ fn main() {
             ..bench::BenchOptions::default()
         };
         bench::run(&opts, &mut std::io::stdout()).expect("stdout");
+        return;
+    }
+    if env_flag("PARITY_EXPERIMENT") == Some(true) {
+        experiment();
         return;
     }
     for k in DATA_COUNTS {

@@ -43,6 +43,7 @@ fn mul2(v: V, poly: V) -> V {
 }
 
 /// The nibble tables of a constant, in both 128-bit halves (`vpshufb` works per half).
+#[derive(Clone, Copy)]
 struct Table {
     lo: V,
     hi: V,

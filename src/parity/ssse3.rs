@@ -42,6 +42,7 @@ fn mul2(v: V, poly: V) -> V {
 }
 
 /// The nibble tables of a constant.
+#[derive(Clone, Copy)]
 struct Table {
     lo: V,
     hi: V,
