@@ -109,6 +109,21 @@ impl Array {
         sectors: u64,
         disks: &[usize],
     ) -> Vec<(usize, Cell)> {
+        self.read_cells_cached(l, stripe, offset_sectors, sectors, disks, true)
+            .await
+    }
+
+    /// [`Self::read_cells_shared`]; `keep_reads: false` leaves what members return out of
+    /// the cache (the caller is about to overwrite those cells and caches the new content).
+    async fn read_cells_cached(
+        &self,
+        l: &Raid5Layout,
+        stripe: u64,
+        offset_sectors: u64,
+        sectors: u64,
+        disks: &[usize],
+        keep_reads: bool,
+    ) -> Vec<(usize, Cell)> {
         let at = l.member_sector(stripe, offset_sectors);
         let bytes = sectors as usize * SECTOR_BYTES;
         let jobs: Vec<_> = disks
@@ -136,7 +151,7 @@ impl Array {
             .collect();
         // Whole chunks are streaming I/O (md bypasses its stripe cache for them too): caching
         // them would cost a copy and evict the small cells that read-modify-write wants.
-        let keep = sectors < l.chunk_sectors();
+        let keep = keep_reads && sectors < l.chunk_sectors();
         let mut out = Vec::with_capacity(disks.len());
         for (d, member, r, from_cache) in join_all(jobs).await {
             match &r {
@@ -710,8 +725,11 @@ impl Array {
         let mut unreadable: Vec<usize> = Vec::new();
         let mut read_done = vec![false; n];
         let mut clean = true;
+        // Read-modify-write reads exactly the cells it rewrites: caching their old content
+        // would only be replaced by the new one below (costing an eviction each).
+        let keep_reads = !use_rmw;
         for (d, r) in self
-            .read_cells_shared(l, stripe, offset_sectors, sectors, &first_reads)
+            .read_cells_cached(l, stripe, offset_sectors, sectors, &first_reads, keep_reads)
             .await
         {
             read_done[d] = true;
