@@ -134,6 +134,8 @@ impl Array {
                 let cached = member
                     .as_ref()
                     .and_then(|_| self.cache_get(stripe, d, offset_sectors, sectors));
+                // The read overwrites it whole: a recycled buffer needs no zero-fill.
+                let buf = (member.is_some() && cached.is_none()).then(|| self.parity_buffer(bytes));
                 async move {
                     let Some(member) = member else {
                         return (d, None, Err(IoError::DeviceFailed), false);
@@ -141,10 +143,8 @@ impl Array {
                     if let Some(data) = cached {
                         return (d, Some(member), Ok(data), true);
                     }
-                    let r = member
-                        .read_data(at, vec![0u8; bytes])
-                        .await
-                        .map(Bytes::from);
+                    let buf = buf.expect("taken for an uncached live member");
+                    let r = member.read_data(at, buf).await.map(Bytes::from);
                     (d, Some(member), r, false)
                 }
             })
@@ -884,6 +884,10 @@ impl Array {
         drop(written);
         self.recycle_parity_buffer(p);
         self.recycle_parity_buffer(q);
+        // Old cells nothing else holds (read for read-modify-write, not cached) are reused.
+        for c in cells.into_iter().flatten() {
+            self.recycle_parity_buffer(c);
+        }
         let dead = (0..n).filter(|&d| !live(d)).count();
         if dead > l.parity_disks() {
             return all_new()
