@@ -1386,7 +1386,7 @@ mod tests {
         let mut submitted: Vec<(NbdIo, ReplyToken)> = Vec::new();
         let mut notices = Vec::new();
         // Turn the loop until the first payload is on the payload thread...
-        while !r.conns.get(&1).is_some_and(|c| c.offloaded.is_some()) {
+        while r.conns.get(&1).is_none_or(|c| c.offloaded.is_none()) {
             r.poll(Duration::from_millis(10), &mut |_, io, t| {
                 submitted.push((io, t))
             });
@@ -1513,7 +1513,7 @@ mod tests {
     /// server would give.
     #[test]
     fn pipelined_mix_answers_as_in_order() {
-        let seed = 0x5eed_0f_c4a1;
+        let seed = 0x5eed_c4a1;
         let dir = std::env::temp_dir().join(format!("orion-nbd-chain-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
