@@ -109,6 +109,21 @@ impl Array {
         sectors: u64,
         disks: &[usize],
     ) -> Vec<(usize, Cell)> {
+        self.read_cells_cached(l, stripe, offset_sectors, sectors, disks, true)
+            .await
+    }
+
+    /// [`Self::read_cells_shared`]; `keep_reads: false` leaves what members return out of
+    /// the cache (the caller is about to overwrite those cells and caches the new content).
+    async fn read_cells_cached(
+        &self,
+        l: &Raid5Layout,
+        stripe: u64,
+        offset_sectors: u64,
+        sectors: u64,
+        disks: &[usize],
+        keep_reads: bool,
+    ) -> Vec<(usize, Cell)> {
         let at = l.member_sector(stripe, offset_sectors);
         let bytes = sectors as usize * SECTOR_BYTES;
         let jobs: Vec<_> = disks
@@ -119,6 +134,8 @@ impl Array {
                 let cached = member
                     .as_ref()
                     .and_then(|_| self.cache_get(stripe, d, offset_sectors, sectors));
+                // The read overwrites it whole: a recycled buffer needs no zero-fill.
+                let buf = (member.is_some() && cached.is_none()).then(|| self.parity_buffer(bytes));
                 async move {
                     let Some(member) = member else {
                         return (d, None, Err(IoError::DeviceFailed), false);
@@ -126,17 +143,15 @@ impl Array {
                     if let Some(data) = cached {
                         return (d, Some(member), Ok(data), true);
                     }
-                    let r = member
-                        .read_data(at, vec![0u8; bytes])
-                        .await
-                        .map(Bytes::from);
+                    let buf = buf.expect("taken for an uncached live member");
+                    let r = member.read_data(at, buf).await.map(Bytes::from);
                     (d, Some(member), r, false)
                 }
             })
             .collect();
         // Whole chunks are streaming I/O (md bypasses its stripe cache for them too): caching
         // them would cost a copy and evict the small cells that read-modify-write wants.
-        let keep = sectors < l.chunk_sectors();
+        let keep = keep_reads && sectors < l.chunk_sectors();
         let mut out = Vec::with_capacity(disks.len());
         for (d, member, r, from_cache) in join_all(jobs).await {
             match &r {
@@ -710,8 +725,11 @@ impl Array {
         let mut unreadable: Vec<usize> = Vec::new();
         let mut read_done = vec![false; n];
         let mut clean = true;
+        // Read-modify-write reads exactly the cells it rewrites: caching their old content
+        // would only be replaced by the new one below (costing an eviction each).
+        let keep_reads = !use_rmw;
         for (d, r) in self
-            .read_cells_shared(l, stripe, offset_sectors, sectors, &first_reads)
+            .read_cells_cached(l, stripe, offset_sectors, sectors, &first_reads, keep_reads)
             .await
         {
             read_done[d] = true;
@@ -866,6 +884,10 @@ impl Array {
         drop(written);
         self.recycle_parity_buffer(p);
         self.recycle_parity_buffer(q);
+        // Old cells nothing else holds (read for read-modify-write, not cached) are reused.
+        for c in cells.into_iter().flatten() {
+            self.recycle_parity_buffer(c);
+        }
         let dead = (0..n).filter(|&d| !live(d)).count();
         if dead > l.parity_disks() {
             return all_new()

@@ -76,11 +76,14 @@ impl Pages {
         self.len += 1;
     }
 
-    fn remove(&mut self, &(stripe, disk, page): &Key) {
+    /// Removes the page if its last use is `tick` (one search: eviction's hot path).
+    fn remove_if_used_at(&mut self, &(stripe, disk, page): &Key, tick: u64) {
         let Some(pages) = self.cells.get_mut(&(stripe, disk)) else {
             return;
         };
-        if let Ok(i) = Self::slot(pages, page) {
+        if let Ok(i) = Self::slot(pages, page)
+            && pages[i].1.last_use == tick
+        {
             pages.remove(i);
             self.len -= 1;
             if pages.is_empty() {
@@ -169,18 +172,20 @@ impl StripeCache {
                 .is_some_and(|end| end <= self.cell_sectors)
     }
 
-    fn touch(&mut self, key: Key) {
-        self.tick += 1;
-        let tick = self.tick;
-        if let Some(e) = self.entries.get_mut(&key) {
-            e.last_use = tick;
-            self.order.push_back((tick, key));
-        }
+    /// Records a use of `key`, whose entry the caller has just set `last_use` of to the
+    /// returned tick (taken with `next_tick`).
+    fn record_use(&mut self, tick: u64, key: Key) {
+        self.order.push_back((tick, key));
         if self.order.len() > 2 * self.entries.len() + 64 {
             let entries = &self.entries;
             self.order
                 .retain(|(t, k)| entries.get(k).is_some_and(|e| e.last_use == *t));
         }
+    }
+
+    fn next_tick(&mut self) -> u64 {
+        self.tick += 1;
+        self.tick
     }
 
     /// Whether every sector of `[offset, offset + sectors)` of the cell is cached (a peek:
@@ -269,8 +274,23 @@ impl StripeCache {
                 Bytes::from(out)
             }
         };
-        for page in first_page..=last_page {
-            self.touch((stripe, disk, page));
+        let first_tick = self.tick + 1;
+        self.tick += last_page - first_page + 1;
+        let pages = self
+            .entries
+            .cells
+            .get_mut(&(stripe, disk))
+            .expect("contains checked it");
+        let start = Pages::slot(pages, first_page).expect("contains checked it");
+        for (i, (page, e)) in pages[start..=start + (last_page - first_page) as usize]
+            .iter_mut()
+            .enumerate()
+        {
+            assert_eq!(*page, first_page + i as u64, "contains checked the pages");
+            e.last_use = first_tick + i as u64;
+        }
+        for (i, page) in (first_page..=last_page).enumerate() {
+            self.record_use(first_tick + i as u64, (stripe, disk, page));
         }
         Some(out)
     }
@@ -308,12 +328,13 @@ impl StripeCache {
                 }
                 (Bytes::from(page_bytes), 0, valid)
             };
+            let tick = self.next_tick();
             match self.entries.get_mut(&key) {
                 Some(e) => {
                     e.src = src;
                     e.at = at;
                     e.valid = valid;
-                    self.touch(key);
+                    e.last_use = tick;
                 }
                 None => {
                     // Room for the new page first, so the budget holds at every moment.
@@ -324,12 +345,12 @@ impl StripeCache {
                             src,
                             at,
                             valid,
-                            last_use: 0,
+                            last_use: tick,
                         },
                     );
-                    self.touch(key);
                 }
             }
+            self.record_use(tick, key);
             s += n;
         }
         assert!(
@@ -360,9 +381,7 @@ impl StripeCache {
             let Some((tick, key)) = self.order.pop_front() else {
                 break;
             };
-            if self.entries.get(&key).is_some_and(|e| e.last_use == tick) {
-                self.entries.remove(&key);
-            }
+            self.entries.remove_if_used_at(&key, tick);
         }
     }
 }

@@ -7,6 +7,10 @@
 //! thread hop, the reply often leaves in the same loop turn) or, for a thread-safe `Backend`,
 //! the server's reactor thread. Completions may come from any thread: they queue their reply
 //! and raise the loop's `Signal`, whose eventfd sits in the same epoll set.
+//!
+//! Large write payloads are received by a payload thread, which then takes the headers of
+//! the large writes that follow itself (within the connection's credit), so a stream of
+//! them is received back to back while the engine writes the earlier ones.
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
@@ -248,12 +252,22 @@ struct RecvJob {
     fd: RawFd,
     data: Vec<u8>,
     length: usize,
+    /// For taking the large writes that follow this one straight away (see
+    /// `take_next_write`): the export's limits and the credit the connection has left once
+    /// this write is counted. The engine starts nothing else on the connection meanwhile,
+    /// so this is never more than it would allow.
+    limits: ExportLimits,
+    spare_requests: usize,
+    spare_bytes: usize,
 }
 
 /// Its outcome: the full payload, or `None` (end of stream, error, shutdown).
 struct RecvDone {
     connection: u64,
     data: Option<Vec<u8>>,
+    /// The write whose header followed this payload: the payload thread took that header
+    /// and now receives its payload (a later `RecvDone` of the connection brings it).
+    next: Option<Offloaded>,
 }
 
 /// The thread that receives large write payloads (started on first use).
@@ -264,7 +278,7 @@ struct PayloadThread {
 }
 
 impl PayloadThread {
-    fn start(signal: Arc<Signal>) -> io::Result<PayloadThread> {
+    fn start(signal: Arc<Signal>, pool: Arc<BufferPool>) -> io::Result<PayloadThread> {
         let (jobs, rx) = std::sync::mpsc::channel::<RecvJob>();
         let done = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -273,16 +287,84 @@ impl PayloadThread {
             .name("nbd-payload".into())
             .spawn(move || {
                 for mut job in rx {
-                    let ok = receive_all(job.fd, &mut job.data, job.length, &st);
-                    lock(&d).push(RecvDone {
-                        connection: job.connection,
-                        data: ok.then_some(job.data),
-                    });
-                    signal.raise();
+                    // Back-to-back large writes are received one after the other here, with
+                    // no round trip through the engine between them: the socket never waits
+                    // for the engine, and a stripe's writes arrive while it writes the last.
+                    loop {
+                        let ok = receive_all(job.fd, &mut job.data, job.length, &st);
+                        let next = if ok && !st.load(Ordering::SeqCst) {
+                            take_next_write(&job, &st)
+                        } else {
+                            None
+                        };
+                        let data = std::mem::take(&mut job.data);
+                        lock(&d).push(RecvDone {
+                            connection: job.connection,
+                            data: ok.then_some(data),
+                            next,
+                        });
+                        signal.raise();
+                        let Some(n) = next else {
+                            break;
+                        };
+                        job.data = pool.take_empty(n.length);
+                        job.length = n.length;
+                        job.spare_requests -= 1;
+                        job.spare_bytes -= n.length;
+                    }
                 }
             })?;
         Ok(PayloadThread { jobs, done, stop })
     }
+}
+
+/// After a payload: if the connection's next request is already here and is a large write
+/// its credit allows, takes its header off the socket and returns it (the caller receives
+/// its payload next). Anything else stays unread, for the engine.
+#[allow(unsafe_code)]
+fn take_next_write(job: &RecvJob, stop: &std::sync::atomic::AtomicBool) -> Option<Offloaded> {
+    if job.spare_requests == 0 {
+        return None;
+    }
+    let mut header = [0u8; proto::REQUEST_HEADER_BYTES];
+    // SAFETY: `job.fd` is the connection's open socket (the engine keeps it open while this
+    // thread owns its read side); recv writes at most `header.len()` bytes into `header`.
+    let n = unsafe {
+        libc::recv(
+            job.fd,
+            header.as_mut_ptr().cast(),
+            header.len(),
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    if n != header.len() as isize {
+        return None;
+    }
+    let h = proto::decode_request_header(&header).ok()?;
+    let RequestPlan::Execute(Command::Write {
+        offset,
+        length,
+        fua,
+    }) = proto::plan_request(&h, &job.limits)
+    else {
+        return None;
+    };
+    let length = length as usize;
+    if length < OFFLOAD_PAYLOAD_BYTES || length > job.spare_bytes {
+        return None;
+    }
+    // The peeked bytes are queued on the socket and nobody else reads it: this takes them.
+    let mut taken = Vec::with_capacity(header.len());
+    if !receive_all(job.fd, &mut taken, header.len(), stop) {
+        return None;
+    }
+    assert_eq!(taken[..], header[..], "the peeked header is the one taken");
+    Some(Offloaded {
+        cookie: h.cookie,
+        offset,
+        fua,
+        length,
+    })
 }
 
 impl Drop for PayloadThread {
@@ -323,6 +405,7 @@ fn receive_all(
 }
 
 /// A write whose payload the payload thread is receiving.
+#[derive(Clone, Copy, Debug)]
 struct Offloaded {
     cookie: u64,
     offset: u64,
@@ -627,6 +710,21 @@ impl Reactor {
                 .offloaded
                 .take()
                 .expect("a received payload was offloaded");
+            if let Some(next) = r.next {
+                // The payload thread took the next write's header: it counts from now on.
+                assert!(r.data.is_some(), "a write follows only a received payload");
+                c.in_flight += 1;
+                c.in_flight_bytes += next.length;
+                c.offloaded = Some(next);
+                if let Some(n) = &mut self.payload_notices {
+                    n.push(PayloadNotice::Arriving {
+                        connection: id,
+                        export_index: c.export_index,
+                        offset: next.offset,
+                        length: next.length as u64,
+                    });
+                }
+            }
             match r.data {
                 Some(data) if c.reading => {
                     let token = c.token(id, o.cookie, None, o.length, &self.done);
@@ -639,8 +737,10 @@ impl Reactor {
                         },
                         token,
                     );
-                    self.process(id, submit);
-                    self.on_readable(id, submit);
+                    if c.offloaded.is_none() {
+                        self.process(id, submit);
+                        self.on_readable(id, submit);
+                    }
                 }
                 other => {
                     // A partial write reaches no backend; its credit comes back.
@@ -799,7 +899,7 @@ impl Reactor {
                 if p.data.len() < p.length {
                     if p.length - p.data.len() >= OFFLOAD_PAYLOAD_BYTES {
                         if self.payload_thread.is_none() {
-                            match PayloadThread::start(self.signal.clone()) {
+                            match PayloadThread::start(self.signal.clone(), pool.clone()) {
                                 Ok(t) => self.payload_thread = Some(t),
                                 Err(e) => log::warn!("NBD: no payload thread: {e}"),
                             }
@@ -818,6 +918,9 @@ impl Reactor {
                                 fd: c.fd,
                                 data: p.data,
                                 length: p.length,
+                                limits: c.limits,
+                                spare_requests: c.max_requests.saturating_sub(c.in_flight),
+                                spare_bytes: c.max_bytes.saturating_sub(c.in_flight_bytes),
                             };
                             let sent = t.jobs.send(job);
                             if sent.is_ok()
@@ -1183,5 +1286,327 @@ impl Conn {
                 Fill::End
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+    use std::os::unix::net::UnixStream;
+
+    use super::*;
+    use crate::host::nbd::{Backend, Completion, ExportInfo, Server, ServerConfig};
+    use crate::rng::SplitMix64;
+
+    const MIB: usize = 1 << 20;
+
+    fn header(command: u16, flags: u16, cookie: u64, offset: u64, length: u32) -> Vec<u8> {
+        let mut out = Vec::new();
+        proto::encode_request_header(
+            &proto::RequestHeader {
+                flags,
+                command,
+                cookie,
+                offset,
+                length,
+            },
+            &mut out,
+        );
+        out
+    }
+
+    fn reply(s: &mut UnixStream, data_bytes: usize) -> (u64, u32, Vec<u8>) {
+        reply_with(s, |_| data_bytes)
+    }
+
+    /// A reply whose data length depends on its cookie.
+    fn reply_with(s: &mut UnixStream, data_bytes: impl Fn(u64) -> usize) -> (u64, u32, Vec<u8>) {
+        let mut h = [0u8; proto::SIMPLE_REPLY_HEADER_BYTES];
+        s.read_exact(&mut h).unwrap();
+        let h = proto::decode_simple_reply_header(&h).unwrap();
+        let mut data = vec![
+            0u8;
+            if h.error == 0 {
+                data_bytes(h.cookie)
+            } else {
+                0
+            }
+        ];
+        s.read_exact(&mut data).unwrap();
+        (h.cookie, h.error, data)
+    }
+
+    /// Back-to-back large writes are received by the payload thread one after the other,
+    /// with no engine turn between them (so their stripes fill while the engine is busy),
+    /// and announced in order: each `Arriving` before its write is submitted.
+    #[test]
+    fn payload_thread_takes_back_to_back_writes_itself() {
+        let signal = Arc::new(Signal::new().unwrap());
+        let inbox = Arc::new(Inbox::new(signal.clone()));
+        let limits = Limits {
+            max_in_flight_requests: 64,
+            max_in_flight_bytes: 64 << 20,
+        };
+        let mut r =
+            Reactor::new(signal, inbox.clone(), limits, Arc::new(AtomicUsize::new(0))).unwrap();
+        r.enable_payload_notices();
+        let (ours, mut client) = UnixStream::pair().unwrap();
+        inbox.push(NewConnection {
+            id: 1,
+            stream: Stream::Unix(ours),
+            export_index: 0,
+            limits: ExportLimits {
+                size_bytes: 16 << 20,
+                minimum_block_bytes: 512,
+                maximum_payload_bytes: 32 << 20,
+                read_only: false,
+                can_trim: false,
+            },
+            buffered: Vec::new(),
+        });
+        let writes: [(u64, usize); 3] = [(0, MIB), (MIB as u64, MIB), (2 * MIB as u64, MIB / 2)];
+        let mut sender = client.try_clone().unwrap();
+        let feeder = std::thread::spawn(move || {
+            for (i, &(offset, len)) in writes.iter().enumerate() {
+                sender
+                    .write_all(&header(
+                        proto::CMD_WRITE,
+                        0,
+                        i as u64 + 1,
+                        offset,
+                        len as u32,
+                    ))
+                    .unwrap();
+                sender.write_all(&vec![i as u8 + 1; len]).unwrap();
+            }
+            sender
+                .write_all(&header(proto::CMD_READ, 0, 9, 0, 4096))
+                .unwrap();
+        });
+        let mut submitted: Vec<(NbdIo, ReplyToken)> = Vec::new();
+        let mut notices = Vec::new();
+        // Turn the loop until the first payload is on the payload thread...
+        while r.conns.get(&1).is_none_or(|c| c.offloaded.is_none()) {
+            r.poll(Duration::from_millis(10), &mut |_, io, t| {
+                submitted.push((io, t))
+            });
+            notices.extend(r.take_payload_notices());
+        }
+        assert!(submitted.is_empty());
+        // ...then leave the engine alone: the thread must receive all three by itself.
+        let t = r.payload_thread.as_ref().expect("started");
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while lock(&t.done).len() < 3 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the payload thread waited for the engine between writes"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        feeder.join().unwrap();
+        r.poll(Duration::ZERO, &mut |_, io, t| submitted.push((io, t)));
+        notices.extend(r.take_payload_notices());
+        // (The read behind them may be submitted in the same turn, once the chain ends.)
+        assert!(submitted.len() >= 3, "all three submitted in one turn");
+        let mut expected = Vec::new();
+        for (i, &(offset, len)) in writes.iter().enumerate() {
+            expected.push(PayloadNotice::Arriving {
+                connection: 1,
+                export_index: 0,
+                offset,
+                length: len as u64,
+            });
+            expected.push(PayloadNotice::Arrived { connection: 1 });
+            match &submitted[i].0 {
+                NbdIo::Write {
+                    offset: o, data, ..
+                } => {
+                    assert_eq!(*o, offset);
+                    assert!(data.len() == len && data.iter().all(|&b| b == i as u8 + 1));
+                }
+                other => panic!("write {i} submitted as {other:?}"),
+            }
+        }
+        assert_eq!(notices, expected);
+        // The read after them is the engine's again.
+        while submitted.len() < 4 {
+            r.poll(Duration::from_millis(10), &mut |_, io, t| {
+                submitted.push((io, t))
+            });
+        }
+        assert!(matches!(
+            submitted[3].0,
+            NbdIo::Read {
+                offset: 0,
+                length: 4096
+            }
+        ));
+        for (io, token) in submitted.drain(..) {
+            let data = match io {
+                NbdIo::Read { length, .. } => vec![7u8; length as usize],
+                _ => Vec::new(),
+            };
+            token.complete(IoOutcome::Ok(data));
+        }
+        r.poll(Duration::ZERO, &mut |_, _, _| {
+            panic!("nothing more was sent")
+        });
+        for cookie in 1..=3 {
+            assert_eq!(reply(&mut client, 0), (cookie, 0, Vec::new()));
+        }
+        assert_eq!(reply(&mut client, 4096), (9, 0, vec![7u8; 4096]));
+    }
+
+    /// A byte-array export that applies each request as it is submitted (so a model that
+    /// applies them in the order sent predicts every read).
+    struct Memory(Mutex<Vec<u8>>);
+
+    const SIZE: usize = 24 << 20;
+
+    impl Backend for Memory {
+        fn exports(&self) -> Vec<ExportInfo> {
+            vec![ExportInfo {
+                name: "m".into(),
+                description: String::new(),
+                size_bytes: SIZE as u64,
+                preferred_block_bytes: 4096,
+                read_only: false,
+                multi_conn: true,
+                can_trim: false,
+            }]
+        }
+
+        fn submit(&self, _export: usize, io: NbdIo, done: Completion) {
+            let mut disk = lock(&self.0);
+            match io {
+                NbdIo::Read { offset, length } => {
+                    let at = offset as usize;
+                    done(IoOutcome::Ok(disk[at..at + length as usize].to_vec()));
+                }
+                NbdIo::Write { offset, data, .. } => {
+                    let at = offset as usize;
+                    disk[at..at + data.len()].copy_from_slice(&data);
+                    done(IoOutcome::Ok(Vec::new()));
+                }
+                _ => done(IoOutcome::Ok(Vec::new())),
+            }
+        }
+    }
+
+    fn connect(path: &std::path::Path) -> UnixStream {
+        let mut s = UnixStream::connect(path).unwrap();
+        let mut greeting = [0u8; proto::GREETING_BYTES];
+        s.read_exact(&mut greeting).unwrap();
+        s.write_all(&(proto::FLAG_C_FIXED_NEWSTYLE | proto::FLAG_C_NO_ZEROES).to_be_bytes())
+            .unwrap();
+        let mut out = Vec::new();
+        proto::encode_option(&proto::ClientOption::ExportName(String::new()), &mut out);
+        s.write_all(&out).unwrap();
+        let mut reply = [0u8; 10];
+        s.read_exact(&mut reply).unwrap();
+        s
+    }
+
+    /// A pipelined random mix of large and small writes, reads, flushes and rejected
+    /// requests (out of range, bad flags: their payload must be skipped, not taken as the
+    /// next header), under a small in-flight credit: every reply is the one a sequential
+    /// server would give.
+    #[test]
+    fn pipelined_mix_answers_as_in_order() {
+        let seed = 0x5eed_c4a1;
+        let dir = std::env::temp_dir().join(format!("orion-nbd-chain-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let socket = dir.join("s.sock");
+        let backend = Arc::new(Memory(Mutex::new(vec![0u8; SIZE])));
+        let server = Server::start(
+            backend.clone(),
+            ServerConfig {
+                unix_socket: Some(socket.clone()),
+                max_in_flight_requests: 6,
+                max_in_flight_bytes: 5 * MIB,
+                ..ServerConfig::default()
+            },
+        )
+        .unwrap();
+        let mut rng = SplitMix64::new(seed);
+        let mut model = vec![0u8; SIZE];
+        // (cookie, error expected, read data expected)
+        let mut expect: Vec<(u64, bool, Option<Vec<u8>>)> = Vec::new();
+        let mut wire: Vec<u8> = Vec::new();
+        for cookie in 0..120u64 {
+            let block = 4096u64;
+            let blocks = (SIZE as u64) / block;
+            let kind = rng.below(10);
+            let len_blocks = match kind {
+                0..=4 => 64 + rng.below(512 - 64),
+                _ => 1 + rng.below(8),
+            };
+            let len = (len_blocks * block) as usize;
+            let offset = rng.below(blocks - len_blocks + 1) * block;
+            match kind {
+                0..=5 => {
+                    let fill = (cookie % 251) as u8 + 1;
+                    let data: Vec<u8> = (0..len).map(|i| fill ^ (i / 4096) as u8).collect();
+                    wire.extend(header(proto::CMD_WRITE, 0, cookie, offset, len as u32));
+                    wire.extend(&data);
+                    model[offset as usize..offset as usize + len].copy_from_slice(&data);
+                    expect.push((cookie, false, None));
+                }
+                6 | 7 => {
+                    let len = len.min(64 << 10);
+                    wire.extend(header(proto::CMD_READ, 0, cookie, offset, len as u32));
+                    let data = model[offset as usize..offset as usize + len].to_vec();
+                    expect.push((cookie, false, Some(data)));
+                }
+                8 => {
+                    wire.extend(header(proto::CMD_FLUSH, 0, cookie, 0, 0));
+                    expect.push((cookie, false, None));
+                }
+                _ => {
+                    // A large write the server refuses: past the end, or an unknown flag.
+                    let (offset, flags) = if rng.below(2) == 0 {
+                        (SIZE as u64 - block, 0)
+                    } else {
+                        (offset, 0x8000)
+                    };
+                    let len = 512 << 10;
+                    wire.extend(header(proto::CMD_WRITE, flags, cookie, offset, len as u32));
+                    wire.extend(vec![0xee; len]);
+                    expect.push((cookie, true, None));
+                }
+            }
+        }
+        let mut c = connect(&socket);
+        let mut sender = c.try_clone().unwrap();
+        let feeder = std::thread::spawn(move || sender.write_all(&wire).unwrap());
+        // Replies may come in any order (a refusal is answered at once); the backend
+        // applies requests in submission order, which must be the order sent.
+        let expect: HashMap<u64, (bool, Option<Vec<u8>>)> = expect
+            .into_iter()
+            .map(|(cookie, error, data)| (cookie, (error, data)))
+            .collect();
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..expect.len() {
+            let (cookie, got_error, got) = reply_with(&mut c, |cookie| {
+                expect
+                    .get(&cookie)
+                    .and_then(|(_, d)| d.as_ref())
+                    .map_or(0, Vec::len)
+            });
+            assert!(
+                seen.insert(cookie),
+                "seed {seed:#x}: {cookie} answered twice"
+            );
+            let (error, data) = expect.get(&cookie).expect("a cookie we sent");
+            assert_eq!(got_error != 0, *error, "seed {seed:#x}: request {cookie}");
+            if let Some(data) = data {
+                assert!(got == *data, "seed {seed:#x}: read {cookie} differs");
+            }
+        }
+        feeder.join().unwrap();
+        server.shutdown();
+        assert!(*lock(&backend.0) == model, "seed {seed:#x}: final content");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
