@@ -90,6 +90,19 @@ pub trait BlockDevice {
     /// Reads `buf.len()` bytes starting at `sector` into `buf` and gives it back.
     fn read(&self, sector: u64, buf: Vec<u8>) -> IoFuture<'_, Vec<u8>>;
 
+    /// Reads `buf.len()` bytes starting at `sector` into a slice of a larger buffer, so that
+    /// a request split across members lands in one reply buffer without a copy. The
+    /// default reads into a buffer of its own and copies; devices that can fill the slice
+    /// directly (the memory disk) override it.
+    fn read_into<'a>(&'a self, sector: u64, buf: &'a mut [u8]) -> IoFuture<'a, ()> {
+        let own = alloc::vec![0u8; buf.len()];
+        let read = self.read(sector, own);
+        Box::pin(async move {
+            buf.copy_from_slice(&read.await?);
+            Ok(())
+        })
+    }
+
     /// Writes `data` starting at `sector`; with `fua` the data is durable on completion.
     fn write(&self, sector: u64, data: Bytes, fua: bool) -> IoFuture<'_, ()>;
 

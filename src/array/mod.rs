@@ -283,12 +283,29 @@ impl Member {
         buf: Vec<u8>,
         count_errors: bool,
     ) -> Result<Vec<u8>, IoError> {
+        let bytes = buf.len() as u64;
+        let read = self.dev.read(self.data_offset() + sector, buf);
+        self.read_counted(bytes, read, count_errors).await
+    }
+
+    /// As [`Self::read_data_probe`], into a slice of a larger buffer (no copy where the
+    /// device supports it).
+    async fn read_data_probe_into(&self, sector: u64, buf: &mut [u8]) -> Result<(), IoError> {
+        let bytes = buf.len() as u64;
+        let read = self.dev.read_into(self.data_offset() + sector, buf);
+        self.read_counted(bytes, read, false).await
+    }
+
+    async fn read_counted<T>(
+        &self,
+        bytes: u64,
+        read: crate::block::IoFuture<'_, T>,
+        count_errors: bool,
+    ) -> Result<T, IoError> {
         let _busy = Busy::new(&self.inflight);
         self.count(|c| c.reads += 1);
-        let (bytes, started_ns) = (buf.len() as u64, self.monitor.start());
-        let r = self
-            .within_timeout(self.dev.read(self.data_offset() + sector, buf))
-            .await;
+        let started_ns = self.monitor.start();
+        let r = self.within_timeout(read).await;
         self.monitor.finish(false, bytes, started_ns, r.is_ok());
         if matches!(r, Err(IoError::Timeout)) {
             log::warn!("{}: a read took longer than the I/O timeout", self.name);
@@ -867,6 +884,47 @@ impl Array {
         Ok((data, jobs))
     }
 
+    /// Reads one extent into `buf`, a part of the reply buffer: the preferred copy straight
+    /// into it; on an error the general path ([`Self::read_extent`]: other copies, sector by
+    /// sector, error counting) takes over and its data is copied in.
+    async fn read_extent_into(
+        &self,
+        array_sector: u64,
+        ext: Extent,
+        buf: &mut [u8],
+    ) -> Result<Vec<RepairJob>, IoError> {
+        assert_eq!(
+            buf.len(),
+            ext.sectors as usize * SECTOR_BYTES,
+            "extent buffer matches the extent"
+        );
+        if let Some((member, sector)) = self.read_order(&ext).into_iter().next() {
+            match member.read_data_probe_into(sector, buf).await {
+                Ok(()) => return Ok(Vec::new()),
+                // Timed out or over its error limit: not asked again.
+                Err(IoError::DeviceFailed) => {
+                    log::warn!(
+                        "{}: {} failed a read at member sector {sector}",
+                        self.name,
+                        member.name
+                    );
+                    if !self.redundant {
+                        return Err(IoError::DataLost {
+                            sector: array_sector,
+                        });
+                    }
+                    self.fail_member_rc(&member).await;
+                }
+                Err(_) => {}
+            }
+        }
+        let (data, jobs) = self
+            .read_extent(array_sector, ext, vec![0u8; buf.len()])
+            .await?;
+        buf.copy_from_slice(&data);
+        Ok(jobs)
+    }
+
     /// Rewrites the copies that failed a read with good data from another copy, under an
     /// exclusive lock so that no newer write is overwritten. A member that cannot take the
     /// rewrite is failed.
@@ -945,34 +1003,25 @@ impl Array {
                 }
             };
         }
-        // The first extent reads into the caller's buffer (cut to its length, capacity
-        // kept); the others are appended after it in order: one copy fewer, no zero-fill.
-        let total_bytes = buf.len();
-        buf.truncate(extents[0].1.sectors as usize * SECTOR_BYTES);
-        let mut first_buf = Some(buf);
-        let futures: Vec<_> = extents
-            .into_iter()
-            .map(|(s, ext)| {
-                let piece = first_buf
-                    .take()
-                    .unwrap_or_else(|| vec![0u8; ext.sectors as usize * SECTOR_BYTES]);
-                async move { self.read_extent(s, ext, piece).await }
-            })
-            .collect();
+        // Each extent reads straight into its own part of the caller's buffer: no copy, no
+        // zero-fill.
         let mut first_error = None;
         let mut repairs = Vec::new();
-        let mut out: Option<Vec<u8>> = None;
-        for result in join_all(futures).await {
-            match result {
-                Ok((data, jobs)) => {
-                    match &mut out {
-                        None => out = Some(data),
-                        Some(out) => out.extend_from_slice(&data),
+        {
+            let mut rest: &mut [u8] = &mut buf;
+            let mut futures = Vec::with_capacity(extents.len());
+            for (s, ext) in extents {
+                let (piece, after) = rest.split_at_mut(ext.sectors as usize * SECTOR_BYTES);
+                rest = after;
+                futures.push(self.read_extent_into(s, ext, piece));
+            }
+            assert!(rest.is_empty(), "extents cover the request");
+            for result in join_all(futures).await {
+                match result {
+                    Ok(jobs) => repairs.extend(jobs),
+                    Err(e) => {
+                        first_error.get_or_insert(e);
                     }
-                    repairs.extend(jobs);
-                }
-                Err(e) => {
-                    first_error.get_or_insert(e);
                 }
             }
         }
@@ -982,11 +1031,7 @@ impl Array {
             self.repair(job).await;
         }
         match first_error {
-            None => {
-                let out = out.expect("a read without errors has data");
-                assert_eq!(out.len(), total_bytes, "extents cover the request");
-                Ok(out)
-            }
+            None => Ok(buf),
             Some(e) => {
                 self.count(|c| c.errors += 1);
                 Err(e)
