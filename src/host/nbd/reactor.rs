@@ -1295,7 +1295,8 @@ mod tests {
     use std::os::unix::net::UnixStream;
 
     use super::*;
-    use crate::host::nbd::{Backend, Completion, ExportInfo, Server, ServerConfig};
+    use crate::host::nbd::tests::large_writes::{Memory, connect};
+    use crate::host::nbd::{Server, ServerConfig};
     use crate::rng::SplitMix64;
 
     const MIB: usize = 1 << 20;
@@ -1365,24 +1366,24 @@ mod tests {
             buffered: Vec::new(),
         });
         let writes: [(u64, usize); 3] = [(0, MIB), (MIB as u64, MIB), (2 * MIB as u64, MIB / 2)];
+        // One byte stream written by one `write_all`: the end of each payload and the next
+        // header go into the socket together, so the next header is always there when the
+        // payload thread looks for it (written separately, a descheduled feeder thread would
+        // make the thread find no header yet and, rightly, leave it to the engine).
+        let mut stream = Vec::new();
+        for (i, &(offset, len)) in writes.iter().enumerate() {
+            stream.extend(header(
+                proto::CMD_WRITE,
+                0,
+                i as u64 + 1,
+                offset,
+                len as u32,
+            ));
+            stream.extend(vec![i as u8 + 1; len]);
+        }
+        stream.extend(header(proto::CMD_READ, 0, 9, 0, 4096));
         let mut sender = client.try_clone().unwrap();
-        let feeder = std::thread::spawn(move || {
-            for (i, &(offset, len)) in writes.iter().enumerate() {
-                sender
-                    .write_all(&header(
-                        proto::CMD_WRITE,
-                        0,
-                        i as u64 + 1,
-                        offset,
-                        len as u32,
-                    ))
-                    .unwrap();
-                sender.write_all(&vec![i as u8 + 1; len]).unwrap();
-            }
-            sender
-                .write_all(&header(proto::CMD_READ, 0, 9, 0, 4096))
-                .unwrap();
-        });
+        let feeder = std::thread::spawn(move || sender.write_all(&stream).unwrap());
         let mut submitted: Vec<(NbdIo, ReplyToken)> = Vec::new();
         let mut notices = Vec::new();
         // Turn the loop until the first payload is on the payload thread...
@@ -1457,55 +1458,7 @@ mod tests {
         assert_eq!(reply(&mut client, 4096), (9, 0, vec![7u8; 4096]));
     }
 
-    /// A byte-array export that applies each request as it is submitted (so a model that
-    /// applies them in the order sent predicts every read).
-    struct Memory(Mutex<Vec<u8>>);
-
     const SIZE: usize = 24 << 20;
-
-    impl Backend for Memory {
-        fn exports(&self) -> Vec<ExportInfo> {
-            vec![ExportInfo {
-                name: "m".into(),
-                description: String::new(),
-                size_bytes: SIZE as u64,
-                preferred_block_bytes: 4096,
-                read_only: false,
-                multi_conn: true,
-                can_trim: false,
-            }]
-        }
-
-        fn submit(&self, _export: usize, io: NbdIo, done: Completion) {
-            let mut disk = lock(&self.0);
-            match io {
-                NbdIo::Read { offset, length } => {
-                    let at = offset as usize;
-                    done(IoOutcome::Ok(disk[at..at + length as usize].to_vec()));
-                }
-                NbdIo::Write { offset, data, .. } => {
-                    let at = offset as usize;
-                    disk[at..at + data.len()].copy_from_slice(&data);
-                    done(IoOutcome::Ok(Vec::new()));
-                }
-                _ => done(IoOutcome::Ok(Vec::new())),
-            }
-        }
-    }
-
-    fn connect(path: &std::path::Path) -> UnixStream {
-        let mut s = UnixStream::connect(path).unwrap();
-        let mut greeting = [0u8; proto::GREETING_BYTES];
-        s.read_exact(&mut greeting).unwrap();
-        s.write_all(&(proto::FLAG_C_FIXED_NEWSTYLE | proto::FLAG_C_NO_ZEROES).to_be_bytes())
-            .unwrap();
-        let mut out = Vec::new();
-        proto::encode_option(&proto::ClientOption::ExportName(String::new()), &mut out);
-        s.write_all(&out).unwrap();
-        let mut reply = [0u8; 10];
-        s.read_exact(&mut reply).unwrap();
-        s
-    }
 
     /// A pipelined random mix of large and small writes, reads, flushes and rejected
     /// requests (out of range, bad flags: their payload must be skipped, not taken as the
@@ -1518,7 +1471,7 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let socket = dir.join("s.sock");
-        let backend = Arc::new(Memory(Mutex::new(vec![0u8; SIZE])));
+        let backend = Arc::new(Memory::new(SIZE));
         let server = Server::start(
             backend.clone(),
             ServerConfig {

@@ -748,7 +748,7 @@ proptest! {
 
 /// The reactor's large-write path (the payload thread) over a real socket: a 1 MiB write
 /// lands whole, and a client that hangs up in the middle of a 2 MiB payload changes nothing.
-mod large_writes {
+pub(super) mod large_writes {
     use std::io::{Read, Write};
     use std::os::unix::net::UnixStream;
     use std::sync::{Arc, Mutex};
@@ -758,14 +758,22 @@ mod large_writes {
 
     const SIZE: usize = 8 << 20;
 
-    struct Memory(Mutex<Vec<u8>>);
+    /// A byte-array export that applies each request as it is submitted (so a model that
+    /// applies them in the order sent predicts every read). Also used by the reactor's tests.
+    pub(crate) struct Memory(pub(crate) Mutex<Vec<u8>>);
+
+    impl Memory {
+        pub(crate) fn new(size_bytes: usize) -> Self {
+            Memory(Mutex::new(vec![0u8; size_bytes]))
+        }
+    }
 
     impl Backend for Memory {
         fn exports(&self) -> Vec<ExportInfo> {
             vec![ExportInfo {
                 name: "m".into(),
                 description: String::new(),
-                size_bytes: SIZE as u64,
+                size_bytes: self.0.lock().unwrap().len() as u64,
                 preferred_block_bytes: 4096,
                 read_only: false,
                 multi_conn: true,
@@ -790,7 +798,8 @@ mod large_writes {
         }
     }
 
-    fn connect(path: &std::path::Path) -> UnixStream {
+    /// Connects with the oldstyle-compatible `ExportName` handshake to the default export.
+    pub(crate) fn connect(path: &std::path::Path) -> UnixStream {
         let mut s = UnixStream::connect(path).unwrap();
         let mut greeting = [0u8; GREETING_BYTES];
         s.read_exact(&mut greeting).unwrap();
@@ -835,7 +844,7 @@ mod large_writes {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let socket = dir.join("s.sock");
-        let backend = Arc::new(Memory(Mutex::new(vec![0u8; SIZE])));
+        let backend = Arc::new(Memory::new(SIZE));
         let server = Server::start(
             backend.clone(),
             ServerConfig {
