@@ -1295,7 +1295,7 @@ mod tests {
     use std::os::unix::net::UnixStream;
 
     use super::*;
-    use crate::host::nbd::tests::large_writes::{Memory, connect};
+    use crate::host::nbd::tests::large_writes::{Memory, connect, temp_socket};
     use crate::host::nbd::{Server, ServerConfig};
     use crate::rng::SplitMix64;
 
@@ -1467,10 +1467,7 @@ mod tests {
     #[test]
     fn pipelined_mix_answers_as_in_order() {
         let seed = 0x5eed_c4a1;
-        let dir = std::env::temp_dir().join(format!("orion-nbd-chain-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let socket = dir.join("s.sock");
+        let (dir, socket) = temp_socket("chain");
         let backend = Arc::new(Memory::new(SIZE));
         let server = Server::start(
             backend.clone(),

@@ -798,6 +798,15 @@ pub(super) mod large_writes {
         }
     }
 
+    /// A fresh directory `orion-nbd-NAME-PID` and the path of a socket in it.
+    pub(crate) fn temp_socket(name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+        let dir = std::env::temp_dir().join(format!("orion-nbd-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let socket = dir.join("s.sock");
+        (dir, socket)
+    }
+
     /// Connects with the oldstyle-compatible `ExportName` handshake to the default export.
     pub(crate) fn connect(path: &std::path::Path) -> UnixStream {
         let mut s = UnixStream::connect(path).unwrap();
@@ -840,10 +849,7 @@ pub(super) mod large_writes {
 
     #[test]
     fn large_writes_land_whole_or_not_at_all() {
-        let dir = std::env::temp_dir().join(format!("orion-nbd-large-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let socket = dir.join("s.sock");
+        let (dir, socket) = temp_socket("large");
         let backend = Arc::new(Memory::new(SIZE));
         let server = Server::start(
             backend.clone(),
@@ -926,10 +932,7 @@ pub(super) mod large_writes {
     /// one whole write, and the end state is the last write of each slot.
     #[test]
     fn kept_payloads_survive_buffer_reuse_across_connections() {
-        let dir = std::env::temp_dir().join(format!("orion-nbd-keep-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let socket = dir.join("s.sock");
+        let (dir, socket) = temp_socket("keep");
         let zero = super::super::Bytes::from(vec![0u8; SLOT]);
         let backend = Arc::new(Keeper(Mutex::new(vec![zero; SLOTS])));
         let server = Server::start(
