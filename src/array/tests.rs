@@ -62,13 +62,7 @@ fn latent_error_is_read_around_and_repaired() {
         assert_eq!(r.read(100, 8).unwrap(), data);
     }
     // The failing copies were rewritten from the good one: no more errors, nothing failed.
-    let corrected: u64 = r
-        .array
-        .slots()
-        .iter()
-        .flatten()
-        .map(|m| m.counters().corrected_sectors)
-        .sum();
+    let corrected = corrected_sectors(&r.array);
     assert!(corrected >= 8, "corrected {corrected}");
     for d in &r.disks {
         let d = d.clone();
@@ -310,13 +304,7 @@ fn multi_chunk_read_reads_around_errors_and_repairs() {
     r.disks[3].add_latent_error(offset + 20);
     // Sectors 32..160: part of chunk 0, chunk 1, part of chunk 2.
     assert_eq!(r.read(32, 128).unwrap(), &data[32 * 512..160 * 512]);
-    let corrected: u64 = r
-        .array
-        .slots()
-        .iter()
-        .flatten()
-        .map(|m| m.counters().corrected_sectors)
-        .sum();
+    let corrected = corrected_sectors(&r.array);
     // The general path repairs what it met: at least the copy it read around.
     assert!(corrected >= 1, "corrected {corrected}");
     for _ in 0..4 {
@@ -338,4 +326,14 @@ fn multi_chunk_read_on_raid0_reports_the_lost_sector() {
     assert_eq!(r.read(200, 150), Err(IoError::DataLost { sector: 256 }));
     assert_eq!(r.read(0, 256).unwrap(), &data[..256 * 512]);
     assert_eq!(r.read(262, 100).unwrap(), &data[262 * 512..362 * 512]);
+}
+
+/// Sectors rewritten from a good copy after a read error, over all members.
+fn corrected_sectors(array: &Array) -> u64 {
+    array
+        .slots()
+        .iter()
+        .flatten()
+        .map(|m| m.counters().corrected_sectors)
+        .sum()
 }
