@@ -341,16 +341,10 @@ impl Array {
                         .is_some()
             })
         });
-        if direct {
-            let total_bytes = buf.len();
-            match self.parity_read_direct(l, &groups, buf).await {
-                Some(out) => {
-                    assert_eq!(out.len(), total_bytes, "segments cover the request");
-                    return Ok(out);
-                }
-                // A read error: the general path below reads again and rebuilds.
-                None => buf = vec![0u8; total_bytes],
-            }
+        // On a read error the general path below reads again, rebuilds, and overwrites
+        // every segment of `buf`.
+        if direct && self.parity_read_direct(l, &groups, &mut buf).await {
+            return Ok(buf);
         }
         let jobs: Vec<_> = groups
             .iter()
@@ -385,50 +379,36 @@ impl Array {
         }
     }
 
-    /// The common case of a parity read, every data member present: each segment straight
-    /// from its member, the first into the caller's buffer and the rest appended to it (no
-    /// zero-fill and copy of the whole request). `None` on any read error.
+    /// The common case of a parity read, every data member present: each segment read
+    /// straight into its part of `buf` (no zero-fill, no copy). False on any read error.
     async fn parity_read_direct(
         &self,
         l: &Raid5Layout,
         groups: &[(u64, Vec<Segment>)],
-        buf: Vec<u8>,
-    ) -> Option<Vec<u8>> {
-        let mut first = Some(buf);
+        buf: &mut [u8],
+    ) -> bool {
         let mut reads = Vec::new();
-        let mut expected_offset = 0;
+        let mut rest: &mut [u8] = buf;
+        let mut offset = 0;
         for (stripe, segs) in groups {
             for seg in segs {
-                assert_eq!(seg.buf_offset, expected_offset, "segments are in order");
+                assert_eq!(seg.buf_offset, offset, "segments are in order");
                 let bytes = seg.sectors as usize * SECTOR_BYTES;
-                expected_offset += bytes;
+                offset += bytes;
+                let (piece, after) = rest.split_at_mut(bytes);
+                rest = after;
                 let at = l.member_sector(*stripe, seg.offset_sectors);
                 // In sync there (a member being rebuilt only below its cursor).
-                let member =
-                    self.readable(l.data_disk(*stripe, seg.data_index), at, seg.sectors)?;
-                let piece = match first.take() {
-                    Some(mut b) => {
-                        b.truncate(bytes);
-                        b
-                    }
-                    // Read over whole: a recycled buffer needs no zero-fill.
-                    None => self.parity_buffer(bytes),
+                let Some(member) =
+                    self.readable(l.data_disk(*stripe, seg.data_index), at, seg.sectors)
+                else {
+                    return false;
                 };
-                reads.push(async move { member.read_data_probe(at, piece).await });
+                reads.push(async move { member.read_data_probe_into(at, piece).await });
             }
         }
-        let mut out: Option<Vec<u8>> = None;
-        for r in join_all(reads).await {
-            let data = r.ok()?;
-            match &mut out {
-                None => out = Some(data),
-                Some(out) => {
-                    out.extend_from_slice(&data);
-                    self.recycle_buffer(data);
-                }
-            }
-        }
-        out
+        assert!(rest.is_empty(), "segments cover the request in order");
+        join_all(reads).await.iter().all(Result::is_ok)
     }
 
     /// The segments of one stripe: straight from their data members, rebuilt when that fails.
