@@ -25,6 +25,11 @@ fn main() {
 /// every burst: member pages and I/O buffers are freed and allocated again all the time,
 /// and each return to the kernel costs page faults and page clearing on the next use.
 /// Resident memory stays at the peak the process reached, which is bounded anyway.
+/// One arena for every thread: a write payload received on the NBD payload thread is freed
+/// on the engine thread once a `mem:` member copies it out, and with an arena per thread
+/// that memory went back to the payload thread's arena while the engine's allocations
+/// faulted in fresh pages (server CPU of 300k 4k writes right after a 1 GiB fill: 3.2 s
+/// against 3.9 s).
 #[allow(unsafe_code)]
 fn tune_allocator() {
     // SAFETY: mallopt only changes glibc's malloc tuning; it is called before any thread
@@ -32,5 +37,6 @@ fn tune_allocator() {
     unsafe {
         libc::mallopt(libc::M_TRIM_THRESHOLD, 256 << 20);
         libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+        libc::mallopt(libc::M_ARENA_MAX, 1);
     }
 }
