@@ -5,13 +5,15 @@
 #
 # Both servers listen on Unix sockets; fio's nbd engine drives them with the same jobs:
 # 4k random read and write (iodepth 16), 1 MiB sequential read and write (iodepth 4).
-# Prints a table with the ratio ours/nbdkit; RUNTIME=<s> changes the time per job.
+# Prints a table with the ratio ours/nbdkit. Each job runs ROUNDS times (default 3) on each
+# server, alternating, RUNTIME seconds each (default 15 / ROUNDS), and the rounds are averaged.
 # A benchmark, not a test: numbers depend on the machine and its load.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 which=${1:-all}
-runtime=${RUNTIME:-10}
+rounds=${ROUNDS:-3}
+runtime=${RUNTIME:-$((15 / rounds))}
 work=$(mktemp -d /tmp/orion-bench.XXXXXX)
 pids=()
 cleanup() {
@@ -70,8 +72,17 @@ run_level() {
     printf '%-22s %14s %14s %7s\n' "job" "raid" "nbdkit" "ratio"
     for job in "randread 4k 16" "randwrite 4k 16" "read 1M 4" "write 1M 4"; do
         set -- $job
-        read -r o_iops o_bw < <(fio_job "$ours" "$1" "$1" "$2" "$3")
-        read -r k_iops k_bw < <(fio_job "$kit" "$1" "$1" "$2" "$3")
+        # ROUNDS slices of each server, alternating, averaged: the machine's speed drifts
+        # over tens of seconds, and alternating puts both servers under the same drift.
+        local o_iops=0 o_bw=0 k_iops=0 k_bw=0 oi ob ki kb
+        for _ in $(seq "$rounds"); do
+            read -r oi ob < <(fio_job "$ours" "$1" "$1" "$2" "$3")
+            read -r ki kb < <(fio_job "$kit" "$1" "$1" "$2" "$3")
+            o_iops=$(echo "$o_iops + $oi / $rounds" | bc -l)
+            o_bw=$(echo "$o_bw + $ob / $rounds" | bc -l)
+            k_iops=$(echo "$k_iops + $ki / $rounds" | bc -l)
+            k_bw=$(echo "$k_bw + $kb / $rounds" | bc -l)
+        done
         if [ "$2" = 4k ]; then
             printf '%-22s %11.0f io %11.0f io %7.2f\n' "$1 $2 qd$3 (IOPS)" "$o_iops" "$k_iops" \
                 "$(echo "$o_iops / $k_iops" | bc -l)"
