@@ -388,13 +388,12 @@ impl Array {
         buf: &mut [u8],
     ) -> bool {
         let mut reads = Vec::new();
+        let total = buf.len();
         let mut rest: &mut [u8] = buf;
-        let mut offset = 0;
         for (stripe, segs) in groups {
             for seg in segs {
-                assert_eq!(seg.buf_offset, offset, "segments are in order");
+                assert_eq!(seg.buf_offset, total - rest.len(), "segments are in order");
                 let bytes = seg.sectors as usize * SECTOR_BYTES;
-                offset += bytes;
                 let (piece, after) = rest.split_at_mut(bytes);
                 rest = after;
                 let at = l.member_sector(*stripe, seg.offset_sectors);
