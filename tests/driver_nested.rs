@@ -8,7 +8,6 @@ use orion_driver::{DriverError, IoFlags, IoRequest, Message};
 use orion_raid::array::Health;
 use orion_raid::array::assemble::CreateOptions;
 use orion_raid::array::nested::{NestedSpec, create_nested};
-use orion_raid::block::BlockDevice;
 use orion_raid::executor::Executor;
 use orion_raid::metadata::{Level, Superblock};
 use orion_raid::platform::memory::MemoryDisk;
@@ -23,11 +22,7 @@ fn make_stack(level: u32, groups: usize, per_group: usize) -> Vec<Rc<MemoryDisk>
     let disks: Vec<Rc<MemoryDisk>> = (0..groups * per_group)
         .map(|_| Rc::new(MemoryDisk::new(16 * 2048)))
         .collect();
-    let members: Vec<(String, Rc<dyn BlockDevice>)> = disks
-        .iter()
-        .enumerate()
-        .map(|(i, d)| (format!("d{i}"), d.clone() as Rc<dyn BlockDevice>))
-        .collect();
+    let members = kernel::named_members(&disks);
     let opts = CreateOptions {
         level: Level::Raid0,
         layout: None,

@@ -24,7 +24,7 @@ pub mod stripe_cache;
 #[cfg(test)]
 mod stripe_tests;
 #[cfg(test)]
-mod test_rig;
+pub(crate) mod test_rig;
 #[cfg(test)]
 mod tests;
 

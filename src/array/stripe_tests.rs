@@ -11,7 +11,7 @@ use alloc::vec::Vec;
 
 use super::assemble::assemble;
 use super::test_rig::{
-    FaultyArray, assert_stripe_parity, faulty_array, options, read_now, write_now,
+    FaultyArray, assert_stripe_parity, faulty_array, named_members, options, read_now, write_now,
 };
 use super::{Array, Health};
 use crate::block::{BlockDevice, Bytes, IoError};
@@ -332,12 +332,7 @@ fn dirty_degraded_raid5_does_not_assemble_clean_one_does() {
     let r = rig(Level::Raid5, Some("left-symmetric"), 4, false);
     r.write(0, vec![9u8; 4096]).unwrap();
     let candidates = |r: &Rig| -> Vec<(String, Rc<dyn BlockDevice>)> {
-        r.disks
-            .iter()
-            .enumerate()
-            .skip(1)
-            .map(|(i, d)| (format!("d{i}"), d.clone() as Rc<dyn BlockDevice>))
-            .collect()
+        named_members(&r.disks).into_iter().skip(1).collect()
     };
     // Written and not stopped cleanly: dirty on disk.
     let e = r.exec.clone();
@@ -417,12 +412,7 @@ fn writes_after_an_unclean_shutdown_rewrite_parity_from_the_data() {
     }
     // Not stopped cleanly: the reassembled array knows its parity is not to be trusted.
     let e = r.exec.clone();
-    let c: Vec<(String, Rc<dyn BlockDevice>)> = r
-        .disks
-        .iter()
-        .enumerate()
-        .map(|(i, d)| (format!("d{i}"), d.clone() as Rc<dyn BlockDevice>))
-        .collect();
+    let c = named_members(&r.disks);
     let result = r
         .exec
         .block_on(async move { assemble(&e, c).await })

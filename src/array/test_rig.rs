@@ -22,6 +22,17 @@ pub(super) struct FaultyArray {
     pub array: Rc<Array>,
 }
 
+/// `disks` as the named members `d0`, `d1`, … that `create` and `assemble` take.
+pub(crate) fn named_members<D: BlockDevice + 'static>(
+    disks: &[Rc<D>],
+) -> Vec<(String, Rc<dyn BlockDevice>)> {
+    disks
+        .iter()
+        .enumerate()
+        .map(|(i, d)| (format!("d{i}"), d.clone() as Rc<dyn BlockDevice>))
+        .collect()
+}
+
 /// Creates an array of `count` members of `member_sectors` each (named `d0`, `d1`, …) on
 /// faulty memory disks, with a little random latency if asked.
 pub(super) fn faulty_array(
@@ -51,11 +62,7 @@ pub(super) fn faulty_array(
             ))
         })
         .collect();
-    let members: Vec<(String, Rc<dyn BlockDevice>)> = disks
-        .iter()
-        .enumerate()
-        .map(|(i, d)| (format!("d{i}"), d.clone() as Rc<dyn BlockDevice>))
-        .collect();
+    let members = named_members(&disks);
     let e = exec.clone();
     let array = exec
         .block_on(async move { create(&e, members, &opts).await })

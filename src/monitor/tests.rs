@@ -1,7 +1,6 @@
 //! Monitoring through a real array on memory disks with simulated latency: counters at both
 //! levels, latencies from the executor's clock, rates from ticks, events from failures.
 
-use alloc::format;
 use alloc::rc::Rc;
 use alloc::string::String;
 use alloc::vec;
@@ -9,6 +8,7 @@ use alloc::vec::Vec;
 
 use super::*;
 use crate::array::assemble::{CreateOptions, create};
+use crate::array::test_rig::named_members;
 use crate::block::{BlockDevice, Bytes, SECTOR_BYTES};
 use crate::metadata::Level;
 use crate::platform::faulty::{FaultConfig, FaultyDisk};
@@ -38,11 +38,7 @@ fn rig(level: Level, count: usize, latency_ns: u64) -> Rig {
             ))
         })
         .collect();
-    let members: Vec<(String, Rc<dyn BlockDevice>)> = disks
-        .iter()
-        .enumerate()
-        .map(|(i, d)| (format!("d{i}"), d.clone() as Rc<dyn BlockDevice>))
-        .collect();
+    let members = named_members(&disks);
     let opts = CreateOptions {
         level,
         layout: None,

@@ -225,14 +225,19 @@ pub fn make_members(level: Level, layout: Option<&str>, count: usize) -> Vec<Rc<
     disks
 }
 
-/// Creates a clean array named `boot` (128-sector chunks) on `disks`.
-pub fn create_clean(level: Level, layout: Option<&str>, disks: &[Rc<MemoryDisk>]) {
-    let exec = Executor::new();
-    let members: Vec<(String, Rc<dyn BlockDevice>)> = disks
+/// `disks` as the named members `d0`, `d1`, … that `create` takes.
+pub fn named_members(disks: &[Rc<MemoryDisk>]) -> Vec<(String, Rc<dyn BlockDevice>)> {
+    disks
         .iter()
         .enumerate()
         .map(|(i, d)| (format!("d{i}"), d.clone() as Rc<dyn BlockDevice>))
-        .collect();
+        .collect()
+}
+
+/// Creates a clean array named `boot` (128-sector chunks) on `disks`.
+pub fn create_clean(level: Level, layout: Option<&str>, disks: &[Rc<MemoryDisk>]) {
+    let exec = Executor::new();
+    let members = named_members(disks);
     let opts = CreateOptions {
         level,
         layout: layout.map(str::to_string),
