@@ -3,6 +3,7 @@
 //! and member failure persisted in the superblocks before a write is acknowledged.
 
 pub mod assemble;
+mod buffers;
 mod gather;
 pub use gather::WriteNotice;
 #[cfg(test)]

@@ -17,13 +17,14 @@ use alloc::rc::Rc;
 use alloc::string::{String, ToString};
 use alloc::vec;
 use alloc::vec::Vec;
-use core::cell::{Cell, RefCell};
+use core::cell::Cell;
 use core::fmt;
 use core::future::{Future, poll_fn};
 use core::pin::{Pin, pin};
 use core::task::{Context, Poll};
 
 use super::assemble::NamedDevice;
+use super::buffers::ChunkBuffers;
 use super::resync::{JobKind, JobProgress};
 use super::{Array, ArrayError, Health, Member, MemberState, ReadPolicy, SUPERBLOCK_SECTOR};
 use crate::block::{Bytes, SECTOR_BYTES};
@@ -50,6 +51,8 @@ const PARITY_REGIONS_IN_FLIGHT: usize = 3;
 /// buffers, and with only a few, the jobs (all started at once on the worker pool) finish
 /// together and leave the cores idle until the engine starts the next ones.
 const OFFLOADED_REGIONS_IN_FLIGHT: usize = 8;
+/// What the buffers of a parity rebuild's cells keep between uses.
+const CELL_POOL_MAX_BYTES: usize = 64 << 20;
 /// How long a low-priority job waits for foreground I/O to drain before going anyway.
 const LOW_PRIORITY_MAX_WAIT_NS: u64 = 200_000_000;
 /// The nap of a job yielding to foreground I/O.
@@ -941,7 +944,7 @@ impl Array {
         });
         let parity = matches!(&self.layout, ArrayLayout::Raid5(_));
         let offloaded = parity && replacing.is_none() && offload_target(target).is_some();
-        let pool = CellPool::new(unit as usize * SECTOR_BYTES);
+        let pool = ChunkBuffers::new(CELL_POOL_MAX_BYTES);
         let mut window = Window::default();
         // Where the next region starts; `recovery_offset` trails it by the regions in flight.
         let mut next = resume;
@@ -1378,48 +1381,5 @@ impl<'a> Window<'a> {
             }
         })
         .await
-    }
-}
-
-/// Whole-chunk buffers a parity rebuild reuses for every cell it reads and writes, so the
-/// job neither zero-fills nor faults in fresh memory per chunk. It keeps at most
-/// `CELL_POOL_MAX_BYTES`; what a job had in flight beyond that is freed as it comes back.
-pub(super) struct CellPool {
-    cell_bytes: usize,
-    free: RefCell<Vec<Vec<u8>>>,
-}
-
-/// What a [`CellPool`] keeps between uses.
-const CELL_POOL_MAX_BYTES: usize = 64 << 20;
-
-impl CellPool {
-    fn new(cell_bytes: usize) -> Self {
-        CellPool {
-            cell_bytes,
-            free: RefCell::new(Vec::new()),
-        }
-    }
-
-    /// A buffer of one cell; its content is whatever it held last.
-    pub(super) fn take(&self) -> Vec<u8> {
-        self.free
-            .borrow_mut()
-            .pop()
-            .unwrap_or_else(|| vec![0u8; self.cell_bytes])
-    }
-
-    pub(super) fn give(&self, buf: Vec<u8>) {
-        let mut free = self.free.borrow_mut();
-        if buf.len() == self.cell_bytes && (free.len() + 1) * self.cell_bytes <= CELL_POOL_MAX_BYTES
-        {
-            free.push(buf);
-        }
-    }
-
-    /// Takes back a buffer that went out in a write, if nobody else holds it any more.
-    pub(super) fn give_back(&self, data: Bytes) {
-        if let Ok(buf) = data.try_into_mut() {
-            self.give(Vec::from(buf));
-        }
     }
 }

@@ -24,6 +24,7 @@ use core::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use super::buffers::ChunkBuffers;
 use super::resync::{JobKind, JobProgress};
 use super::stripe::CellRead;
 use super::{Array, Member, MemberState};
@@ -320,40 +321,6 @@ impl ScrubState {
 
 /// One block write a repair makes: member, chunk offset, content.
 type CellWrite = (usize, u64, Vec<u8>);
-
-/// Chunk buffers reused from stripe to stripe: a fresh multi-page allocation per cell costs
-/// more (page faults, zeroing) than the compare itself.
-struct Pool {
-    bufs: RefCell<Vec<Vec<u8>>>,
-    keep: usize,
-}
-
-impl Pool {
-    fn new(keep: usize) -> Self {
-        Pool {
-            bufs: RefCell::new(Vec::new()),
-            keep,
-        }
-    }
-
-    /// A buffer of `len` bytes, of any content.
-    fn take(&self, len: usize) -> Vec<u8> {
-        match self.bufs.borrow_mut().pop() {
-            Some(mut b) => {
-                b.resize(len, 0);
-                b
-            }
-            None => vec![0u8; len],
-        }
-    }
-
-    fn give(&self, buf: Vec<u8>) {
-        let mut bufs = self.bufs.borrow_mut();
-        if buf.capacity() > 0 && bufs.len() < self.keep {
-            bufs.push(buf);
-        }
-    }
-}
 
 impl Array {
     /// The member in `slot` if it is in sync: a scrub compares only those.
@@ -672,7 +639,14 @@ impl Array {
         let repair = mode == ScrubMode::Repair;
         self.emit(Event::CheckStarted { repair });
         let mut outcome = ScrubOutcome::Finished;
-        let pool = Pool::new(STRIPES_IN_FLIGHT as usize * (self.layout.disk_count() + 2));
+        // Every cell of the stripes in flight, P and Q included.
+        let chunk_bytes = match &self.layout {
+            ArrayLayout::Raid5(l) => l.chunk_sectors() as usize * SECTOR_BYTES,
+            _ => 0,
+        };
+        let pool = ChunkBuffers::new(
+            STRIPES_IN_FLIGHT as usize * (self.layout.disk_count() + 2) * chunk_bytes,
+        );
         let mut sector = from_sector.min(total);
         let mut stripe = match &self.layout {
             ArrayLayout::Raid5(l) => sector / l.stripe_data_sectors(),
@@ -948,7 +922,13 @@ impl Array {
     }
 
     /// Checks (and repairs) one parity stripe, holding it alone, in buffers from `pool`.
-    async fn scrub_stripe(&self, l: &Raid5Layout, stripe: u64, mode: ScrubMode, pool: &Pool) {
+    async fn scrub_stripe(
+        &self,
+        l: &Raid5Layout,
+        stripe: u64,
+        mode: ScrubMode,
+        pool: &ChunkBuffers,
+    ) {
         let bytes = l.chunk_sectors() as usize * SECTOR_BYTES;
         let mut cells: Vec<Option<Vec<u8>>> = (0..l.disk_count())
             .map(|_| Some(pool.take(bytes)))

@@ -13,8 +13,8 @@ use alloc::rc::Rc;
 use alloc::vec;
 use alloc::vec::Vec;
 
+use super::buffers::ChunkBuffers;
 use super::gather::{PieceState, Registration, Segment};
-use super::rebuild::CellPool;
 use super::{Array, Member};
 use crate::block::{BlockDevice, Bytes, IoError, SECTOR_BYTES, check_range};
 use crate::executor::join_all;
@@ -976,18 +976,19 @@ impl Array {
         target: &Rc<Member>,
         slot: usize,
         source: Option<&Rc<Member>>,
-        pool: &CellPool,
+        pool: &ChunkBuffers,
     ) -> Result<(), u64> {
         let _g = self.lock.lock(first, end).await;
         for stripe in first..end {
             self.stripe_cache_invalidate(stripe);
         }
         let chunk = l.chunk_sectors();
+        let bytes = chunk as usize * SECTOR_BYTES;
         let jobs: Vec<_> = (first..end)
             .map(|stripe| async move {
                 let at = l.member_sector(stripe, 0);
                 let copied = match source {
-                    Some(src) => src.read_data(at, pool.take()).await.ok(),
+                    Some(src) => src.read_data(at, pool.take(bytes)).await.ok(),
                     None => None,
                 };
                 let data = match copied {
@@ -1031,7 +1032,7 @@ impl Array {
         l: &Raid5Layout,
         stripe: u64,
         target: usize,
-        pool: &CellPool,
+        pool: &ChunkBuffers,
     ) -> Option<Vec<u8>> {
         let q = l.q_disk(stripe);
         if q == Some(target) {
@@ -1045,7 +1046,7 @@ impl Array {
             .collect::<Option<_>>()?;
         let reads: Vec<_> = sources
             .iter()
-            .map(|m| m.read_data_probe(at, pool.take()))
+            .map(|m| m.read_data_probe(at, pool.take(chunk as usize * SECTOR_BYTES)))
             .collect();
         let mut cells = Vec::with_capacity(sources.len());
         let mut all_read = true;
