@@ -269,3 +269,79 @@ fn create_refuses_members_of_another_array_and_examine_rejects_corruption() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn bench_xor_files_writes_the_xor_and_refuses_an_array_member() {
+    let dir = test_dir("cli-xorfiles");
+    // Three sources of 1 MiB + 4 KiB (the last cell is short).
+    let size = (1 << 20) + 4096;
+    let mut want = vec![0u8; size];
+    for (i, name) in ["a", "b", "c"].iter().enumerate() {
+        let data: Vec<u8> = (0..size)
+            .map(|j| ((j as u64 * 2654435761) >> (8 + i * 5)) as u8)
+            .collect();
+        for (w, b) in want.iter_mut().zip(&data) {
+            *w ^= b;
+        }
+        std::fs::write(dir.join(name), &data).unwrap();
+    }
+    let out = raid(
+        &[
+            "bench",
+            "xor-files",
+            "--json",
+            "--cell",
+            "64K",
+            "--into",
+            "t",
+            "a",
+            "b",
+            "c",
+        ],
+        &dir,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        line.contains("\"op\":\"xor_files\"") && line.contains(&format!("\"bytes\":{size}")),
+        "{line}"
+    );
+    assert!(std::fs::read(dir.join("t")).unwrap() == want, "the xor");
+
+    // A member of an array is not written over; wrong arguments exit 2; nothing changes.
+    let out = raid(
+        &["create", "--level", "1", "--size", "8M", "m0.img", "m1.img"],
+        &dir,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let member = std::fs::read(dir.join("m0.img")).unwrap();
+    let out = raid(&["bench", "xor-files", "--into", "m0.img", "a", "b"], &dir);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("md superblock"));
+    assert!(std::fs::read(dir.join("m0.img")).unwrap() == member);
+    for args in [
+        vec!["bench", "xor-files", "--cell", "100", "--into", "u", "a"],
+        vec!["bench", "xor-files", "--threads", "0", "--into", "u", "a"],
+        vec!["bench", "xor-files", "--into", "a", "a", "b"],
+        vec!["bench", "xor-files", "--into", "u"],
+    ] {
+        let out = raid(&args, &dir);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(!out.stderr.is_empty(), "{args:?} says why");
+    }
+    // Sources of different sizes: an error, and no target appears.
+    std::fs::write(dir.join("short"), vec![0u8; 4096]).unwrap();
+    let out = raid(&["bench", "xor-files", "--into", "u", "a", "short"], &dir);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("one size"));
+    assert!(!dir.join("u").exists());
+    std::fs::remove_dir_all(&dir).unwrap();
+}

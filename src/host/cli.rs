@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::array::assemble::{CreateOptions, create, parse_layout};
 use crate::array::nested::{NestedSpec, check_nested, create_nested};
 use crate::array::scrub::{ScrubMode, ScrubOutcome, ScrubReport};
-use crate::block::BlockDevice;
+use crate::block::{BlockDevice, SECTOR_BYTES};
 use crate::host::control::{self, ControlError};
 use crate::host::runtime::HostRuntime;
 use crate::host::serve::{MonitorOptions, ServeOptions, scan_dir, serve};
@@ -86,6 +86,27 @@ pub enum BenchCommand {
         /// Skip the memory-bound rows (they cycle through 512 MiB of buffers).
         #[arg(long)]
         no_memory_bound: bool,
+    },
+    /// The floor under a RAID5 rebuild of file members: xor SOURCES into one file with the
+    /// rebuild's own per-cell job on as many threads as its pool has, and nothing around it
+    /// (no array, locks, events or checkpoints). Prints the time and the rate per source.
+    XorFiles {
+        /// The file written: from its start, created if missing. Refused if it holds an md
+        /// superblock (a member of an array).
+        #[arg(long)]
+        into: PathBuf,
+        /// Bytes per job, as the array's chunk is for a rebuild (e.g. 512K).
+        #[arg(long, default_value = "512K")]
+        cell: String,
+        /// Threads (default: one per CPU, at most 8, as the rebuild's pool).
+        #[arg(long)]
+        threads: Option<usize>,
+        /// One JSON object (for scripts).
+        #[arg(long)]
+        json: bool,
+        /// Files of one size: the surviving members.
+        #[arg(required = true)]
+        sources: Vec<PathBuf>,
     },
 }
 
@@ -501,7 +522,86 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
                 .map(|_| ())
                 .map_err(|e| CliError::failed(format!("bench: {e}")))
         }
+        Command::Bench(BenchCommand::XorFiles {
+            into,
+            cell,
+            threads,
+            json,
+            sources,
+        }) => cmd_bench_xor_files(&into, &cell, threads, json, &sources),
     }
+}
+
+fn cmd_bench_xor_files(
+    into: &Path,
+    cell: &str,
+    threads: Option<usize>,
+    json: bool,
+    sources: &[PathBuf],
+) -> Result<(), CliError> {
+    use crate::platform::file::{bulk_workers, xor_files};
+    let cell_bytes = parse_size(cell)
+        .ok()
+        .and_then(|b| usize::try_from(b).ok())
+        .filter(|&b| b > 0 && b.is_multiple_of(SECTOR_BYTES) && b <= 1 << 30)
+        .ok_or_else(|| {
+            CliError::usage(format!(
+                "--cell {cell}: expected a size of whole 512-byte sectors up to 1G (e.g. 512K)"
+            ))
+        })?;
+    let threads = threads.unwrap_or_else(bulk_workers);
+    if !(1..=256).contains(&threads) {
+        return Err(CliError::usage(format!(
+            "--threads {threads}: expected 1 to 256"
+        )));
+    }
+    if let Ok(block) = read_superblock_block(into)
+        && Superblock::decode(&block).is_ok()
+    {
+        return Err(CliError::failed(format!(
+            "{} holds an md superblock (a member of an array?); xor-files writes over its \
+             target: name another file",
+            into.display()
+        )));
+    }
+    if sources.iter().any(|s| s == into) {
+        return Err(CliError::usage(format!(
+            "{} is both a source and the target",
+            into.display()
+        )));
+    }
+    let engine = crate::parity::ParityEngine::widest();
+    let paths: Vec<&Path> = sources.iter().map(|p| p.as_path()).collect();
+    let started = std::time::Instant::now();
+    let bytes = xor_files(&paths, into, cell_bytes, threads, engine)
+        .map_err(|e| CliError::failed(format!("bench xor-files: {e}")))?;
+    let seconds = started.elapsed().as_secs_f64();
+    let mb_per_s = bytes as f64 / seconds / 1e6;
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "op": "xor_files",
+                "sources": sources.len(),
+                "bytes": bytes,
+                "cell_bytes": cell_bytes,
+                "threads": threads,
+                "engine": engine.name(),
+                "seconds": seconds,
+                "mb_per_s": mb_per_s,
+            })
+        );
+    } else {
+        println!(
+            "xor of {} files of {bytes} bytes into {}: {seconds:.3} s, {mb_per_s:.0} MB/s per \
+             file ({threads} threads, {} KiB cells, {})",
+            sources.len(),
+            into.display(),
+            cell_bytes >> 10,
+            engine.name()
+        );
+    }
+    Ok(())
 }
 
 fn random_bytes<const N: usize>() -> [u8; N] {
