@@ -1159,7 +1159,7 @@ impl Array {
             self.stripe_cache_invalidate(stripe);
         }
         let chunk = l.chunk_sectors();
-        let bytes = chunk as usize * SECTOR_BYTES;
+        let bytes = l.cell_bytes();
         let engine = self.parity.get();
         let jobs: Vec<_> = (first..end)
             .map(|stripe| async move {

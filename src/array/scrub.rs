@@ -641,7 +641,7 @@ impl Array {
         let mut outcome = ScrubOutcome::Finished;
         // Every cell of the stripes in flight, P and Q included.
         let chunk_bytes = match &self.layout {
-            ArrayLayout::Raid5(l) => l.chunk_sectors() as usize * SECTOR_BYTES,
+            ArrayLayout::Raid5(l) => l.cell_bytes(),
             _ => 0,
         };
         let pool = ChunkBuffers::new(
@@ -897,7 +897,7 @@ impl Array {
         disk: usize,
     ) -> Option<Vec<u8>> {
         let chunk = l.chunk_sectors();
-        let mut out = vec![0u8; chunk as usize * SECTOR_BYTES];
+        let mut out = vec![0u8; l.cell_bytes()];
         for off in 0..chunk {
             let direct = match self.read_cells(l, stripe, off, 1, &[disk]).await.pop() {
                 Some((_, CellRead::Ok(data))) => Some(data),
@@ -929,7 +929,7 @@ impl Array {
         mode: ScrubMode,
         pool: &ChunkBuffers,
     ) {
-        let bytes = l.chunk_sectors() as usize * SECTOR_BYTES;
+        let bytes = l.cell_bytes();
         let mut cells: Vec<Option<Vec<u8>>> = (0..l.disk_count())
             .map(|_| Some(pool.take(bytes)))
             .collect();

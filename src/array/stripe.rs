@@ -921,7 +921,7 @@ impl Array {
             return false;
         }
         let engine = self.parity.get();
-        let bytes = chunk as usize * SECTOR_BYTES;
+        let bytes = l.cell_bytes();
         let data: Vec<&[u8]> = data_disks
             .iter()
             .map(|&d| cells[d].as_deref().expect("checked above"))
@@ -983,7 +983,7 @@ impl Array {
             self.stripe_cache_invalidate(stripe);
         }
         let chunk = l.chunk_sectors();
-        let bytes = chunk as usize * SECTOR_BYTES;
+        let bytes = l.cell_bytes();
         let jobs: Vec<_> = (first..end)
             .map(|stripe| async move {
                 let at = l.member_sector(stripe, 0);
@@ -1046,7 +1046,7 @@ impl Array {
             .collect::<Option<_>>()?;
         let reads: Vec<_> = sources
             .iter()
-            .map(|m| m.read_data_probe(at, pool.take(chunk as usize * SECTOR_BYTES)))
+            .map(|m| m.read_data_probe(at, pool.take(l.cell_bytes())))
             .collect();
         let mut cells = Vec::with_capacity(sources.len());
         let mut all_read = true;

@@ -492,6 +492,12 @@ impl Raid5Layout {
         self.chunk_sectors
     }
 
+    /// Bytes of one cell (a chunk on one member): what a rebuild, resync or scrub moves per
+    /// member and stripe.
+    pub fn cell_bytes(&self) -> usize {
+        self.chunk_sectors as usize * crate::block::SECTOR_BYTES
+    }
+
     /// Stripes (chunk rows) in the array.
     pub fn stripe_count(&self) -> u64 {
         self.stripe_count
