@@ -18,11 +18,12 @@
 #     >= 0.8 of its copy. Beside each kind its floor, `raid bench xor-files`: the rebuild's
 #     own per-cell job on its pool's threads with no array around it. Over a written file
 #     the floor itself stays near 0.7 of dd on 2 cores (4 page-cache reads and a write for
-#     every page dd reads and writes once), so that row shows the rebuild against its floor.
+#     every page dd reads and writes once), so the used-spare row has no target of its own:
+#     the "idle rebuild / floor" rows below it show where the rebuild stands.
 # (b) Load: fio 4k random read/write 50/50 at iodepth 16 through the nbd engine. IOPS with
 #     no rebuild (before and after, averaged), with a rebuild at `rebuild_priority=low`
-#     running all along in between; and the
-#     rebuild's rate at `high` under the same load against its idle rate.
+#     running all along in between; and the rebuild's rate at `high` under the same load
+#     against its idle rate.
 # After each rebuild the failed member is removed and added back as the next spare.
 # A benchmark, not a test: figures depend on the machine and its load (see `uptime`).
 set -euo pipefail
@@ -143,7 +144,10 @@ fio --name=fill --ioengine=nbd --uri="$uri" --rw=write --bs=1M --iodepth=4 --siz
 "$raid" add bench "$work/s1.img" --control "$ctl" >/dev/null
 
 mbs() { echo "$member_bytes / $1 / 1000000" | bc -l; }
-min() { if [ -z "$1" ] || [ "$(echo "$2 < $1" | bc -l)" = 1 ]; then echo "$2"; else echo "$1"; fi; }
+min() {
+    [ -n "$2" ] || { echo "min: no value to compare" >&2; exit 1; }
+    if [ -z "$1" ] || [ "$(echo "$2 < $1" | bc -l)" = 1 ]; then echo "$2"; else echo "$1"; fi
+}
 
 # References: one member's size copied sequentially, tmpfs to tmpfs, best of 3 each: into
 # a new file (tmpfs allocates every page, as it does for a rebuild onto a fresh spare), and
@@ -159,7 +163,7 @@ floor_old_s=
 survivors=("$work/d0.img" "$work/d2.img" "$work/d3.img" "$work/d4.img")
 # (seconds for the member's used bytes: the files also hold the superblock area)
 xor_files() {
-    "$raid" bench xor-files --json --into "$work/floor.img" "${survivors[@]}" |
+    "$raid" bench xor-files --json --cell 512K --into "$work/floor.img" "${survivors[@]}" |
         jq -r --argjson used "$member_bytes" '.seconds * $used / .bytes'
 }
 for _ in 1 2 3; do
@@ -171,11 +175,14 @@ for _ in 1 2 3; do
     dd if="$work/d0.img" of="$work/copy.img" bs=1M count=$((member_bytes >> 20)) \
         conv=notrunc status=none
     copy_old_s=$(min "$copy_old_s" "$(echo "$(now) - $start" | bc -l)")
-    rm -f "$work/floor.img"
-    floor_new_s=$(min "$floor_new_s" "$(xor_files)")
-    floor_old_s=$(min "$floor_old_s" "$(xor_files)")
+    rm -f "$work/copy.img" "$work/floor.img"
+    # Assignments of their own, so that a failing xor-files stops the script (set -e).
+    t=$(xor_files)
+    floor_new_s=$(min "$floor_new_s" "$t")
+    t=$(xor_files)
+    floor_old_s=$(min "$floor_old_s" "$t")
 done
-rm -f "$work/copy.img" "$work/floor.img"
+rm -f "$work/floor.img"
 # Third reference, the bytes a RAID5 rebuild must move: the 4 surviving members read
 # (to /dev/null) plus one member written (from /dev/zero); no XOR.
 start=$(now)
@@ -247,7 +254,7 @@ row "read 4 members + write 1 (cat, dd)" "$work_s"
 row "floor (xor-files) into a new file / its copy" "$floor_new_s" "$(ratio "$copy_new_s" "$floor_new_s")"
 row "floor (xor-files) over a written file / its copy" "$floor_old_s" "$(ratio "$copy_old_s" "$floor_old_s")"
 row "idle rebuild onto a fresh spare / new-file copy" "$fresh_s" "$(ratio "$copy_new_s" "$fresh_s")" ">=0.80"
-row "idle rebuild onto a used spare / written-file copy" "$used_s" "$(ratio "$copy_old_s" "$used_s")" "(floor)"
+row "idle rebuild onto a used spare / written-file copy" "$used_s" "$(ratio "$copy_old_s" "$used_s")" "(below)"
 printf '%-50s %12s %8s\n' "idle rebuild / floor, fresh spare" "" "$(ratio "$floor_new_s" "$fresh_s")"
 printf '%-50s %12s %8s\n' "idle rebuild / floor, used spare" "" "$(ratio "$floor_old_s" "$used_s")"
 printf '%-50s %12s %8s\n' "best idle rebuild / read 4 + write 1" "" "$(ratio "$work_s" "$(min "$fresh_s" "$used_s")")"

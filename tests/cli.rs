@@ -327,8 +327,18 @@ fn bench_xor_files_writes_the_xor_and_refuses_an_array_member() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("md superblock"));
     assert!(std::fs::read(dir.join("m0.img")).unwrap() == member);
+    // Also when the superblock's checksum is wrong.
+    let mut damaged = member.clone();
+    damaged[4096 + 100] ^= 1;
+    std::fs::write(dir.join("m0.img"), &damaged).unwrap();
+    let out = raid(&["bench", "xor-files", "--into", "m0.img", "a", "b"], &dir);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(std::fs::read(dir.join("m0.img")).unwrap() == damaged);
+    let source_a = std::fs::read(dir.join("a")).unwrap();
     for args in [
         vec!["bench", "xor-files", "--cell", "100", "--into", "u", "a"],
+        vec!["bench", "xor-files", "--cell", "0", "--into", "u", "a"],
+        vec!["bench", "xor-files", "--cell", "2G", "--into", "u", "a"],
         vec!["bench", "xor-files", "--threads", "0", "--into", "u", "a"],
         vec!["bench", "xor-files", "--into", "a", "a", "b"],
         vec!["bench", "xor-files", "--into", "u"],
@@ -337,6 +347,14 @@ fn bench_xor_files_writes_the_xor_and_refuses_an_array_member() {
         assert_eq!(out.status.code(), Some(2), "{args:?}");
         assert!(!out.stderr.is_empty(), "{args:?} says why");
     }
+    // A source by another spelling of its path is not a target either.
+    let out = raid(&["bench", "xor-files", "--into", "./a", "a", "b"], &dir);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("would overwrite"));
+    assert!(
+        std::fs::read(dir.join("a")).unwrap() == source_a,
+        "the source untouched"
+    );
     // Sources of different sizes: an error, and no target appears.
     std::fs::write(dir.join("short"), vec![0u8; 4096]).unwrap();
     let out = raid(&["bench", "xor-files", "--into", "u", "a", "short"], &dir);

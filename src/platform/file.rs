@@ -296,11 +296,14 @@ fn xor_job(
 
 /// Writes into `target` the xor of the files `sources` (all of one size, a whole number of
 /// sectors), `cell_bytes` at a time with the rebuild's own job ([`xor_job`]), on `threads`
-/// threads that each take the next cell: the core loop of a RAID5 rebuild of file members
-/// with nothing around it (no array, stripe locks, events, checkpoints or engine thread).
-/// `raid bench xor-files` times it, the floor under such a rebuild on a machine. The target
-/// is written from its start, created if missing and extended to the sources' size if
-/// shorter. Returns the bytes of one source; nothing is written if the arguments are wrong.
+/// threads (at least one) that each take the next cell: the core loop of a RAID5 rebuild of
+/// file members with nothing around it (no array, stripe locks, events, checkpoints or
+/// engine thread). `raid bench xor-files` times it, the floor under such a rebuild on a
+/// machine. The target is written from its start, created if missing and extended to the
+/// sources' size if shorter; it may not be one of the sources (by device and inode, so no
+/// other name or link of a source either). Returns the bytes of one source; nothing is
+/// written if the arguments are wrong. Sizes come from the files' metadata: block devices
+/// (size 0 there) are refused.
 pub fn xor_files(
     sources: &[&Path],
     target: &Path,
@@ -309,7 +312,8 @@ pub fn xor_files(
     engine: ParityEngine,
 ) -> std::io::Result<u64> {
     use std::io::{Error, ErrorKind};
-    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::os::unix::fs::MetadataExt;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
     let invalid = |m: String| Error::new(ErrorKind::InvalidInput, m);
     let Some(first) = sources.first() else {
         return Err(invalid("no source files".into()));
@@ -319,13 +323,26 @@ pub fn xor_files(
             "a cell of {cell_bytes} bytes is not a whole number of {SECTOR_BYTES}-byte sectors"
         )));
     }
-    let files: Vec<Arc<File>> = sources
+    fn with_path(p: &Path) -> impl FnOnce(Error) -> Error + '_ {
+        move |e| Error::new(e.kind(), format!("{}: {e}", p.display()))
+    }
+    let files: Vec<(Arc<File>, std::fs::Metadata)> = sources
         .iter()
-        .map(|p| File::open(p).map(Arc::new))
-        .collect::<Result<_, _>>()?;
-    let size = files[0].metadata()?.len();
-    for (path, file) in sources.iter().zip(&files) {
-        let len = file.metadata()?.len();
+        .map(|p| {
+            let f = File::open(p).map_err(with_path(p))?;
+            let m = f.metadata().map_err(with_path(p))?;
+            Ok((Arc::new(f), m))
+        })
+        .collect::<std::io::Result<_>>()?;
+    let size = files[0].1.len();
+    for (path, (_, meta)) in sources.iter().zip(&files) {
+        let len = meta.len();
+        if len == 0 {
+            return Err(invalid(format!(
+                "{} is empty (or not a regular file)",
+                path.display()
+            )));
+        }
         if len != size {
             return Err(invalid(format!(
                 "{} has {len} bytes, {} has {size}: the sources must be of one size",
@@ -334,40 +351,69 @@ pub fn xor_files(
             )));
         }
     }
-    if size == 0 || !size.is_multiple_of(SECTOR_BYTES as u64) {
+    if !size.is_multiple_of(SECTOR_BYTES as u64) {
         return Err(invalid(format!(
             "{} has {size} bytes, not a whole number of {SECTOR_BYTES}-byte sectors",
             first.display()
+        )));
+    }
+    if let Ok(t) = std::fs::metadata(target)
+        && let Some(path) = sources
+            .iter()
+            .zip(&files)
+            .find(|(_, (_, m))| m.dev() == t.dev() && m.ino() == t.ino())
+            .map(|(p, _)| p)
+    {
+        return Err(invalid(format!(
+            "{} is the source {}: the target would overwrite it",
+            target.display(),
+            path.display()
         )));
     }
     let out = OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(false)
-        .open(target)?;
+        .open(target)
+        .map_err(with_path(target))?;
     if out.metadata()?.len() < size {
-        out.set_len(size)?;
+        out.set_len(size).map_err(with_path(target))?;
     }
     let next = AtomicU64::new(0);
+    // Set by a worker that failed, so the others stop at their next cell.
+    let failed = AtomicBool::new(false);
     let cell = cell_bytes as u64;
     let work = || -> std::io::Result<()> {
-        loop {
+        while !failed.load(Ordering::Relaxed) {
             let at = next.fetch_add(cell, Ordering::Relaxed);
             if at >= size {
-                return Ok(());
+                break;
             }
             let sector = at / SECTOR_BYTES as u64;
-            let srcs: Vec<(Arc<File>, u64)> = files.iter().map(|f| (f.clone(), sector)).collect();
+            let srcs: Vec<(Arc<File>, u64)> =
+                files.iter().map(|(f, _)| (f.clone(), sector)).collect();
             let len = cell.min(size - at) as usize;
-            xor_job(&out, sector, &srcs, len, engine).map_err(|(_, e)| e)?;
+            if let Err((at_sector, e)) = xor_job(&out, sector, &srcs, len, engine) {
+                failed.store(true, Ordering::Relaxed);
+                return Err(Error::new(
+                    e.kind(),
+                    format!("at sector {at_sector} (target or source): {e}"),
+                ));
+            }
         }
+        Ok(())
     };
     std::thread::scope(|s| {
         let workers: Vec<_> = (0..threads.max(1)).map(|_| s.spawn(work)).collect();
-        workers.into_iter().try_for_each(|w| {
-            w.join()
-                .unwrap_or_else(|_| Err(Error::other("an xor worker panicked")))
-        })
+        // Every worker joined before the first error is returned.
+        let results: Vec<std::io::Result<()>> = workers
+            .into_iter()
+            .map(|w| {
+                w.join()
+                    .unwrap_or_else(|_| Err(Error::other("an xor worker panicked")))
+            })
+            .collect();
+        results.into_iter().collect::<std::io::Result<()>>()
     })?;
     Ok(size)
 }
@@ -574,7 +620,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("orion-xorfiles-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        // Three cells and a short one, so cells end inside and at the end of a piece.
+        // Cells of a full piece and a 1 KiB one, and a last cell shorter than a piece.
         let cell = XOR_PIECE_BYTES + 2 * SECTOR_BYTES;
         let size = 3 * cell + 5 * SECTOR_BYTES;
         let mut rng = crate::rng::SplitMix64::new(11);
@@ -627,6 +673,16 @@ mod tests {
         }
         assert!(xor_files(&[sources[0], &missing], &untouched, cell, 2, engine).is_err());
         assert!(!untouched.exists());
+        // A source by another name (a hard link) is not a target.
+        let link = dir.join("link");
+        std::fs::hard_link(&paths[1], &link).unwrap();
+        let before = std::fs::read(&paths[1]).unwrap();
+        let e = xor_files(&sources, &link, cell, 2, engine).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput, "{e}");
+        assert!(
+            std::fs::read(&paths[1]).unwrap() == before,
+            "the source untouched"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
