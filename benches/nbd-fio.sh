@@ -5,15 +5,22 @@
 #
 # Both servers listen on Unix sockets; fio's nbd engine drives them with the same jobs:
 # 4k random read and write (iodepth 16), 1 MiB sequential read and write (iodepth 4).
-# Prints a table with the ratio ours/nbdkit. Each job runs ROUNDS times (default 3) on each
-# server, alternating, RUNTIME seconds each (default 15 / ROUNDS), and the rounds are averaged.
+# Prints a table with the ratio ours/nbdkit. Each job runs ROUNDS slices (default 10) of
+# RUNTIME seconds (default 3, after a 1 s ramp) on each server, alternating, and the slices
+# are averaged: the machine's speed drifts over seconds, and many short alternating slices
+# put both servers under the same drift. The "slices" column is the range of the per-slice
+# ratios (each slice of ours against the nbdkit slice that follows it).
+#
+# AA=1 replaces our server with a second `nbdkit memory`: an A/A run whose ratios show the
+# method's own noise on this machine (identical servers should come out at 1.00).
 # A benchmark, not a test: numbers depend on the machine and its load.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 which=${1:-all}
-rounds=${ROUNDS:-3}
-runtime=${RUNTIME:-$((15 / rounds))}
+rounds=${ROUNDS:-10}
+runtime=${RUNTIME:-3}
+aa=${AA:-0}
 work=$(mktemp -d /tmp/orion-bench.XXXXXX)
 pids=()
 cleanup() {
@@ -60,21 +67,31 @@ run_level() {
         >"$dir/raid.log" 2>&1 &
     pids+=($!)
     wait_socket "$dir/raid.sock"; wait_socket "$dir/ctl.sock"
-    local size
+    local size ours_name=raid
     size=$("$raid" status --json --control "$dir/ctl.sock" | jq '.arrays[0].size_bytes')
+    if [ "$aa" = 1 ]; then
+        # A/A: the array only gave the size; a second nbdkit takes our place.
+        kill -INT "${pids[-1]}"
+        wait "${pids[-1]}" 2>/dev/null || true
+        rm -f "$dir/raid.sock"
+        nbdkit -f --exit-with-parent --unix "$dir/raid.sock" memory "$size" &
+        pids[-1]=$!
+        wait_socket "$dir/raid.sock"
+        ours_name=nbdkit-A
+    fi
     nbdkit -f --exit-with-parent --unix "$dir/kit.sock" memory "$size" &
     pids+=($!)
     wait_socket "$dir/kit.sock"
     local ours="nbd+unix:///?socket=$dir/raid.sock"
     local kit="nbd+unix:///?socket=$dir/kit.sock"
     fill "$ours"; fill "$kit"
-    printf '\n%s of %d x %s (%s bytes)\n' "$level" "${#members[@]}" "$per_member" "$size"
-    printf '%-22s %14s %14s %7s\n' "job" "raid" "nbdkit" "ratio"
+    printf '\n%s of %d x %s (%s bytes), %d alternating slices of %d s\n' "$level" \
+        "${#members[@]}" "$per_member" "$size" "$rounds" "$runtime"
+    printf '%-22s %14s %14s %7s %12s\n' "job" "$ours_name" "nbdkit" "ratio" "slices"
     for job in "randread 4k 16" "randwrite 4k 16" "read 1M 4" "write 1M 4"; do
         set -- $job
-        # ROUNDS slices of each server, alternating, averaged: the machine's speed drifts
-        # over tens of seconds, and alternating puts both servers under the same drift.
-        local o_iops=0 o_bw=0 k_iops=0 k_bw=0 oi ob ki kb
+        # ROUNDS slices of each server, alternating, averaged.
+        local o_iops=0 o_bw=0 k_iops=0 k_bw=0 oi ob ki kb lo= hi= r
         for _ in $(seq "$rounds"); do
             read -r oi ob < <(fio_job "$ours" "$1" "$1" "$2" "$3")
             read -r ki kb < <(fio_job "$kit" "$1" "$1" "$2" "$3")
@@ -82,14 +99,19 @@ run_level() {
             o_bw=$(echo "$o_bw + $ob / $rounds" | bc -l)
             k_iops=$(echo "$k_iops + $ki / $rounds" | bc -l)
             k_bw=$(echo "$k_bw + $kb / $rounds" | bc -l)
+            r=$(echo "$ob / $kb" | bc -l)
+            if [ -z "$lo" ] || [ "$(echo "$r < $lo" | bc -l)" = 1 ]; then lo=$r; fi
+            if [ -z "$hi" ] || [ "$(echo "$r > $hi" | bc -l)" = 1 ]; then hi=$r; fi
         done
+        local spread
+        spread=$(printf '%.2f-%.2f' "$lo" "$hi")
         if [ "$2" = 4k ]; then
-            printf '%-22s %11.0f io %11.0f io %7.2f\n' "$1 $2 qd$3 (IOPS)" "$o_iops" "$k_iops" \
-                "$(echo "$o_iops / $k_iops" | bc -l)"
+            printf '%-22s %11.0f io %11.0f io %7.2f %12s\n' "$1 $2 qd$3 (IOPS)" "$o_iops" \
+                "$k_iops" "$(echo "$o_iops / $k_iops" | bc -l)" "$spread"
         else
-            printf '%-22s %9.0f MB/s %9.0f MB/s %7.2f\n' "$1 $2 qd$3 (BW)" \
+            printf '%-22s %9.0f MB/s %9.0f MB/s %7.2f %12s\n' "$1 $2 qd$3 (BW)" \
                 "$(echo "$o_bw / 1000000" | bc -l)" "$(echo "$k_bw / 1000000" | bc -l)" \
-                "$(echo "$o_bw / $k_bw" | bc -l)"
+                "$(echo "$o_bw / $k_bw" | bc -l)" "$spread"
         fi
     done
     kill -INT "${pids[-2]}" "${pids[-1]}" 2>/dev/null || true
