@@ -8,8 +8,10 @@
 # Prints a table with the ratio ours/nbdkit. Each job runs ROUNDS slices (default 10) of
 # RUNTIME seconds (default 3, after a 1 s ramp) on each server, alternating, and the slices
 # are averaged: the machine's speed drifts over seconds, and many short alternating slices
-# put both servers under the same drift. The "slices" column is the range of the per-slice
-# ratios (each slice of ours against the nbdkit slice that follows it).
+# put both servers under the same drift. Each round runs the two servers back to back, ours
+# first in odd rounds and second in even ones, so neither always follows the other. The
+# "slices" column is the range of the per-round ratios (ours against nbdkit in that round).
+# JOBS="randwrite ..." runs only the named jobs (randread randwrite read write).
 #
 # AA=1 replaces our server with a second `nbdkit memory`: an A/A run whose ratios show the
 # method's own noise on this machine (identical servers should come out at 1.00).
@@ -21,6 +23,7 @@ which=${1:-all}
 rounds=${ROUNDS:-10}
 runtime=${RUNTIME:-3}
 aa=${AA:-0}
+jobs=${JOBS:-randread randwrite read write}
 work=$(mktemp -d /tmp/orion-bench.XXXXXX)
 pids=()
 cleanup() {
@@ -71,7 +74,7 @@ run_level() {
     size=$("$raid" status --json --control "$dir/ctl.sock" | jq '.arrays[0].size_bytes')
     if [ "$aa" = 1 ]; then
         # A/A: the array only gave the size; a second nbdkit takes our place.
-        kill -INT "${pids[-1]}"
+        kill -INT "${pids[-1]}" 2>/dev/null || true
         wait "${pids[-1]}" 2>/dev/null || true
         rm -f "$dir/raid.sock"
         nbdkit -f --exit-with-parent --unix "$dir/raid.sock" memory "$size" &
@@ -85,16 +88,22 @@ run_level() {
     local ours="nbd+unix:///?socket=$dir/raid.sock"
     local kit="nbd+unix:///?socket=$dir/kit.sock"
     fill "$ours"; fill "$kit"
-    printf '\n%s of %d x %s (%s bytes), %d alternating slices of %d s\n' "$level" \
+    printf '\n%s of %d x %s (%s bytes), %s alternating slices of %s s\n' "$level" \
         "${#members[@]}" "$per_member" "$size" "$rounds" "$runtime"
     printf '%-22s %14s %14s %7s %12s\n' "job" "$ours_name" "nbdkit" "ratio" "slices"
     for job in "randread 4k 16" "randwrite 4k 16" "read 1M 4" "write 1M 4"; do
         set -- $job
+        case " $jobs " in *" $1 "*) ;; *) continue ;; esac
         # ROUNDS slices of each server, alternating, averaged.
-        local o_iops=0 o_bw=0 k_iops=0 k_bw=0 oi ob ki kb lo= hi= r
-        for _ in $(seq "$rounds"); do
-            read -r oi ob < <(fio_job "$ours" "$1" "$1" "$2" "$3")
-            read -r ki kb < <(fio_job "$kit" "$1" "$1" "$2" "$3")
+        local o_iops=0 o_bw=0 k_iops=0 k_bw=0 oi ob ki kb lo= hi= r round
+        for round in $(seq "$rounds"); do
+            if [ $((round % 2)) = 1 ]; then
+                read -r oi ob < <(fio_job "$ours" "$1" "$1" "$2" "$3")
+                read -r ki kb < <(fio_job "$kit" "$1" "$1" "$2" "$3")
+            else
+                read -r ki kb < <(fio_job "$kit" "$1" "$1" "$2" "$3")
+                read -r oi ob < <(fio_job "$ours" "$1" "$1" "$2" "$3")
+            fi
             o_iops=$(echo "$o_iops + $oi / $rounds" | bc -l)
             o_bw=$(echo "$o_bw + $ob / $rounds" | bc -l)
             k_iops=$(echo "$k_iops + $ki / $rounds" | bc -l)

@@ -20,7 +20,7 @@
 #     held data, as one member's copy goes into a new file) carries the target, >= 0.8 of
 #     its copy. Beside each kind its floor, `raid bench xor-files`: the rebuild's
 #     own per-cell job on its pool's threads with no array around it. Over a written file
-#     the floor itself stays near 0.7 of dd on 2 cores (4 page-cache reads and a write for
+#     the floor itself stays at 0.6-0.75 of dd on 2 cores (4 page-cache reads and a write for
 #     every page dd reads and writes once), so the used-spare row has no target of its own:
 #     the "idle rebuild / floor" rows below it show where the rebuild stands.
 # (b) Load: fio 4k random read/write 50/50 at iodepth 16 through the nbd engine. IOPS with
@@ -30,6 +30,8 @@
 # After each rebuild the failed member is removed and added back as the next spare.
 # A benchmark, not a test: figures depend on the machine and its load (see `uptime`).
 set -euo pipefail
+# A failing command inside $(...) stops the script too (a failed copy must not be timed).
+shopt -s inherit_errexit
 cd "$(dirname "$0")/.."
 
 member=${MEMBER:-512M}
@@ -125,6 +127,13 @@ load() {
         jq -r '.jobs[0] | .read.iops + .write.iops'
 }
 
+# tmpfs holds 5 members, 4 spares, the copy and the floor's file.
+need=$((11 * $(numfmt --from=iec "$member")))
+avail=$(df --output=avail -B1 /dev/shm | tail -1)
+if [ "$avail" -lt "$need" ]; then
+    echo "needs $((need >> 20)) MiB free in /dev/shm (has $((avail >> 20)) MiB); try MEMBER=256M" >&2
+    exit 1
+fi
 echo "machine: $(nproc) cores; uptime:$(uptime | sed 's/.*load average/ load average/')"
 members=()
 for i in 0 1 2 3 4; do
