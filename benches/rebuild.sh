@@ -20,7 +20,7 @@
 #     held data, as one member's copy goes into a new file) carries the target, >= 0.8 of
 #     its copy. Beside each kind its floor, `raid bench xor-files`: the rebuild's
 #     own per-cell job on its pool's threads with no array around it. Over a written file
-#     the floor itself stays at 0.6-0.75 of dd on 2 cores (4 page-cache reads and a write for
+#     the floor itself stays at 0.55-0.75 of dd on 2 cores (4 page-cache reads and a write for
 #     every page dd reads and writes once), so the used-spare row has no target of its own:
 #     the "idle rebuild / floor" rows below it show where the rebuild stands.
 # (b) Load: fio 4k random read/write 50/50 at iodepth 16 through the nbd engine. IOPS with
