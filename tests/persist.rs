@@ -14,7 +14,7 @@ mod common;
 mod kernel;
 use common::{
     Server, first_array_status, have, ok, qemu_io, raid, status_json, superblock_of, test_dir,
-    text_of,
+    text_of, tool,
 };
 
 /// Paths of the shared spare pool, as `raid status --json` lists them.
@@ -348,4 +348,42 @@ mod driver {
         assert_eq!(array.slots()[1].as_ref().unwrap().name, "disk103");
         assert!(k.driver.disks().pool().is_empty());
     }
+}
+
+/// `mem:` members serve with the stripe cache off (a cache of memory in memory only adds
+/// copies), unless `--stripe-cache` asks for one; parity writes stay correct without it.
+#[test]
+fn memory_members_serve_without_a_stripe_cache_unless_asked() {
+    let dir = test_dir("persist-memcache");
+    let create = ["--create", "--level", "5", "-N", "m", "--chunk", "64K"];
+    let members = ["mem:16M", "mem:16M", "mem:16M"];
+    let args: Vec<&str> = create.iter().chain(&members).copied().collect();
+    let server = Server::start(&dir, &args);
+    assert_eq!(setting(&detail(&dir, "m"), "stripe_cache"), "0");
+    if tool("qemu-io").is_some() {
+        // Partial-stripe writes (read-modify-write) and reads back across the chunks.
+        qemu_io(
+            &server.uri(""),
+            &[
+                "write -P 0x41 0 4k",
+                "write -P 0x42 68k 8k",
+                "write -P 0x43 4k 60k",
+                "read -P 0x41 0 4k",
+                "read -P 0x43 4k 60k",
+                "read -P 0x42 68k 8k",
+            ],
+        );
+    }
+    server.stop();
+
+    let args: Vec<&str> = create
+        .iter()
+        .chain(&["--stripe-cache", "8M"])
+        .chain(&members)
+        .copied()
+        .collect();
+    let server = Server::start(&dir, &args);
+    assert_eq!(setting(&detail(&dir, "m"), "stripe_cache"), "8M");
+    server.stop();
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -285,6 +285,22 @@ pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
             array.name()
         );
     }
+    let all_memory = !opts.members.is_empty()
+        && opts
+            .members
+            .iter()
+            .all(|m| matches!(m, MemberSpec::Memory(_)));
+    if opts.stripe_cache_bytes.is_none() && all_memory {
+        // The stripe cache saves member reads; a `mem:` member's read is a copy from the
+        // same memory the cache would copy from, so the cache is only extra work there
+        // (RAID5 4k writes measured 1.4-1.6x faster without it). `--stripe-cache` or
+        // `raid set NAME stripe_cache=SIZE` turns it on.
+        for layer in stacks.iter().flat_map(|s| s.layers()) {
+            layer
+                .apply_setting("stripe_cache", "0")
+                .map_err(|e| ServeError(format!("stripe_cache: {e}")))?;
+        }
+    }
     if let Some(bytes) = opts.stripe_cache_bytes {
         let layers: Vec<Rc<Array>> = stacks.iter().flat_map(|s| s.layers()).cloned().collect();
         let value = crate::array::persist::format_size_bytes(bytes);
