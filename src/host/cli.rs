@@ -146,7 +146,8 @@ pub struct ServeArgs {
     #[arg(short = 'N', long, default_value = "orion")]
     pub name: String,
     /// Stripe cache budget of the RAID 4/5/6 arrays (e.g. 64M; 0 turns it off); recorded
-    /// with the array's settings, as `raid set NAME stripe_cache=SIZE`.
+    /// with the array's settings, as `raid set NAME stripe_cache=SIZE`. Without it, arrays
+    /// of mem: members only run with the cache off (their reads are memory copies already).
     #[arg(long, value_parser = parse_size)]
     pub stripe_cache: Option<u64>,
     /// Members: image files, block devices, or mem:SIZE for a volatile memory member.
