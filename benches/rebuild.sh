@@ -206,7 +206,8 @@ copy_member() {
 
 # (a) Idle rebuilds at the default (normal) priority, by the server's time, each right after
 # a copy of its kind: d1..d4 onto the fresh spares s0..s3, then s0..s3 onto d1..d4 (added
-# back as spares, so used). Best of 4 of each kind, against the best of its 4 copies.
+# back as spares, so used). Each pair's ratio is kept for the median (the target); the best
+# of 4 of each kind, against the best of its 4 copies, is printed too.
 fresh_s= fresh_wall_s= used_s= used_wall_s= copy_new_s= copy_old_s= first_spare=
 fresh_pairs= used_pairs=
 for m in d1 d2 d3 d4 s0 s1 s2 s3; do

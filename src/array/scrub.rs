@@ -640,12 +640,12 @@ impl Array {
         self.emit(Event::CheckStarted { repair });
         let mut outcome = ScrubOutcome::Finished;
         // Every cell of the stripes in flight, P and Q included.
-        let chunk_bytes = match &self.layout {
+        let cell_bytes = match &self.layout {
             ArrayLayout::Raid5(l) => l.cell_bytes(),
             _ => 0,
         };
         let pool = ChunkBuffers::new(
-            STRIPES_IN_FLIGHT as usize * (self.layout.disk_count() + 2) * chunk_bytes,
+            STRIPES_IN_FLIGHT as usize * (self.layout.disk_count() + 2) * cell_bytes,
         );
         let mut sector = from_sector.min(total);
         let mut stripe = match &self.layout {
