@@ -340,6 +340,49 @@ pub const ASSEMBLY_OPTIONS: AssemblyOptions = AssemblyOptions { event_tolerance:
 pub const DIRTY_DEGRADED_REASON: &str = "degraded and not shut down cleanly: parity may not \
     match the data (the write hole), so the missing member cannot be rebuilt safely; not started";
 
+/// What an array with an interrupted reshape says when it is refused: the reshape, its
+/// position and what the user can do.
+fn reshape_refusal(sb: &Superblock) -> String {
+    let target = match sb.reshape() {
+        Some(r) => {
+            // md records the new member count in `raid_disks` while a reshape runs.
+            let old_members = i64::from(sb.raid_disk_count) - i64::from(r.raid_disk_delta);
+            let mut parts = Vec::new();
+            if r.new_level != sb.level {
+                parts.push(format!("{} -> {}", sb.level, r.new_level));
+            }
+            if r.raid_disk_delta != 0 {
+                parts.push(format!("{old_members} -> {} members", sb.raid_disk_count));
+            }
+            if r.new_chunk_sectors != sb.chunk_sectors {
+                parts.push(format!(
+                    "chunk {}K -> {}K",
+                    sb.chunk_sectors / 2,
+                    r.new_chunk_sectors / 2
+                ));
+            }
+            if r.new_layout != sb.layout {
+                parts.push(format!("layout {} -> {}", sb.layout, r.new_layout));
+            }
+            if r.backwards {
+                parts.push("backwards".to_string());
+            }
+            if parts.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", parts.join(", "))
+            }
+        }
+        None => format!(" (unknown new level {})", sb.new_level),
+    };
+    format!(
+        "a reshape{target} was interrupted at array sector {}: reshape is not supported \
+         yet, so the array is not started and nothing was written; finish the reshape with \
+         Linux md (mdadm --assemble continues it)",
+        sb.reshape_position_sectors
+    )
+}
+
 /// Whether an array of this geometry can run with the slots marked present.
 fn can_run(sb: &Superblock, present: &[bool]) -> bool {
     match sb.level {
@@ -476,6 +519,17 @@ async fn start(
             member: candidates[*id].0.clone(),
             reason,
         });
+    }
+    // An interrupted reshape leaves the array in two geometries split at `reshape_position`;
+    // reading it with either one returns other data, and writing it would leave Linux's view
+    // of the reshape wrong. Until reshape is maintained here, such an array is not started
+    // and nothing is written to its members.
+    if sb.features.contains(FeatureMap::RESHAPE_ACTIVE) {
+        problems.push(Problem {
+            member: label,
+            reason: reshape_refusal(sb),
+        });
+        return None;
     }
     if !plan.can_start {
         let mut clean = sb.clone();

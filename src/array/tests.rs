@@ -337,3 +337,54 @@ fn corrected_sectors(array: &Array) -> u64 {
         .map(|m| m.counters().corrected_sectors)
         .sum()
 }
+
+/// An array whose superblocks record an interrupted reshape (md's `RESHAPE_ACTIVE`, half in
+/// the old geometry and half in the new) is not started: reading it with either geometry
+/// returns other data. The problem names the reshape and its position, and nothing is
+/// written to any member.
+#[test]
+fn interrupted_reshape_is_refused_and_nothing_is_written() {
+    use crate::metadata::FeatureMap;
+    let r = rig(Level::Raid5, None, 4, false);
+    let member_bytes = |m: &MemoryDisk| {
+        let mut all = vec![0u8; (m.capacity_sectors() * 512) as usize];
+        m.read_at(0, &mut all).unwrap();
+        all
+    };
+    for m in &r.mem {
+        let mut block = vec![0u8; 4096];
+        m.read_at(8, &mut block).unwrap();
+        let mut sb = Superblock::decode(&block).unwrap();
+        sb.features |= FeatureMap::RESHAPE_ACTIVE;
+        sb.reshape_position_sectors = 102_400;
+        sb.raid_disk_delta = 1;
+        sb.new_level = sb.level.to_md();
+        sb.new_layout = sb.layout;
+        sb.new_chunk_sectors = sb.chunk_sectors;
+        m.write_at(8, &sb.encode()).unwrap();
+    }
+    let before: Vec<Vec<u8>> = r.mem.iter().map(|m| member_bytes(m)).collect();
+    let candidates: Vec<(String, Rc<dyn BlockDevice>)> = r
+        .mem
+        .iter()
+        .enumerate()
+        .map(|(i, m)| (format!("d{i}"), m.clone() as Rc<dyn BlockDevice>))
+        .collect();
+    let e = r.exec.clone();
+    let result = r
+        .exec
+        .block_on(async move { assemble(&e, candidates).await })
+        .unwrap();
+    assert!(result.arrays.is_empty(), "{result:?}");
+    let reason = result
+        .problems
+        .iter()
+        .map(|p| p.reason.as_str())
+        .find(|p| p.contains("reshape"))
+        .unwrap_or_else(|| panic!("no reshape problem: {:?}", result.problems));
+    assert!(reason.contains("102400"), "{reason}");
+    assert!(reason.contains("3 -> 4 members"), "{reason}");
+    for (m, old) in r.mem.iter().zip(&before) {
+        assert!(member_bytes(m) == *old, "a member was written");
+    }
+}
