@@ -383,6 +383,42 @@ fn reshape_refusal(sb: &Superblock) -> String {
     )
 }
 
+/// md's bitmap superblock magic ("bitm", `bitmap_super_t.magic`).
+const BITMAP_MAGIC: u32 = 0x6d74_6962;
+/// `bitmap_super_t.state` and its `BITMAP_STALE` bit.
+const BITMAP_STATE_OFFSET: usize = 48;
+const BITMAP_STALE: u32 = 1 << 1;
+
+/// The write-intent bitmap is not maintained here: our writes set no bits. Before anything
+/// is written, its superblock is marked stale, so Linux md does a full resync (or recovery)
+/// instead of trusting bits we did not keep — whatever the event counts say. md clears the
+/// mark itself once it has loaded the bitmap. A member whose bitmap does not carry md's
+/// magic is left as it is.
+async fn mark_bitmap_stale(member: &Member) -> Result<(), IoError> {
+    let msb = member.superblock();
+    let Some(sector) = SUPERBLOCK_SECTOR.checked_add_signed(i64::from(msb.bitmap_offset_sectors))
+    else {
+        return Ok(());
+    };
+    let block = member
+        .dev
+        .read(sector, alloc::vec![0u8; SUPERBLOCK_BYTES])
+        .await?;
+    let state = u32::from_le_bytes(read_word(&block, BITMAP_STATE_OFFSET));
+    if u32::from_le_bytes(read_word(&block, 0)) != BITMAP_MAGIC || state & BITMAP_STALE != 0 {
+        return Ok(());
+    }
+    let mut block = block;
+    block[BITMAP_STATE_OFFSET..BITMAP_STATE_OFFSET + 4]
+        .copy_from_slice(&(state | BITMAP_STALE).to_le_bytes());
+    member.dev.write(sector, Bytes::from(block), true).await?;
+    Ok(())
+}
+
+fn read_word(block: &[u8], at: usize) -> [u8; 4] {
+    [block[at], block[at + 1], block[at + 2], block[at + 3]]
+}
+
 /// Whether an array of this geometry can run with the slots marked present.
 fn can_run(sb: &Superblock, present: &[bool]) -> bool {
     match sb.level {
@@ -707,6 +743,17 @@ async fn start(
                 ),
             }),
             _ => {}
+        }
+    }
+    if sb.features.contains(FeatureMap::BITMAP_OFFSET) {
+        for m in slots.iter().flatten() {
+            if let Err(e) = mark_bitmap_stale(m).await {
+                problems.push(Problem {
+                    member: m.name.clone(),
+                    reason: format!("cannot mark the write-intent bitmap stale: {e}"),
+                });
+                return None;
+            }
         }
     }
     let array = Array::new_rc(exec.clone(), sb.name().to_string(), layout, slots, spares);
