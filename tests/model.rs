@@ -57,6 +57,10 @@ struct Ctx {
     spares: usize,
     /// Whether this round may fail members (parity crash rounds alternate).
     may_fail_members: bool,
+    /// Whether a spare has been seen in a slot (rebuilding or active) at any point of the
+    /// run. The workload's own injected failures may fail that spare later, so the end
+    /// state alone cannot show that a spare was activated.
+    spare_took_slot: bool,
 }
 
 fn is_parity(level: Level) -> bool {
@@ -133,6 +137,7 @@ fn build(cfg: &Config, seed: u64, spares: usize) -> Ctx {
         impaired: vec![false; cfg.members + spares],
         spares,
         may_fail_members: true,
+        spare_took_slot: false,
     }
 }
 
@@ -196,6 +201,10 @@ impl Workload for Ctx {
 
     /// Latent sector errors on one live member, only where another copy is healthy (the
     /// level tolerates one bad copy; the array must read around it and repair it).
+    fn after_step(&mut self) {
+        self.note_spare_in_slot();
+    }
+
     fn maybe_latent_errors(&mut self) {
         if self.cfg.level == Level::Raid0 {
             return;
@@ -225,6 +234,17 @@ impl Workload for Ctx {
 }
 
 impl Ctx {
+    /// Records whether a disk added as a spare serves in a slot now.
+    fn note_spare_in_slot(&mut self) {
+        let members = self.cfg.members;
+        if self.array.slots().iter().flatten().any(|m| {
+            disk_index(&m.name) >= members
+                && matches!(m.state(), MemberState::Active | MemberState::Rebuilding)
+        }) {
+            self.spare_took_slot = true;
+        }
+    }
+
     /// Which members still hold good copies: in the array, not failed, and without injected
     /// latent errors (a member with bad sectors counts as lost for the tolerance budget).
     fn alive(&self) -> Vec<bool> {
@@ -263,6 +283,7 @@ impl Ctx {
             return;
         }
         alive[i] = false;
+        self.note_spare_in_slot();
         if self.may_fail_members
             && self.cfg.level != Level::Raid0
             && tolerance_ok(&self.cfg, &self.array, &alive)
@@ -291,6 +312,7 @@ impl Ctx {
     /// keeps or loses each unflushed sector, failed disks may come back (stale), and the array
     /// is assembled again from what is on the disks.
     fn crash_and_reassemble(&mut self) {
+        self.note_spare_in_slot();
         // Members the array had recorded as faulty on disk must stay out after assembly.
         let recorded_faulty: Vec<u32> = self
             .array
@@ -509,10 +531,11 @@ impl Ctx {
     /// Replaces the array, its members and the model with fresh ones, keeping the seed that
     /// replays the whole run.
     fn start_over(&mut self) {
-        let seed = self.seed;
+        let (seed, spare_took_slot) = (self.seed, self.spare_took_slot);
         *self = build(&self.cfg, self.rng.next_u64(), self.spares);
         self.seed = seed;
         self.io.seed = seed;
+        self.spare_took_slot = spare_took_slot;
     }
 }
 
@@ -549,35 +572,53 @@ fn run(cfg: &Config, seed: u64, spares: usize) {
         .unwrap()
         .unwrap_or_else(|e| panic!("seed {seed}: final read failed: {e}"));
     if spares > 0 {
-        let spare_in_slot = ctx
-            .array
-            .slots()
-            .iter()
-            .flatten()
-            .any(|m| disk_index(&m.name) >= cfg.members);
-        if !spare_in_slot {
-            for (i, m) in ctx.array.slots().iter().enumerate() {
-                eprintln!(
-                    "slot {i}: {:?}",
-                    m.as_ref().map(|m| (m.name.clone(), m.state()))
-                );
-            }
-            for m in ctx.array.spares() {
-                eprintln!("spare {} {:?}", m.name, m.state());
-            }
-            eprintln!(
-                "failed disks: {:?}",
-                ctx.faulty.iter().map(|f| f.is_failed()).collect::<Vec<_>>()
-            );
-        }
-        assert!(
-            spare_in_slot,
-            "{} seed {seed}: no spare was activated\nreplay with SEED={seed}",
-            cfg.name
-        );
+        ctx.note_spare_in_slot();
+        check_spares(&ctx, cfg, seed);
     }
     if let Err(e) = ctx.io.model.borrow().check_current(0, &data) {
         panic!("{} seed {seed}: {e}\nreplay with SEED={seed}", cfg.name);
+    }
+}
+
+/// What the spares must have done by the end of a run with spares. A member was failed in
+/// round 0, so a spare must have taken a slot at some point. The workload's injected
+/// failures may later fail that spare too (and a failed disk that comes back after a crash
+/// is stale or recorded faulty, never reused), so an empty slot at the end is legitimate —
+/// but only if no healthy spare is left: md activates any spare it has for an empty slot.
+fn check_spares(ctx: &Ctx, cfg: &Config, seed: u64) {
+    let slots = ctx.array.slots();
+    let spares = ctx.array.spares();
+    let describe = || {
+        let mut out = String::new();
+        for (i, m) in slots.iter().enumerate() {
+            let state = m.as_ref().map(|m| (m.name.clone(), m.state()));
+            out += &format!("\n  slot {i}: {state:?}");
+        }
+        for m in &spares {
+            out += &format!("\n  spare {} {:?}", m.name, m.state());
+        }
+        let failed: Vec<bool> = ctx.faulty.iter().map(|f| f.is_failed()).collect();
+        out + &format!("\n  failed disks: {failed:?}")
+    };
+    assert!(
+        ctx.spare_took_slot,
+        "{} seed {seed}: no spare was activated{}\nreplay with SEED={seed}",
+        cfg.name,
+        describe()
+    );
+    let empty_slot = slots
+        .iter()
+        .position(|m| m.as_ref().is_none_or(|m| m.state() == MemberState::Faulty));
+    let idle_spare = spares
+        .iter()
+        .find(|m| m.state() == MemberState::Spare && !ctx.faulty[disk_index(&m.name)].is_failed());
+    if let (Some(slot), Some(spare)) = (empty_slot, idle_spare) {
+        panic!(
+            "{} seed {seed}: slot {slot} is empty while spare {} is idle{}\nreplay with SEED={seed}",
+            cfg.name,
+            spare.name,
+            describe()
+        );
     }
 }
 
