@@ -77,9 +77,9 @@ echo "=== guest exit $rc"
 poweroff -f
 INIT
     chmod +x "$root/init"
-    (cd "$root" && find . | sort | cpio -o -H newc --quiet) > "$base.tmp"
-    mv "$base.tmp" "$base"
-    echo "$stamp" > "$base.stamp"
+    (cd "$root" && find . | sort | cpio -o -H newc --quiet) > "$base.tmp.$$"
+    mv "$base.tmp.$$" "$base"
+    echo "$stamp" > "$base.stamp.$$" && mv "$base.stamp.$$" "$base.stamp"
     rm -rf "$root"
     trap - EXIT
 fi
