@@ -20,6 +20,7 @@ pub mod resync;
 pub mod scrub;
 #[cfg(test)]
 mod scrub_tests;
+pub mod settings;
 mod stripe;
 pub mod stripe_cache;
 #[cfg(test)]

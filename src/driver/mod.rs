@@ -21,6 +21,7 @@ use crate::array::assemble::{ASSEMBLY_OPTIONS, assemble, read_superblock};
 use crate::array::nested::{Stack, groups_of, read_inner_superblock};
 use crate::array::persist::{has_pool_label, write_pool_label};
 use crate::array::scrub::{ScrubError, ScrubMode, ScrubReport};
+use crate::array::settings::Setting;
 use crate::array::{Array, MemberState};
 use crate::block::{BlockDevice, Bytes, IoError, SECTOR_BYTES};
 use crate::executor::Executor;
@@ -1064,12 +1065,19 @@ impl RaidDriver {
                     None => Vec::new(),
                 };
                 let applied = find(&req.name).and_then(|a| {
+                    // Checked once, before any layer changes: a refusal changes nothing.
+                    let setting = Setting::parse(&req.key, &req.value)
+                        .map_err(|e| (DriverError::InvalidArgument, alloc::format!("{e}")))?;
                     // A RAID 50/60's rebuild and spare policies are its groups'.
                     for layer in core::iter::once(&a).chain(groups.iter().map(|(_, g)| g)) {
-                        layer
-                            .apply_setting(&req.key, &req.value)
-                            .map_err(|e| (DriverError::InvalidArgument, alloc::format!("{e}")))?;
+                        layer.apply(setting);
                     }
+                    log::info!(
+                        "{}: {} set to {}",
+                        a.name(),
+                        setting.key(),
+                        setting.value_text()
+                    );
                     Ok(a)
                 });
                 let a = match applied {

@@ -68,7 +68,9 @@ pub enum Command {
     Replace(ReplaceArgs),
     /// Change array policies: rebuild_priority=low|normal|high, rebuild_rate_mb_s=N (0 no
     /// limit), spare_policy=dedicated|shared|none, read_policy=round-robin|adaptive,
-    /// read_error_limit=N, read_error_window_s=N, io_timeout_ms=N (0 off).
+    /// read_error_limit=N, read_error_window_s=N, io_timeout_ms=N (0 off, else 1000 to
+    /// 600000), stripe_cache=SIZE; any key=default. With --members: on a stopped array's
+    /// members.
     Set(SetArgs),
     /// Measure speed: `raid bench parity [--json]`.
     #[command(subcommand)]
@@ -342,11 +344,15 @@ pub struct ReplaceArgs {
 
 #[derive(Args, Debug)]
 pub struct SetArgs {
-    /// Array name.
-    pub name: String,
-    /// key=value pairs.
-    #[arg(required = true, num_args = 1..)]
-    pub settings: Vec<String>,
+    /// Change the settings recorded on the members of a stopped array instead (the way
+    /// back from a setting that keeps it from working): `raid set --members MEMBER...
+    /// key=value...`. Refused while any of them is open in a server.
+    #[arg(long)]
+    pub members: bool,
+    /// `NAME key=value...`, or with --members `MEMBER... key=value...`. A value may be
+    /// `default`.
+    #[arg(required = true, num_args = 1.., value_name = "NAME|MEMBER... key=value")]
+    pub args: Vec<String>,
     /// Control socket of the running server.
     #[arg(long, default_value = DEFAULT_CONTROL)]
     pub control: PathBuf,
@@ -1633,17 +1639,53 @@ fn cmd_replace(args: ReplaceArgs) -> Result<(), CliError> {
 }
 
 fn cmd_set(args: SetArgs) -> Result<(), CliError> {
-    let mut pairs = Vec::new();
-    for kv in &args.settings {
+    use crate::array::settings::{SETTING_KEYS, Setting};
+    // An argument is a setting when it starts with a known key and `=`; anything else names
+    // the array (or, with --members, a member: a path may hold a `=` of its own).
+    let is_setting = |a: &str| {
+        a.split_once('=').is_some_and(|(k, _)| {
+            SETTING_KEYS.contains(&k.trim()) || !args.members || !Path::new(a).exists()
+        })
+    };
+    let (pairs, targets): (Vec<&String>, Vec<&String>) =
+        args.args.iter().partition(|a| is_setting(a));
+    let mut checked = Vec::new();
+    for kv in &pairs {
         let Some((k, v)) = kv.split_once('=') else {
             return Err(CliError::usage(format!("expected key=value, got '{kv}'")));
         };
-        pairs.push((k.trim().to_string(), v.trim().to_string()));
+        // Every pair is checked before anything is sent or written: a refused one changes
+        // nothing.
+        let setting = Setting::parse(k, v).map_err(|e| CliError::usage(e.to_string()))?;
+        checked.push((k.trim().to_string(), v.trim().to_string(), setting));
     }
+    if checked.is_empty() {
+        return Err(CliError::usage("no key=value given"));
+    }
+    if args.members {
+        let members: Vec<PathBuf> = targets.iter().map(PathBuf::from).collect();
+        let settings: Vec<Setting> = checked.iter().map(|(_, _, s)| *s).collect();
+        return set_on_stopped_members(&members, &settings);
+    }
+    let name = match targets.as_slice() {
+        [name] => (*name).clone(),
+        [] => return Err(CliError::usage("usage: raid set NAME key=value...")),
+        more => {
+            return Err(CliError::usage(format!(
+                "one array name expected, got {} ({}); for members of a stopped array use \
+                 raid set --members",
+                more.len(),
+                more.iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            )));
+        }
+    };
     let mut last = None;
-    for (key, value) in pairs {
+    for (key, value, _) in checked {
         let payload = serde_json::to_vec(&manage::SetRequest {
-            name: args.name.clone(),
+            name: name.clone(),
             key,
             value,
         })
@@ -1654,6 +1696,52 @@ fn cmd_set(args: SetArgs) -> Result<(), CliError> {
         let report: manage::SettingsReport = decode_json(&payload)?;
         for (k, v) in report.settings {
             println!("{k}={v}");
+        }
+    }
+    Ok(())
+}
+
+/// `raid set --members`: rewrites the settings in the Orion record of stopped members. The
+/// members are opened (and locked) like a server opens them, so members a server holds are
+/// refused before anything is read.
+fn set_on_stopped_members(
+    members: &[PathBuf],
+    settings: &[crate::array::settings::Setting],
+) -> Result<(), CliError> {
+    if members.is_empty() {
+        return Err(CliError::usage(
+            "usage: raid set --members MEMBER... key=value...",
+        ));
+    }
+    let mut seen = std::collections::HashSet::new();
+    let pool = IoPool::new(2);
+    let mut devices: Vec<(String, Rc<dyn BlockDevice>)> = Vec::new();
+    for m in members {
+        if !seen.insert(m.clone()) {
+            return Err(CliError::usage(format!(
+                "member {} is named twice",
+                m.display()
+            )));
+        }
+        let disk = FileDisk::open(m, pool.clone())
+            .map_err(|e| CliError::failed(format!("{}: {e}", m.display())))?;
+        devices.push((m.display().to_string(), Rc::new(disk)));
+    }
+    let rt = HostRuntime::new();
+    let changes = settings.to_vec();
+    let result =
+        rt.block_on(async move { crate::array::persist::set_offline(&devices, &changes).await });
+    pool.shutdown();
+    let reports = result.map_err(|e| CliError::failed(format!("raid set: {e}")))?;
+    for r in reports {
+        println!(
+            "raid: {}: recorded on {} stopped member(s) ({}):",
+            r.array,
+            r.members.len(),
+            r.members.join(" ")
+        );
+        for s in settings {
+            println!("{}={}", s.key(), s.value_text());
         }
     }
     Ok(())
