@@ -142,6 +142,9 @@ pub struct Member {
     clock: RefCell<Option<Executor>>,
     /// Executor times of the recent read errors, oldest first.
     read_error_times: RefCell<VecDeque<u64>>,
+    /// When this member's last I/O timed out; cleared by its next I/O that completes. The
+    /// array tells a stall (many members at once) from a failed member by these.
+    timed_out_at_ns: Cell<Option<u64>>,
 }
 
 impl Member {
@@ -158,6 +161,7 @@ impl Member {
             failure_policy: Cell::new(None),
             clock: RefCell::new(None),
             read_error_times: RefCell::new(VecDeque::new()),
+            timed_out_at_ns: Cell::new(None),
             replacement: RefCell::new(None),
             is_replacement: Cell::new(false),
         }
@@ -231,7 +235,7 @@ impl Member {
         };
         let mut io = io;
         let mut deadline = core::pin::pin!(exec.sleep(timeout_ns));
-        core::future::poll_fn(|cx| {
+        let r = core::future::poll_fn(|cx| {
             if let core::task::Poll::Ready(r) = io.as_mut().poll(cx) {
                 return core::task::Poll::Ready(r);
             }
@@ -240,7 +244,20 @@ impl Member {
             }
             core::task::Poll::Pending
         })
-        .await
+        .await;
+        match r {
+            Err(IoError::Timeout) => self.timed_out_at_ns.set(Some(exec.now_ns())),
+            Ok(_) => self.timed_out_at_ns.set(None),
+            Err(_) => {}
+        }
+        r
+    }
+
+    /// Whether this member's last I/O timed out less than `window_ns` ago.
+    fn timed_out_within(&self, now_ns: u64, window_ns: u64) -> bool {
+        self.timed_out_at_ns
+            .get()
+            .is_some_and(|t| now_ns.saturating_sub(t) <= window_ns)
     }
 
     pub fn counters(&self) -> MemberCounters {
@@ -447,6 +464,10 @@ pub struct Array {
     stripe_cache: RefCell<stripe_cache::StripeCache>,
     /// Writes waiting to be gathered into full stripes (RAID 4/5/6, `gather.rs`).
     gather: RefCell<gather::Gather>,
+    /// When the last stall was reported (see `stalled_by_timeouts`), to report each once.
+    stall_reported_ns: Cell<Option<u64>>,
+    /// A stall hit while a resync ran: the regions it had passed need another one.
+    resync_again: Cell<bool>,
 }
 
 /// Failures of array-wide operations (not of one block request).
@@ -561,6 +582,8 @@ impl Array {
                 cache_cell_sectors,
             )),
             gather: RefCell::new(gather::Gather::default()),
+            stall_reported_ns: Cell::new(None),
+            resync_again: Cell::new(false),
         };
         // Until the platform says otherwise, time continues from the last update on disk.
         let last = array
@@ -1100,6 +1123,10 @@ impl Array {
             for member in &failed {
                 self.fail_member_rc(member).await;
             }
+            if Self::kept_after_failure(&failed) {
+                self.count(|c| c.errors += 1);
+                return Err(IoError::Timeout);
+            }
         }
         let lost = extents.iter().find(|(s, _)| !written.contains(s));
         match lost {
@@ -1137,7 +1164,10 @@ impl Array {
                 log::warn!("{}: flush failed on {}: {e}", self.name, member.name);
                 if self.redundant {
                     self.fail_member_rc(member).await;
-                } else {
+                }
+                // Not failed (not redundant, or kept through a stall): its writes may not
+                // be durable, so neither is the flush.
+                if member.state() != MemberState::Faulty {
                     any_error = Some(e);
                 }
             }
@@ -1194,6 +1224,82 @@ impl Array {
         Ok(())
     }
 
+    /// Whether failing `members` for their timed-out I/O would be wrong because the array
+    /// stalled: the members whose I/O timed out within the last timeout period are more than
+    /// the level tolerates, so the cause is shared (a controller, a bus, the host) and failing
+    /// them would fail the array, and persist that, for a hiccup. Then nothing is failed; the
+    /// stall is reported (once per timeout period) and the array is marked for a resync, since
+    /// the writes that timed out may have landed on some members and not on others. A member
+    /// that did not time out (an I/O error of its own) is never a stall.
+    fn stalled_by_timeouts(&self, members: &[Rc<Member>]) -> bool {
+        let window_ns = self.policy.get().failure.io_timeout_ns;
+        let now_ns = self.exec.now_ns();
+        if window_ns == 0
+            || !self.redundant
+            || !members
+                .iter()
+                .any(|m| m.timed_out_within(now_ns, window_ns))
+        {
+            return false;
+        }
+        let slots = self.slots.borrow();
+        let stalled: Vec<&Rc<Member>> = slots
+            .iter()
+            .flatten()
+            .filter(|m| m.state() != MemberState::Faulty && m.timed_out_within(now_ns, window_ns))
+            .collect();
+        let alive: Vec<bool> = slots
+            .iter()
+            .map(|s| {
+                matches!(s, Some(m) if m.state() == MemberState::Active
+                    && !m.timed_out_within(now_ns, window_ns))
+            })
+            .collect();
+        if self.layout.survives(&alive) {
+            return false;
+        }
+        let count = stalled.len() as u32;
+        drop(slots);
+        let reported = self
+            .stall_reported_ns
+            .get()
+            .is_some_and(|t| now_ns.saturating_sub(t) < window_ns);
+        if !reported {
+            self.stall_reported_ns.set(Some(now_ns));
+            log::error!(
+                "{}: stalled: I/O to {count} members timed out at once, more than the level \
+                 tolerates; no member failed, the I/O gets an error, a resync is due",
+                self.name
+            );
+            self.emit(Event::ArrayStalled { members: count });
+        }
+        self.resync_after_stall();
+        true
+    }
+
+    /// After a stall: writes may have reached some members and not others (mirrors that
+    /// disagree, parity that matches neither). Writes use reconstruct-write from now on, and
+    /// the next resync (at the next start, as after a crash, or the next background job run)
+    /// covers the whole array.
+    fn resync_after_stall(&self) {
+        if self
+            .job
+            .get()
+            .is_some_and(|j| j.kind == resync::JobKind::Resync)
+        {
+            self.resync_again.set(true);
+            return;
+        }
+        self.needs_resync.set(true);
+        self.resync_cursor.set(0);
+    }
+
+    /// Of `failed` (members an I/O failed on, each passed to `fail_member_rc`), whether one
+    /// is still in the array: the array stalled, and what it missed is not on it.
+    fn kept_after_failure(failed: &[Rc<Member>]) -> bool {
+        failed.iter().any(|m| m.state() != MemberState::Faulty)
+    }
+
     /// Marks the member in `slot` faulty and records it in the superblocks.
     pub async fn fail_member(&self, slot: usize) -> Result<(), ArrayError> {
         let member = self
@@ -1209,6 +1315,10 @@ impl Array {
 
     async fn fail_member_rc(&self, member: &Rc<Member>) {
         if member.state() == MemberState::Faulty {
+            return;
+        }
+        if self.stalled_by_timeouts(core::slice::from_ref(member)) {
+            // Kept: callers see the member still in and return an error for the I/O.
             return;
         }
         member.state.set(MemberState::Faulty);
@@ -1385,10 +1495,22 @@ impl Array {
                     }
                 })
                 .collect();
+            let results = join_all(writes).await;
+            let timed_out: Vec<Rc<Member>> = results
+                .iter()
+                .filter(|(_, _, r)| matches!(r, Err(IoError::Timeout)))
+                .map(|(m, _, _)| m.clone())
+                .collect();
+            // A stall is not a reason to fail members: the update is given up instead (the
+            // members it reached are one event ahead, which md's assembly tolerates).
+            let stalled = !timed_out.is_empty() && self.stalled_by_timeouts(&timed_out);
             let mut retry = false;
-            for (m, sb, r) in join_all(writes).await {
+            for (m, sb, r) in results {
                 match r {
                     Ok(()) => *m.superblock.borrow_mut() = sb,
+                    Err(IoError::Timeout) if stalled => {
+                        log::error!("{}: superblock write timed out on {}", self.name, m.name);
+                    }
                     Err(e) => {
                         log::error!("{}: superblock write failed on {}: {e}", self.name, m.name);
                         m.state.set(MemberState::Faulty);
@@ -1398,6 +1520,9 @@ impl Array {
                         retry = true;
                     }
                 }
+            }
+            if stalled {
+                return Err(ArrayError::MetadataWrite(IoError::Timeout));
             }
             if !retry {
                 return Ok(());

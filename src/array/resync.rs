@@ -131,6 +131,10 @@ impl Array {
         let mut regions = 0u32;
         while sector < total {
             if self.jobs.stop.get() {
+                if self.resync_again.replace(false) {
+                    // A stall during this resync: the next one starts over.
+                    self.resync_cursor.set(0);
+                }
                 self.job.set(None);
                 return Ok(false);
             }
@@ -164,6 +168,11 @@ impl Array {
             );
         } else {
             log::info!("{}: resync finished", self.name);
+        }
+        if self.resync_again.replace(false) {
+            // A stall during this resync may have torn writes behind its cursor.
+            self.resync_cursor.set(0);
+            return Ok(true);
         }
         self.needs_resync.set(false);
         Ok(true)

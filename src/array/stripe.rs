@@ -847,6 +847,8 @@ impl Array {
         for m in &failed {
             self.fail_member_rc(m).await;
         }
+        // A member kept through a stall missed this write: none of it is acknowledged.
+        let stalled = Self::kept_after_failure(&failed);
         // A full-stripe write is streaming: its cells are dropped rather than copied in.
         if failed.is_empty() && !untouched.is_empty() {
             for (d, b) in &written {
@@ -866,6 +868,9 @@ impl Array {
         // Old cells nothing else holds (read for read-modify-write, not cached) are reused.
         for c in cells.into_iter().flatten() {
             self.recycle_parity_buffer(c);
+        }
+        if stalled {
+            return all_new();
         }
         let dead = (0..n).filter(|&d| !live(d)).count();
         if dead > l.parity_disks() {
