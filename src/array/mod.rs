@@ -107,6 +107,28 @@ impl fmt::Display for Health {
     }
 }
 
+/// The state every view reports (`raid status`, `raid stats`, the Prometheus
+/// `orion_raid_health` label): [`Health`], with a degraded array whose every lost
+/// redundancy is being rebuilt told apart. Computed only by [`Array::health_state`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HealthState {
+    Optimal,
+    Degraded,
+    Rebuilding,
+    Failed,
+}
+
+impl fmt::Display for HealthState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            HealthState::Optimal => "optimal",
+            HealthState::Degraded => "degraded",
+            HealthState::Rebuilding => "rebuilding",
+            HealthState::Failed => "failed",
+        })
+    }
+}
+
 /// Per-member counters.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct MemberCounters {
@@ -468,6 +490,9 @@ pub struct Array {
     stall_reported_ns: Cell<Option<u64>>,
     /// A stall hit while a resync ran: the regions it had passed need another one.
     resync_again: Cell<bool>,
+    /// For a group of a RAID 50/60: the outer array, which re-checks its health (and emits
+    /// its events) when the group's changes.
+    parent: RefCell<Weak<Array>>,
 }
 
 /// Failures of array-wide operations (not of one block request).
@@ -584,6 +609,7 @@ impl Array {
             gather: RefCell::new(gather::Gather::default()),
             stall_reported_ns: Cell::new(None),
             resync_again: Cell::new(false),
+            parent: RefCell::new(Weak::new()),
         };
         // Until the platform says otherwise, time continues from the last update on disk.
         let last = array
@@ -600,8 +626,16 @@ impl Array {
             if let Some(r) = m.replacement.borrow().as_ref() {
                 array.join(r);
             }
+            if let Some(group) = Self::group_array(m) {
+                *group.parent.borrow_mut() = array.this.clone();
+            }
         }
         array
+    }
+
+    /// The outer array of a RAID 50/60 group.
+    pub fn parent(&self) -> Option<Rc<Array>> {
+        self.parent.borrow().upgrade()
     }
 
     /// Gives a member joining the array its clock and failure policy.
@@ -703,14 +737,69 @@ impl Array {
             .collect()
     }
 
+    /// The array this member device is, for a RAID 50/60 whose members are group arrays.
+    fn group_array(member: &Member) -> Option<&Array> {
+        member.dev.as_any()?.downcast_ref::<Array>()
+    }
+
+    /// The health of the array, nesting included: a member that is a group array (RAID
+    /// 50/60) counts as lost when the group failed, and a degraded group makes this array
+    /// degraded. The one place health is computed; [`Self::health_state`] refines it.
     pub fn health(&self) -> Health {
-        let alive = self.alive();
-        if alive.iter().all(|&a| a) {
-            Health::Optimal
-        } else if self.layout.survives(&alive) {
-            Health::Degraded
-        } else {
+        let mut group_degraded = false;
+        let alive: Vec<bool> = self
+            .slots
+            .borrow()
+            .iter()
+            .map(|s| match s {
+                Some(m) if m.state() == MemberState::Active => {
+                    match Self::group_array(m).map(Array::health) {
+                        Some(Health::Failed) => false,
+                        Some(Health::Degraded) => {
+                            group_degraded = true;
+                            true
+                        }
+                        _ => true,
+                    }
+                }
+                _ => false,
+            })
+            .collect();
+        if !self.layout.survives(&alive) {
             Health::Failed
+        } else if alive.iter().all(|&a| a) && !group_degraded {
+            Health::Optimal
+        } else {
+            Health::Degraded
+        }
+    }
+
+    /// What status, stats, Prometheus and `raid monitor` report: [`Self::health`], with a
+    /// degraded array shown as rebuilding when every redundancy it lacks, its own and its
+    /// groups', is being rebuilt.
+    pub fn health_state(&self) -> HealthState {
+        match self.health() {
+            Health::Optimal => return HealthState::Optimal,
+            Health::Failed => return HealthState::Failed,
+            Health::Degraded => {}
+        }
+        let slots = self.slots.borrow();
+        let own_degraded = slots
+            .iter()
+            .any(|s| !matches!(s, Some(m) if m.state() == MemberState::Active));
+        let own_rebuilding = self
+            .job
+            .get()
+            .is_some_and(|j| j.kind == resync::JobKind::Rebuild);
+        let group_degraded = slots
+            .iter()
+            .flatten()
+            .filter_map(|m| Self::group_array(m))
+            .any(|g| g.health_state() == HealthState::Degraded);
+        if (own_degraded && !own_rebuilding) || group_degraded {
+            HealthState::Degraded
+        } else {
+            HealthState::Rebuilding
         }
     }
 
@@ -1557,5 +1646,11 @@ impl BlockDevice for Array {
         let request = self.do_discard(sector, sectors);
         let bytes = sectors.saturating_mul(SECTOR_BYTES as u64);
         alloc::boxed::Box::pin(self.monitor.timed(OpKind::Discard, bytes, request))
+    }
+
+    /// An array that is the member of another (a RAID 50/60 group) is found by its outer
+    /// array through this, for the health of the whole stack.
+    fn as_any(&self) -> Option<&dyn core::any::Any> {
+        Some(self)
     }
 }
