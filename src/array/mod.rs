@@ -445,7 +445,11 @@ pub struct ArrayCounters {
 /// An assembled array: itself a block device.
 pub struct Array {
     exec: Executor,
-    name: String,
+    /// The name in the superblocks.
+    md_name: String,
+    /// The name it is served under when that differs (two arrays of one name on a server):
+    /// set once, before it is served.
+    served_name: core::cell::OnceCell<String>,
     layout: ArrayLayout,
     /// Whether any one member can fail without losing data.
     redundant: bool,
@@ -580,7 +584,8 @@ impl Array {
         };
         let array = Array {
             exec,
-            name,
+            md_name: name,
+            served_name: core::cell::OnceCell::new(),
             layout,
             redundant,
             slots: RefCell::new(slots),
@@ -669,8 +674,20 @@ impl Array {
             .unwrap_or(MdTime::from_seconds(seconds))
     }
 
+    /// The name the array is known by: the one it is served under.
     pub fn name(&self) -> &str {
-        &self.name
+        self.served_name.get().unwrap_or(&self.md_name)
+    }
+
+    /// The name in its superblocks (`name` unless the server had to tell two apart).
+    pub fn md_name(&self) -> &str {
+        &self.md_name
+    }
+
+    /// Serves the array as `name` instead of its md name; once, before it is served.
+    /// Whether it took.
+    pub fn serve_as(&self, name: String) -> bool {
+        self.served_name.set(name).is_ok()
     }
 
     pub fn executor(&self) -> &Executor {
@@ -945,7 +962,7 @@ impl Array {
                 Err(e) => {
                     log::warn!(
                         "{}: read error on {} at member sector {sector}: {e}",
-                        self.name,
+                        self.name(),
                         member.name
                     );
                     if matches!(e, IoError::DeviceFailed) && self.redundant {
@@ -1019,7 +1036,7 @@ impl Array {
                 Err(IoError::DeviceFailed) => {
                     log::warn!(
                         "{}: {} failed a read at member sector {sector}",
-                        self.name,
+                        self.name(),
                         member.name
                     );
                     if !self.redundant {
@@ -1074,7 +1091,7 @@ impl Array {
                     member.count(|c| c.corrected_sectors += job.sectors);
                     log::info!(
                         "{}: corrected {} sectors on {} at member sector {sector}",
-                        self.name,
+                        self.name(),
                         job.sectors,
                         member.name
                     );
@@ -1199,7 +1216,7 @@ impl Array {
             match r {
                 Ok(()) => written.push(extent_start),
                 Err(e) => {
-                    log::warn!("{}: write error on {}: {e}", self.name, member.name);
+                    log::warn!("{}: write error on {}: {e}", self.name(), member.name);
                     if !failed.iter().any(|f| Rc::ptr_eq(f, &member)) {
                         failed.push(member);
                     }
@@ -1250,7 +1267,7 @@ impl Array {
         let mut any_error = None;
         for (member, r) in members.iter().zip(results) {
             if let Err(e) = r {
-                log::warn!("{}: flush failed on {}: {e}", self.name, member.name);
+                log::warn!("{}: flush failed on {}: {e}", self.name(), member.name);
                 if self.redundant {
                     self.fail_member_rc(member).await;
                 }
@@ -1307,7 +1324,7 @@ impl Array {
         // nothing; it is not failed for it.
         for r in join_all(jobs).await {
             if let Err(e) = r {
-                log::debug!("{}: discard not done on a member: {e}", self.name);
+                log::debug!("{}: discard not done on a member: {e}", self.name());
             }
         }
         Ok(())
@@ -1358,7 +1375,7 @@ impl Array {
             log::error!(
                 "{}: stalled: I/O to {count} members timed out at once, more than the level \
                  tolerates; no member failed, the I/O gets an error, a resync is due",
-                self.name
+                self.name()
             );
             self.emit(Event::ArrayStalled { members: count });
         }
@@ -1412,7 +1429,7 @@ impl Array {
         }
         member.state.set(MemberState::Faulty);
         self.stripe_cache.borrow_mut().clear();
-        log::error!("{}: member {} failed", self.name, member.name);
+        log::error!("{}: member {} failed", self.name(), member.name);
         // Its replacement, if one is being built, takes the slot at once (no await since
         // the failure): it has every write so far, and takes the next ones itself.
         let replacement = member.replacement.borrow_mut().take();
@@ -1426,7 +1443,11 @@ impl Array {
                 slots[slot] = Some(rep.clone());
                 drop(slots);
                 self.spares.borrow_mut().push(member.clone());
-                log::info!("{}: replacement {} takes slot {slot}", self.name, rep.name);
+                log::info!(
+                    "{}: replacement {} takes slot {slot}",
+                    self.name(),
+                    rep.name
+                );
             }
         }
         let dev_number = member.superblock.borrow().dev_number;
@@ -1598,10 +1619,14 @@ impl Array {
                 match r {
                     Ok(()) => *m.superblock.borrow_mut() = sb,
                     Err(IoError::Timeout) if stalled => {
-                        log::error!("{}: superblock write timed out on {}", self.name, m.name);
+                        log::error!("{}: superblock write timed out on {}", self.name(), m.name);
                     }
                     Err(e) => {
-                        log::error!("{}: superblock write failed on {}: {e}", self.name, m.name);
+                        log::error!(
+                            "{}: superblock write failed on {}: {e}",
+                            self.name(),
+                            m.name
+                        );
                         m.state.set(MemberState::Faulty);
                         self.member_event(&m, |slot, member| Event::MemberFailed { slot, member });
                         self.check_health();

@@ -236,7 +236,7 @@ impl Array {
                 Ok(ExtensionRecord::Array { array_uuid, .. }) => {
                     log::info!(
                         "{}: {}: extension record of another array ({}) ignored",
-                        self.name,
+                        self.name(),
                         m.name,
                         format_uuid(&array_uuid)
                     );
@@ -245,12 +245,12 @@ impl Array {
                 Err(ReadExtensionError::Invalid(ExtensionError::NoMagic)) => {}
                 Err(ReadExtensionError::NoRoom) => log::info!(
                     "{}: {}: md uses the space of the extension record: settings not kept",
-                    self.name,
+                    self.name(),
                     m.name
                 ),
                 Err(e) => {
                     corrupt += 1;
-                    log::warn!("{}: {}: {e}", self.name, m.name);
+                    log::warn!("{}: {}: {e}", self.name(), m.name);
                 }
             }
         }
@@ -258,14 +258,14 @@ impl Array {
             Some((events, settings, scrub, regions)) => {
                 log::info!(
                     "{}: settings restored (record of events {events})",
-                    self.name
+                    self.name()
                 );
                 self.apply_stored_settings(&settings);
                 self.set_scrub_checkpoint(scrub, regions);
             }
             None if corrupt > 0 => log::warn!(
                 "{}: no valid Orion extension record on any member: default settings",
-                self.name
+                self.name()
             ),
             None => {}
         }
@@ -301,7 +301,7 @@ impl Array {
         {
             log::warn!(
                 "{}: extension record write failed on {}: {e}",
-                self.name,
+                self.name(),
                 member.name
             );
         }

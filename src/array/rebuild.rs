@@ -322,7 +322,7 @@ impl Array {
         if member.state() == MemberState::Spare {
             member.state.set(MemberState::Faulty);
             let _ = self.update_superblocks(|_| {}).await;
-            log::info!("{}: spare {} marked faulty", self.name, member.name);
+            log::info!("{}: spare {} marked faulty", self.name(), member.name);
             return Ok(());
         }
         self.fail_member_rc(&member).await;
@@ -358,7 +358,7 @@ impl Array {
             .await
             .map_err(|e| MemberError::Io(e.to_string()))?;
         }
-        log::info!("{}: member {} removed", self.name, member.name);
+        log::info!("{}: member {} removed", self.name(), member.name);
         Ok(())
     }
 
@@ -410,7 +410,7 @@ impl Array {
         self.update_superblocks(|_| {})
             .await
             .map_err(|e| MemberError::Io(e.to_string()))?;
-        log::info!("{}: {} added as a spare", self.name, member.name);
+        log::info!("{}: {} added as a spare", self.name(), member.name);
         self.jobs.blocked.set(false);
         self.kick_jobs();
         Ok(())
@@ -469,7 +469,7 @@ impl Array {
         self.update_superblocks(|_| {})
             .await
             .map_err(|e| MemberError::Io(e.to_string()))?;
-        log::info!("{}: {} replaces {old}", self.name, rep.name);
+        log::info!("{}: {} replaces {old}", self.name(), rep.name);
         self.jobs.blocked.set(false);
         self.kick_jobs();
         Ok(())
@@ -528,7 +528,7 @@ impl Array {
                     Ok(true) => continue,
                     Ok(false) => break,
                     Err(e) => {
-                        log::error!("{}: resync stopped: {e}", self.name);
+                        log::error!("{}: resync stopped: {e}", self.name());
                         break;
                     }
                 }
@@ -557,7 +557,7 @@ impl Array {
                         break;
                     }
                     Err(e) => {
-                        log::error!("{}: rebuild of {} stopped: {e}", self.name, target.name);
+                        log::error!("{}: rebuild of {} stopped: {e}", self.name(), target.name);
                         self.rebuild_failed(slot, &target, &e.to_string());
                         self.jobs.blocked.set(true);
                         break;
@@ -588,7 +588,7 @@ impl Array {
                     }
                     Ok(false) => break,
                     Err(e) => {
-                        log::error!("{}: replacement by {} stopped: {e}", self.name, rep.name);
+                        log::error!("{}: replacement by {} stopped: {e}", self.name(), rep.name);
                         self.rebuild_failed(slot, &rep, &e.to_string());
                         self.jobs.blocked.set(true);
                         break;
@@ -647,11 +647,11 @@ impl Array {
                 };
                 match self.prepare_spare(name.clone(), dev).await {
                     Ok(m) => {
-                        log::info!("{}: took {name} from the shared spare pool", self.name);
+                        log::info!("{}: took {name} from the shared spare pool", self.name());
                         m
                     }
                     Err(e) => {
-                        log::error!("{}: pool spare {name} unusable: {e}", self.name);
+                        log::error!("{}: pool spare {name} unusable: {e}", self.name());
                         return false;
                     }
                 }
@@ -667,12 +667,12 @@ impl Array {
         spare.recovery_offset.set(0);
         spare.state.set(MemberState::Rebuilding);
         if let Err(e) = self.update_superblocks(|_| {}).await {
-            log::error!("{}: spare activation not recorded: {e}", self.name);
+            log::error!("{}: spare activation not recorded: {e}", self.name());
             return false;
         }
         log::info!(
             "{}: spare {} activated in slot {slot}; rebuild starts",
-            self.name,
+            self.name(),
             spare.name
         );
         self.emit(Event::SpareActivated {
@@ -726,10 +726,10 @@ impl Array {
             }
         }
         if let Err(e) = self.update_superblocks(|_| {}).await {
-            log::error!("{}: failed replacement not recorded: {e}", self.name);
+            log::error!("{}: failed replacement not recorded: {e}", self.name());
         }
         for rep in &failed {
-            log::error!("{}: replacement {} dropped", self.name, rep.name);
+            log::error!("{}: replacement {} dropped", self.name(), rep.name);
         }
     }
 
@@ -808,7 +808,7 @@ impl Array {
         target.recovery_offset.set(resume);
         log::info!(
             "{}: rebuild of {} in slot {slot} starts at member sector {resume}",
-            self.name,
+            self.name(),
             target.name
         );
         let started = self.exec.now_ns();
@@ -994,7 +994,7 @@ impl Array {
             self.spares.borrow_mut().push(old.clone());
             log::info!(
                 "{}: {} replaced {} in slot {slot}; {} is now a spare",
-                self.name,
+                self.name(),
                 target.name,
                 old.name,
                 old.name
@@ -1003,9 +1003,9 @@ impl Array {
         target.is_replacement.set(false);
         target.state.set(MemberState::Active);
         if let Err(e) = self.update_superblocks(|_| {}).await {
-            log::error!("{}: rebuild end not recorded: {e}", self.name);
+            log::error!("{}: rebuild end not recorded: {e}", self.name());
         }
-        log::info!("{}: rebuild of {} finished", self.name, target.name);
+        log::info!("{}: rebuild of {} finished", self.name(), target.name);
         self.emit(Event::RebuildFinished {
             slot: slot as u32,
             member: target.name.clone(),
@@ -1160,7 +1160,7 @@ impl Array {
             let Some(data) = data else {
                 log::error!(
                     "{}: rebuild: no readable copy of array sectors {x}+{len}",
-                    self.name
+                    self.name()
                 );
                 return false;
             };

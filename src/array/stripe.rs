@@ -165,7 +165,7 @@ impl Array {
                 (Some(member), Err(e)) => {
                     log::warn!(
                         "{}: read error on {} at member sector {at}: {e}",
-                        self.name,
+                        self.name(),
                         member.name
                     );
                     if matches!(e, IoError::DeviceFailed) {
@@ -246,7 +246,7 @@ impl Array {
         match solved {
             Ok(()) => true,
             Err(e) => {
-                log::error!("{}: stripe {stripe} cannot be rebuilt: {e}", self.name);
+                log::error!("{}: stripe {stripe} cannot be rebuilt: {e}", self.name());
                 for d in lost {
                     cells[d] = None;
                 }
@@ -493,7 +493,7 @@ impl Array {
                 member.count(|c| c.corrected_sectors += sectors);
                 log::info!(
                     "{}: corrected {sectors} sectors on {} at member sector {at}",
-                    self.name,
+                    self.name(),
                     member.name
                 );
             }
@@ -839,7 +839,7 @@ impl Array {
         let mut failed: Vec<Rc<Member>> = Vec::new();
         for (m, r) in join_all(jobs).await {
             if let Err(e) = r {
-                log::warn!("{}: write error on {}: {e}", self.name, m.name);
+                log::warn!("{}: write error on {}: {e}", self.name(), m.name);
                 failed.push(m);
             }
         }

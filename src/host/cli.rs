@@ -144,9 +144,10 @@ pub struct ServeArgs {
     /// With --create: the chunk size.
     #[arg(short, long, value_parser = parse_size, default_value = "512K")]
     pub chunk: u64,
-    /// With --create: the array name.
-    #[arg(short = 'N', long, default_value = "orion")]
-    pub name: String,
+    /// With --create: the array name (default: the first number, 0, 1, …, no array in the
+    /// first member's directory has, as mdadm names arrays after their md device number).
+    #[arg(short = 'N', long)]
+    pub name: Option<String>,
     /// Stripe cache budget of the RAID 4/5/6 arrays (e.g. 64M; 0 turns it off); recorded
     /// with the array's settings, as `raid set NAME stripe_cache=SIZE`. Without it, arrays
     /// of mem: members only run with the cache off (their reads are memory copies already).
@@ -374,9 +375,11 @@ pub struct CreateArgs {
     /// Chunk size (e.g. 64K, 512K, 1M); default 512K.
     #[arg(short, long, value_parser = parse_size, default_value = "512K")]
     pub chunk: u64,
-    /// Array name stored in the superblock (up to 32 bytes).
-    #[arg(short = 'N', long, default_value = "orion")]
-    pub name: String,
+    /// Array name stored in the superblock (up to 32 bytes). Default: the first number (0,
+    /// 1, …) no array in the first member's directory has, as mdadm names arrays after their
+    /// md device number.
+    #[arg(short = 'N', long)]
+    pub name: Option<String>,
     /// Create missing member image files, sparse, of this size.
     #[arg(short, long, value_parser = parse_size)]
     pub size: Option<u64>,
@@ -647,7 +650,62 @@ pub fn read_superblock_block(path: &Path) -> std::io::Result<Vec<u8>> {
     Ok(block)
 }
 
+/// Most directory entries looked at for the default name: a directory of member images
+/// holds a few dozen, and a huge one must not make `create` slow.
+const NAME_SCAN_MAX_ENTRIES: usize = 4096;
+
+/// The name an array gets without `--name`: as mdadm names an array after its md device
+/// number (`0`, `1`, …), the smallest number no array in the first member's directory (what
+/// `raid serve --scan DIR` serves together) is named yet. mdadm's `host:` prefix and a group's
+/// `-gK` suffix count as the number they carry; the members being created do not count.
+/// Only regular files are read (a directory of block devices such as /dev is not probed).
+pub fn default_array_name(members: &[PathBuf]) -> String {
+    let Some(first) = members.first() else {
+        return "0".into();
+    };
+    let dir = match first.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let ours: Vec<PathBuf> = members
+        .iter()
+        .filter_map(|m| std::fs::canonicalize(m).ok())
+        .collect();
+    let mut taken = std::collections::HashSet::new();
+    if let Ok(entries) = std::fs::read_dir(&dir) {
+        for entry in entries.filter_map(Result::ok).take(NAME_SCAN_MAX_ENTRIES) {
+            let path = entry.path();
+            if !entry.file_type().is_ok_and(|t| t.is_file())
+                || std::fs::canonicalize(&path).is_ok_and(|p| ours.contains(&p))
+            {
+                continue;
+            }
+            let Some(sb) = read_superblock_block(&path)
+                .ok()
+                .and_then(|block| Superblock::decode(&block).ok())
+            else {
+                continue;
+            };
+            let name = sb.name();
+            let name = name.rsplit(':').next().unwrap_or(&name);
+            let name = match name.rsplit_once("-g") {
+                Some((base, k)) if !k.is_empty() && k.bytes().all(|b| b.is_ascii_digit()) => base,
+                _ => name,
+            };
+            if let Ok(n) = name.parse::<u64>() {
+                taken.insert(n);
+            }
+        }
+    }
+    let free = (0u64..).find(|n| !taken.contains(n)).unwrap_or(0);
+    free.to_string()
+}
+
 fn cmd_create(args: CreateArgs) -> Result<(), CliError> {
+    let name = &args
+        .name
+        .clone()
+        .unwrap_or_else(|| default_array_name(&args.members));
     if !args.chunk.is_multiple_of(4096) || args.chunk == 0 {
         return Err(CliError::usage(format!(
             "chunk size {} is not a positive multiple of 4 KiB",
@@ -656,12 +714,12 @@ fn cmd_create(args: CreateArgs) -> Result<(), CliError> {
     }
     let chunk_sectors =
         u32::try_from(args.chunk / 512).map_err(|_| CliError::usage("chunk size is too large"))?;
-    if args.name.len() > 32 {
+    if name.len() > 32 {
         return Err(CliError::usage("array name is longer than 32 bytes"));
     }
     let (level, nesting) = level_and_nesting(args.level, args.groups)?;
     match nesting {
-        Some(spec) => check_nested(spec, args.members.len(), &args.name, args.layout.as_deref()),
+        Some(spec) => check_nested(spec, args.members.len(), name, args.layout.as_deref()),
         None => parse_layout(level, args.layout.as_deref()).map(|_| ()),
     }
     .map_err(|e| CliError::usage(e.to_string()))?;
@@ -735,7 +793,7 @@ fn cmd_create(args: CreateArgs) -> Result<(), CliError> {
         level,
         layout: args.layout.clone(),
         chunk_sectors,
-        name: args.name.clone(),
+        name: name.clone(),
         uuid: random_bytes(),
         time_s: now_seconds(),
         entropy: u64::from_le_bytes(random_bytes()),
@@ -796,7 +854,7 @@ fn cmd_create(args: CreateArgs) -> Result<(), CliError> {
     println!(
         "raid: created {} array '{}' ({}) of {} members{groups}, {} usable",
         args.level,
-        args.name,
+        name,
         format_uuid(&sb.array_uuid),
         args.members.len(),
         format_size(array.capacity_sectors() * 512)
@@ -963,8 +1021,22 @@ fn cmd_serve(args: ServeArgs) -> Result<(), CliError> {
             .ok_or_else(|| CliError::usage("--create needs --level"))?;
         let (level, spec) = level_and_nesting(level_arg, args.groups)?;
         nesting = spec;
+        let paths: Vec<PathBuf> = members
+            .iter()
+            .filter_map(|m| match m {
+                MemberSpec::Path(p) => Some(p.clone()),
+                MemberSpec::Memory(_) => None,
+            })
+            .collect();
+        let name = args
+            .name
+            .clone()
+            .unwrap_or_else(|| default_array_name(&paths));
+        if name.len() > 32 {
+            return Err(CliError::usage("array name is longer than 32 bytes"));
+        }
         match spec {
-            Some(spec) => check_nested(spec, members.len(), &args.name, args.layout.as_deref()),
+            Some(spec) => check_nested(spec, members.len(), &name, args.layout.as_deref()),
             None => parse_layout(level, args.layout.as_deref()).map(|_| ()),
         }
         .map_err(|e| CliError::usage(e.to_string()))?;
@@ -975,7 +1047,7 @@ fn cmd_serve(args: ServeArgs) -> Result<(), CliError> {
             level,
             layout: args.layout.clone(),
             chunk_sectors,
-            name: args.name.clone(),
+            name,
             uuid: random_bytes(),
             time_s: now_seconds(),
             entropy: u64::from_le_bytes(random_bytes()),
@@ -1020,7 +1092,7 @@ fn cmd_up(args: UpArgs) -> Result<(), CliError> {
             groups: None,
             layout: Some("n2".into()),
             chunk: 512 * 1024,
-            name: "orion".into(),
+            name: Some("orion".into()),
             size: Some(args.member_size),
             force: false,
             stripe_cache: args.stripe_cache,
