@@ -286,14 +286,7 @@ pub fn array_status(device_id: u32, array: &Array) -> ArrayStatus {
             .map(|s| s.level.to_string())
             .unwrap_or_else(|| level_of(array.layout()).to_string()),
         size_bytes: array.capacity_sectors() * SECTOR_BYTES as u64,
-        state: match (array.health(), array.job()) {
-            (crate::array::Health::Degraded, Some(j))
-                if j.kind == crate::array::resync::JobKind::Rebuild =>
-            {
-                "rebuilding".into()
-            }
-            (h, _) => h.to_string(),
-        },
+        state: array.health_state().to_string(),
         members,
         spares,
         job: array.job().map(|j| JobStatus {
@@ -319,25 +312,12 @@ pub fn array_status(device_id: u32, array: &Array) -> ArrayStatus {
 }
 
 /// Completes the status of an array whose members are group arrays (RAID 50/60): the level
-/// users know it by, and a state that counts the groups' health (a degraded group makes the
-/// whole array degraded).
+/// users know it by. Its state already counts the groups' (`Array::health_state`).
 pub fn apply_groups(status: &mut ArrayStatus, array: &Array, groups: &[&Array]) {
     if groups.is_empty() {
         return;
     }
     status.level = crate::array::nested::level_name(array, groups);
-    let rank = |state: &str| match state {
-        "failed" => 3,
-        "degraded" => 2,
-        "optimal" => 0,
-        _ => 1,
-    };
-    for group in groups {
-        let health = group.health().to_string();
-        if rank(&health) > rank(&status.state) {
-            status.state = health;
-        }
-    }
 }
 
 fn level_of(layout: &ArrayLayout) -> Level {

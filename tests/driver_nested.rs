@@ -9,7 +9,9 @@ use orion_raid::array::Health;
 use orion_raid::array::assemble::CreateOptions;
 use orion_raid::array::nested::{NestedSpec, create_nested};
 use orion_raid::executor::Executor;
+use orion_raid::manage;
 use orion_raid::metadata::{Level, Superblock};
+use orion_raid::monitor::Event;
 use orion_raid::platform::memory::MemoryDisk;
 
 #[path = "common/kernel.rs"]
@@ -162,4 +164,93 @@ fn raid60_with_two_members_missing_per_group_starts_at_init() {
     let r = k.io(IoRequest::read(outer, 5000, 200));
     assert_eq!(r.status, Ok(()));
     assert!(r.data == data);
+}
+
+/// A management request with an empty payload (every array); the reply's payload.
+fn manage_all(k: &mut Kernel, opcode: u16) -> Vec<u8> {
+    match k.send(Message::ManagementRequest(
+        orion_driver::ManagementRequest {
+            opcode,
+            payload: Vec::new(),
+        },
+    )) {
+        Message::ManagementResponse(r) => {
+            assert_eq!(r.status, Ok(()));
+            r.payload
+        }
+        other => panic!("expected a ManagementResponse, got {other:?}"),
+    }
+}
+
+/// What every view says of array `name`: status, stats (metrics), the Prometheus health
+/// label, and the last health event.
+fn views(k: &mut Kernel, name: &str) -> [String; 4] {
+    let status = k.status();
+    let state = status
+        .arrays
+        .iter()
+        .find(|a| a.name == name)
+        .unwrap()
+        .state
+        .clone();
+    let metrics: manage::MetricsReport =
+        serde_json::from_slice(&manage_all(k, manage::OP_METRICS)).unwrap();
+    let stats = metrics
+        .arrays
+        .iter()
+        .find(|a| a.name == name)
+        .unwrap()
+        .health
+        .clone();
+    let text = String::from_utf8(manage_all(k, manage::OP_PROMETHEUS)).unwrap();
+    let prefix = format!("orion_raid_health{{array=\"{name}\",health=\"");
+    let line = text
+        .lines()
+        .find(|l| l.starts_with(&prefix))
+        .unwrap_or_else(|| panic!("no health line for {name} in {text}"));
+    let prometheus = line[prefix.len()..].split('"').next().unwrap().to_string();
+    let batch = k
+        .driver
+        .events()
+        .after(0, usize::MAX)
+        .events
+        .into_iter()
+        .rev()
+        .filter(|e| e.array == name)
+        .find_map(|e| match e.event {
+            Event::ArrayDegraded => Some("degraded"),
+            Event::ArrayFailed => Some("failed"),
+            Event::ArrayOptimal => Some("optimal"),
+            _ => None,
+        })
+        .unwrap_or("optimal");
+    [state, stats, prometheus, batch.to_string()]
+}
+
+/// Issue 17, item 6: a RAID60 with three failed members was `degraded` in `raid status`
+/// while `raid stats` and the Prometheus text said `optimal`. Health is computed once, on
+/// the array with its groups, and every view says the same.
+#[test]
+fn raid60_health_agrees_in_status_stats_prometheus_and_events() {
+    let disks = make_stack(60, 2, 4);
+    let mut k = Kernel::boot(&disks);
+    assert_eq!(views(&mut k, "stack"), ["optimal"; 4].map(String::from));
+    // Two members of group 0 and one of group 1 fail: both groups degraded, data intact.
+    for id in [100, 101, 104] {
+        k.unplug(id);
+    }
+    for name in ["stack", "stack-g0", "stack-g1"] {
+        assert_eq!(
+            views(&mut k, name),
+            ["degraded"; 4].map(String::from),
+            "{name}"
+        );
+    }
+    let outer = k.id_of("stack");
+    assert_eq!(k.io(IoRequest::read(outer, 0, 64)).status, Ok(()));
+    // A third member of group 0: that group fails, and with it the RAID 0 over the groups.
+    k.unplug(102);
+    assert_eq!(views(&mut k, "stack-g0"), ["failed"; 4].map(String::from));
+    assert_eq!(views(&mut k, "stack-g1"), ["degraded"; 4].map(String::from));
+    assert_eq!(views(&mut k, "stack"), ["failed"; 4].map(String::from));
 }

@@ -404,3 +404,123 @@ fn memory_members_serve_without_a_stripe_cache_unless_asked() {
     server.stop();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Issue 17, item 4: `raid set a io_timeout_ms=1` used to be accepted and persisted, then the
+/// next write failed every member and the array never assembled again. Now the value is
+/// refused (nothing changes), a bad value found on disk keeps the default, and a stopped
+/// array's settings can be reset with `raid set --members` (refused while it is served).
+#[test]
+fn settings_out_of_bounds_are_refused_and_stopped_members_can_be_reset() {
+    use orion_raid::metadata::extension::{ExtensionRecord, StoredRegions, StoredSettings};
+    use std::os::unix::fs::FileExt;
+    let dir = test_dir("persist-bounds");
+    let members = ["m0.img", "m1.img", "m2.img", "m3.img", "m4.img"];
+    let mut args = vec![
+        "create", "--level", "6", "--chunk", "64K", "--size", "16M", "--name", "s6",
+    ];
+    args.extend(members);
+    ok(&raid(&args, &dir));
+    let server = Server::start(&dir, &members);
+    let before = detail(&dir, "s6")["settings"].clone();
+    let refused = raid(
+        &[
+            "set",
+            "s6",
+            "rebuild_priority=low",
+            "io_timeout_ms=1",
+            "--control",
+            "ctl.sock",
+        ],
+        &dir,
+    );
+    assert_eq!(refused.status.code(), Some(2), "{}", text_of(&refused));
+    let text = text_of(&refused);
+    assert!(
+        text.contains("io_timeout_ms=1 refused: io_timeout_ms takes 0 (off) or 1000 to 600000"),
+        "{text}"
+    );
+    assert_eq!(
+        detail(&dir, "s6")["settings"],
+        before,
+        "a refused pair changes nothing, not even the valid pair before it"
+    );
+    ok(&raid(
+        &["set", "s6", "io_timeout_ms=2000", "--control", "ctl.sock"],
+        &dir,
+    ));
+    ok(&raid(
+        &[
+            "set",
+            "s6",
+            "io_timeout_ms=default",
+            "--control",
+            "ctl.sock",
+        ],
+        &dir,
+    ));
+    assert_eq!(setting(&detail(&dir, "s6"), "io_timeout_ms"), "30000");
+    // The members of a served array are not touched offline.
+    let mut offline = vec!["set", "--members"];
+    offline.extend(members);
+    offline.push("io_timeout_ms=default");
+    let busy = raid(&offline, &dir);
+    assert_eq!(busy.status.code(), Some(1), "{}", text_of(&busy));
+    assert!(text_of(&busy).contains("in use"), "{}", text_of(&busy));
+    server.stop();
+
+    // A record left with a 1 ms timeout (as the old version wrote it).
+    for m in members {
+        let path = dir.join(m);
+        let sb = superblock_of(&path);
+        let record = ExtensionRecord::Array {
+            array_uuid: sb.array_uuid,
+            events: sb.events,
+            settings: StoredSettings {
+                io_timeout_ns: Some(1_000_000),
+                rebuild_priority: Some(2),
+                ..StoredSettings::default()
+            },
+            scrub: None,
+            scrub_regions: StoredRegions::default(),
+        };
+        let at = extension_sector(&sb).unwrap() * 512;
+        let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        file.write_all_at(&record.encode(), at).unwrap();
+    }
+    // It assembles with the default timeout and serves writes with every member in.
+    let server = Server::start(&dir, &members);
+    let d = detail(&dir, "s6");
+    assert_eq!(setting(&d, "io_timeout_ms"), "30000", "{d}");
+    assert_eq!(setting(&d, "rebuild_priority"), "high", "{d}");
+    if tool("qemu-io").is_some() {
+        qemu_io(
+            &server.uri(""),
+            &["write -P 0x17 0 1M", "read -P 0x17 0 1M"],
+        );
+    }
+    assert_eq!(first_array_status(&dir)["state"], "optimal");
+    server.stop();
+
+    // Offline: a member short is refused; all of them take the new record.
+    let short = raid(
+        &["set", "--members", "m0.img", "m1.img", "io_timeout_ms=5000"],
+        &dir,
+    );
+    assert_eq!(short.status.code(), Some(1), "{}", text_of(&short));
+    assert!(text_of(&short).contains("name every in-sync member"));
+    let bad = raid(&["set", "--members", "m0.img", "io_timeout_ms=10"], &dir);
+    assert_eq!(bad.status.code(), Some(2), "{}", text_of(&bad));
+    offline.pop();
+    offline.extend(["io_timeout_ms=5000", "rebuild_priority=default"]);
+    let text = ok(&raid(&offline, &dir));
+    assert!(
+        text.contains("s6: recorded on 5 stopped member(s)"),
+        "{text}"
+    );
+    let server = Server::start(&dir, &members);
+    let d = detail(&dir, "s6");
+    assert_eq!(setting(&d, "io_timeout_ms"), "5000", "{d}");
+    assert_eq!(setting(&d, "rebuild_priority"), "normal", "{d}");
+    server.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -291,3 +291,96 @@ fn parity_export_prefers_the_full_stripe() {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
+
+/// The export names `nbdinfo --list` shows for the server in `dir`, sorted.
+fn listed_exports(dir: &std::path::Path) -> Vec<String> {
+    let uri = common::nbd_uri(dir, "");
+    let out = Command::new("nbdinfo")
+        .args(["--list", "--json", &uri])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "nbdinfo: {}", text_of(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mut names: Vec<String> = v["exports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["export-name"].as_str().unwrap().to_string())
+        .collect();
+    names.sort();
+    names
+}
+
+fn served_names(dir: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = common::status_json(dir)["arrays"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["name"].as_str().unwrap().to_string())
+        .collect();
+    names.sort();
+    names
+}
+
+/// Issue 17, item 7: every `create` without `-N` was named `orion`, `serve --scan` exported
+/// them all under that one name (only the first reachable), and a stopped array stayed in
+/// the export list. Now `create` numbers arrays as mdadm does (0, 1, …), a server serves a
+/// second array of a name it has under `NAME-UUID8`, and `raid stop` withdraws the export.
+#[test]
+fn every_array_gets_its_own_name_and_a_stopped_one_is_no_longer_exported() {
+    let dir = common::test_dir("serve-names");
+    for (pair, expect) in [(["a0.img", "a1.img"], "'0'"), (["b0.img", "b1.img"], "'1'")] {
+        let mut args = vec!["create", "--level", "1", "--size", "16M"];
+        args.extend(pair);
+        let text = ok(&raid(&args, &dir));
+        assert!(text.contains(&format!("raid1 array {expect}")), "{text}");
+    }
+    // Two arrays of one name, as earlier versions named every array.
+    for pair in [["c0.img", "c1.img"], ["d0.img", "d1.img"]] {
+        let mut args = vec!["create", "--level", "1", "--size", "16M", "-N", "orion"];
+        args.extend(pair);
+        ok(&raid(&args, &dir));
+    }
+    let server = Server::start(&dir, &["--scan", "."]);
+    let names = served_names(&dir);
+    let status = common::status_json(&dir);
+    let twin = names
+        .iter()
+        .find(|n| n.starts_with("orion-"))
+        .unwrap_or_else(|| panic!("no qualified name in {names:?}"))
+        .clone();
+    let twin_uuid = common::array_in(&status, &twin)["uuid"]
+        .as_str()
+        .unwrap()
+        .replace(':', "");
+    assert_eq!(twin, format!("orion-{}", &twin_uuid[..8]));
+    assert_eq!(names, ["0", "1", "orion", twin.as_str()]);
+    if tool("nbdinfo").is_some() {
+        assert_eq!(listed_exports(&dir), names, "every array is exported");
+    }
+    if tool("qemu-io").is_some() {
+        // Two arrays, two exports: what is written to one is not in the other.
+        qemu_io(&server.uri("orion"), &["write -P 0x11 0 64k"]);
+        qemu_io(&server.uri(&twin), &["write -P 0x22 0 64k"]);
+        qemu_io(&server.uri("orion"), &["read -P 0x11 0 64k"]);
+        qemu_io(&server.uri(&twin), &["read -P 0x22 0 64k"]);
+    }
+    ok(&raid(&["stop", &twin, "--control", "ctl.sock"], &dir));
+    ok(&raid(&["stop", "0", "--control", "ctl.sock"], &dir));
+    let left = ["1", "orion"];
+    assert_eq!(served_names(&dir), left);
+    if tool("nbdinfo").is_some() {
+        assert_eq!(listed_exports(&dir), left, "stopped arrays are not listed");
+    }
+    if tool("qemu-io").is_some() {
+        let gone = qemu_io_output(&server.uri(&twin), &["read 0 4k"]);
+        assert!(!gone.status.success(), "{}", text_of(&gone));
+        // The default export is the first one still served.
+        qemu_io(&server.uri(""), &["read 0 4k"]);
+    }
+    server.stop();
+    // The names are the superblocks' own: the twin is still `orion` there.
+    let examined = ok(&raid(&["examine", "d0.img"], &dir));
+    assert!(examined.contains("orion"), "{examined}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

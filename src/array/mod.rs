@@ -20,6 +20,7 @@ pub mod resync;
 pub mod scrub;
 #[cfg(test)]
 mod scrub_tests;
+pub mod settings;
 mod stripe;
 pub mod stripe_cache;
 #[cfg(test)]
@@ -106,6 +107,28 @@ impl fmt::Display for Health {
     }
 }
 
+/// The state every view reports (`raid status`, `raid stats`, the Prometheus
+/// `orion_raid_health` label): [`Health`], with a degraded array whose every lost
+/// redundancy is being rebuilt told apart. Computed only by [`Array::health_state`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HealthState {
+    Optimal,
+    Degraded,
+    Rebuilding,
+    Failed,
+}
+
+impl fmt::Display for HealthState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            HealthState::Optimal => "optimal",
+            HealthState::Degraded => "degraded",
+            HealthState::Rebuilding => "rebuilding",
+            HealthState::Failed => "failed",
+        })
+    }
+}
+
 /// Per-member counters.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct MemberCounters {
@@ -141,6 +164,9 @@ pub struct Member {
     clock: RefCell<Option<Executor>>,
     /// Executor times of the recent read errors, oldest first.
     read_error_times: RefCell<VecDeque<u64>>,
+    /// When this member's last I/O timed out; cleared by its next I/O that completes. The
+    /// array tells a stall (many members at once) from a failed member by these.
+    timed_out_at_ns: Cell<Option<u64>>,
 }
 
 impl Member {
@@ -157,6 +183,7 @@ impl Member {
             failure_policy: Cell::new(None),
             clock: RefCell::new(None),
             read_error_times: RefCell::new(VecDeque::new()),
+            timed_out_at_ns: Cell::new(None),
             replacement: RefCell::new(None),
             is_replacement: Cell::new(false),
         }
@@ -230,7 +257,7 @@ impl Member {
         };
         let mut io = io;
         let mut deadline = core::pin::pin!(exec.sleep(timeout_ns));
-        core::future::poll_fn(|cx| {
+        let r = core::future::poll_fn(|cx| {
             if let core::task::Poll::Ready(r) = io.as_mut().poll(cx) {
                 return core::task::Poll::Ready(r);
             }
@@ -239,7 +266,20 @@ impl Member {
             }
             core::task::Poll::Pending
         })
-        .await
+        .await;
+        match r {
+            Err(IoError::Timeout) => self.timed_out_at_ns.set(Some(exec.now_ns())),
+            Ok(_) => self.timed_out_at_ns.set(None),
+            Err(_) => {}
+        }
+        r
+    }
+
+    /// Whether this member's last I/O timed out less than `window_ns` ago.
+    fn timed_out_within(&self, now_ns: u64, window_ns: u64) -> bool {
+        self.timed_out_at_ns
+            .get()
+            .is_some_and(|t| now_ns.saturating_sub(t) <= window_ns)
     }
 
     pub fn counters(&self) -> MemberCounters {
@@ -405,7 +445,11 @@ pub struct ArrayCounters {
 /// An assembled array: itself a block device.
 pub struct Array {
     exec: Executor,
-    name: String,
+    /// The name in the superblocks.
+    md_name: String,
+    /// The name it is served under when that differs (two arrays of one name on a server):
+    /// set once, before it is served.
+    served_name: core::cell::OnceCell<String>,
     layout: ArrayLayout,
     /// Whether any one member can fail without losing data.
     redundant: bool,
@@ -446,6 +490,13 @@ pub struct Array {
     stripe_cache: RefCell<stripe_cache::StripeCache>,
     /// Writes waiting to be gathered into full stripes (RAID 4/5/6, `gather.rs`).
     gather: RefCell<gather::Gather>,
+    /// When the last stall was reported (see `stalled_by_timeouts`), to report each once.
+    stall_reported_ns: Cell<Option<u64>>,
+    /// A stall hit while a resync ran: the regions it had passed need another one.
+    resync_again: Cell<bool>,
+    /// For a group of a RAID 50/60: the outer array, which re-checks its health (and emits
+    /// its events) when the group's changes.
+    parent: RefCell<Weak<Array>>,
 }
 
 /// Failures of array-wide operations (not of one block request).
@@ -533,7 +584,8 @@ impl Array {
         };
         let array = Array {
             exec,
-            name,
+            md_name: name,
+            served_name: core::cell::OnceCell::new(),
             layout,
             redundant,
             slots: RefCell::new(slots),
@@ -560,6 +612,9 @@ impl Array {
                 cache_cell_sectors,
             )),
             gather: RefCell::new(gather::Gather::default()),
+            stall_reported_ns: Cell::new(None),
+            resync_again: Cell::new(false),
+            parent: RefCell::new(Weak::new()),
         };
         // Until the platform says otherwise, time continues from the last update on disk.
         let last = array
@@ -576,8 +631,16 @@ impl Array {
             if let Some(r) = m.replacement.borrow().as_ref() {
                 array.join(r);
             }
+            if let Some(group) = Self::group_array(m) {
+                *group.parent.borrow_mut() = array.this.clone();
+            }
         }
         array
+    }
+
+    /// The outer array of a RAID 50/60 group.
+    pub fn parent(&self) -> Option<Rc<Array>> {
+        self.parent.borrow().upgrade()
     }
 
     /// Gives a member joining the array its clock and failure policy.
@@ -611,8 +674,20 @@ impl Array {
             .unwrap_or(MdTime::from_seconds(seconds))
     }
 
+    /// The name the array is known by: the one it is served under.
     pub fn name(&self) -> &str {
-        &self.name
+        self.served_name.get().unwrap_or(&self.md_name)
+    }
+
+    /// The name in its superblocks (`name` unless the server had to tell two apart).
+    pub fn md_name(&self) -> &str {
+        &self.md_name
+    }
+
+    /// Serves the array as `name` instead of its md name; once, before it is served.
+    /// Whether it took.
+    pub fn serve_as(&self, name: String) -> bool {
+        self.served_name.set(name).is_ok()
     }
 
     pub fn executor(&self) -> &Executor {
@@ -679,14 +754,69 @@ impl Array {
             .collect()
     }
 
+    /// The array this member device is, for a RAID 50/60 whose members are group arrays.
+    fn group_array(member: &Member) -> Option<&Array> {
+        member.dev.as_any()?.downcast_ref::<Array>()
+    }
+
+    /// The health of the array, nesting included: a member that is a group array (RAID
+    /// 50/60) counts as lost when the group failed, and a degraded group makes this array
+    /// degraded. The one place health is computed; [`Self::health_state`] refines it.
     pub fn health(&self) -> Health {
-        let alive = self.alive();
-        if alive.iter().all(|&a| a) {
-            Health::Optimal
-        } else if self.layout.survives(&alive) {
-            Health::Degraded
-        } else {
+        let mut group_degraded = false;
+        let alive: Vec<bool> = self
+            .slots
+            .borrow()
+            .iter()
+            .map(|s| match s {
+                Some(m) if m.state() == MemberState::Active => {
+                    match Self::group_array(m).map(Array::health) {
+                        Some(Health::Failed) => false,
+                        Some(Health::Degraded) => {
+                            group_degraded = true;
+                            true
+                        }
+                        _ => true,
+                    }
+                }
+                _ => false,
+            })
+            .collect();
+        if !self.layout.survives(&alive) {
             Health::Failed
+        } else if alive.iter().all(|&a| a) && !group_degraded {
+            Health::Optimal
+        } else {
+            Health::Degraded
+        }
+    }
+
+    /// What status, stats, Prometheus and `raid monitor` report: [`Self::health`], with a
+    /// degraded array shown as rebuilding when every redundancy it lacks, its own and its
+    /// groups', is being rebuilt.
+    pub fn health_state(&self) -> HealthState {
+        match self.health() {
+            Health::Optimal => return HealthState::Optimal,
+            Health::Failed => return HealthState::Failed,
+            Health::Degraded => {}
+        }
+        let slots = self.slots.borrow();
+        let own_degraded = slots
+            .iter()
+            .any(|s| !matches!(s, Some(m) if m.state() == MemberState::Active));
+        let own_rebuilding = self
+            .job
+            .get()
+            .is_some_and(|j| j.kind == resync::JobKind::Rebuild);
+        let group_degraded = slots
+            .iter()
+            .flatten()
+            .filter_map(|m| Self::group_array(m))
+            .any(|g| g.health_state() == HealthState::Degraded);
+        if (own_degraded && !own_rebuilding) || group_degraded {
+            HealthState::Degraded
+        } else {
+            HealthState::Rebuilding
         }
     }
 
@@ -832,7 +962,7 @@ impl Array {
                 Err(e) => {
                     log::warn!(
                         "{}: read error on {} at member sector {sector}: {e}",
-                        self.name,
+                        self.name(),
                         member.name
                     );
                     if matches!(e, IoError::DeviceFailed) && self.redundant {
@@ -906,7 +1036,7 @@ impl Array {
                 Err(IoError::DeviceFailed) => {
                     log::warn!(
                         "{}: {} failed a read at member sector {sector}",
-                        self.name,
+                        self.name(),
                         member.name
                     );
                     if !self.redundant {
@@ -961,7 +1091,7 @@ impl Array {
                     member.count(|c| c.corrected_sectors += job.sectors);
                     log::info!(
                         "{}: corrected {} sectors on {} at member sector {sector}",
-                        self.name,
+                        self.name(),
                         job.sectors,
                         member.name
                     );
@@ -1086,7 +1216,7 @@ impl Array {
             match r {
                 Ok(()) => written.push(extent_start),
                 Err(e) => {
-                    log::warn!("{}: write error on {}: {e}", self.name, member.name);
+                    log::warn!("{}: write error on {}: {e}", self.name(), member.name);
                     if !failed.iter().any(|f| Rc::ptr_eq(f, &member)) {
                         failed.push(member);
                     }
@@ -1098,6 +1228,10 @@ impl Array {
         if self.redundant {
             for member in &failed {
                 self.fail_member_rc(member).await;
+            }
+            if Self::kept_after_failure(&failed) {
+                self.count(|c| c.errors += 1);
+                return Err(IoError::Timeout);
             }
         }
         let lost = extents.iter().find(|(s, _)| !written.contains(s));
@@ -1133,10 +1267,13 @@ impl Array {
         let mut any_error = None;
         for (member, r) in members.iter().zip(results) {
             if let Err(e) = r {
-                log::warn!("{}: flush failed on {}: {e}", self.name, member.name);
+                log::warn!("{}: flush failed on {}: {e}", self.name(), member.name);
                 if self.redundant {
                     self.fail_member_rc(member).await;
-                } else {
+                }
+                // Not failed (not redundant, or kept through a stall): its writes may not
+                // be durable, so neither is the flush.
+                if member.state() != MemberState::Faulty {
                     any_error = Some(e);
                 }
             }
@@ -1187,10 +1324,86 @@ impl Array {
         // nothing; it is not failed for it.
         for r in join_all(jobs).await {
             if let Err(e) = r {
-                log::debug!("{}: discard not done on a member: {e}", self.name);
+                log::debug!("{}: discard not done on a member: {e}", self.name());
             }
         }
         Ok(())
+    }
+
+    /// Whether failing `members` for their timed-out I/O would be wrong because the array
+    /// stalled: the members whose I/O timed out within the last timeout period are more than
+    /// the level tolerates, so the cause is shared (a controller, a bus, the host) and failing
+    /// them would fail the array, and persist that, for a hiccup. Then nothing is failed; the
+    /// stall is reported (once per timeout period) and the array is marked for a resync, since
+    /// the writes that timed out may have landed on some members and not on others. A member
+    /// that did not time out (an I/O error of its own) is never a stall.
+    fn stalled_by_timeouts(&self, members: &[Rc<Member>]) -> bool {
+        let window_ns = self.policy.get().failure.io_timeout_ns;
+        let now_ns = self.exec.now_ns();
+        if window_ns == 0
+            || !self.redundant
+            || !members
+                .iter()
+                .any(|m| m.timed_out_within(now_ns, window_ns))
+        {
+            return false;
+        }
+        let slots = self.slots.borrow();
+        let stalled: Vec<&Rc<Member>> = slots
+            .iter()
+            .flatten()
+            .filter(|m| m.state() != MemberState::Faulty && m.timed_out_within(now_ns, window_ns))
+            .collect();
+        let alive: Vec<bool> = slots
+            .iter()
+            .map(|s| {
+                matches!(s, Some(m) if m.state() == MemberState::Active
+                    && !m.timed_out_within(now_ns, window_ns))
+            })
+            .collect();
+        if self.layout.survives(&alive) {
+            return false;
+        }
+        let count = stalled.len() as u32;
+        drop(slots);
+        let reported = self
+            .stall_reported_ns
+            .get()
+            .is_some_and(|t| now_ns.saturating_sub(t) < window_ns);
+        if !reported {
+            self.stall_reported_ns.set(Some(now_ns));
+            log::error!(
+                "{}: stalled: I/O to {count} members timed out at once, more than the level \
+                 tolerates; no member failed, the I/O gets an error, a resync is due",
+                self.name()
+            );
+            self.emit(Event::ArrayStalled { members: count });
+        }
+        self.resync_after_stall();
+        true
+    }
+
+    /// After a stall: writes may have reached some members and not others (mirrors that
+    /// disagree, parity that matches neither). Writes use reconstruct-write from now on, and
+    /// the next resync (at the next start, as after a crash, or the next background job run)
+    /// covers the whole array.
+    fn resync_after_stall(&self) {
+        if self
+            .job
+            .get()
+            .is_some_and(|j| j.kind == resync::JobKind::Resync)
+        {
+            self.resync_again.set(true);
+            return;
+        }
+        self.needs_resync.set(true);
+        self.resync_cursor.set(0);
+    }
+
+    /// Of `failed` (members an I/O failed on, each passed to `fail_member_rc`), whether one
+    /// is still in the array: the array stalled, and what it missed is not on it.
+    fn kept_after_failure(failed: &[Rc<Member>]) -> bool {
+        failed.iter().any(|m| m.state() != MemberState::Faulty)
     }
 
     /// Marks the member in `slot` faulty and records it in the superblocks.
@@ -1210,9 +1423,13 @@ impl Array {
         if member.state() == MemberState::Faulty {
             return;
         }
+        if self.stalled_by_timeouts(core::slice::from_ref(member)) {
+            // Kept: callers see the member still in and return an error for the I/O.
+            return;
+        }
         member.state.set(MemberState::Faulty);
         self.stripe_cache.borrow_mut().clear();
-        log::error!("{}: member {} failed", self.name, member.name);
+        log::error!("{}: member {} failed", self.name(), member.name);
         // Its replacement, if one is being built, takes the slot at once (no await since
         // the failure): it has every write so far, and takes the next ones itself.
         let replacement = member.replacement.borrow_mut().take();
@@ -1226,7 +1443,11 @@ impl Array {
                 slots[slot] = Some(rep.clone());
                 drop(slots);
                 self.spares.borrow_mut().push(member.clone());
-                log::info!("{}: replacement {} takes slot {slot}", self.name, rep.name);
+                log::info!(
+                    "{}: replacement {} takes slot {slot}",
+                    self.name(),
+                    rep.name
+                );
             }
         }
         let dev_number = member.superblock.borrow().dev_number;
@@ -1384,12 +1605,28 @@ impl Array {
                     }
                 })
                 .collect();
+            let results = join_all(writes).await;
+            let timed_out: Vec<Rc<Member>> = results
+                .iter()
+                .filter(|(_, _, r)| matches!(r, Err(IoError::Timeout)))
+                .map(|(m, _, _)| m.clone())
+                .collect();
+            // A stall is not a reason to fail members: the update is given up instead (the
+            // members it reached are one event ahead, which md's assembly tolerates).
+            let stalled = !timed_out.is_empty() && self.stalled_by_timeouts(&timed_out);
             let mut retry = false;
-            for (m, sb, r) in join_all(writes).await {
+            for (m, sb, r) in results {
                 match r {
                     Ok(()) => *m.superblock.borrow_mut() = sb,
+                    Err(IoError::Timeout) if stalled => {
+                        log::error!("{}: superblock write timed out on {}", self.name(), m.name);
+                    }
                     Err(e) => {
-                        log::error!("{}: superblock write failed on {}: {e}", self.name, m.name);
+                        log::error!(
+                            "{}: superblock write failed on {}: {e}",
+                            self.name(),
+                            m.name
+                        );
                         m.state.set(MemberState::Faulty);
                         self.member_event(&m, |slot, member| Event::MemberFailed { slot, member });
                         self.check_health();
@@ -1397,6 +1634,9 @@ impl Array {
                         retry = true;
                     }
                 }
+            }
+            if stalled {
+                return Err(ArrayError::MetadataWrite(IoError::Timeout));
             }
             if !retry {
                 return Ok(());
@@ -1431,5 +1671,11 @@ impl BlockDevice for Array {
         let request = self.do_discard(sector, sectors);
         let bytes = sectors.saturating_mul(SECTOR_BYTES as u64);
         alloc::boxed::Box::pin(self.monitor.timed(OpKind::Discard, bytes, request))
+    }
+
+    /// An array that is the member of another (a RAID 50/60 group) is found by its outer
+    /// array through this, for the health of the whole stack.
+    fn as_any(&self) -> Option<&dyn core::any::Any> {
+        Some(self)
     }
 }

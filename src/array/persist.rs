@@ -9,8 +9,8 @@ use alloc::string::{String, ToString};
 use alloc::vec;
 use alloc::vec::Vec;
 
-use super::rebuild::{ArrayPolicy, RebuildPriority, SparePolicy};
-use super::{Array, ArrayError, Member, MemberState, ReadPolicy, SUPERBLOCK_SECTOR};
+use super::settings::Setting;
+use super::{Array, ArrayError, Member, MemberState, SUPERBLOCK_SECTOR};
 use crate::block::{BlockDevice, Bytes, IoError};
 use crate::metadata::extension::{
     EXTENSION_BYTES, ExtensionError, ExtensionRecord, POOL_LABEL_SECTOR, ScrubCheckpoint,
@@ -150,88 +150,41 @@ pub async fn clear_pool_label(dev: &dyn BlockDevice) -> Result<(), IoError> {
     Ok(())
 }
 
-fn priority_code(p: RebuildPriority) -> u8 {
-    match p {
-        RebuildPriority::Low => 0,
-        RebuildPriority::Normal => 1,
-        RebuildPriority::High => 2,
-    }
-}
-
-fn spare_code(p: SparePolicy) -> u8 {
-    match p {
-        SparePolicy::Dedicated => 0,
-        SparePolicy::Shared => 1,
-        SparePolicy::None => 2,
-    }
-}
-
 impl Array {
     /// The settings as the extension record stores them: every value, set or default.
     pub fn stored_settings(&self) -> StoredSettings {
-        let p = self.policy.get();
-        StoredSettings {
-            rebuild_priority: Some(priority_code(p.rebuild_priority)),
-            rebuild_rate_bytes_per_s: Some(p.rebuild_rate_bytes_per_s),
-            spare_policy: Some(spare_code(p.spare_policy)),
-            read_policy: Some(match self.read_policy() {
-                ReadPolicy::RoundRobin => 0,
-                ReadPolicy::LeastOutstanding => 1,
-            }),
-            read_error_limit: Some(p.failure.read_error_limit),
-            read_error_window_ns: Some(p.failure.read_error_window_ns),
-            io_timeout_ns: Some(p.failure.io_timeout_ns),
-            checkpoint_regions: Some(p.checkpoint_regions),
-            stripe_cache_bytes: Some(self.stripe_cache_bytes() as u64),
+        let mut s = StoredSettings {
+            checkpoint_regions: Some(self.policy.get().checkpoint_regions),
+            ..StoredSettings::default()
+        };
+        for setting in self.current_settings() {
+            setting.store(&mut s);
         }
+        s
     }
 
-    /// Applies stored settings; a value out of range keeps the current one (logged).
+    /// Applies stored settings. A value outside its key's bounds (written by an older
+    /// version, or by hand) keeps the default, logged: a record must never wedge an array.
     pub fn apply_stored_settings(&self, s: &StoredSettings) {
-        let mut p: ArrayPolicy = self.policy.get();
-        let name = &self.name;
-        let odd = |what: &str| log::warn!("{name}: stored {what} is out of range; default kept");
-        match s.rebuild_priority {
-            Some(0) => p.rebuild_priority = RebuildPriority::Low,
-            Some(1) => p.rebuild_priority = RebuildPriority::Normal,
-            Some(2) => p.rebuild_priority = RebuildPriority::High,
-            Some(_) => odd("rebuild priority"),
-            None => {}
-        }
-        match s.spare_policy {
-            Some(0) => p.spare_policy = SparePolicy::Dedicated,
-            Some(1) => p.spare_policy = SparePolicy::Shared,
-            Some(2) => p.spare_policy = SparePolicy::None,
-            Some(_) => odd("spare policy"),
-            None => {}
-        }
-        if let Some(v) = s.rebuild_rate_bytes_per_s {
-            p.rebuild_rate_bytes_per_s = v;
-        }
-        if let Some(v) = s.read_error_limit {
-            p.failure.read_error_limit = v;
-        }
-        if let Some(v) = s.read_error_window_ns {
-            p.failure.read_error_window_ns = v;
-        }
-        if let Some(v) = s.io_timeout_ns {
-            p.failure.io_timeout_ns = v;
+        let name = self.name();
+        for stored in Setting::from_stored(s) {
+            match stored {
+                Ok(setting) => {
+                    self.set_value(setting);
+                }
+                Err((key, raw)) => log::warn!(
+                    "{name}: stored {key} ({raw}) is out of range; the default applies \
+                     (raid set {name} {key}=VALUE records a new one)"
+                ),
+            }
         }
         match s.checkpoint_regions {
-            Some(0) => odd("checkpoint_regions"),
-            Some(v) => p.checkpoint_regions = v,
-            None => {}
-        }
-        self.set_policy(p);
-        match s.read_policy {
-            Some(0) => self.set_read_policy(ReadPolicy::RoundRobin),
-            Some(1) => self.set_read_policy(ReadPolicy::LeastOutstanding),
-            Some(_) => odd("read policy"),
-            None => {}
-        }
-        match s.stripe_cache_bytes {
-            Some(v) if valid_stripe_cache_bytes(v) => self.set_stripe_cache_bytes(v as usize),
-            Some(_) => odd("stripe cache size"),
+            Some(0) => log::warn!("{name}: stored checkpoint_regions is 0; default kept"),
+            Some(v) => {
+                let mut p = self.policy.get();
+                p.checkpoint_regions = v;
+                self.set_policy(p);
+            }
             None => {}
         }
     }
@@ -283,7 +236,7 @@ impl Array {
                 Ok(ExtensionRecord::Array { array_uuid, .. }) => {
                     log::info!(
                         "{}: {}: extension record of another array ({}) ignored",
-                        self.name,
+                        self.name(),
                         m.name,
                         format_uuid(&array_uuid)
                     );
@@ -292,12 +245,12 @@ impl Array {
                 Err(ReadExtensionError::Invalid(ExtensionError::NoMagic)) => {}
                 Err(ReadExtensionError::NoRoom) => log::info!(
                     "{}: {}: md uses the space of the extension record: settings not kept",
-                    self.name,
+                    self.name(),
                     m.name
                 ),
                 Err(e) => {
                     corrupt += 1;
-                    log::warn!("{}: {}: {e}", self.name, m.name);
+                    log::warn!("{}: {}: {e}", self.name(), m.name);
                 }
             }
         }
@@ -305,14 +258,14 @@ impl Array {
             Some((events, settings, scrub, regions)) => {
                 log::info!(
                     "{}: settings restored (record of events {events})",
-                    self.name
+                    self.name()
                 );
                 self.apply_stored_settings(&settings);
                 self.set_scrub_checkpoint(scrub, regions);
             }
             None if corrupt > 0 => log::warn!(
                 "{}: no valid Orion extension record on any member: default settings",
-                self.name
+                self.name()
             ),
             None => {}
         }
@@ -348,9 +301,185 @@ impl Array {
         {
             log::warn!(
                 "{}: extension record write failed on {}: {e}",
-                self.name,
+                self.name(),
                 member.name
             );
         }
     }
+}
+
+/// Why `raid set --members` was refused or stopped. Nothing is written when it is refused;
+/// only `Write` can leave some members with the new record and others with the old one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OfflineSetError {
+    /// A member without a readable md superblock.
+    NotAMember {
+        member: String,
+        reason: String,
+    },
+    /// md keeps a bitmap, a partial parity log or a journal where the record goes.
+    NoRoom {
+        member: String,
+        array: String,
+    },
+    /// In-sync members of the array were not named: their older record could be the one
+    /// assembly picks.
+    MissingMembers {
+        array: String,
+        /// md device numbers of the in-sync members not given.
+        dev_numbers: Vec<u32>,
+    },
+    Write {
+        member: String,
+        error: IoError,
+    },
+}
+
+impl core::fmt::Display for OfflineSetError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            OfflineSetError::NotAMember { member, reason } => {
+                write!(f, "{member}: not a member of an md array ({reason})")
+            }
+            OfflineSetError::NoRoom { member, array } => write!(
+                f,
+                "{member}: md keeps a bitmap, log or journal where Orion records settings: \
+                 array {array} keeps none to reset"
+            ),
+            OfflineSetError::MissingMembers { array, dev_numbers } => {
+                let list: Vec<String> = dev_numbers.iter().map(|d| d.to_string()).collect();
+                write!(
+                    f,
+                    "array {array}: name every in-sync member (md device numbers {} are \
+                     missing), or the old settings could win at assembly",
+                    list.join(", ")
+                )
+            }
+            OfflineSetError::Write { member, error } => {
+                write!(f, "{member}: record not written: {error}")
+            }
+        }
+    }
+}
+
+/// One array whose record `set_offline` rewrote.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OfflineSetReport {
+    pub array: String,
+    pub members: Vec<String>,
+    /// The record's settings after the change.
+    pub settings: StoredSettings,
+}
+
+/// `raid set --members`: applies `changes` to the Orion extension record of the members of
+/// arrays that are not running (the caller holds the members exclusively), the way back from
+/// a setting that keeps an array from working. Members are grouped by array UUID; each
+/// array's freshest valid record is the base (scrub position included), and the new record is
+/// written with the freshest superblock's `events` on every member given. md's superblocks
+/// are not touched. Every check runs before the first write.
+pub async fn set_offline(
+    members: &[super::assemble::NamedDevice],
+    changes: &[Setting],
+) -> Result<Vec<OfflineSetReport>, OfflineSetError> {
+    struct Found<'a> {
+        name: &'a str,
+        dev: &'a dyn BlockDevice,
+        sb: Superblock,
+        at: u64,
+    }
+    let mut arrays: Vec<([u8; 16], Vec<Found<'_>>)> = Vec::new();
+    for (name, dev) in members {
+        let sb = super::assemble::read_superblock(dev.as_ref())
+            .await
+            .map_err(|reason| OfflineSetError::NotAMember {
+                member: name.clone(),
+                reason,
+            })?;
+        let at = extension_sector(&sb).ok_or_else(|| OfflineSetError::NoRoom {
+            member: name.clone(),
+            array: sb.name().into_owned(),
+        })?;
+        let found = Found {
+            name,
+            dev: dev.as_ref(),
+            sb,
+            at,
+        };
+        match arrays.iter_mut().find(|(u, _)| *u == found.sb.array_uuid) {
+            Some((_, list)) => list.push(found),
+            None => arrays.push((found.sb.array_uuid, vec![found])),
+        }
+    }
+    let mut plans = Vec::new();
+    for (uuid, list) in &arrays {
+        let freshest = list
+            .iter()
+            .max_by_key(|m| m.sb.events)
+            .map(|m| &m.sb)
+            .expect("an array is listed with its first member");
+        let array = freshest.name().into_owned();
+        let given: Vec<u32> = list.iter().map(|m| m.sb.dev_number).collect();
+        let missing: Vec<u32> = (0..freshest.max_dev())
+            .filter(|&d| matches!(freshest.role_of(d), crate::metadata::DeviceRole::Active(_)))
+            .filter(|d| !given.contains(d))
+            .collect();
+        if !missing.is_empty() {
+            return Err(OfflineSetError::MissingMembers {
+                array,
+                dev_numbers: missing,
+            });
+        }
+        // The record assembly would have applied: the freshest valid one of this array.
+        let mut base: Option<(u64, StoredSettings, Option<ScrubCheckpoint>, StoredRegions)> = None;
+        for m in list {
+            if let Ok(ExtensionRecord::Array {
+                array_uuid,
+                events,
+                settings,
+                scrub,
+                scrub_regions,
+            }) = read_extension(m.dev, &m.sb).await
+                && array_uuid == *uuid
+                && base.as_ref().is_none_or(|b| events > b.0)
+            {
+                base = Some((events, settings, scrub, scrub_regions));
+            }
+        }
+        let (_, mut settings, scrub, scrub_regions) = base.unwrap_or_default();
+        for change in changes {
+            change.store(&mut settings);
+        }
+        let record = ExtensionRecord::Array {
+            array_uuid: *uuid,
+            events: freshest.events,
+            settings,
+            scrub,
+            scrub_regions,
+        };
+        plans.push((array, Bytes::from(record.encode()), settings, list));
+    }
+    let mut reports = Vec::new();
+    for (array, record, settings, list) in plans {
+        for m in list.iter() {
+            let written = m.dev.write(m.at, record.clone(), true).await;
+            let flushed = match written {
+                Ok(()) => m.dev.flush().await,
+                Err(e) => Err(e),
+            };
+            flushed.map_err(|error| OfflineSetError::Write {
+                member: m.name.to_string(),
+                error,
+            })?;
+        }
+        log::info!(
+            "{array}: settings rewritten on {} stopped members",
+            list.len()
+        );
+        reports.push(OfflineSetReport {
+            array,
+            members: list.iter().map(|m| m.name.to_string()).collect(),
+            settings,
+        });
+    }
+    Ok(reports)
 }

@@ -13,16 +13,19 @@ use alloc::vec::Vec;
 use super::Array;
 use super::assemble::assemble;
 use super::persist::{
-    format_size_bytes, has_pool_label, parse_size_bytes, read_extension, write_pool_label,
+    OfflineSetError, format_size_bytes, has_pool_label, parse_size_bytes, read_extension,
+    set_offline, write_pool_label,
 };
 use super::rebuild::{ArrayPolicy, RebuildPriority, SparePolicy};
 use super::scrub::{ScrubMode, ScrubOutcome};
+use super::settings::Setting;
 use super::test_rig::{faulty_array, options, write_now};
 use super::{ReadPolicy, SUPERBLOCK_SECTOR};
 use crate::block::{BlockDevice, SECTOR_BYTES};
 use crate::executor::Executor;
 use crate::metadata::extension::{
-    EXTENSION_BYTES, ExtensionRecord, POOL_LABEL_SECTOR, extension_sector,
+    EXTENSION_BYTES, ExtensionRecord, POOL_LABEL_SECTOR, StoredRegions, StoredSettings,
+    extension_sector,
 };
 use crate::metadata::{Level, Superblock};
 use crate::platform::memory::MemoryDisk;
@@ -168,6 +171,121 @@ fn the_freshest_record_wins() {
     r.mem[1].write_at(at, &old).unwrap();
     let (_exec, again) = reassemble(&r.mem);
     assert_eq!(again.policy().rebuild_rate_bytes_per_s, 20_000_000);
+}
+
+/// Writes on every member a record of the array on them carrying `settings` (as an older
+/// version, or a hand edit, could have left it).
+fn write_record(mem: &[Rc<MemoryDisk>], settings: StoredSettings) {
+    for m in mem {
+        let sb = superblock_of(m);
+        let record = ExtensionRecord::Array {
+            array_uuid: sb.array_uuid,
+            events: sb.events,
+            settings,
+            scrub: None,
+            scrub_regions: StoredRegions::default(),
+        };
+        m.write_at(extension_sector(&sb).unwrap(), &record.encode())
+            .unwrap();
+    }
+}
+
+fn named(mem: &[Rc<MemoryDisk>]) -> Vec<(String, Rc<dyn BlockDevice>)> {
+    mem.iter()
+        .enumerate()
+        .map(|(i, m)| (format!("d{i}"), m.clone() as Rc<dyn BlockDevice>))
+        .collect()
+}
+
+#[test]
+fn a_stored_setting_out_of_bounds_keeps_the_default_and_the_rest_applies() {
+    let r = faulty_array(options(Level::Raid5, None, 16, "b"), 4, 4096, false);
+    stop(&r.exec, &r.array);
+    write_record(
+        &r.mem,
+        StoredSettings {
+            io_timeout_ns: Some(1_000_000),
+            read_error_window_ns: Some(0),
+            rebuild_rate_bytes_per_s: Some(40_000_000),
+            ..StoredSettings::default()
+        },
+    );
+    let (exec, again) = reassemble(&r.mem);
+    let p = again.policy();
+    let defaults = ArrayPolicy::default();
+    assert_eq!(p.failure.io_timeout_ns, defaults.failure.io_timeout_ns);
+    assert_eq!(
+        p.failure.read_error_window_ns,
+        defaults.failure.read_error_window_ns
+    );
+    assert_eq!(p.rebuild_rate_bytes_per_s, 40_000_000);
+    write_now(&exec, &again, 0, vec![7u8; 4096]).expect("the array serves I/O");
+}
+
+#[test]
+fn offline_set_rewrites_the_records_of_stopped_members() {
+    let r = faulty_array(options(Level::Raid5, None, 16, "o"), 4, 4096, false);
+    set(&r.array, "rebuild_priority", "low");
+    persist(&r.exec, &r.array);
+    stop(&r.exec, &r.array);
+    let events = superblock_of(&r.mem[0]).events;
+    let exec = Executor::new();
+    // A member short: refused, nothing written.
+    let before: Vec<Vec<u8>> = r
+        .mem
+        .iter()
+        .map(|m| {
+            let mut b = vec![0u8; EXTENSION_BYTES];
+            m.read_at(extension_sector(&superblock_of(m)).unwrap(), &mut b)
+                .unwrap();
+            b
+        })
+        .collect();
+    let three = named(&r.mem[..3]);
+    let timeout = Setting::parse("io_timeout_ms", "5000").unwrap();
+    let refused = exec
+        .block_on(async move { set_offline(&three, &[timeout]).await })
+        .unwrap();
+    assert!(
+        matches!(&refused, Err(OfflineSetError::MissingMembers { dev_numbers, .. }) if dev_numbers == &[3]),
+        "{refused:?}"
+    );
+    for (m, b) in r.mem.iter().zip(&before) {
+        let mut now = vec![0u8; EXTENSION_BYTES];
+        m.read_at(extension_sector(&superblock_of(m)).unwrap(), &mut now)
+            .unwrap();
+        assert_eq!(&now, b, "a refused offline set writes nothing");
+    }
+    let all = named(&r.mem);
+    let changes = [
+        timeout,
+        Setting::parse("rebuild_rate_mb_s", "default").unwrap(),
+    ];
+    let reports = exec
+        .block_on(async move { set_offline(&all, &changes).await })
+        .unwrap()
+        .unwrap();
+    assert_eq!(reports.len(), 1);
+    assert_eq!(reports[0].array, "o");
+    assert_eq!(reports[0].members.len(), 4);
+    // md's superblocks are untouched; the record keeps what it had besides the change.
+    assert_eq!(superblock_of(&r.mem[0]).events, events);
+    let (_exec, again) = reassemble(&r.mem);
+    assert_eq!(again.policy().failure.io_timeout_ns, 5_000_000_000);
+    assert_eq!(again.policy().rebuild_priority, RebuildPriority::Low);
+    assert_eq!(again.policy().rebuild_rate_bytes_per_s, 0);
+    // Not a member at all: refused.
+    let blank = vec![(
+        String::from("blank"),
+        Rc::new(MemoryDisk::new(4096)) as Rc<dyn BlockDevice>,
+    )];
+    let refused = exec
+        .block_on(async move { set_offline(&blank, &[timeout]).await })
+        .unwrap();
+    assert!(
+        matches!(refused, Err(OfflineSetError::NotAMember { .. })),
+        "{refused:?}"
+    );
 }
 
 #[test]

@@ -26,7 +26,7 @@ use core::task::{Context, Poll};
 use super::assemble::NamedDevice;
 use super::buffers::ChunkBuffers;
 use super::resync::{JobKind, JobProgress};
-use super::{Array, ArrayError, Health, Member, MemberState, ReadPolicy, SUPERBLOCK_SECTOR};
+use super::{Array, ArrayError, Health, Member, MemberState, SUPERBLOCK_SECTOR};
 use crate::block::{Bytes, SECTOR_BYTES};
 use crate::executor::AsyncMutex;
 use crate::layout::ArrayLayout;
@@ -144,25 +144,17 @@ impl Default for ArrayPolicy {
     }
 }
 
-/// The keys `raid set` knows.
-pub const SETTING_KEYS: &[&str] = &[
-    "rebuild_priority",
-    "rebuild_rate_mb_s",
-    "spare_policy",
-    "read_policy",
-    "read_error_limit",
-    "read_error_window_s",
-    "io_timeout_ms",
-    "stripe_cache",
-];
+pub use super::settings::SETTING_KEYS;
 
 /// Why a member operation or a setting was refused. Nothing changed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MemberError {
     UnknownKey(String),
+    /// A value the key does not take; `allowed` says what it does.
     BadValue {
         key: String,
         value: String,
+        allowed: String,
     },
     NoSuchMember(String),
     /// `remove` of a member that is neither faulty nor a spare.
@@ -187,7 +179,15 @@ impl fmt::Display for MemberError {
                 "unknown setting '{k}' (known: {})",
                 SETTING_KEYS.join(", ")
             ),
-            MemberError::BadValue { key, value } => write!(f, "bad value '{value}' for {key}"),
+            MemberError::BadValue {
+                key,
+                value,
+                allowed,
+            } => write!(
+                f,
+                "{key}={value} refused: {key} takes {allowed}, or {}",
+                super::settings::DEFAULT_VALUE
+            ),
             MemberError::NoSuchMember(m) => write!(f, "no member '{m}' in this array"),
             MemberError::InUse(m) => {
                 write!(
@@ -240,16 +240,6 @@ impl Default for JobControl {
     }
 }
 
-fn parse_u64(key: &str, value: &str) -> Result<u64, MemberError> {
-    value
-        .trim()
-        .parse::<u64>()
-        .map_err(|_| MemberError::BadValue {
-            key: key.to_string(),
-            value: value.to_string(),
-        })
-}
-
 impl Array {
     pub fn policy(&self) -> ArrayPolicy {
         self.policy.get()
@@ -262,113 +252,6 @@ impl Array {
             m.failure_policy
                 .set(self.redundant.then_some(policy.failure));
         }
-    }
-
-    /// `raid set NAME key=value`. An unknown key or a bad value changes nothing.
-    pub fn apply_setting(&self, key: &str, value: &str) -> Result<(), MemberError> {
-        let bad = || MemberError::BadValue {
-            key: key.to_string(),
-            value: value.to_string(),
-        };
-        let mut p = self.policy.get();
-        match key {
-            "rebuild_priority" => {
-                p.rebuild_priority = match value {
-                    "low" => RebuildPriority::Low,
-                    "normal" => RebuildPriority::Normal,
-                    "high" => RebuildPriority::High,
-                    _ => return Err(bad()),
-                }
-            }
-            "rebuild_rate_mb_s" => {
-                p.rebuild_rate_bytes_per_s = parse_u64(key, value)?
-                    .checked_mul(1_000_000)
-                    .ok_or_else(bad)?
-            }
-            "spare_policy" => {
-                p.spare_policy = match value {
-                    "dedicated" => SparePolicy::Dedicated,
-                    "shared" => SparePolicy::Shared,
-                    "none" => SparePolicy::None,
-                    _ => return Err(bad()),
-                }
-            }
-            "read_policy" => {
-                let rp = match value {
-                    "round-robin" | "round_robin" | "roundrobin" => ReadPolicy::RoundRobin,
-                    "adaptive" | "least-outstanding" | "least_outstanding" => {
-                        ReadPolicy::LeastOutstanding
-                    }
-                    _ => return Err(bad()),
-                };
-                self.set_read_policy(rp);
-                return Ok(());
-            }
-            "read_error_limit" => {
-                p.failure.read_error_limit =
-                    u32::try_from(parse_u64(key, value)?).map_err(|_| bad())?
-            }
-            "read_error_window_s" => {
-                p.failure.read_error_window_ns = parse_u64(key, value)?
-                    .checked_mul(1_000_000_000)
-                    .ok_or_else(bad)?
-            }
-            "io_timeout_ms" => {
-                p.failure.io_timeout_ns = parse_u64(key, value)?
-                    .checked_mul(1_000_000)
-                    .ok_or_else(bad)?
-            }
-            "stripe_cache" => {
-                let bytes = super::persist::parse_size_bytes(value)
-                    .filter(|&b| super::persist::valid_stripe_cache_bytes(b))
-                    .ok_or_else(bad)?;
-                self.set_stripe_cache_bytes(bytes as usize);
-                log::info!("{}: {key} set to {value}", self.name);
-                return Ok(());
-            }
-            _ => return Err(MemberError::UnknownKey(key.to_string())),
-        }
-        self.set_policy(p);
-        log::info!("{}: {key} set to {value}", self.name);
-        // A new spare policy may allow a spare in now.
-        self.kick_jobs();
-        Ok(())
-    }
-
-    /// The current value of every `raid set` key.
-    pub fn settings(&self) -> Vec<(String, String)> {
-        let p = self.policy.get();
-        vec![
-            ("rebuild_priority".into(), p.rebuild_priority.name().into()),
-            (
-                "rebuild_rate_mb_s".into(),
-                (p.rebuild_rate_bytes_per_s / 1_000_000).to_string(),
-            ),
-            ("spare_policy".into(), p.spare_policy.name().into()),
-            (
-                "read_policy".into(),
-                match self.read_policy() {
-                    ReadPolicy::RoundRobin => "round-robin".into(),
-                    ReadPolicy::LeastOutstanding => "adaptive".into(),
-                },
-            ),
-            (
-                "read_error_limit".into(),
-                p.failure.read_error_limit.to_string(),
-            ),
-            (
-                "read_error_window_s".into(),
-                (p.failure.read_error_window_ns / 1_000_000_000).to_string(),
-            ),
-            (
-                "io_timeout_ms".into(),
-                (p.failure.io_timeout_ns / 1_000_000).to_string(),
-            ),
-            (
-                "stripe_cache".into(),
-                super::persist::format_size_bytes(self.stripe_cache_bytes() as u64),
-            ),
-        ]
     }
 
     /// Where a `shared` array takes a spare from when it has none of its own.
@@ -439,7 +322,7 @@ impl Array {
         if member.state() == MemberState::Spare {
             member.state.set(MemberState::Faulty);
             let _ = self.update_superblocks(|_| {}).await;
-            log::info!("{}: spare {} marked faulty", self.name, member.name);
+            log::info!("{}: spare {} marked faulty", self.name(), member.name);
             return Ok(());
         }
         self.fail_member_rc(&member).await;
@@ -475,7 +358,7 @@ impl Array {
             .await
             .map_err(|e| MemberError::Io(e.to_string()))?;
         }
-        log::info!("{}: member {} removed", self.name, member.name);
+        log::info!("{}: member {} removed", self.name(), member.name);
         Ok(())
     }
 
@@ -527,7 +410,7 @@ impl Array {
         self.update_superblocks(|_| {})
             .await
             .map_err(|e| MemberError::Io(e.to_string()))?;
-        log::info!("{}: {} added as a spare", self.name, member.name);
+        log::info!("{}: {} added as a spare", self.name(), member.name);
         self.jobs.blocked.set(false);
         self.kick_jobs();
         Ok(())
@@ -586,7 +469,7 @@ impl Array {
         self.update_superblocks(|_| {})
             .await
             .map_err(|e| MemberError::Io(e.to_string()))?;
-        log::info!("{}: {} replaces {old}", self.name, rep.name);
+        log::info!("{}: {} replaces {old}", self.name(), rep.name);
         self.jobs.blocked.set(false);
         self.kick_jobs();
         Ok(())
@@ -645,7 +528,7 @@ impl Array {
                     Ok(true) => continue,
                     Ok(false) => break,
                     Err(e) => {
-                        log::error!("{}: resync stopped: {e}", self.name);
+                        log::error!("{}: resync stopped: {e}", self.name());
                         break;
                     }
                 }
@@ -674,7 +557,7 @@ impl Array {
                         break;
                     }
                     Err(e) => {
-                        log::error!("{}: rebuild of {} stopped: {e}", self.name, target.name);
+                        log::error!("{}: rebuild of {} stopped: {e}", self.name(), target.name);
                         self.rebuild_failed(slot, &target, &e.to_string());
                         self.jobs.blocked.set(true);
                         break;
@@ -705,7 +588,7 @@ impl Array {
                     }
                     Ok(false) => break,
                     Err(e) => {
-                        log::error!("{}: replacement by {} stopped: {e}", self.name, rep.name);
+                        log::error!("{}: replacement by {} stopped: {e}", self.name(), rep.name);
                         self.rebuild_failed(slot, &rep, &e.to_string());
                         self.jobs.blocked.set(true);
                         break;
@@ -764,11 +647,11 @@ impl Array {
                 };
                 match self.prepare_spare(name.clone(), dev).await {
                     Ok(m) => {
-                        log::info!("{}: took {name} from the shared spare pool", self.name);
+                        log::info!("{}: took {name} from the shared spare pool", self.name());
                         m
                     }
                     Err(e) => {
-                        log::error!("{}: pool spare {name} unusable: {e}", self.name);
+                        log::error!("{}: pool spare {name} unusable: {e}", self.name());
                         return false;
                     }
                 }
@@ -784,12 +667,12 @@ impl Array {
         spare.recovery_offset.set(0);
         spare.state.set(MemberState::Rebuilding);
         if let Err(e) = self.update_superblocks(|_| {}).await {
-            log::error!("{}: spare activation not recorded: {e}", self.name);
+            log::error!("{}: spare activation not recorded: {e}", self.name());
             return false;
         }
         log::info!(
             "{}: spare {} activated in slot {slot}; rebuild starts",
-            self.name,
+            self.name(),
             spare.name
         );
         self.emit(Event::SpareActivated {
@@ -843,10 +726,10 @@ impl Array {
             }
         }
         if let Err(e) = self.update_superblocks(|_| {}).await {
-            log::error!("{}: failed replacement not recorded: {e}", self.name);
+            log::error!("{}: failed replacement not recorded: {e}", self.name());
         }
         for rep in &failed {
-            log::error!("{}: replacement {} dropped", self.name, rep.name);
+            log::error!("{}: replacement {} dropped", self.name(), rep.name);
         }
     }
 
@@ -925,7 +808,7 @@ impl Array {
         target.recovery_offset.set(resume);
         log::info!(
             "{}: rebuild of {} in slot {slot} starts at member sector {resume}",
-            self.name,
+            self.name(),
             target.name
         );
         let started = self.exec.now_ns();
@@ -1111,7 +994,7 @@ impl Array {
             self.spares.borrow_mut().push(old.clone());
             log::info!(
                 "{}: {} replaced {} in slot {slot}; {} is now a spare",
-                self.name,
+                self.name(),
                 target.name,
                 old.name,
                 old.name
@@ -1120,9 +1003,9 @@ impl Array {
         target.is_replacement.set(false);
         target.state.set(MemberState::Active);
         if let Err(e) = self.update_superblocks(|_| {}).await {
-            log::error!("{}: rebuild end not recorded: {e}", self.name);
+            log::error!("{}: rebuild end not recorded: {e}", self.name());
         }
-        log::info!("{}: rebuild of {} finished", self.name, target.name);
+        log::info!("{}: rebuild of {} finished", self.name(), target.name);
         self.emit(Event::RebuildFinished {
             slot: slot as u32,
             member: target.name.clone(),
@@ -1277,7 +1160,7 @@ impl Array {
             let Some(data) = data else {
                 log::error!(
                     "{}: rebuild: no readable copy of array sectors {x}+{len}",
-                    self.name
+                    self.name()
                 );
                 return false;
             };

@@ -10,7 +10,7 @@ use alloc::vec::Vec;
 use core::cell::RefCell;
 
 use super::assemble::assemble;
-use super::rebuild::{MemberError, SparePolicy};
+use super::rebuild::{ArrayPolicy, MemberError, SparePolicy};
 use super::test_rig::{FaultyArray, faulty_array, options, read_now, write_now};
 use super::{Array, Health, MemberState};
 use crate::block::{BlockDevice, Bytes, SECTOR_BYTES};
@@ -177,6 +177,7 @@ fn settings_reject_unknown_keys_and_bad_values() {
         false,
     );
     let before = r.array.policy();
+    let settings_before = r.array.settings();
     assert!(matches!(
         r.array.apply_setting("colour", "blue"),
         Err(MemberError::UnknownKey(_))
@@ -198,6 +199,36 @@ fn settings_reject_unknown_keys_and_bad_values() {
         );
     }
     assert_eq!(r.array.policy(), before);
+    // Values that parse but lie outside their key's bounds: a 1 ms timeout would fail every
+    // member of a busy array at its next write.
+    for (k, v, allowed) in [
+        ("io_timeout_ms", "1", "0 (off) or 1000 to 600000"),
+        ("io_timeout_ms", "999", "0 (off) or 1000 to 600000"),
+        ("io_timeout_ms", "600001", "0 (off) or 1000 to 600000"),
+        ("read_error_window_s", "0", "1 to 86400"),
+        ("read_error_window_s", "86401", "1 to 86400"),
+        ("read_error_limit", "100001", "0 (never) or 1 to 100000"),
+        ("rebuild_rate_mb_s", "100001", "0 (no limit) or 1 to 100000"),
+        ("stripe_cache", "8G", "0 (off) or a multiple of 4K"),
+    ] {
+        let e = r.array.apply_setting(k, v).unwrap_err();
+        let text = e.to_string();
+        assert!(
+            text.starts_with(&format!("{k}={v} refused: {k} takes {allowed}")),
+            "{text}"
+        );
+    }
+    assert_eq!(r.array.policy(), before);
+    assert_eq!(r.array.settings(), settings_before);
+    r.array.apply_setting("io_timeout_ms", "1000").unwrap();
+    r.array.apply_setting("io_timeout_ms", "0").unwrap();
+    assert_eq!(r.array.policy().failure.io_timeout_ns, 0);
+    // `default` puts any key back to its built-in value.
+    for k in crate::array::rebuild::SETTING_KEYS {
+        r.array.apply_setting(k, "default").unwrap();
+    }
+    assert_eq!(r.array.policy(), ArrayPolicy::default());
+    assert_eq!(r.array.settings(), settings_before);
     r.array.apply_setting("spare_policy", "shared").unwrap();
     r.array.apply_setting("rebuild_rate_mb_s", "5").unwrap();
     r.array.apply_setting("rebuild_priority", "low").unwrap();
@@ -220,7 +251,7 @@ fn slow_member_is_failed_by_the_timeout() {
         false,
     );
     let model = fill(&r, 2);
-    r.array.apply_setting("io_timeout_ms", "1").unwrap();
+    r.array.apply_setting("io_timeout_ms", "1000").unwrap();
     r.disks[0].set_config(FaultConfig {
         min_latency_ns: 3_600_000_000_000,
         max_latency_ns: 3_600_000_000_000,
@@ -792,7 +823,7 @@ fn hung_member_write_is_given_up_and_the_member_failed() {
         false,
     );
     let mut model = fill(&r, 4);
-    r.array.apply_setting("io_timeout_ms", "10").unwrap();
+    r.array.apply_setting("io_timeout_ms", "1000").unwrap();
     // A member that stops answering (an hour is forever here): its requests are given up.
     r.disks[1].set_config(FaultConfig {
         min_latency_ns: 3_600_000_000_000,
@@ -804,11 +835,149 @@ fn hung_member_write_is_given_up_and_the_member_failed() {
     write_now(&r.exec, &r.array, 0, data.clone()).unwrap();
     model[..data.len()].copy_from_slice(&data);
     assert!(
-        r.exec.now_ns() - started < 1_000_000_000,
-        "nothing waited for the hung disk"
+        r.exec.now_ns() - started < 2_000_000_000,
+        "nothing waited for the hung disk longer than the timeout"
     );
     assert_eq!(r.array.health(), Health::Degraded);
     assert_eq!(sb_of(&r.mem[0]).role_of(1), DeviceRole::Faulty);
+    check_all(&r.exec, &r.array, &model);
+}
+
+/// Every member's I/O takes `latency_ns` from now on.
+fn set_latency(r: &FaultyArray, members: &[usize], latency_ns: u64) {
+    for &i in members {
+        r.disks[i].set_config(FaultConfig {
+            min_latency_ns: latency_ns,
+            max_latency_ns: latency_ns,
+            ..FaultConfig::default()
+        });
+    }
+}
+
+fn events_since(r: &FaultyArray, from: u64) -> Vec<Event> {
+    r.array
+        .monitor()
+        .events()
+        .after(from, 1000)
+        .events
+        .into_iter()
+        .map(|e| e.event)
+        .collect()
+}
+
+/// Issue 17, item 4: a timeout that hits more members at once than the level tolerates is a
+/// stall (of what they share), not the failure of each: the write gets an error, no member is
+/// failed or recorded faulty, an event says the array stalled, and once the members answer
+/// again the array serves everything, with a resync due for the torn write.
+#[test]
+fn a_timeout_on_more_members_than_tolerated_stalls_instead_of_failing_them() {
+    let r = faulty_array(
+        options(Level::Raid6, None, 64, "s6"),
+        5,
+        MEMBER_SECTORS,
+        false,
+    );
+    let mut model = fill(&r, 5);
+    r.array.apply_setting("io_timeout_ms", "1000").unwrap();
+    let from = r.array.monitor().events().latest_seq();
+    // Three of five members hang (RAID6 tolerates two): a full-stripe write touches them all.
+    set_latency(&r, &[0, 1, 2], 3_600_000_000_000);
+    let stripe = vec![0x42u8; 3 * 64 * 512];
+    let e = write_now(&r.exec, &r.array, 0, stripe).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            crate::block::IoError::DataLost { .. } | crate::block::IoError::Timeout
+        ),
+        "{e:?}"
+    );
+    assert_eq!(r.array.health(), Health::Optimal);
+    for (i, m) in r.array.slots().iter().enumerate() {
+        assert_eq!(
+            m.as_ref().unwrap().state(),
+            MemberState::Active,
+            "member {i}"
+        );
+    }
+    for mem in &r.mem {
+        let sb = sb_of(mem);
+        for d in 0..5 {
+            assert!(
+                matches!(sb.role_of(d), DeviceRole::Active(_)),
+                "{d} recorded faulty"
+            );
+        }
+    }
+    let events = events_since(&r, from);
+    assert!(
+        events.contains(&Event::ArrayStalled { members: 3 }),
+        "{events:?}"
+    );
+    assert!(
+        !events
+            .iter()
+            .any(|e| matches!(e, Event::MemberFailed { .. })),
+        "{events:?}"
+    );
+    assert!(r.array.needs_resync(), "the torn write is resynced");
+    // The members answer again: everything is served, the stalled stripe included.
+    set_latency(&r, &[0, 1, 2], 0);
+    let again = vec![0x43u8; 3 * 64 * 512];
+    write_now(&r.exec, &r.array, 0, again.clone()).unwrap();
+    model[..again.len()].copy_from_slice(&again);
+    check_all(&r.exec, &r.array, &model);
+    assert_eq!(r.array.health(), Health::Optimal);
+}
+
+/// The same on a mirror (the copy levels' write and flush paths): both copies hang.
+#[test]
+fn a_mirror_whose_copies_all_time_out_stalls() {
+    let r = faulty_array(
+        options(Level::Raid1, None, 64, "m"),
+        2,
+        MEMBER_SECTORS,
+        false,
+    );
+    let model = fill(&r, 7);
+    r.array.apply_setting("io_timeout_ms", "1000").unwrap();
+    set_latency(&r, &[0, 1], 3_600_000_000_000);
+    assert!(write_now(&r.exec, &r.array, 8, vec![1u8; 4096]).is_err());
+    let a = r.array.clone();
+    let flushed = r.exec.block_on(async move { a.flush().await }).unwrap();
+    assert!(
+        flushed.is_err(),
+        "a flush that did not reach a member is no flush"
+    );
+    assert_eq!(r.array.health(), Health::Optimal);
+    set_latency(&r, &[0, 1], 0);
+    let mut model = model;
+    write_now(&r.exec, &r.array, 8, vec![2u8; 4096]).unwrap();
+    model[8 * 512..8 * 512 + 4096].fill(2);
+    check_all(&r.exec, &r.array, &model);
+}
+
+/// Within what the level tolerates, timed-out members are failed as before.
+#[test]
+fn a_timeout_on_as_many_members_as_tolerated_fails_them() {
+    let r = faulty_array(
+        options(Level::Raid6, None, 64, "s6"),
+        5,
+        MEMBER_SECTORS,
+        false,
+    );
+    let mut model = fill(&r, 6);
+    r.array.apply_setting("io_timeout_ms", "1000").unwrap();
+    set_latency(&r, &[1, 3], 3_600_000_000_000);
+    let stripe = vec![0x42u8; 3 * 64 * 512];
+    write_now(&r.exec, &r.array, 0, stripe.clone()).unwrap();
+    model[..stripe.len()].copy_from_slice(&stripe);
+    assert_eq!(r.array.health(), Health::Degraded);
+    for i in [1, 3] {
+        assert_eq!(
+            r.array.slots()[i].as_ref().unwrap().state(),
+            MemberState::Faulty
+        );
+    }
     check_all(&r.exec, &r.array, &model);
 }
 

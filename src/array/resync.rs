@@ -114,7 +114,7 @@ impl Array {
         };
         let resume = (self.resync_cursor.get().min(total) / unit) * unit;
         if resume > 0 {
-            log::info!("{}: resync resumes at {resume}", self.name);
+            log::info!("{}: resync resumes at {resume}", self.name());
         }
         let started = self.exec.now_ns();
         self.job.set(Some(JobProgress {
@@ -131,6 +131,10 @@ impl Array {
         let mut regions = 0u32;
         while sector < total {
             if self.jobs.stop.get() {
+                if self.resync_again.replace(false) {
+                    // A stall during this resync: the next one starts over.
+                    self.resync_cursor.set(0);
+                }
                 self.job.set(None);
                 return Ok(false);
             }
@@ -160,10 +164,15 @@ impl Array {
         if unreadable > 0 {
             log::error!(
                 "{}: resync finished; {unreadable} extents had no readable copy",
-                self.name
+                self.name()
             );
         } else {
-            log::info!("{}: resync finished", self.name);
+            log::info!("{}: resync finished", self.name());
+        }
+        if self.resync_again.replace(false) {
+            // A stall during this resync may have torn writes behind its cursor.
+            self.resync_cursor.set(0);
+            return Ok(true);
         }
         self.needs_resync.set(false);
         Ok(true)

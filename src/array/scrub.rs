@@ -384,7 +384,7 @@ impl Array {
         if let Err(e) = self.begin_scrub(mode, Some(cp)) {
             log::info!(
                 "{}: interrupted {} not resumed ({e}); dropped",
-                self.name,
+                self.name(),
                 mode.name()
             );
             self.scrub.checkpoint.set(None);
@@ -392,7 +392,7 @@ impl Array {
         }
         log::info!(
             "{}: {} resumes at array sector {}",
-            self.name,
+            self.name(),
             mode.name(),
             cp.cursor_sectors
         );
@@ -635,7 +635,7 @@ impl Array {
     async fn run_scrub(&self, mode: ScrubMode, from_sector: u64) -> ScrubReport {
         let _running = self.scrub.running.lock().await;
         let total = self.layout.array_sectors();
-        log::info!("{}: {} started", self.name, mode.name());
+        log::info!("{}: {} started", self.name(), mode.name());
         let repair = mode == ScrubMode::Repair;
         self.emit(Event::CheckStarted { repair });
         let mut outcome = ScrubOutcome::Finished;
@@ -697,7 +697,7 @@ impl Array {
                 regions_since_checkpoint = 0;
                 self.take_checkpoint(mode, sector);
                 if let Err(e) = self.update_superblocks(|_| {}).await {
-                    log::warn!("{}: scrub checkpoint not recorded: {e}", self.name);
+                    log::warn!("{}: scrub checkpoint not recorded: {e}", self.name());
                 }
             }
         }
@@ -710,7 +710,7 @@ impl Array {
         } else {
             self.scrub.checkpoint.set(None);
             if let Err(e) = self.update_superblocks(|_| {}).await {
-                log::warn!("{}: scrub end not recorded: {e}", self.name);
+                log::warn!("{}: scrub end not recorded: {e}", self.name());
             }
         }
         self.scrub.stopping.set(false);
@@ -727,7 +727,7 @@ impl Array {
         log::log!(
             level,
             "{}: {} {}: {} sectors checked, {} mismatched, {} repaired, {} read errors corrected",
-            self.name,
+            self.name(),
             mode.name(),
             outcome.name(),
             report.checked_sectors,
@@ -778,7 +778,7 @@ impl Array {
                     let (m, s) = &copies[i];
                     log::warn!(
                         "{}: read error on {} at member sector {s}: {e}",
-                        self.name,
+                        self.name(),
                         m.name
                     );
                     if matches!(e, IoError::DeviceFailed) {
@@ -875,7 +875,7 @@ impl Array {
                         }
                     }
                     Err(e) => {
-                        log::warn!("{}: repair write failed on {}: {e}", self.name, m.name);
+                        log::warn!("{}: repair write failed on {}: {e}", self.name(), m.name);
                         self.fail_member_rc(&m).await;
                     }
                 }
@@ -989,7 +989,7 @@ impl Array {
                 (Some(m), Err(e)) => {
                     log::warn!(
                         "{}: read error on {} at member sector {at}: {e}",
-                        self.name,
+                        self.name(),
                         m.name
                     );
                     if matches!(e, IoError::DeviceFailed) {
@@ -1203,7 +1203,7 @@ impl Array {
         let mut all_written = true;
         for (m, r) in join_all(jobs).await {
             if let Err(e) = r {
-                log::warn!("{}: repair write failed on {}: {e}", self.name, m.name);
+                log::warn!("{}: repair write failed on {}: {e}", self.name(), m.name);
                 self.fail_member_rc(&m).await;
                 all_written = false;
             }

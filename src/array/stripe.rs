@@ -165,7 +165,7 @@ impl Array {
                 (Some(member), Err(e)) => {
                     log::warn!(
                         "{}: read error on {} at member sector {at}: {e}",
-                        self.name,
+                        self.name(),
                         member.name
                     );
                     if matches!(e, IoError::DeviceFailed) {
@@ -246,7 +246,7 @@ impl Array {
         match solved {
             Ok(()) => true,
             Err(e) => {
-                log::error!("{}: stripe {stripe} cannot be rebuilt: {e}", self.name);
+                log::error!("{}: stripe {stripe} cannot be rebuilt: {e}", self.name());
                 for d in lost {
                     cells[d] = None;
                 }
@@ -493,7 +493,7 @@ impl Array {
                 member.count(|c| c.corrected_sectors += sectors);
                 log::info!(
                     "{}: corrected {sectors} sectors on {} at member sector {at}",
-                    self.name,
+                    self.name(),
                     member.name
                 );
             }
@@ -839,7 +839,7 @@ impl Array {
         let mut failed: Vec<Rc<Member>> = Vec::new();
         for (m, r) in join_all(jobs).await {
             if let Err(e) = r {
-                log::warn!("{}: write error on {}: {e}", self.name, m.name);
+                log::warn!("{}: write error on {}: {e}", self.name(), m.name);
                 failed.push(m);
             }
         }
@@ -847,6 +847,8 @@ impl Array {
         for m in &failed {
             self.fail_member_rc(m).await;
         }
+        // A member kept through a stall missed this write: none of it is acknowledged.
+        let stalled = Self::kept_after_failure(&failed);
         // A full-stripe write is streaming: its cells are dropped rather than copied in.
         if failed.is_empty() && !untouched.is_empty() {
             for (d, b) in &written {
@@ -866,6 +868,9 @@ impl Array {
         // Old cells nothing else holds (read for read-modify-write, not cached) are reused.
         for c in cells.into_iter().flatten() {
             self.recycle_parity_buffer(c);
+        }
+        if stalled {
+            return all_new();
         }
         let dead = (0..n).filter(|&d| !live(d)).count();
         if dead > l.parity_disks() {

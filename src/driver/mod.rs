@@ -21,6 +21,7 @@ use crate::array::assemble::{ASSEMBLY_OPTIONS, assemble, read_superblock};
 use crate::array::nested::{Stack, groups_of, read_inner_superblock};
 use crate::array::persist::{has_pool_label, write_pool_label};
 use crate::array::scrub::{ScrubError, ScrubMode, ScrubReport};
+use crate::array::settings::Setting;
 use crate::array::{Array, MemberState};
 use crate::block::{BlockDevice, Bytes, IoError, SECTOR_BYTES};
 use crate::executor::Executor;
@@ -76,8 +77,30 @@ pub struct ArrayManager {
 }
 
 impl ArrayManager {
-    /// Registers a running array and returns the device id it is served under.
+    /// Registers a running array and returns the device id it is served under. An array
+    /// whose name another served array has is served under its name qualified by its UUID
+    /// (`orion-1a2b3c4d`), with a warning naming both: names are how clients and commands
+    /// reach arrays, so no two may share one.
     pub fn add(&mut self, array: Rc<Array>) -> u32 {
+        let wanted = String::from(array.name());
+        self.add_as(array, wanted)
+    }
+
+    fn add_as(&mut self, array: Rc<Array>, wanted: String) -> u32 {
+        let name = self.free_name(&array, &wanted);
+        if name != array.name() && !array.serve_as(name.clone()) {
+            log::error!("{}: already named; not renamed to {name}", array.name());
+        }
+        if name != wanted
+            && let Some((_, other)) = self.find(&wanted)
+        {
+            log::warn!(
+                "two arrays named '{wanted}': array {} is served as '{wanted}', array {} as \
+                 '{name}'",
+                uuid_of(&other),
+                uuid_of(&array)
+            );
+        }
         let id = ARRAY_ID_BASE + self.next_id;
         self.next_id += 1;
         array.monitor().attach_events(self.events.clone());
@@ -116,13 +139,47 @@ impl ArrayManager {
         self.arrays.remove(&id)
     }
 
+    /// `wanted` if no served array has that name, else `wanted-UUID8` (then `-2`, `-3`… in
+    /// the unlikely case that is taken too).
+    fn free_name(&self, array: &Array, wanted: &str) -> String {
+        if self.find(wanted).is_none() {
+            return wanted.into();
+        }
+        let uuid = array
+            .superblock()
+            .map(|sb| sb.array_uuid)
+            .unwrap_or([0; 16]);
+        let base = alloc::format!(
+            "{wanted}-{:02x}{:02x}{:02x}{:02x}",
+            uuid[0],
+            uuid[1],
+            uuid[2],
+            uuid[3]
+        );
+        let mut name = base.clone();
+        let mut n = 2;
+        while self.find(&name).is_some() {
+            name = alloc::format!("{base}-{n}");
+            n += 1;
+        }
+        name
+    }
+
     /// Registers a running stack: the outer array (served) and its groups (internal).
-    /// Returns the outer array's id.
+    /// Returns the outer array's id. When the outer array is served under a qualified name,
+    /// its groups' names follow it (`orion-1a2b3c4d-g0`).
     pub fn add_stack(&mut self, stack: &Stack) -> u32 {
         let id = self.add(stack.array.clone());
         self.probed.insert(id);
+        let (md, served) = (stack.array.md_name(), stack.array.name());
         for group in &stack.groups {
-            let gid = self.add(group.clone());
+            let wanted = match group.md_name().strip_prefix(md) {
+                Some(rest) if md != served && rest.starts_with('-') => {
+                    alloc::format!("{served}{rest}")
+                }
+                _ => String::from(group.name()),
+            };
+            let gid = self.add_as(group.clone(), wanted);
             self.probed.insert(gid);
             if let Some(sb) = stack.array.slots().iter().flatten().find_map(|m| {
                 (Rc::as_ptr(&m.dev) as *const () == Rc::as_ptr(group) as *const ())
@@ -274,6 +331,14 @@ impl ArrayManager {
     pub fn is_empty(&self) -> bool {
         self.arrays.is_empty()
     }
+}
+
+/// An array's UUID as md prints it, for messages.
+fn uuid_of(array: &Array) -> String {
+    array
+        .superblock()
+        .map(|sb| alloc::format!("{}", crate::metadata::format_uuid(&sb.array_uuid)))
+        .unwrap_or_else(|| String::from("(no superblock)"))
 }
 
 fn group_names(groups: &[(u32, Rc<Array>)]) -> String {
@@ -1064,12 +1129,19 @@ impl RaidDriver {
                     None => Vec::new(),
                 };
                 let applied = find(&req.name).and_then(|a| {
+                    // Checked once, before any layer changes: a refusal changes nothing.
+                    let setting = Setting::parse(&req.key, &req.value)
+                        .map_err(|e| (DriverError::InvalidArgument, alloc::format!("{e}")))?;
                     // A RAID 50/60's rebuild and spare policies are its groups'.
                     for layer in core::iter::once(&a).chain(groups.iter().map(|(_, g)| g)) {
-                        layer
-                            .apply_setting(&req.key, &req.value)
-                            .map_err(|e| (DriverError::InvalidArgument, alloc::format!("{e}")))?;
+                        layer.apply(setting);
                     }
+                    log::info!(
+                        "{}: {} set to {}",
+                        a.name(),
+                        setting.key(),
+                        setting.value_text()
+                    );
                     Ok(a)
                 });
                 let a = match applied {

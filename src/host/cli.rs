@@ -68,7 +68,9 @@ pub enum Command {
     Replace(ReplaceArgs),
     /// Change array policies: rebuild_priority=low|normal|high, rebuild_rate_mb_s=N (0 no
     /// limit), spare_policy=dedicated|shared|none, read_policy=round-robin|adaptive,
-    /// read_error_limit=N, read_error_window_s=N, io_timeout_ms=N (0 off).
+    /// read_error_limit=N, read_error_window_s=N, io_timeout_ms=N (0 off, else 1000 to
+    /// 600000), stripe_cache=SIZE; any key=default. With --members: on a stopped array's
+    /// members.
     Set(SetArgs),
     /// Measure speed: `raid bench parity [--json]`.
     #[command(subcommand)]
@@ -142,9 +144,10 @@ pub struct ServeArgs {
     /// With --create: the chunk size.
     #[arg(short, long, value_parser = parse_size, default_value = "512K")]
     pub chunk: u64,
-    /// With --create: the array name.
-    #[arg(short = 'N', long, default_value = "orion")]
-    pub name: String,
+    /// With --create: the array name (default: the first number, 0, 1, …, no array in the
+    /// first member's directory has, as mdadm names arrays after their md device number).
+    #[arg(short = 'N', long)]
+    pub name: Option<String>,
     /// Stripe cache budget of the RAID 4/5/6 arrays (e.g. 64M; 0 turns it off); recorded
     /// with the array's settings, as `raid set NAME stripe_cache=SIZE`. Without it, arrays
     /// of mem: members only run with the cache off (their reads are memory copies already).
@@ -342,11 +345,15 @@ pub struct ReplaceArgs {
 
 #[derive(Args, Debug)]
 pub struct SetArgs {
-    /// Array name.
-    pub name: String,
-    /// key=value pairs.
-    #[arg(required = true, num_args = 1..)]
-    pub settings: Vec<String>,
+    /// Change the settings recorded on the members of a stopped array instead (the way
+    /// back from a setting that keeps it from working): `raid set --members MEMBER...
+    /// key=value...`. Refused while any of them is open in a server.
+    #[arg(long)]
+    pub members: bool,
+    /// `NAME key=value...`, or with --members `MEMBER... key=value...`. A value may be
+    /// `default`.
+    #[arg(required = true, num_args = 1.., value_name = "NAME|MEMBER... key=value")]
+    pub args: Vec<String>,
     /// Control socket of the running server.
     #[arg(long, default_value = DEFAULT_CONTROL)]
     pub control: PathBuf,
@@ -368,9 +375,11 @@ pub struct CreateArgs {
     /// Chunk size (e.g. 64K, 512K, 1M); default 512K.
     #[arg(short, long, value_parser = parse_size, default_value = "512K")]
     pub chunk: u64,
-    /// Array name stored in the superblock (up to 32 bytes).
-    #[arg(short = 'N', long, default_value = "orion")]
-    pub name: String,
+    /// Array name stored in the superblock (up to 32 bytes). Default: the first number (0,
+    /// 1, …) no array in the first member's directory has, as mdadm names arrays after their
+    /// md device number.
+    #[arg(short = 'N', long)]
+    pub name: Option<String>,
     /// Create missing member image files, sparse, of this size.
     #[arg(short, long, value_parser = parse_size)]
     pub size: Option<u64>,
@@ -641,7 +650,62 @@ pub fn read_superblock_block(path: &Path) -> std::io::Result<Vec<u8>> {
     Ok(block)
 }
 
+/// Most directory entries looked at for the default name: a directory of member images
+/// holds a few dozen, and a huge one must not make `create` slow.
+const NAME_SCAN_MAX_ENTRIES: usize = 4096;
+
+/// The name an array gets without `--name`: as mdadm names an array after its md device
+/// number (`0`, `1`, …), the smallest number no array in the first member's directory (what
+/// `raid serve --scan DIR` serves together) is named yet. mdadm's `host:` prefix and a group's
+/// `-gK` suffix count as the number they carry; the members being created do not count.
+/// Only regular files are read (a directory of block devices such as /dev is not probed).
+pub fn default_array_name(members: &[PathBuf]) -> String {
+    let Some(first) = members.first() else {
+        return "0".into();
+    };
+    let dir = match first.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let ours: Vec<PathBuf> = members
+        .iter()
+        .filter_map(|m| std::fs::canonicalize(m).ok())
+        .collect();
+    let mut taken = std::collections::HashSet::new();
+    if let Ok(entries) = std::fs::read_dir(&dir) {
+        for entry in entries.filter_map(Result::ok).take(NAME_SCAN_MAX_ENTRIES) {
+            let path = entry.path();
+            if !entry.file_type().is_ok_and(|t| t.is_file())
+                || std::fs::canonicalize(&path).is_ok_and(|p| ours.contains(&p))
+            {
+                continue;
+            }
+            let Some(sb) = read_superblock_block(&path)
+                .ok()
+                .and_then(|block| Superblock::decode(&block).ok())
+            else {
+                continue;
+            };
+            let name = sb.name();
+            let name = name.rsplit(':').next().unwrap_or(&name);
+            let name = match name.rsplit_once("-g") {
+                Some((base, k)) if !k.is_empty() && k.bytes().all(|b| b.is_ascii_digit()) => base,
+                _ => name,
+            };
+            if let Ok(n) = name.parse::<u64>() {
+                taken.insert(n);
+            }
+        }
+    }
+    let free = (0u64..).find(|n| !taken.contains(n)).unwrap_or(0);
+    free.to_string()
+}
+
 fn cmd_create(args: CreateArgs) -> Result<(), CliError> {
+    let name = &args
+        .name
+        .clone()
+        .unwrap_or_else(|| default_array_name(&args.members));
     if !args.chunk.is_multiple_of(4096) || args.chunk == 0 {
         return Err(CliError::usage(format!(
             "chunk size {} is not a positive multiple of 4 KiB",
@@ -650,12 +714,12 @@ fn cmd_create(args: CreateArgs) -> Result<(), CliError> {
     }
     let chunk_sectors =
         u32::try_from(args.chunk / 512).map_err(|_| CliError::usage("chunk size is too large"))?;
-    if args.name.len() > 32 {
+    if name.len() > 32 {
         return Err(CliError::usage("array name is longer than 32 bytes"));
     }
     let (level, nesting) = level_and_nesting(args.level, args.groups)?;
     match nesting {
-        Some(spec) => check_nested(spec, args.members.len(), &args.name, args.layout.as_deref()),
+        Some(spec) => check_nested(spec, args.members.len(), name, args.layout.as_deref()),
         None => parse_layout(level, args.layout.as_deref()).map(|_| ()),
     }
     .map_err(|e| CliError::usage(e.to_string()))?;
@@ -729,7 +793,7 @@ fn cmd_create(args: CreateArgs) -> Result<(), CliError> {
         level,
         layout: args.layout.clone(),
         chunk_sectors,
-        name: args.name.clone(),
+        name: name.clone(),
         uuid: random_bytes(),
         time_s: now_seconds(),
         entropy: u64::from_le_bytes(random_bytes()),
@@ -790,7 +854,7 @@ fn cmd_create(args: CreateArgs) -> Result<(), CliError> {
     println!(
         "raid: created {} array '{}' ({}) of {} members{groups}, {} usable",
         args.level,
-        args.name,
+        name,
         format_uuid(&sb.array_uuid),
         args.members.len(),
         format_size(array.capacity_sectors() * 512)
@@ -957,8 +1021,22 @@ fn cmd_serve(args: ServeArgs) -> Result<(), CliError> {
             .ok_or_else(|| CliError::usage("--create needs --level"))?;
         let (level, spec) = level_and_nesting(level_arg, args.groups)?;
         nesting = spec;
+        let paths: Vec<PathBuf> = members
+            .iter()
+            .filter_map(|m| match m {
+                MemberSpec::Path(p) => Some(p.clone()),
+                MemberSpec::Memory(_) => None,
+            })
+            .collect();
+        let name = args
+            .name
+            .clone()
+            .unwrap_or_else(|| default_array_name(&paths));
+        if name.len() > 32 {
+            return Err(CliError::usage("array name is longer than 32 bytes"));
+        }
         match spec {
-            Some(spec) => check_nested(spec, members.len(), &args.name, args.layout.as_deref()),
+            Some(spec) => check_nested(spec, members.len(), &name, args.layout.as_deref()),
             None => parse_layout(level, args.layout.as_deref()).map(|_| ()),
         }
         .map_err(|e| CliError::usage(e.to_string()))?;
@@ -969,7 +1047,7 @@ fn cmd_serve(args: ServeArgs) -> Result<(), CliError> {
             level,
             layout: args.layout.clone(),
             chunk_sectors,
-            name: args.name.clone(),
+            name,
             uuid: random_bytes(),
             time_s: now_seconds(),
             entropy: u64::from_le_bytes(random_bytes()),
@@ -1014,7 +1092,7 @@ fn cmd_up(args: UpArgs) -> Result<(), CliError> {
             groups: None,
             layout: Some("n2".into()),
             chunk: 512 * 1024,
-            name: "orion".into(),
+            name: Some("orion".into()),
             size: Some(args.member_size),
             force: false,
             stripe_cache: args.stripe_cache,
@@ -1633,17 +1711,53 @@ fn cmd_replace(args: ReplaceArgs) -> Result<(), CliError> {
 }
 
 fn cmd_set(args: SetArgs) -> Result<(), CliError> {
-    let mut pairs = Vec::new();
-    for kv in &args.settings {
+    use crate::array::settings::{SETTING_KEYS, Setting};
+    // An argument is a setting when it starts with a known key and `=`; anything else names
+    // the array (or, with --members, a member: a path may hold a `=` of its own).
+    let is_setting = |a: &str| {
+        a.split_once('=').is_some_and(|(k, _)| {
+            SETTING_KEYS.contains(&k.trim()) || !args.members || !Path::new(a).exists()
+        })
+    };
+    let (pairs, targets): (Vec<&String>, Vec<&String>) =
+        args.args.iter().partition(|a| is_setting(a));
+    let mut checked = Vec::new();
+    for kv in &pairs {
         let Some((k, v)) = kv.split_once('=') else {
             return Err(CliError::usage(format!("expected key=value, got '{kv}'")));
         };
-        pairs.push((k.trim().to_string(), v.trim().to_string()));
+        // Every pair is checked before anything is sent or written: a refused one changes
+        // nothing.
+        let setting = Setting::parse(k, v).map_err(|e| CliError::usage(e.to_string()))?;
+        checked.push((k.trim().to_string(), v.trim().to_string(), setting));
     }
+    if checked.is_empty() {
+        return Err(CliError::usage("no key=value given"));
+    }
+    if args.members {
+        let members: Vec<PathBuf> = targets.iter().map(PathBuf::from).collect();
+        let settings: Vec<Setting> = checked.iter().map(|(_, _, s)| *s).collect();
+        return set_on_stopped_members(&members, &settings);
+    }
+    let name = match targets.as_slice() {
+        [name] => (*name).clone(),
+        [] => return Err(CliError::usage("usage: raid set NAME key=value...")),
+        more => {
+            return Err(CliError::usage(format!(
+                "one array name expected, got {} ({}); for members of a stopped array use \
+                 raid set --members",
+                more.len(),
+                more.iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            )));
+        }
+    };
     let mut last = None;
-    for (key, value) in pairs {
+    for (key, value, _) in checked {
         let payload = serde_json::to_vec(&manage::SetRequest {
-            name: args.name.clone(),
+            name: name.clone(),
             key,
             value,
         })
@@ -1654,6 +1768,52 @@ fn cmd_set(args: SetArgs) -> Result<(), CliError> {
         let report: manage::SettingsReport = decode_json(&payload)?;
         for (k, v) in report.settings {
             println!("{k}={v}");
+        }
+    }
+    Ok(())
+}
+
+/// `raid set --members`: rewrites the settings in the Orion record of stopped members. The
+/// members are opened (and locked) like a server opens them, so members a server holds are
+/// refused before anything is read.
+fn set_on_stopped_members(
+    members: &[PathBuf],
+    settings: &[crate::array::settings::Setting],
+) -> Result<(), CliError> {
+    if members.is_empty() {
+        return Err(CliError::usage(
+            "usage: raid set --members MEMBER... key=value...",
+        ));
+    }
+    let mut seen = std::collections::HashSet::new();
+    let pool = IoPool::new(2);
+    let mut devices: Vec<(String, Rc<dyn BlockDevice>)> = Vec::new();
+    for m in members {
+        if !seen.insert(m.clone()) {
+            return Err(CliError::usage(format!(
+                "member {} is named twice",
+                m.display()
+            )));
+        }
+        let disk = FileDisk::open(m, pool.clone())
+            .map_err(|e| CliError::failed(format!("{}: {e}", m.display())))?;
+        devices.push((m.display().to_string(), Rc::new(disk)));
+    }
+    let rt = HostRuntime::new();
+    let changes = settings.to_vec();
+    let result =
+        rt.block_on(async move { crate::array::persist::set_offline(&devices, &changes).await });
+    pool.shutdown();
+    let reports = result.map_err(|e| CliError::failed(format!("raid set: {e}")))?;
+    for r in reports {
+        println!(
+            "raid: {}: recorded on {} stopped member(s) ({}):",
+            r.array,
+            r.members.len(),
+            r.members.join(" ")
+        );
+        for s in settings {
+            println!("{}={}", s.key(), s.value_text());
         }
     }
     Ok(())

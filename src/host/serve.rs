@@ -347,6 +347,17 @@ pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
         }
         let array = &stack.array;
         let id = driver.add_stack(stack);
+        if array.name() != array.md_name() {
+            eprintln!(
+                "raid: two arrays are named '{}': this one ({}) is served as '{}'",
+                array.md_name(),
+                array
+                    .superblock()
+                    .map(|sb| crate::metadata::format_uuid(&sb.array_uuid).to_string())
+                    .unwrap_or_default(),
+                array.name()
+            );
+        }
         export_ids.push(id);
         exports.push(ExportInfo {
             name: array.name().to_string(),
@@ -431,6 +442,7 @@ pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
     let mut engine = Engine {
         rt,
         driver,
+        withdrawn: vec![false; export_ids.len()],
         export_ids,
         rx,
         ctl_rx,
@@ -477,7 +489,7 @@ pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
                 ok
             }));
         }
-        engine.route_replies(&control);
+        engine.route_replies(&control, nbd.as_ref());
         if let Some(writer) = &metrics_file
             && metrics_written.is_none_or(|t| t.elapsed() >= metrics_interval)
         {
@@ -515,6 +527,8 @@ struct Engine {
     rt: HostRuntime,
     driver: RaidDriver,
     export_ids: Vec<u32>,
+    /// Exports taken out of the NBD list, by export index.
+    withdrawn: Vec<bool>,
     rx: Receiver<EngineMsg>,
     ctl_rx: Receiver<ControlEvent>,
     /// Our sequence → (control connection, its sequence).
@@ -546,6 +560,17 @@ impl Engine {
             }
         }
         rest
+    }
+
+    /// Takes the exports of arrays that are no longer served (`raid stop`) out of the NBD
+    /// export list, so clients neither list nor select them.
+    fn withdraw_stopped(&mut self, server: &crate::host::nbd::ServerHandle) {
+        for (index, &id) in self.export_ids.iter().enumerate() {
+            if !self.withdrawn[index] && self.driver.arrays().get(id).is_none() {
+                self.withdrawn[index] = true;
+                server.withdraw_export(index);
+            }
+        }
     }
 
     /// Starts one NBD request as a task; the task completes `token`.
@@ -617,8 +642,16 @@ impl Engine {
         }
     }
 
-    fn route_replies(&mut self, control: &ControlServer) {
+    fn route_replies(
+        &mut self,
+        control: &ControlServer,
+        nbd: Option<&crate::host::nbd::ServerHandle>,
+    ) {
         self.driver.poll();
+        // Before the replies go out: once `raid stop` returns, the export is gone.
+        if let Some(server) = nbd {
+            self.withdraw_stopped(server);
+        }
         for frame in self.driver.take_outgoing() {
             match self.control_seq.remove(&frame.sequence) {
                 Some((conn, seq)) => control.send(

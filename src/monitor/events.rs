@@ -29,6 +29,11 @@ pub enum Event {
     ArrayOptimal,
     /// More members failed than the level tolerates: some blocks are lost.
     ArrayFailed,
+    /// I/O to more members than the level tolerates timed out at once: the I/O got errors,
+    /// no member was failed (a stall of something they share, not of each).
+    ArrayStalled {
+        members: u32,
+    },
     MemberFailed {
         slot: u32,
         member: String,
@@ -81,6 +86,7 @@ impl Event {
             Event::ArrayDegraded => "array_degraded",
             Event::ArrayOptimal => "array_optimal",
             Event::ArrayFailed => "array_failed",
+            Event::ArrayStalled { .. } => "array_stalled",
             Event::MemberFailed { .. } => "member_failed",
             Event::SpareActivated { .. } => "spare_activated",
             Event::RebuildStarted { .. } => "rebuild_started",
@@ -118,6 +124,12 @@ impl fmt::Display for Event {
                     Some(s) => write!(f, ", member slot {s}"),
                     None => Ok(()),
                 }
+            }
+            Event::ArrayStalled { members } => {
+                write!(
+                    f,
+                    ": I/O to {members} members timed out at once, none failed"
+                )
             }
             Event::ResyncFinished { unreadable_extents } if *unreadable_extents > 0 => {
                 write!(f, " ({unreadable_extents} extents unreadable)")

@@ -433,6 +433,10 @@ impl Array {
         } else if health == Health::Failed {
             self.emit(Event::ArrayFailed);
         }
+        // A group's health is part of its outer array's.
+        if let Some(parent) = self.parent() {
+            parent.check_health();
+        }
     }
 
     /// One monitoring tick: samples the rate windows and checks the health.
@@ -481,7 +485,7 @@ impl Array {
             .collect();
         ArrayMetrics {
             name: self.name().to_string(),
-            health: self.health().to_string(),
+            health: self.health_state().to_string(),
             interval_ns: rates.interval_ns,
             read,
             write,

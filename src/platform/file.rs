@@ -189,8 +189,30 @@ fn io_error(sector: u64, err: &std::io::Error) -> IoError {
 
 impl FileDisk {
     /// Opens `path` read-write; its size (rounded down to whole sectors) is the capacity.
+    ///
+    /// Takes an exclusive advisory lock (`flock`) for as long as the disk is open, and
+    /// refuses a file another open disk holds: two processes (a `raid serve` and an offline
+    /// `raid set --members`, or two servers) writing one member's metadata would each undo
+    /// the other's. The kernel drops the lock when the holder exits, however it exits.
     pub fn open(path: &Path, pool: Arc<IoPool>) -> std::io::Result<Self> {
         let mut file = OpenOptions::new().read(true).write(true).open(path)?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::ResourceBusy,
+                    "in use: another process (a running raid serve?) has it open",
+                ));
+            }
+            // A file system without locks (some network ones): serve it unguarded rather
+            // than not at all.
+            Err(std::fs::TryLockError::Error(e)) => {
+                log::warn!(
+                    "{}: not locked ({e}): nothing guards it from other processes",
+                    path.display()
+                );
+            }
+        }
         let bytes = file.seek(SeekFrom::End(0))?;
         Ok(FileDisk {
             file: Arc::new(file),

@@ -71,7 +71,7 @@ impl Server {
         let signal = Arc::new(Signal::new()?);
         let exports_of = backend.clone();
         let (mut handle, mut reactor) = Self::start_inner(
-            Box::new(move || exports_of.exports()),
+            Box::new(move || exports_of.exports().into_iter().map(Some).collect()),
             config,
             signal.clone(),
         )?;
@@ -102,12 +102,18 @@ impl Server {
     /// does, so a request becomes a task without a thread hop). `signal` is the caller's
     /// wake-up: the reactor sleeps on it and raises it for new connections and completions.
     /// Shutting down the handle stops accepting; then [`Reactor::begin_stop`] drains.
+    /// [`ServerHandle::withdraw_export`] takes an export out of the list (a stopped array).
     pub fn start_owned(
         exports: Vec<ExportInfo>,
         config: ServerConfig,
         signal: Arc<Signal>,
     ) -> io::Result<(ServerHandle, Reactor)> {
-        Self::start_inner(Box::new(move || exports.clone()), config, signal)
+        let table: ExportTable = Arc::new(Mutex::new(exports.into_iter().map(Some).collect()));
+        let listed = table.clone();
+        let (mut handle, reactor) =
+            Self::start_inner(Box::new(move || lock(&listed).clone()), config, signal)?;
+        handle.owned_exports = Some(table);
+        Ok((handle, reactor))
     }
 
     fn start_inner(
@@ -190,13 +196,16 @@ impl Server {
                 tcp,
                 stopped: false,
                 reactor: None,
+                owned_exports: None,
             },
             reactor,
         ))
     }
 }
 
-type ExportsFn = Box<dyn Fn() -> Vec<ExportInfo> + Send + Sync>;
+/// The exports by index; a withdrawn one is `None` (indexes stay, connections name them).
+type ExportsFn = Box<dyn Fn() -> Vec<Option<ExportInfo>> + Send + Sync>;
+type ExportTable = Arc<Mutex<Vec<Option<ExportInfo>>>>;
 
 /// A running server. Dropping it shuts it down as [`ServerHandle::shutdown`] does.
 pub struct ServerHandle {
@@ -207,6 +216,8 @@ pub struct ServerHandle {
     stopped: bool,
     /// The server's own reactor thread, its stop flag and wake-up (not for `start_owned`).
     reactor: Option<(JoinHandle<()>, Arc<AtomicBool>, Arc<Signal>)>,
+    /// The export list of a `start_owned` server, which the owner may shrink.
+    owned_exports: Option<ExportTable>,
 }
 
 impl ServerHandle {
@@ -217,6 +228,24 @@ impl ServerHandle {
     /// The bound TCP address (with the real port when 0 was asked for).
     pub fn tcp_address(&self) -> Option<SocketAddr> {
         self.tcp
+    }
+
+    /// Takes export `index` out of what clients can list, query or select (`NBD_OPT_LIST`,
+    /// `INFO`, `GO`, `EXPORT_NAME`); the empty name then selects the first export left. For
+    /// a [`Server::start_owned`] server; whether there was such an export to withdraw.
+    pub fn withdraw_export(&self, index: usize) -> bool {
+        let Some(table) = &self.owned_exports else {
+            return false;
+        };
+        match lock(table).get_mut(index) {
+            Some(slot @ Some(_)) => {
+                if let Some(e) = slot.take() {
+                    log::info!("NBD export '{}' withdrawn", e.name);
+                }
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Clients connected now (handshaking or transmitting).
@@ -553,12 +582,17 @@ fn negotiate(
     }))
 }
 
-/// The export `name` selects: its own name, or the empty name for the first export.
-fn find_export(exports: &[ExportInfo], name: &str) -> Option<usize> {
-    if name.is_empty() && !exports.is_empty() {
-        return Some(0);
-    }
-    exports.iter().position(|e| e.name == name)
+/// The export `name` selects: its own name, or the empty name for the first export not
+/// withdrawn.
+fn find_export<'a>(
+    exports: &'a [Option<ExportInfo>],
+    name: &str,
+) -> Option<(usize, &'a ExportInfo)> {
+    exports
+        .iter()
+        .enumerate()
+        .filter_map(|(i, e)| e.as_ref().map(|e| (i, e)))
+        .find(|(_, e)| name.is_empty() || e.name == name)
 }
 
 fn transmission_flags(export: &ExportInfo) -> u16 {
@@ -683,10 +717,9 @@ fn handshake(
         match option {
             ClientOption::ExportName(name) => {
                 let exports = (shared.exports)();
-                let Some(index) = find_export(&exports, &name) else {
+                let Some((index, export)) = find_export(&exports, &name) else {
                     return Err(ConnectionError::ExportName(format!("no export {name:?}")));
                 };
-                let export = &exports[index];
                 proto::encode_export_name_reply(
                     export.size_bytes,
                     transmission_flags(export),
@@ -704,7 +737,7 @@ fn handshake(
             }
             ClientOption::List => {
                 let mut data = Vec::new();
-                for export in (shared.exports)() {
+                for export in (shared.exports)().into_iter().flatten() {
                     data.clear();
                     proto::encode_rep_server(&export.name, &export.description, &mut data);
                     proto::encode_option_reply(header.option, proto::REP_SERVER, &data, &mut out);
@@ -715,7 +748,7 @@ fn handshake(
             ClientOption::Info(query) | ClientOption::Go(query) => {
                 let going = header.option == proto::OPT_GO;
                 let exports = (shared.exports)();
-                let Some(index) = find_export(&exports, &query.name) else {
+                let Some((index, export)) = find_export(&exports, &query.name) else {
                     let message = format!("no export named {:?}", query.name);
                     proto::encode_option_reply(
                         header.option,
@@ -726,7 +759,6 @@ fn handshake(
                     writer.write_all(&out)?;
                     continue;
                 };
-                let export = &exports[index];
                 let (minimum_bytes, preferred_bytes, maximum_payload_bytes) =
                     block_sizes(export, &shared.config);
                 let mut items = vec![
