@@ -42,6 +42,19 @@ pub enum IoError {
     ReadOnly,
     /// The operation is not offered by this device.
     Unsupported,
+    /// The device has no room for the write (a full or over-quota host file system under
+    /// an image file, a thin pool out of space). Nothing is wrong with the medium: the
+    /// array passes it up and keeps the member.
+    NoSpace,
+}
+
+impl IoError {
+    /// Whether a member that answered a write with this error is failed for it. No space
+    /// says nothing about the medium: failing members for it would turn a full host file
+    /// system into an array that lost every member, and data written before unreadable.
+    pub fn fails_member(&self) -> bool {
+        !matches!(self, IoError::NoSpace)
+    }
 }
 
 impl fmt::Display for IoError {
@@ -69,6 +82,7 @@ impl fmt::Display for IoError {
             }
             IoError::ReadOnly => f.write_str("device is read-only"),
             IoError::Unsupported => f.write_str("operation not supported"),
+            IoError::NoSpace => f.write_str("no space left on the device"),
         }
     }
 }

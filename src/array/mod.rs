@@ -8,6 +8,8 @@ mod gather;
 pub use gather::WriteNotice;
 #[cfg(test)]
 mod gather_tests;
+#[cfg(test)]
+mod member_rules_tests;
 pub mod nested;
 pub mod persist;
 #[cfg(test)]
@@ -966,6 +968,8 @@ impl Array {
                         member.name
                     );
                 }
+                // No room to rewrite it: the copy stays bad, the member stays in.
+                Err(e) if !e.fails_member() => {}
                 Err(_) => self.fail_member_rc(&member).await,
             }
         }
@@ -1082,9 +1086,14 @@ impl Array {
         let results = join_all(jobs).await;
         let mut written: Vec<u64> = Vec::new();
         let mut failed: Vec<Rc<Member>> = Vec::new();
+        let mut no_space = false;
         for (extent_start, member, r) in results {
             match r {
                 Ok(()) => written.push(extent_start),
+                Err(e) if !e.fails_member() => {
+                    log::warn!("{}: {} has no space for a write", self.name, member.name);
+                    no_space = true;
+                }
                 Err(e) => {
                     log::warn!("{}: write error on {}: {e}", self.name, member.name);
                     if !failed.iter().any(|f| Rc::ptr_eq(f, &member)) {
@@ -1100,6 +1109,12 @@ impl Array {
                 self.fail_member_rc(member).await;
             }
         }
+        if no_space {
+            // Some copies may have it and others not; the resync makes them agree.
+            self.count(|c| c.errors += 1);
+            self.copies_may_differ(sector);
+            return Err(IoError::NoSpace);
+        }
         let lost = extents.iter().find(|(s, _)| !written.contains(s));
         match lost {
             None => Ok(()),
@@ -1108,6 +1123,27 @@ impl Array {
                 Err(IoError::DataLost { sector: *s })
             }
         }
+    }
+
+    /// A write that was refused for want of space (not acknowledged) may have reached some
+    /// members and not others, so from `resync_from` (in the resync's unit: array sectors,
+    /// member sectors on the parity levels) the copies or the parity may disagree with the
+    /// data. The members stay in; a resync from there makes them agree again, at once if
+    /// there is room by then, else when the jobs next start (recorded at a clean stop,
+    /// like an unclean shutdown's). Until it is done a parity array does not trust its
+    /// parity for a degraded read.
+    fn copies_may_differ(&self, resync_from: u64) {
+        if !self.redundant {
+            return;
+        }
+        let from = if self.needs_resync.get() {
+            self.resync_cursor.get().min(resync_from)
+        } else {
+            resync_from
+        };
+        self.resync_cursor.set(from);
+        self.needs_resync.set(true);
+        self.kick_jobs();
     }
 
     async fn do_flush(&self) -> Result<(), IoError> {
@@ -1134,7 +1170,10 @@ impl Array {
         for (member, r) in members.iter().zip(results) {
             if let Err(e) = r {
                 log::warn!("{}: flush failed on {}: {e}", self.name, member.name);
-                if self.redundant {
+                if !e.fails_member() {
+                    // Some file systems report a full disk only at fsync.
+                    any_error = Some(e);
+                } else if self.redundant {
                     self.fail_member_rc(member).await;
                 } else {
                     any_error = Some(e);

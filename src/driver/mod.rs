@@ -54,6 +54,7 @@ pub fn driver_error(e: &IoError) -> DriverError {
         IoError::Timeout => DriverError::Timeout,
         IoError::ReadOnly => DriverError::ReadOnly,
         IoError::Unsupported => DriverError::Unsupported,
+        IoError::NoSpace => DriverError::NoSpace,
         IoError::Media { .. } | IoError::DeviceFailed | IoError::DataLost { .. } => DriverError::Io,
     }
 }
