@@ -632,12 +632,15 @@ fn now_seconds() -> u64 {
         .unwrap_or(0)
 }
 
-/// Reads the v1.2 superblock block of an image file or device.
-pub fn read_superblock_block(path: &Path) -> std::io::Result<Vec<u8>> {
+/// Reads the v1.2 superblock block of an image file or device, opened as members are
+/// (a FIFO or directory is refused, never waited on) but for reading only and without a
+/// lock, so a served member can be examined. The error is the whole message, path first.
+pub fn read_superblock_block(path: &Path) -> Result<Vec<u8>, String> {
     use std::os::unix::fs::FileExt;
-    let file = std::fs::File::open(path)?;
+    let file = crate::platform::open::open_for_reading(path).map_err(|e| e.to_string())?;
     let mut block = vec![0u8; SUPERBLOCK_BYTES];
-    file.read_exact_at(&mut block, SUPERBLOCK_OFFSET_BYTES)?;
+    file.read_exact_at(&mut block, SUPERBLOCK_OFFSET_BYTES)
+        .map_err(|e| format!("{}: cannot read superblock: {e}", path.display()))?;
     Ok(block)
 }
 
@@ -721,7 +724,7 @@ fn cmd_create(args: CreateArgs) -> Result<(), CliError> {
             Ok(disk) => members.push((m.display().to_string(), Rc::new(disk))),
             Err(e) => {
                 remove_made(&made);
-                return Err(CliError::failed(format!("{}: {e}", m.display())));
+                return Err(CliError::failed(e.to_string()));
             }
         }
     }
@@ -803,7 +806,7 @@ fn cmd_examine(args: ExamineArgs) -> Result<(), CliError> {
     for path in &args.members {
         match read_superblock_block(path) {
             Err(e) => {
-                eprintln!("raid: {}: cannot read superblock: {e}", path.display());
+                eprintln!("raid: {e}");
                 failures += 1;
             }
             Ok(block) => match Superblock::decode(&block) {

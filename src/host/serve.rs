@@ -103,8 +103,8 @@ pub fn open_members(
     for spec in specs {
         match spec {
             MemberSpec::Path(p) => {
-                let disk = FileDisk::open(p, pool.clone())
-                    .map_err(|e| ServeError(format!("{}: {e}", p.display())))?;
+                let disk =
+                    FileDisk::open(p, pool.clone()).map_err(|e| ServeError(e.to_string()))?;
                 out.push((p.display().to_string(), Rc::new(disk)));
             }
             MemberSpec::Memory(bytes) => {

@@ -354,7 +354,16 @@ impl FaultyDisk {
     }
 }
 
-crate::block_device_via_async_fns!(FaultyDisk, |d| d.inner.capacity_sectors());
+// Faults are injected on the way to the same medium: it is the inner device.
+crate::block_device_via_async_fns!(FaultyDisk, |d| d.inner.capacity_sectors(), {
+    fn identity(&self) -> Option<crate::block::DeviceIdentity> {
+        self.inner.identity()
+    }
+
+    fn probe(&self) -> Option<crate::block::DeviceProblem> {
+        self.inner.probe()
+    }
+});
 
 #[cfg(test)]
 mod tests {
