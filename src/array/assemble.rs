@@ -62,6 +62,11 @@ pub enum CreateError {
     },
     /// A nested geometry (RAID 50/60 groups) that does not work out.
     Nesting(String),
+    /// Two members are one device (by identity: two paths, a symlink, a hard link).
+    SameDevice {
+        first: String,
+        second: String,
+    },
 }
 
 impl fmt::Display for CreateError {
@@ -76,6 +81,10 @@ impl fmt::Display for CreateError {
             CreateError::Metadata(e) => write!(f, "{e}"),
             CreateError::Io { member, error } => write!(f, "{member}: {error}"),
             CreateError::Nesting(msg) => f.write_str(msg),
+            CreateError::SameDevice { first, second } => write!(
+                f,
+                "members {first} and {second} are the same device: one device fills one role"
+            ),
         }
     }
 }
@@ -206,6 +215,7 @@ pub async fn create(
     {
         return Err(CreateError::UnsupportedLevel(level));
     }
+    check_distinct(&members)?;
     if members.len() < min_members(level) {
         return Err(CreateError::TooFewMembers {
             level,
@@ -386,10 +396,22 @@ pub async fn assemble(exec: &Executor, candidates: Vec<NamedDevice>) -> Assemble
     .await;
     let mut decoded: Vec<Candidate> = Vec::new();
     for (id, read) in reads.into_iter().enumerate() {
+        // The same device twice (two paths, a symlink): the first one is used.
+        let (name, dev) = &candidates[id];
+        if let Some(first) = first_with_identity(&candidates[..id], dev.as_ref()) {
+            result.problems.push(Problem {
+                member: name.clone(),
+                reason: format!(
+                    "the same device as {first} ({}): used once",
+                    dev.identity().map(|i| i.to_string()).unwrap_or_default()
+                ),
+            });
+            continue;
+        }
         match read {
             Ok(block) => decoded.push((id, Superblock::decode(&block))),
             Err(e) => result.problems.push(Problem {
-                member: candidates[id].0.clone(),
+                member: name.clone(),
                 reason: format!("cannot read superblock: {e}"),
             }),
         }
@@ -428,6 +450,29 @@ pub async fn assemble(exec: &Executor, candidates: Vec<NamedDevice>) -> Assemble
         }
     }
     result
+}
+
+/// The name of the first of `earlier` that is the same device as `dev` (by identity).
+fn first_with_identity<'a>(earlier: &'a [NamedDevice], dev: &dyn BlockDevice) -> Option<&'a str> {
+    let id = dev.identity()?;
+    earlier
+        .iter()
+        .find(|(_, d)| d.identity() == Some(id))
+        .map(|(n, _)| n.as_str())
+}
+
+/// Refuses a member list that holds one device twice (by identity): it cannot fill two
+/// roles.
+pub fn check_distinct(members: &[NamedDevice]) -> Result<(), CreateError> {
+    for (i, (name, dev)) in members.iter().enumerate() {
+        if let Some(first) = first_with_identity(&members[..i], dev.as_ref()) {
+            return Err(CreateError::SameDevice {
+                first: first.to_string(),
+                second: name.clone(),
+            });
+        }
+    }
+    Ok(())
 }
 
 fn superblock_of(decoded: &[Candidate], id: usize) -> Option<&Superblock> {

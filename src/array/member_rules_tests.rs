@@ -1,12 +1,18 @@
-//! Engine tests of what may be a member: no space is not a media error.
+//! Engine tests of what may be a member: one device fills one role (by identity and by its
+//! superblock), and no space is not a media error.
 
+use alloc::rc::Rc;
 use alloc::vec;
 use alloc::vec::Vec;
 
-use super::test_rig::{faulty_array, options, read_now, write_now};
+use super::assemble::{CreateError, assemble, create};
+use super::rebuild::MemberError;
+use super::test_rig::{faulty_array, named_members, options, read_now, write_now};
 use super::{Health, MemberState};
-use crate::block::IoError;
+use crate::block::{BlockDevice, IoError};
+use crate::executor::Executor;
 use crate::metadata::Level;
+use crate::platform::memory::MemoryDisk;
 
 const MEMBER_SECTORS: u64 = 16 * 2048;
 
@@ -16,6 +22,138 @@ fn states(array: &super::Array) -> Vec<Option<MemberState>> {
         .iter()
         .map(|m| m.as_ref().map(|m| m.state()))
         .collect()
+}
+
+/// `raid add` of a device that is already in a slot, and `raid replace` of a member with
+/// itself, are refused by the device's identity whatever name it comes under; nothing
+/// changes (no spare, no replacement, no superblock update).
+#[test]
+fn a_device_in_the_array_is_refused_as_its_spare_or_replacement() {
+    let r = faulty_array(
+        options(Level::Raid6, None, 64, "s6"),
+        4,
+        MEMBER_SECTORS,
+        false,
+    );
+    let events = r.array.superblock().unwrap().events;
+    let a = r.array.clone();
+    let again: Rc<dyn BlockDevice> = r.disks[1].clone();
+    let added = r
+        .exec
+        .block_on(async move { a.add_device("/abs/path/d1".into(), again).await })
+        .unwrap();
+    match added {
+        Err(MemberError::AlreadyMember { device, role }) => {
+            assert_eq!(device, "/abs/path/d1");
+            assert_eq!(role, "the active member in slot 1 of array s6 (as d1)");
+        }
+        other => panic!("add of a member accepted: {other:?}"),
+    }
+    let a = r.array.clone();
+    let itself: Rc<dyn BlockDevice> = r.disks[2].clone();
+    let replaced = r
+        .exec
+        .block_on(async move { a.replace_named("d2", "d2".into(), itself).await })
+        .unwrap();
+    assert!(
+        matches!(replaced, Err(MemberError::AlreadyMember { ref role, .. }) if role.contains("slot 2")),
+        "{replaced:?}"
+    );
+    // A memory disk made anew is another device, even under a member's name.
+    let fresh: Rc<dyn BlockDevice> = Rc::new(MemoryDisk::new(MEMBER_SECTORS));
+    assert!(r.array.role_of_device("d1", fresh.as_ref()).is_none());
+    assert!(r.array.spares().is_empty());
+    assert!(r.array.replacement_of(2).is_none());
+    assert_eq!(r.array.superblock().unwrap().events, events);
+    assert_eq!(r.array.health(), Health::Optimal);
+}
+
+/// A device that carries the superblock of a member of the array (the same disk reached
+/// another way, or a copy) is refused too: by its superblock.
+#[test]
+fn a_copy_of_a_member_is_refused_by_its_superblock() {
+    let r = faulty_array(
+        options(Level::Raid1, None, 64, "m"),
+        2,
+        MEMBER_SECTORS,
+        false,
+    );
+    let copy = Rc::new(MemoryDisk::new(MEMBER_SECTORS));
+    let mut head = vec![0u8; 64 * 512];
+    r.mem[1].read_at(0, &mut head).unwrap();
+    copy.write_at(0, &head).unwrap();
+    let a = r.array.clone();
+    let dev: Rc<dyn BlockDevice> = copy.clone();
+    let added = r
+        .exec
+        .block_on(async move { a.add_device("copy.img".into(), dev).await })
+        .unwrap();
+    assert!(
+        matches!(&added, Err(MemberError::AlreadyMember { role, .. })
+            if role.contains("slot 1") && role.contains("by its md superblock")),
+        "{added:?}"
+    );
+    // Its superblock was not overwritten.
+    let mut after = vec![0u8; 64 * 512];
+    copy.read_at(0, &mut after).unwrap();
+    assert!(after == head);
+    assert!(r.array.spares().is_empty());
+}
+
+/// `create` with one device twice is refused before anything is written.
+#[test]
+fn create_refuses_one_device_twice() {
+    let exec = Executor::new();
+    let d0 = Rc::new(MemoryDisk::new(MEMBER_SECTORS));
+    let d1 = Rc::new(MemoryDisk::new(MEMBER_SECTORS));
+    let members = vec![
+        ("a".into(), d0.clone() as Rc<dyn BlockDevice>),
+        ("b".into(), d1 as Rc<dyn BlockDevice>),
+        ("a-again".into(), d0.clone() as Rc<dyn BlockDevice>),
+    ];
+    let e = exec.clone();
+    let opts = options(Level::Raid5, None, 64, "x");
+    let made = exec
+        .block_on(async move { create(&e, members, &opts).await })
+        .unwrap();
+    match made {
+        Err(CreateError::SameDevice { first, second }) => {
+            assert_eq!((first.as_str(), second.as_str()), ("a", "a-again"));
+        }
+        Err(e) => panic!("wrong error: {e}"),
+        Ok(_) => panic!("created over one device twice"),
+    }
+    assert_eq!(d0.resident_bytes(), 0, "nothing written");
+}
+
+/// Assembly given one device twice uses it once, and says so.
+#[test]
+fn assembly_uses_a_device_given_twice_once() {
+    let r = faulty_array(
+        options(Level::Raid1, None, 64, "m"),
+        2,
+        MEMBER_SECTORS,
+        false,
+    );
+    let exec = r.exec.clone();
+    let array = r.array.clone();
+    exec.block_on(async move { array.mark_clean().await.unwrap() })
+        .unwrap();
+    let mut members = named_members(&r.disks);
+    members.push(("d1-again".into(), r.disks[1].clone()));
+    let e = exec.clone();
+    let result = exec
+        .block_on(async move { assemble(&e, members).await })
+        .unwrap();
+    assert_eq!(result.arrays.len(), 1, "{result:?}");
+    assert_eq!(result.arrays[0].health(), Health::Optimal);
+    assert!(
+        result
+            .problems
+            .iter()
+            .any(|p| p.member == "d1-again" && p.reason.contains("the same device as d1")),
+        "{result:?}"
+    );
 }
 
 /// A full host file system under every member of a RAID1: the write gets `NoSpace`, no

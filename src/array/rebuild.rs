@@ -176,6 +176,12 @@ pub enum MemberError {
     WouldFail(String),
     /// Nothing to replace onto / with.
     NotReplaceable(String),
+    /// The device offered already has a role (`role`, in words): one device never fills
+    /// two.
+    AlreadyMember {
+        device: String,
+        role: String,
+    },
     Io(String),
 }
 
@@ -206,6 +212,9 @@ impl fmt::Display for MemberError {
                 write!(f, "failing '{m}' would fail the array; refused")
             }
             MemberError::NotReplaceable(m) => write!(f, "cannot replace: {m}"),
+            MemberError::AlreadyMember { device, role } => {
+                write!(f, "{device} is already {role}; refused")
+            }
             MemberError::Io(e) => f.write_str(e),
         }
     }
@@ -533,13 +542,92 @@ impl Array {
         Ok(())
     }
 
+    /// What `member` is in this array, in words.
+    fn role_words(&self, member: &Rc<Member>) -> String {
+        if let Some(slot) = self.slot_index(member) {
+            return match member.state() {
+                MemberState::Rebuilding => format!("the member being rebuilt in slot {slot}"),
+                MemberState::Faulty => format!("the failed member of slot {slot}"),
+                _ => format!("the active member in slot {slot}"),
+            };
+        }
+        let replaced = self.slots.borrow().iter().position(|m| {
+            m.as_ref().is_some_and(|m| {
+                m.replacement
+                    .borrow()
+                    .as_ref()
+                    .is_some_and(|r| Rc::ptr_eq(r, member))
+            })
+        });
+        match (replaced, member.state()) {
+            (Some(slot), _) => format!("the replacement being built for slot {slot}"),
+            (None, MemberState::Faulty) => "a failed member (not removed yet)".into(),
+            _ => "a spare".into(),
+        }
+    }
+
+    /// The role the device `dev` (offered as `name`) already has in this array, in words
+    /// naming the array ("the active member in slot 1 of array s6 (as s6-1.img)"), if any.
+    /// A device is itself by its identity (device and inode, device number), whatever path
+    /// reached it; a device that cannot tell its identity by its name.
+    pub fn role_of_device(
+        &self,
+        name: &str,
+        dev: &dyn crate::block::BlockDevice,
+    ) -> Option<String> {
+        let id = dev.identity();
+        let member = self.all_members().into_iter().find(|m| match id {
+            Some(id) => m.dev.identity() == Some(id),
+            None => m.name == name,
+        })?;
+        let known_as = if member.name == name {
+            String::new()
+        } else {
+            format!(" (as {})", member.name)
+        };
+        Some(format!(
+            "{} of array {}{known_as}",
+            self.role_words(&member),
+            self.name
+        ))
+    }
+
+    /// The member whose md superblock `dev` carries (same array, same device UUID), if
+    /// it is one this array holds: the same disk reached another way than its identity
+    /// tells (a loop device over a member's image), or a copy of a member.
+    async fn member_by_superblock(
+        &self,
+        dev: &dyn crate::block::BlockDevice,
+    ) -> Option<Rc<Member>> {
+        let sb = super::assemble::read_superblock(dev).await.ok()?;
+        let ours = self.superblock()?;
+        if sb.array_uuid != ours.array_uuid {
+            return None;
+        }
+        self.all_members()
+            .into_iter()
+            .find(|m| m.superblock.borrow().device_uuid == sb.device_uuid)
+    }
+
     async fn prepare_spare(
         &self,
         name: String,
         dev: NamedDeviceDev,
     ) -> Result<Rc<Member>, MemberError> {
-        if self.all_members().iter().any(|m| m.name == name) {
-            return Err(MemberError::InUse(name));
+        if let Some(role) = self.role_of_device(&name, dev.as_ref()) {
+            return Err(MemberError::AlreadyMember { device: name, role });
+        }
+        if let Some(m) = self.member_by_superblock(dev.as_ref()).await {
+            return Err(MemberError::AlreadyMember {
+                role: format!(
+                    "{} of array {} ({}) by its md superblock: that disk by another path, \
+                     or a copy of it (wipe a copy's superblock to add it)",
+                    self.role_words(&m),
+                    self.name,
+                    m.name
+                ),
+                device: name,
+            });
         }
         let sb = self.joining_superblock(dev.capacity_sectors())?;
         dev.write(SUPERBLOCK_SECTOR, Bytes::from(sb.encode()), true)

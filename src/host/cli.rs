@@ -644,6 +644,46 @@ pub fn read_superblock_block(path: &Path) -> Result<Vec<u8>, String> {
     Ok(block)
 }
 
+/// Refuses a member list that names one file twice, by any path (symlink, hard link,
+/// `./x` and `x`): by device and inode for files that exist, by the canonical directory
+/// and name for the ones `--size` is to create.
+fn check_members_distinct(members: &[PathBuf]) -> Result<(), CliError> {
+    use crate::block::DeviceIdentity;
+    #[derive(PartialEq)]
+    enum Key {
+        Existing(DeviceIdentity),
+        New(PathBuf),
+    }
+    let mut seen: Vec<(Key, &PathBuf)> = Vec::new();
+    for m in members {
+        let key = if m.exists() {
+            Key::Existing(
+                crate::platform::open::identify(m).map_err(|e| CliError::failed(e.to_string()))?,
+            )
+        } else {
+            let dir = match m.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p,
+                _ => Path::new("."),
+            };
+            let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+            Key::New(dir.join(m.file_name().unwrap_or_default()))
+        };
+        if let Some((_, first)) = seen.iter().find(|(k, _)| *k == key) {
+            return Err(CliError::usage(if *first == m {
+                format!("member {} is named twice", m.display())
+            } else {
+                format!(
+                    "members {} and {} are the same file: one device fills one role",
+                    first.display(),
+                    m.display()
+                )
+            }));
+        }
+        seen.push((key, m));
+    }
+    Ok(())
+}
+
 fn cmd_create(args: CreateArgs) -> Result<(), CliError> {
     if !args.chunk.is_multiple_of(4096) || args.chunk == 0 {
         return Err(CliError::usage(format!(
@@ -662,15 +702,7 @@ fn cmd_create(args: CreateArgs) -> Result<(), CliError> {
         None => parse_layout(level, args.layout.as_deref()).map(|_| ()),
     }
     .map_err(|e| CliError::usage(e.to_string()))?;
-    let mut seen = std::collections::HashSet::new();
-    for m in &args.members {
-        if !seen.insert(m.clone()) {
-            return Err(CliError::usage(format!(
-                "member {} is named twice",
-                m.display()
-            )));
-        }
-    }
+    check_members_distinct(&args.members)?;
     if let Some(bytes) = args.stripe_cache
         && !crate::array::persist::valid_stripe_cache_bytes(bytes)
     {
