@@ -409,7 +409,19 @@ pub async fn assemble(exec: &Executor, candidates: Vec<NamedDevice>) -> Assemble
             continue;
         }
         match read {
-            Ok(block) => decoded.push((id, Superblock::decode(&block))),
+            Ok(block) => {
+                let sb = Superblock::decode(&block);
+                if let Ok(sb) = &sb
+                    && let Some(reason) = too_small(sb, dev.capacity_sectors())
+                {
+                    result.problems.push(Problem {
+                        member: name.clone(),
+                        reason,
+                    });
+                    continue;
+                }
+                decoded.push((id, sb));
+            }
             Err(e) => result.problems.push(Problem {
                 member: name.clone(),
                 reason: format!("cannot read superblock: {e}"),
@@ -459,6 +471,20 @@ fn first_with_identity<'a>(earlier: &'a [NamedDevice], dev: &dyn BlockDevice) ->
         .iter()
         .find(|(_, d)| d.identity() == Some(id))
         .map(|(n, _)| n.as_str())
+}
+
+/// md's check at assembly: the member's data (from `data_offset`, `data_size` sectors, as
+/// its superblock records) must lie inside the device, else part of it is gone (a
+/// truncated image, a partition made smaller) and the device is left out.
+fn too_small(sb: &Superblock, capacity_sectors: u64) -> Option<String> {
+    let need = sb.data_offset_sectors.saturating_add(sb.data_size_sectors);
+    (need > capacity_sectors).then(|| {
+        format!(
+            "device too small: {capacity_sectors} sectors, its superblock needs {need} \
+             (data offset {} + data size {}); truncated? left out",
+            sb.data_offset_sectors, sb.data_size_sectors
+        )
+    })
 }
 
 /// Refuses a member list that holds one device twice (by identity): it cannot fill two

@@ -1,7 +1,10 @@
 //! Engine tests of what may be a member: one device fills one role (by identity and by its
-//! superblock), and no space is not a media error.
+//! superblock), a member too small for its superblock is left out at assembly, no space is
+//! not a media error, and a member file deleted or truncated under the array is noticed.
 
+use alloc::format;
 use alloc::rc::Rc;
+use alloc::string::String;
 use alloc::vec;
 use alloc::vec::Vec;
 
@@ -156,6 +159,51 @@ fn assembly_uses_a_device_given_twice_once() {
     );
 }
 
+/// A member smaller than its superblock's data offset + data size (a truncated image) is
+/// left out as md leaves it out ("device too small"), so the array starts degraded
+/// instead of optimal.
+#[test]
+fn assembly_leaves_out_a_member_too_small_for_its_superblock() {
+    let r = faulty_array(
+        options(Level::Raid1, None, 64, "m"),
+        2,
+        MEMBER_SECTORS,
+        false,
+    );
+    let exec = r.exec.clone();
+    let array = r.array.clone();
+    exec.block_on(async move { array.mark_clean().await.unwrap() })
+        .unwrap();
+    // The same bytes on a device of less than its data offset + data size.
+    let sb = r.array.superblock().unwrap();
+    let short_sectors = sb.data_offset_sectors + sb.data_size_sectors / 2;
+    let short = Rc::new(MemoryDisk::new(short_sectors));
+    let mut bytes = vec![0u8; short_sectors as usize * 512];
+    r.mem[1].read_at(0, &mut bytes).unwrap();
+    short.write_at(0, &bytes).unwrap();
+    let members = vec![
+        ("d0".into(), r.disks[0].clone() as Rc<dyn BlockDevice>),
+        ("short".into(), short as Rc<dyn BlockDevice>),
+    ];
+    let e = exec.clone();
+    let result = exec
+        .block_on(async move { assemble(&e, members).await })
+        .unwrap();
+    assert_eq!(result.arrays.len(), 1, "{result:?}");
+    assert_eq!(result.arrays[0].health(), Health::Degraded);
+    let reason = &result
+        .problems
+        .iter()
+        .find(|p| p.member == "short")
+        .unwrap_or_else(|| panic!("{result:?}"))
+        .reason;
+    assert!(reason.contains("device too small"), "{reason}");
+    assert!(
+        reason.contains(&format!("{short_sectors} sectors")),
+        "{reason}"
+    );
+}
+
 /// A full host file system under every member of a RAID1: the write gets `NoSpace`, no
 /// member is failed, and what was written before reads back.
 #[test]
@@ -276,4 +324,97 @@ fn no_space_on_parity_keeps_the_members_and_the_resync_restores_parity() {
         },
         "after the resync",
     );
+}
+
+/// Image files deleted or truncated under a running RAID1: the monitor's probe reports the
+/// member (`member_gone`) and fails it, the array serves from the other copy; a read of a
+/// truncated member's lost tail is a member failure, never zeros.
+#[cfg(feature = "std")]
+#[test]
+fn member_files_deleted_or_truncated_under_the_array_are_failed() {
+    use super::test_rig::drive;
+    use crate::monitor::Event;
+    use crate::platform::file::{FileDisk, IoPool};
+    let dir = std::env::temp_dir().join(format!("orion-member-gone-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let pool = IoPool::new(2);
+    for (gone, truncate) in [("d1", false), ("d0", true)] {
+        let exec = Executor::new();
+        let members: Vec<(String, Rc<dyn BlockDevice>)> = ["d0", "d1"]
+            .iter()
+            .map(|n| {
+                let path = dir.join(format!("{n}-{truncate}.img"));
+                let disk = FileDisk::create_sparse(&path, 8 << 20, pool.clone()).unwrap();
+                (String::from(*n), Rc::new(disk) as Rc<dyn BlockDevice>)
+            })
+            .collect();
+        let e = exec.clone();
+        let opts = options(Level::Raid1, None, 64, "f");
+        let array = drive(&exec, async move { create(&e, members, &opts).await }).unwrap();
+        let mut policy = array.policy();
+        policy.failure.io_timeout_ns = 0;
+        array.set_policy(policy);
+        let cap = array.capacity_sectors();
+        let data: Vec<u8> = (0..cap as usize * 512).map(|i| (i % 249) as u8).collect();
+        let a = array.clone();
+        let d = crate::block::Bytes::from(data.clone());
+        drive(&exec, async move { a.write(0, d, false).await }).unwrap();
+        array.probe_members();
+        assert_eq!(array.health(), Health::Optimal, "nothing wrong yet");
+        let path = dir.join(format!("{gone}-{truncate}.img"));
+        if truncate {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .unwrap()
+                .set_len(2 << 20)
+                .unwrap();
+            // Before the monitor looks: a read of the lost tail fails the member and is
+            // served from the other copy.
+            let a = array.clone();
+            let back = drive(&exec, async move {
+                let mut out = Vec::new();
+                for _ in 0..2 {
+                    out.push(a.read(cap - 64, vec![0u8; 64 * 512]).await);
+                }
+                out
+            });
+            for b in back {
+                assert!(b.unwrap() == data[(cap as usize - 64) * 512..]);
+            }
+        } else {
+            std::fs::remove_file(&path).unwrap();
+        }
+        array.probe_members();
+        let a = array.clone();
+        drive(&exec, async move { a.flush().await }).unwrap();
+        let slot = usize::from(gone == "d1");
+        assert_eq!(
+            array.slots()[slot].as_ref().map(|m| m.state()),
+            Some(MemberState::Faulty),
+            "{gone} (truncated: {truncate})"
+        );
+        assert_eq!(array.health(), Health::Degraded);
+        if !truncate {
+            let gone_events: Vec<String> = array
+                .monitor()
+                .events()
+                .after(0, usize::MAX)
+                .events
+                .iter()
+                .filter(|e| matches!(e.event, Event::MemberGone { .. }))
+                .map(|e| e.event.to_string())
+                .collect();
+            assert_eq!(gone_events.len(), 1, "{gone_events:?}");
+            assert!(gone_events[0].contains("deleted"), "{gone_events:?}");
+        }
+        let a = array.clone();
+        let back = drive(&exec, async move {
+            a.read(0, vec![0u8; cap as usize * 512]).await
+        });
+        assert!(back.unwrap() == data, "every byte from the other copy");
+    }
+    pool.shutdown();
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -136,6 +136,8 @@ pub struct Member {
     replacement: RefCell<Option<Rc<Member>>>,
     /// This member is itself a replacement (md's `REPLACEMENT` feature).
     is_replacement: Cell<bool>,
+    /// What the monitor's probe of its device found (reported once).
+    problem: RefCell<Option<crate::block::DeviceProblem>>,
     /// When a member is failed for slowness or read errors; `None` on a non-redundant
     /// array (where failing a member loses data, so errors are only passed up).
     failure_policy: Cell<Option<FailurePolicy>>,
@@ -161,6 +163,7 @@ impl Member {
             read_error_times: RefCell::new(VecDeque::new()),
             replacement: RefCell::new(None),
             is_replacement: Cell::new(false),
+            problem: RefCell::new(None),
         }
     }
 

@@ -455,6 +455,52 @@ impl Array {
         Ok(())
     }
 
+    /// The monitor's look at every member's device ([`crate::block::BlockDevice::probe`]):
+    /// a member whose image file was deleted (it is lost when the server exits) or
+    /// truncated (its tail is gone) is reported once (event `member_gone`, the log) and
+    /// failed as after an I/O error, so a spare takes over while what it holds can still
+    /// be read; a spare is marked faulty. Not when failing it would fail the array: then
+    /// it serves what it still can, and its errors speak for themselves.
+    pub fn probe_members(&self) {
+        for member in self.all_members() {
+            if member.state() == MemberState::Faulty || member.problem.borrow().is_some() {
+                continue;
+            }
+            let Some(problem) = member.dev.probe() else {
+                continue;
+            };
+            log::error!("{}: member {}: {problem}", self.name, member.name);
+            let reason = problem.to_string();
+            *member.problem.borrow_mut() = Some(problem);
+            self.member_event(&member, |slot, m| Event::MemberGone {
+                slot,
+                member: m,
+                reason,
+            });
+            let survives = match self.slot_index(&member) {
+                Some(slot) if member.state() == MemberState::Active => {
+                    let mut alive = self.alive();
+                    alive[slot] = false;
+                    self.redundant && self.layout.survives(&alive)
+                }
+                _ => true,
+            };
+            let Some(me) = self.this.upgrade() else {
+                continue;
+            };
+            if survives {
+                self.exec.spawn_detached(async move {
+                    if member.state() == MemberState::Spare {
+                        member.state.set(MemberState::Faulty);
+                        let _ = me.update_superblocks(|_| {}).await;
+                    } else {
+                        me.fail_member_rc(&member).await;
+                    }
+                });
+            }
+        }
+    }
+
     /// `raid remove`: takes a faulty or spare member out of the array (recorded faulty in
     /// the role table, so it never comes back by itself).
     pub async fn remove_named(&self, name: &str) -> Result<(), MemberError> {

@@ -553,6 +553,8 @@ impl RaidDriver {
                 let list: Vec<Rc<Array>> = arrays.borrow().iter().map(|(_, a)| a.clone()).collect();
                 for array in list {
                     array.monitor_tick(Some(&config));
+                    // A member file deleted or truncated under us is noticed here.
+                    array.probe_members();
                 }
                 // A late tick does not cause a burst of catch-up ticks.
                 next_ns = (next_ns + interval_ns).max(exec.now_ns());

@@ -33,6 +33,13 @@ pub enum Event {
         slot: u32,
         member: String,
     },
+    /// A member's device is no longer what it was (its image file deleted or truncated
+    /// under the server); `reason` says what. It is failed unless that fails the array.
+    MemberGone {
+        slot: u32,
+        member: String,
+        reason: String,
+    },
     SpareActivated {
         slot: u32,
         member: String,
@@ -82,6 +89,7 @@ impl Event {
             Event::ArrayOptimal => "array_optimal",
             Event::ArrayFailed => "array_failed",
             Event::MemberFailed { .. } => "member_failed",
+            Event::MemberGone { .. } => "member_gone",
             Event::SpareActivated { .. } => "spare_activated",
             Event::RebuildStarted { .. } => "rebuild_started",
             Event::RebuildFinished { .. } => "rebuild_finished",
@@ -104,6 +112,11 @@ impl fmt::Display for Event {
             | Event::RebuildStarted { slot, member }
             | Event::RebuildFinished { slot, member } => write!(f, " slot {slot} ({member})"),
             Event::RebuildFailed {
+                slot,
+                member,
+                reason,
+            }
+            | Event::MemberGone {
                 slot,
                 member,
                 reason,
