@@ -42,6 +42,19 @@ pub enum IoError {
     ReadOnly,
     /// The operation is not offered by this device.
     Unsupported,
+    /// The device has no room for the write (a full or over-quota host file system under
+    /// an image file, a thin pool out of space). Nothing is wrong with the medium: the
+    /// array passes it up and keeps the member.
+    NoSpace,
+}
+
+impl IoError {
+    /// Whether a member that answered a write with this error is failed for it. No space
+    /// says nothing about the medium: failing members for it would turn a full host file
+    /// system into an array that lost every member, and data written before unreadable.
+    pub fn fails_member(&self) -> bool {
+        !matches!(self, IoError::NoSpace)
+    }
 }
 
 impl fmt::Display for IoError {
@@ -69,12 +82,84 @@ impl fmt::Display for IoError {
             }
             IoError::ReadOnly => f.write_str("device is read-only"),
             IoError::Unsupported => f.write_str("operation not supported"),
+            IoError::NoSpace => f.write_str("no space left on the device"),
         }
     }
 }
 
 #[cfg(feature = "std")]
 impl std::error::Error for IoError {}
+
+/// What makes a device the device it is, whatever name or path reached it: one device
+/// never fills two roles (two slots, a slot and a spare, two arrays, an array and the
+/// spare pool), and this is how the core tells.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DeviceIdentity {
+    /// A regular file: the device number of its file system and its inode (every path,
+    /// symlink and hard link to it has the same).
+    File { dev: u64, ino: u64 },
+    /// A block device: its device number.
+    Block { rdev: u64 },
+    /// A disk the Orion kernel offered, by its device id.
+    Kernel { device_id: u32 },
+    /// A device that exists only in this process (a memory disk): a number no other
+    /// device of the process has.
+    Instance(u64),
+}
+
+impl fmt::Display for DeviceIdentity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Linux's encoding of a dev_t (glibc's gnu_dev_major / gnu_dev_minor).
+        let split = |d: u64| {
+            (
+                ((d >> 32) & 0xffff_f000) | ((d >> 8) & 0xfff),
+                ((d >> 12) & 0xffff_ff00) | (d & 0xff),
+            )
+        };
+        match *self {
+            DeviceIdentity::File { dev, ino } => {
+                let (major, minor) = split(dev);
+                write!(f, "inode {ino} on device {major}:{minor}")
+            }
+            DeviceIdentity::Block { rdev } => {
+                let (major, minor) = split(rdev);
+                write!(f, "block device {major}:{minor}")
+            }
+            DeviceIdentity::Kernel { device_id } => write!(f, "kernel disk {device_id}"),
+            DeviceIdentity::Instance(n) => write!(f, "in-memory device #{n}"),
+        }
+    }
+}
+
+/// Why a device that still answers requests can no longer be trusted to keep data: what
+/// [`BlockDevice::probe`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeviceProblem {
+    /// The image file was deleted: it lives on only while open, and is lost at exit.
+    Deleted,
+    /// The device is now smaller than it was when opened: sectors past its end are gone.
+    Shrunk {
+        capacity_sectors: u64,
+        now_sectors: u64,
+    },
+}
+
+impl fmt::Display for DeviceProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DeviceProblem::Deleted => {
+                f.write_str("its file was deleted (it is gone once the server exits)")
+            }
+            DeviceProblem::Shrunk {
+                capacity_sectors,
+                now_sectors,
+            } => write!(
+                f,
+                "it shrank from {capacity_sectors} to {now_sectors} sectors (truncated?)"
+            ),
+        }
+    }
+}
 
 /// A future a block device hands back for one request.
 pub type IoFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, IoError>> + 'a>>;
@@ -123,14 +208,34 @@ pub trait BlockDevice {
     fn as_any(&self) -> Option<&dyn core::any::Any> {
         None
     }
+
+    /// What makes this device itself (see [`DeviceIdentity`]); `None` for a device that
+    /// cannot say (an array used as a member), which is then compared by nothing.
+    fn identity(&self) -> Option<DeviceIdentity> {
+        None
+    }
+
+    /// A cheap, synchronous look at whether the device is still what it was when opened
+    /// (the host's image files: not deleted, not truncated), for the monitor's tick.
+    /// `None`: nothing wrong that it can see.
+    fn probe(&self) -> Option<DeviceProblem> {
+        None
+    }
 }
 
 /// Implements [`BlockDevice`] for a type whose logic lives in inherent `async fn`s named
-/// `do_read`, `do_write`, `do_flush` and `do_discard`, with `$capacity` giving its size.
+/// `do_read`, `do_write`, `do_flush` and `do_discard`, with `$capacity` giving its size,
+/// and optionally a block of further trait methods it overrides.
 #[macro_export]
 macro_rules! block_device_via_async_fns {
     ($ty:ty, |$this:ident| $capacity:expr) => {
+        $crate::block_device_via_async_fns!($ty, |$this| $capacity, {});
+    };
+    // `{ ... }`: further methods of the trait (identity, probe) the type overrides.
+    ($ty:ty, |$this:ident| $capacity:expr, { $($extra:tt)* }) => {
         impl $crate::block::BlockDevice for $ty {
+            $($extra)*
+
             fn capacity_sectors(&self) -> u64 {
                 let $this = self;
                 $capacity

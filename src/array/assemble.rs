@@ -62,6 +62,11 @@ pub enum CreateError {
     },
     /// A nested geometry (RAID 50/60 groups) that does not work out.
     Nesting(String),
+    /// Two members are one device (by identity: two paths, a symlink, a hard link).
+    SameDevice {
+        first: String,
+        second: String,
+    },
 }
 
 impl fmt::Display for CreateError {
@@ -76,6 +81,10 @@ impl fmt::Display for CreateError {
             CreateError::Metadata(e) => write!(f, "{e}"),
             CreateError::Io { member, error } => write!(f, "{member}: {error}"),
             CreateError::Nesting(msg) => f.write_str(msg),
+            CreateError::SameDevice { first, second } => write!(
+                f,
+                "members {first} and {second} are the same device: one device fills one role"
+            ),
         }
     }
 }
@@ -206,6 +215,7 @@ pub async fn create(
     {
         return Err(CreateError::UnsupportedLevel(level));
     }
+    check_distinct(&members)?;
     if members.len() < min_members(level) {
         return Err(CreateError::TooFewMembers {
             level,
@@ -465,10 +475,34 @@ pub async fn assemble(exec: &Executor, candidates: Vec<NamedDevice>) -> Assemble
     .await;
     let mut decoded: Vec<Candidate> = Vec::new();
     for (id, read) in reads.into_iter().enumerate() {
+        // The same device twice (two paths, a symlink): the first one is used.
+        let (name, dev) = &candidates[id];
+        if let Some(first) = first_with_identity(&candidates[..id], dev.as_ref()) {
+            result.problems.push(Problem {
+                member: name.clone(),
+                reason: format!(
+                    "the same device as {first} ({}): used once",
+                    dev.identity().map(|i| i.to_string()).unwrap_or_default()
+                ),
+            });
+            continue;
+        }
         match read {
-            Ok(block) => decoded.push((id, Superblock::decode(&block))),
+            Ok(block) => {
+                let sb = Superblock::decode(&block);
+                if let Ok(sb) = &sb
+                    && let Some(reason) = too_small(sb, dev.capacity_sectors())
+                {
+                    result.problems.push(Problem {
+                        member: name.clone(),
+                        reason,
+                    });
+                    continue;
+                }
+                decoded.push((id, sb));
+            }
             Err(e) => result.problems.push(Problem {
-                member: candidates[id].0.clone(),
+                member: name.clone(),
                 reason: format!("cannot read superblock: {e}"),
             }),
         }
@@ -507,6 +541,43 @@ pub async fn assemble(exec: &Executor, candidates: Vec<NamedDevice>) -> Assemble
         }
     }
     result
+}
+
+/// The name of the first of `earlier` that is the same device as `dev` (by identity).
+fn first_with_identity<'a>(earlier: &'a [NamedDevice], dev: &dyn BlockDevice) -> Option<&'a str> {
+    let id = dev.identity()?;
+    earlier
+        .iter()
+        .find(|(_, d)| d.identity() == Some(id))
+        .map(|(n, _)| n.as_str())
+}
+
+/// md's check at assembly: the member's data (from `data_offset`, `data_size` sectors, as
+/// its superblock records) must lie inside the device, else part of it is gone (a
+/// truncated image, a partition made smaller) and the device is left out.
+fn too_small(sb: &Superblock, capacity_sectors: u64) -> Option<String> {
+    let need = sb.data_offset_sectors.saturating_add(sb.data_size_sectors);
+    (need > capacity_sectors).then(|| {
+        format!(
+            "device too small: {capacity_sectors} sectors, its superblock needs {need} \
+             (data offset {} + data size {}); truncated? left out",
+            sb.data_offset_sectors, sb.data_size_sectors
+        )
+    })
+}
+
+/// Refuses a member list that holds one device twice (by identity): it cannot fill two
+/// roles.
+pub fn check_distinct(members: &[NamedDevice]) -> Result<(), CreateError> {
+    for (i, (name, dev)) in members.iter().enumerate() {
+        if let Some(first) = first_with_identity(&members[..i], dev.as_ref()) {
+            return Err(CreateError::SameDevice {
+                first: first.to_string(),
+                second: name.clone(),
+            });
+        }
+    }
+    Ok(())
 }
 
 fn superblock_of(decoded: &[Candidate], id: usize) -> Option<&Superblock> {

@@ -8,6 +8,8 @@ mod gather;
 pub use gather::WriteNotice;
 #[cfg(test)]
 mod gather_tests;
+#[cfg(test)]
+mod member_rules_tests;
 pub mod nested;
 pub mod persist;
 #[cfg(test)]
@@ -157,6 +159,8 @@ pub struct Member {
     replacement: RefCell<Option<Rc<Member>>>,
     /// This member is itself a replacement (md's `REPLACEMENT` feature).
     is_replacement: Cell<bool>,
+    /// What the monitor's probe of its device found (reported once).
+    problem: RefCell<Option<crate::block::DeviceProblem>>,
     /// When a member is failed for slowness or read errors; `None` on a non-redundant
     /// array (where failing a member loses data, so errors are only passed up).
     failure_policy: Cell<Option<FailurePolicy>>,
@@ -186,6 +190,7 @@ impl Member {
             timed_out_at_ns: Cell::new(None),
             replacement: RefCell::new(None),
             is_replacement: Cell::new(false),
+            problem: RefCell::new(None),
         }
     }
 
@@ -1096,6 +1101,8 @@ impl Array {
                         member.name
                     );
                 }
+                // No room to rewrite it: the copy stays bad, the member stays in.
+                Err(e) if !e.fails_member() => {}
                 Err(_) => self.fail_member_rc(&member).await,
             }
         }
@@ -1212,9 +1219,14 @@ impl Array {
         let results = join_all(jobs).await;
         let mut written: Vec<u64> = Vec::new();
         let mut failed: Vec<Rc<Member>> = Vec::new();
+        let mut no_space = false;
         for (extent_start, member, r) in results {
             match r {
                 Ok(()) => written.push(extent_start),
+                Err(e) if !e.fails_member() => {
+                    log::warn!("{}: {} has no space for a write", self.name(), member.name);
+                    no_space = true;
+                }
                 Err(e) => {
                     log::warn!("{}: write error on {}: {e}", self.name(), member.name);
                     if !failed.iter().any(|f| Rc::ptr_eq(f, &member)) {
@@ -1234,6 +1246,12 @@ impl Array {
                 return Err(IoError::Timeout);
             }
         }
+        if no_space {
+            // Some copies may have it and others not; the resync makes them agree.
+            self.count(|c| c.errors += 1);
+            self.copies_may_differ(sector);
+            return Err(IoError::NoSpace);
+        }
         let lost = extents.iter().find(|(s, _)| !written.contains(s));
         match lost {
             None => Ok(()),
@@ -1242,6 +1260,27 @@ impl Array {
                 Err(IoError::DataLost { sector: *s })
             }
         }
+    }
+
+    /// A write that was refused for want of space (not acknowledged) may have reached some
+    /// members and not others, so from `resync_from` (in the resync's unit: array sectors,
+    /// member sectors on the parity levels) the copies or the parity may disagree with the
+    /// data. The members stay in; a resync from there makes them agree again, at once if
+    /// there is room by then, else when the jobs next start (recorded at a clean stop,
+    /// like an unclean shutdown's). Until it is done a parity array does not trust its
+    /// parity for a degraded read.
+    fn copies_may_differ(&self, resync_from: u64) {
+        if !self.redundant {
+            return;
+        }
+        let from = if self.needs_resync.get() {
+            self.resync_cursor.get().min(resync_from)
+        } else {
+            resync_from
+        };
+        self.resync_cursor.set(from);
+        self.needs_resync.set(true);
+        self.kick_jobs();
     }
 
     async fn do_flush(&self) -> Result<(), IoError> {
@@ -1268,6 +1307,11 @@ impl Array {
         for (member, r) in members.iter().zip(results) {
             if let Err(e) = r {
                 log::warn!("{}: flush failed on {}: {e}", self.name(), member.name);
+                if !e.fails_member() {
+                    // Some file systems report a full disk only at fsync.
+                    any_error = Some(e);
+                    continue;
+                }
                 if self.redundant {
                     self.fail_member_rc(member).await;
                 }

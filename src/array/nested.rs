@@ -198,6 +198,8 @@ pub async fn create_nested(
         )));
     }
     check_nested(spec, members.len(), &opts.name, opts.layout.as_deref())?;
+    // Each group checks its own members; one device in two groups is caught here.
+    super::assemble::check_distinct(&members)?;
     let per_group = members.len() / spec.group_count;
     let mut groups: Vec<Rc<Array>> = Vec::new();
     let mut rest = members;

@@ -168,6 +168,12 @@ pub enum MemberError {
     WouldFail(String),
     /// Nothing to replace onto / with.
     NotReplaceable(String),
+    /// The device offered already has a role (`role`, in words): one device never fills
+    /// two.
+    AlreadyMember {
+        device: String,
+        role: String,
+    },
     Io(String),
 }
 
@@ -206,6 +212,9 @@ impl fmt::Display for MemberError {
                 write!(f, "failing '{m}' would fail the array; refused")
             }
             MemberError::NotReplaceable(m) => write!(f, "cannot replace: {m}"),
+            MemberError::AlreadyMember { device, role } => {
+                write!(f, "{device} is already {role}; refused")
+            }
             MemberError::Io(e) => f.write_str(e),
         }
     }
@@ -329,6 +338,52 @@ impl Array {
         Ok(())
     }
 
+    /// The monitor's look at every member's device ([`crate::block::BlockDevice::probe`]):
+    /// a member whose image file was deleted (it is lost when the server exits) or
+    /// truncated (its tail is gone) is reported once (event `member_gone`, the log) and
+    /// failed as after an I/O error, so a spare takes over while what it holds can still
+    /// be read; a spare is marked faulty. Not when failing it would fail the array: then
+    /// it serves what it still can, and its errors speak for themselves.
+    pub fn probe_members(&self) {
+        for member in self.all_members() {
+            if member.state() == MemberState::Faulty || member.problem.borrow().is_some() {
+                continue;
+            }
+            let Some(problem) = member.dev.probe() else {
+                continue;
+            };
+            log::error!("{}: member {}: {problem}", self.name(), member.name);
+            let reason = problem.to_string();
+            *member.problem.borrow_mut() = Some(problem);
+            self.member_event(&member, |slot, m| Event::MemberGone {
+                slot,
+                member: m,
+                reason,
+            });
+            let survives = match self.slot_index(&member) {
+                Some(slot) if member.state() == MemberState::Active => {
+                    let mut alive = self.alive();
+                    alive[slot] = false;
+                    self.redundant && self.layout.survives(&alive)
+                }
+                _ => true,
+            };
+            let Some(me) = self.this.upgrade() else {
+                continue;
+            };
+            if survives {
+                self.exec.spawn_detached(async move {
+                    if member.state() == MemberState::Spare {
+                        member.state.set(MemberState::Faulty);
+                        let _ = me.update_superblocks(|_| {}).await;
+                    } else {
+                        me.fail_member_rc(&member).await;
+                    }
+                });
+            }
+        }
+    }
+
     /// `raid remove`: takes a faulty or spare member out of the array (recorded faulty in
     /// the role table, so it never comes back by itself).
     pub async fn remove_named(&self, name: &str) -> Result<(), MemberError> {
@@ -416,13 +471,92 @@ impl Array {
         Ok(())
     }
 
+    /// What `member` is in this array, in words.
+    fn role_words(&self, member: &Rc<Member>) -> String {
+        if let Some(slot) = self.slot_index(member) {
+            return match member.state() {
+                MemberState::Rebuilding => format!("the member being rebuilt in slot {slot}"),
+                MemberState::Faulty => format!("the failed member of slot {slot}"),
+                _ => format!("the active member in slot {slot}"),
+            };
+        }
+        let replaced = self.slots.borrow().iter().position(|m| {
+            m.as_ref().is_some_and(|m| {
+                m.replacement
+                    .borrow()
+                    .as_ref()
+                    .is_some_and(|r| Rc::ptr_eq(r, member))
+            })
+        });
+        match (replaced, member.state()) {
+            (Some(slot), _) => format!("the replacement being built for slot {slot}"),
+            (None, MemberState::Faulty) => "a failed member (not removed yet)".into(),
+            _ => "a spare".into(),
+        }
+    }
+
+    /// The role the device `dev` (offered as `name`) already has in this array, in words
+    /// naming the array ("the active member in slot 1 of array s6 (as s6-1.img)"), if any.
+    /// A device is itself by its identity (device and inode, device number), whatever path
+    /// reached it; a device that cannot tell its identity by its name.
+    pub fn role_of_device(
+        &self,
+        name: &str,
+        dev: &dyn crate::block::BlockDevice,
+    ) -> Option<String> {
+        let id = dev.identity();
+        let member = self.all_members().into_iter().find(|m| match id {
+            Some(id) => m.dev.identity() == Some(id),
+            None => m.name == name,
+        })?;
+        let known_as = if member.name == name {
+            String::new()
+        } else {
+            format!(" (as {})", member.name)
+        };
+        Some(format!(
+            "{} of array {}{known_as}",
+            self.role_words(&member),
+            self.name()
+        ))
+    }
+
+    /// The member whose md superblock `dev` carries (same array, same device UUID), if
+    /// it is one this array holds: the same disk reached another way than its identity
+    /// tells (a loop device over a member's image), or a copy of a member.
+    async fn member_by_superblock(
+        &self,
+        dev: &dyn crate::block::BlockDevice,
+    ) -> Option<Rc<Member>> {
+        let sb = super::assemble::read_superblock(dev).await.ok()?;
+        let ours = self.superblock()?;
+        if sb.array_uuid != ours.array_uuid {
+            return None;
+        }
+        self.all_members()
+            .into_iter()
+            .find(|m| m.superblock.borrow().device_uuid == sb.device_uuid)
+    }
+
     async fn prepare_spare(
         &self,
         name: String,
         dev: NamedDeviceDev,
     ) -> Result<Rc<Member>, MemberError> {
-        if self.all_members().iter().any(|m| m.name == name) {
-            return Err(MemberError::InUse(name));
+        if let Some(role) = self.role_of_device(&name, dev.as_ref()) {
+            return Err(MemberError::AlreadyMember { device: name, role });
+        }
+        if let Some(m) = self.member_by_superblock(dev.as_ref()).await {
+            return Err(MemberError::AlreadyMember {
+                role: format!(
+                    "{} of array {} ({}) by its md superblock: that disk by another path, \
+                     or a copy of it (wipe a copy's superblock to add it)",
+                    self.role_words(&m),
+                    self.name(),
+                    m.name
+                ),
+                device: name,
+            });
         }
         let sb = self.joining_superblock(dev.capacity_sectors())?;
         dev.write(SUPERBLOCK_SECTOR, Bytes::from(sb.encode()), true)

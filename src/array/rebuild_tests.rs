@@ -12,6 +12,8 @@ use core::cell::RefCell;
 use super::assemble::assemble;
 use super::rebuild::{ArrayPolicy, MemberError, SparePolicy};
 use super::test_rig::{FaultyArray, faulty_array, options, read_now, write_now};
+#[cfg(feature = "std")]
+use super::test_rig::{drive, drive_until};
 use super::{Array, Health, MemberState};
 use crate::block::{BlockDevice, Bytes, SECTOR_BYTES};
 use crate::executor::Executor;
@@ -1393,43 +1395,6 @@ fn low_priority_rebuild_gives_way_to_back_to_back_requests() {
     assert_eq!(r.array.health(), Health::Optimal, "the rebuild finished");
     let cap = r.array.capacity_sectors();
     assert!(read_now(&r.exec, &r.array, 0, cap as usize).unwrap() == model);
-}
-
-/// Runs the executor until `done` holds, waiting for the worker threads of file members
-/// (their completions wake tasks from another thread) and moving the virtual clock on when
-/// only timers are left. I/O timeouts must be off: the clock moves while workers run.
-#[cfg(feature = "std")]
-fn drive_until(exec: &Executor, mut done: impl FnMut() -> bool) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    loop {
-        exec.run_until_stalled();
-        if done() {
-            return;
-        }
-        assert!(std::time::Instant::now() < deadline, "no progress for 60 s");
-        std::thread::sleep(std::time::Duration::from_micros(200));
-        if exec.run_until_stalled() == 0
-            && let Some(at) = exec.next_deadline_ns()
-        {
-            exec.advance_to(at);
-        }
-    }
-}
-
-#[cfg(feature = "std")]
-fn drive<T: 'static>(
-    exec: &Executor,
-    future: impl core::future::Future<Output = T> + 'static,
-) -> T {
-    let handle = exec.spawn(future);
-    let out = RefCell::new(None);
-    drive_until(exec, || {
-        if out.borrow().is_none() {
-            *out.borrow_mut() = handle.try_take();
-        }
-        out.borrow().is_some()
-    });
-    out.into_inner().expect("finished")
 }
 
 /// A RAID5 on host files is rebuilt by the fused worker job (reads, xor and write of each

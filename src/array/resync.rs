@@ -127,6 +127,8 @@ impl Array {
         }));
         self.emit(Event::ResyncStarted);
         let mut unreadable = 0u64;
+        // The first region a member had no space for: the resync is to be redone from there.
+        let mut no_space_at: Option<u64> = None;
         let mut sector = resume;
         let mut regions = 0u32;
         while sector < total {
@@ -140,7 +142,11 @@ impl Array {
             }
             self.throttle(sector - resume, started).await;
             let len = REGION_SECTORS.max(unit).min(total - sector);
-            unreadable += self.resync_region(sector, len).await;
+            let region = self.resync_region(sector, len).await;
+            unreadable += region.unreadable;
+            if region.no_space {
+                no_space_at.get_or_insert(sector);
+            }
             sector += len;
             self.resync_cursor.set(sector);
             if let Some(mut j) = self.job.get() {
@@ -158,6 +164,16 @@ impl Array {
             }
         }
         self.job.set(None);
+        if let Some(at) = no_space_at {
+            // Pending from there: retried when the jobs next start (a later write refused
+            // for space, `raid add`, a restart: the position is recorded at a clean stop).
+            log::warn!(
+                "{}: resync incomplete: a member had no space (from {at}); retried later",
+                self.name()
+            );
+            self.resync_cursor.set(at);
+            return Ok(false);
+        }
         self.emit(Event::ResyncFinished {
             unreadable_extents: unreadable,
         });
@@ -193,8 +209,9 @@ impl Array {
             .await;
     }
 
-    /// Returns the number of extents no copy could be read from.
-    async fn resync_region(&self, sector: u64, sectors: u64) -> u64 {
+    /// Resyncs one region: how many extents no copy could be read from, and whether a
+    /// member had no space for a copy.
+    async fn resync_region(&self, sector: u64, sectors: u64) -> RegionSync {
         if let super::ArrayLayout::Raid5(l) = &self.layout {
             // Member sectors to the array sectors of the same stripes.
             let first = sector / l.chunk_sectors();
@@ -205,7 +222,7 @@ impl Array {
                 .await;
         }
         let _g = self.lock.lock(sector, sector + sectors).await;
-        let mut unreadable = 0;
+        let mut out = RegionSync::default();
         for (_, ext) in self.extents(sector, sectors) {
             let copies: Vec<(Rc<Member>, u64)> = ext
                 .copies
@@ -230,7 +247,7 @@ impl Array {
                 }
             }
             let Some((from, data)) = source else {
-                unreadable += 1;
+                out.unreadable += 1;
                 continue;
             };
             let writes: Vec<_> = copies
@@ -243,11 +260,22 @@ impl Array {
                 })
                 .collect();
             for (member, result) in join_all(writes).await {
-                if result.is_err() {
-                    self.fail_member_rc(&member).await;
+                match result {
+                    Ok(()) => {}
+                    Err(e) if !e.fails_member() => out.no_space = true,
+                    Err(_) => self.fail_member_rc(&member).await,
                 }
             }
         }
-        unreadable
+        out
     }
+}
+
+/// What the resync of one region left.
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct RegionSync {
+    /// Extents (stripes) no copy of the data could be read from: left as they were.
+    pub unreadable: u64,
+    /// A member had no space for what the resync wrote: the region is still to do.
+    pub no_space: bool,
 }

@@ -876,7 +876,10 @@ impl Array {
                     }
                     Err(e) => {
                         log::warn!("{}: repair write failed on {}: {e}", self.name(), m.name);
-                        self.fail_member_rc(&m).await;
+                        // No space: the mismatch stays (reported), the member stays in.
+                        if e.fails_member() {
+                            self.fail_member_rc(&m).await;
+                        }
                     }
                 }
             }
@@ -1204,7 +1207,9 @@ impl Array {
         for (m, r) in join_all(jobs).await {
             if let Err(e) = r {
                 log::warn!("{}: repair write failed on {}: {e}", self.name(), m.name);
-                self.fail_member_rc(&m).await;
+                if e.fails_member() {
+                    self.fail_member_rc(&m).await;
+                }
                 all_written = false;
             }
         }

@@ -15,6 +15,7 @@ use alloc::vec::Vec;
 
 use super::buffers::ChunkBuffers;
 use super::gather::{PieceState, Registration, Segment};
+use super::resync::RegionSync;
 use super::{Array, Member};
 use crate::block::{BlockDevice, Bytes, IoError, SECTOR_BYTES, check_range};
 use crate::executor::join_all;
@@ -22,6 +23,23 @@ use crate::layout::Raid5Layout;
 use crate::parity::Lost;
 
 /// A run of member cells that failed a read on a live member and is to be rewritten.
+/// What a parity write of one band left behind.
+struct BandOutcome {
+    /// Data indices whose content is lost.
+    lost: Vec<usize>,
+    /// A member had no space: the band is not written everywhere.
+    no_space: bool,
+}
+
+/// How the resync of one stripe ended.
+enum StripeSync {
+    Done,
+    /// Some data could not be read: left as it was.
+    Unreadable,
+    /// A member had no space for the parity: still to do.
+    NoSpace,
+}
+
 struct StripeRepair {
     stripe: u64,
     offset_sectors: u64,
@@ -497,6 +515,8 @@ impl Array {
                     member.name
                 );
             }
+            // No room to rewrite it: the cell stays bad, the member stays in.
+            Err(e) if !e.fails_member() => {}
             Err(_) => self.fail_member_rc(member).await,
         }
     }
@@ -612,7 +632,16 @@ impl Array {
             if new.is_empty() {
                 continue;
             }
-            let lost = self.write_band(l, stripe, lo, hi - lo, new, fua).await;
+            let BandOutcome { lost, no_space } =
+                self.write_band(l, stripe, lo, hi - lo, new, fua).await;
+            if no_space {
+                // Not acknowledged: every piece in the band gets the error.
+                for (p, out) in pieces.iter().zip(outcome.iter_mut()) {
+                    if out.is_ok() && p.segs.iter().any(|s| covering(s, lo, hi)) {
+                        *out = Err(IoError::NoSpace);
+                    }
+                }
+            }
             if lost.is_empty() {
                 continue;
             }
@@ -636,7 +665,7 @@ impl Array {
     /// Writes new content for some data chunks of `[offset, offset + sectors)` in `stripe`
     /// (every chunk in `new` covers the whole band) and the matching parity. Returns the data
     /// indices (in `new`) whose content is lost: not written, or on a member that is gone
-    /// with more members gone than parity covers.
+    /// with more members gone than parity covers; and whether a member had no space.
     async fn write_band(
         &self,
         l: &Raid5Layout,
@@ -645,7 +674,7 @@ impl Array {
         sectors: u64,
         new: Vec<(usize, Bytes)>,
         fua: bool,
-    ) -> Vec<usize> {
+    ) -> BandOutcome {
         let n = l.disk_count();
         let k = l.data_disks();
         let bytes = sectors as usize * SECTOR_BYTES;
@@ -740,7 +769,10 @@ impl Array {
             // The untouched data is implied by what survives: rebuild it (a touched chunk's
             // old content may be needed for that, so solve the old stripe as a whole).
             if !self.solve_stripe(l, stripe, &mut cells) {
-                return all_new();
+                return BandOutcome {
+                    lost: all_new(),
+                    no_space: false,
+                };
             }
         }
 
@@ -837,10 +869,18 @@ impl Array {
             })
             .collect();
         let mut failed: Vec<Rc<Member>> = Vec::new();
+        let mut no_space = false;
         for (m, r) in join_all(jobs).await {
-            if let Err(e) = r {
-                log::warn!("{}: write error on {}: {e}", self.name(), m.name);
-                failed.push(m);
+            match r {
+                Ok(()) => {}
+                Err(e) if !e.fails_member() => {
+                    log::warn!("{}: {} has no space for a write", self.name(), m.name);
+                    no_space = true;
+                }
+                Err(e) => {
+                    log::warn!("{}: write error on {}: {e}", self.name(), m.name);
+                    failed.push(m);
+                }
             }
         }
         // The failure is on disk before the write is acknowledged.
@@ -849,8 +889,12 @@ impl Array {
         }
         // A member kept through a stall missed this write: none of it is acknowledged.
         let stalled = Self::kept_after_failure(&failed);
-        // A full-stripe write is streaming: its cells are dropped rather than copied in.
-        if failed.is_empty() && !untouched.is_empty() {
+        if no_space {
+            // Data and parity may now disagree in this stripe: resynced from here.
+            self.copies_may_differ(l.member_sector(stripe, 0));
+            self.stripe_cache_invalidate(stripe);
+        } else if failed.is_empty() && !untouched.is_empty() {
+            // A full-stripe write is streaming: its cells are dropped rather than copied in.
             for (d, b) in &written {
                 self.cache_put(stripe, *d, offset_sectors, b);
             }
@@ -870,42 +914,50 @@ impl Array {
             self.recycle_parity_buffer(c);
         }
         if stalled {
-            return all_new();
+            return BandOutcome {
+                lost: all_new(),
+                no_space,
+            };
         }
         let dead = (0..n).filter(|&d| !live(d)).count();
-        if dead > l.parity_disks() {
-            return all_new()
+        let lost = if dead > l.parity_disks() {
+            all_new()
                 .into_iter()
                 .filter(|&i| !live(l.data_disk(stripe, i)))
-                .collect();
-        }
-        Vec::new()
+                .collect()
+        } else {
+            Vec::new()
+        };
+        BandOutcome { lost, no_space }
     }
 }
 
 impl Array {
     /// Resync of the parity levels: recomputes the parity of every stripe whose first
     /// sector lies in `[sector, sector + sectors)` from its data, one stripe at a time under
-    /// the stripe lock. Returns how many stripes could not be made consistent.
+    /// the stripe lock. Returns how many stripes had unreadable data, and whether a member
+    /// had no space for the new parity.
     pub(super) async fn parity_resync_region(
         &self,
         l: &Raid5Layout,
         sector: u64,
         sectors: u64,
-    ) -> u64 {
+    ) -> RegionSync {
         let sds = l.stripe_data_sectors();
         let first = sector.div_ceil(sds);
         let end = (sector + sectors).div_ceil(sds).min(l.stripe_count());
-        let mut unreadable = 0;
+        let mut out = RegionSync::default();
         for stripe in first..end {
-            if !self.parity_resync_stripe(l, stripe).await {
-                unreadable += 1;
+            match self.parity_resync_stripe(l, stripe).await {
+                StripeSync::Done => {}
+                StripeSync::Unreadable => out.unreadable += 1,
+                StripeSync::NoSpace => out.no_space = true,
             }
         }
-        unreadable
+        out
     }
 
-    async fn parity_resync_stripe(&self, l: &Raid5Layout, stripe: u64) -> bool {
+    async fn parity_resync_stripe(&self, l: &Raid5Layout, stripe: u64) -> StripeSync {
         let _g = self.lock.lock(stripe, stripe + 1).await;
         self.stripe_cache_invalidate(stripe);
         let k = l.data_disks();
@@ -923,7 +975,7 @@ impl Array {
         if data_disks.iter().any(|&d| cells[d].is_none()) {
             // Data that cannot be read can only come from the parity this resync distrusts:
             // leave the stripe as it is.
-            return false;
+            return StripeSync::Unreadable;
         }
         let engine = self.parity.get();
         let bytes = l.cell_bytes();
@@ -957,12 +1009,15 @@ impl Array {
                     .map(|m| async move { (m.clone(), m.write_data(at, b, false).await) })
             })
             .collect();
+        let mut out = StripeSync::Done;
         for (m, r) in join_all(jobs).await {
-            if r.is_err() {
-                self.fail_member_rc(&m).await;
+            match r {
+                Ok(()) => {}
+                Err(e) if !e.fails_member() => out = StripeSync::NoSpace,
+                Err(_) => self.fail_member_rc(&m).await,
             }
         }
-        true
+        out
     }
 }
 

@@ -157,3 +157,40 @@ pub(super) fn assert_stripe_parity(
         "{what}: P of stripe {stripe} is stale"
     );
 }
+
+/// Runs the executor until `done` holds, waiting for the worker threads of file members
+/// (their completions wake tasks from another thread) and moving the virtual clock on when
+/// only timers are left. I/O timeouts must be off: the clock moves while workers run.
+#[cfg(feature = "std")]
+pub(crate) fn drive_until(exec: &Executor, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        exec.run_until_stalled();
+        if done() {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "no progress for 60 s");
+        std::thread::sleep(std::time::Duration::from_micros(200));
+        if exec.run_until_stalled() == 0
+            && let Some(at) = exec.next_deadline_ns()
+        {
+            exec.advance_to(at);
+        }
+    }
+}
+
+#[cfg(feature = "std")]
+pub(crate) fn drive<T: 'static>(
+    exec: &Executor,
+    future: impl core::future::Future<Output = T> + 'static,
+) -> T {
+    let handle = exec.spawn(future);
+    let out = core::cell::RefCell::new(None);
+    drive_until(exec, || {
+        if out.borrow().is_none() {
+            *out.borrow_mut() = handle.try_take();
+        }
+        out.borrow().is_some()
+    });
+    out.into_inner().expect("finished")
+}

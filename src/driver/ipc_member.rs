@@ -223,4 +223,10 @@ impl IpcMember {
     }
 }
 
-crate::block_device_via_async_fns!(IpcMember, |d| d.capacity_sectors);
+crate::block_device_via_async_fns!(IpcMember, |d| d.capacity_sectors, {
+    fn identity(&self) -> Option<crate::block::DeviceIdentity> {
+        Some(crate::block::DeviceIdentity::Kernel {
+            device_id: self.device_id,
+        })
+    }
+});

@@ -55,6 +55,7 @@ pub fn driver_error(e: &IoError) -> DriverError {
         IoError::Timeout => DriverError::Timeout,
         IoError::ReadOnly => DriverError::ReadOnly,
         IoError::Unsupported => DriverError::Unsupported,
+        IoError::NoSpace => DriverError::NoSpace,
         IoError::Media { .. } | IoError::DeviceFailed | IoError::DataLost { .. } => DriverError::Io,
     }
 }
@@ -365,14 +366,30 @@ pub struct DiskManager {
 }
 
 impl DiskManager {
-    /// Adds a device to the shared spare pool.
+    /// Adds a device to the shared spare pool; refused if the pool holds it already, by
+    /// any name.
     pub fn add_pool_spare(&mut self, name: String, dev: Rc<dyn BlockDevice>) -> Result<(), String> {
-        if self.spare_pool.iter().any(|(n, _)| *n == name) {
-            return Err(alloc::format!("{name} is already in the spare pool"));
+        if let Some(role) = self.pool_role_of(&name, dev.as_ref()) {
+            return Err(alloc::format!("{name} is already {role}"));
         }
         log::info!("{name} added to the shared spare pool");
         self.spare_pool.push((name, dev));
         Ok(())
+    }
+
+    /// "in the shared spare pool (as NAME)" if the pool holds `dev`: by its identity, or
+    /// by its name for a device that cannot tell its identity.
+    pub fn pool_role_of(&self, name: &str, dev: &dyn BlockDevice) -> Option<String> {
+        let id = dev.identity();
+        let (held_as, _) = self.spare_pool.iter().find(|(n, d)| match id {
+            Some(id) => d.identity() == Some(id),
+            None => n == name,
+        })?;
+        Some(if held_as == name {
+            "in the shared spare pool".into()
+        } else {
+            alloc::format!("in the shared spare pool (as {held_as})")
+        })
     }
 
     /// Takes the smallest pool spare of at least `min_sectors`.
@@ -532,6 +549,32 @@ impl RaidDriver {
         }
     }
 
+    /// The role `dev` (offered as `name`) already has anywhere in this driver: a member
+    /// of a served array (groups of a RAID 50/60 included) or a shared-pool spare.
+    fn device_role(&self, name: &str, dev: &dyn BlockDevice) -> Option<String> {
+        let in_array = self
+            .arrays
+            .borrow()
+            .iter()
+            .find_map(|(_, a)| a.role_of_device(name, dev));
+        in_array.or_else(|| self.disks.borrow().pool_role_of(name, dev))
+    }
+
+    /// Refuses a device opened for `raid add` / `raid replace` that already has a role.
+    fn refuse_if_in_use(
+        &self,
+        name: &str,
+        dev: &dyn BlockDevice,
+    ) -> Result<(), (DriverError, String)> {
+        match self.device_role(name, dev) {
+            Some(role) => Err((
+                DriverError::AlreadyExists,
+                alloc::format!("{name} is already {role}; refused"),
+            )),
+            None => Ok(()),
+        }
+    }
+
     /// Opens `name`: a free disk the kernel offered (`diskN`), else through the opener.
     fn open_device(&self, name: &str) -> Result<Rc<dyn BlockDevice>, (DriverError, String)> {
         let free = self
@@ -575,6 +618,8 @@ impl RaidDriver {
                 let list: Vec<Rc<Array>> = arrays.borrow().iter().map(|(_, a)| a.clone()).collect();
                 for array in list {
                     array.monitor_tick(Some(&config));
+                    // A member file deleted or truncated under us is noticed here.
+                    array.probe_members();
                 }
                 // A late tick does not cause a burst of catch-up ticks.
                 next_ns = (next_ns + interval_ns).max(exec.now_ns());
@@ -1047,19 +1092,10 @@ impl RaidDriver {
                     Ok(d) => d,
                     Err(e) => return Some(respond(Err(e))),
                 };
+                if let Err(e) = self.refuse_if_in_use(&req.member, dev.as_ref()) {
+                    return Some(respond(Err(e)));
+                }
                 let Some(array) = array else {
-                    if self
-                        .disks
-                        .borrow()
-                        .pool()
-                        .iter()
-                        .any(|(n, _)| *n == req.member)
-                    {
-                        return Some(respond(Err((
-                            DriverError::AlreadyExists,
-                            alloc::format!("{} is already in the spare pool", req.member),
-                        ))));
-                    }
                     let disks = self.disks.clone();
                     let arrays = self.arrays.clone();
                     let outbox = self.outbox.clone();
@@ -1110,6 +1146,9 @@ impl RaidDriver {
                     Ok(d) => d,
                     Err(e) => return Some(respond(Err(e))),
                 };
+                if let Err(e) = self.refuse_if_in_use(&req.with, dev.as_ref()) {
+                    return Some(respond(Err(e)));
+                }
                 self.claim_disk(&req.with, &array);
                 let outbox = self.outbox.clone();
                 self.exec.spawn_detached(async move {
@@ -1232,6 +1271,7 @@ fn member_result(
             MemberError::NoSuchMember(_) => DriverError::NotFound,
             MemberError::Io(_) => DriverError::Io,
             MemberError::InUse(_) | MemberError::WouldFail(_) => DriverError::Busy,
+            MemberError::AlreadyMember { .. } => DriverError::AlreadyExists,
             _ => DriverError::InvalidArgument,
         };
         (code, alloc::format!("{e}"))

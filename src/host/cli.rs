@@ -641,12 +641,15 @@ fn now_seconds() -> u64 {
         .unwrap_or(0)
 }
 
-/// Reads the v1.2 superblock block of an image file or device.
-pub fn read_superblock_block(path: &Path) -> std::io::Result<Vec<u8>> {
+/// Reads the v1.2 superblock block of an image file or device, opened as members are
+/// (a FIFO or directory is refused, never waited on) but for reading only and without a
+/// lock, so a served member can be examined. The error is the whole message, path first.
+pub fn read_superblock_block(path: &Path) -> Result<Vec<u8>, String> {
     use std::os::unix::fs::FileExt;
-    let file = std::fs::File::open(path)?;
+    let file = crate::platform::open::open_for_reading(path).map_err(|e| e.to_string())?;
     let mut block = vec![0u8; SUPERBLOCK_BYTES];
-    file.read_exact_at(&mut block, SUPERBLOCK_OFFSET_BYTES)?;
+    file.read_exact_at(&mut block, SUPERBLOCK_OFFSET_BYTES)
+        .map_err(|e| format!("{}: cannot read superblock: {e}", path.display()))?;
     Ok(block)
 }
 
@@ -701,6 +704,46 @@ pub fn default_array_name(members: &[PathBuf]) -> String {
     free.to_string()
 }
 
+/// Refuses a member list that names one file twice, by any path (symlink, hard link,
+/// `./x` and `x`): by device and inode for files that exist, by the canonical directory
+/// and name for the ones `--size` is to create.
+fn check_members_distinct(members: &[PathBuf]) -> Result<(), CliError> {
+    use crate::block::DeviceIdentity;
+    #[derive(PartialEq)]
+    enum Key {
+        Existing(DeviceIdentity),
+        New(PathBuf),
+    }
+    let mut seen: Vec<(Key, &PathBuf)> = Vec::new();
+    for m in members {
+        let key = if m.exists() {
+            Key::Existing(
+                crate::platform::open::identify(m).map_err(|e| CliError::failed(e.to_string()))?,
+            )
+        } else {
+            let dir = match m.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p,
+                _ => Path::new("."),
+            };
+            let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+            Key::New(dir.join(m.file_name().unwrap_or_default()))
+        };
+        if let Some((_, first)) = seen.iter().find(|(k, _)| *k == key) {
+            return Err(CliError::usage(if *first == m {
+                format!("member {} is named twice", m.display())
+            } else {
+                format!(
+                    "members {} and {} are the same file: one device fills one role",
+                    first.display(),
+                    m.display()
+                )
+            }));
+        }
+        seen.push((key, m));
+    }
+    Ok(())
+}
+
 fn cmd_create(args: CreateArgs) -> Result<(), CliError> {
     let name = &args
         .name
@@ -723,15 +766,7 @@ fn cmd_create(args: CreateArgs) -> Result<(), CliError> {
         None => parse_layout(level, args.layout.as_deref()).map(|_| ()),
     }
     .map_err(|e| CliError::usage(e.to_string()))?;
-    let mut seen = std::collections::HashSet::new();
-    for m in &args.members {
-        if !seen.insert(m.clone()) {
-            return Err(CliError::usage(format!(
-                "member {} is named twice",
-                m.display()
-            )));
-        }
-    }
+    check_members_distinct(&args.members)?;
     if let Some(bytes) = args.stripe_cache
         && !crate::array::persist::valid_stripe_cache_bytes(bytes)
     {
@@ -785,7 +820,7 @@ fn cmd_create(args: CreateArgs) -> Result<(), CliError> {
             Ok(disk) => members.push((m.display().to_string(), Rc::new(disk))),
             Err(e) => {
                 remove_made(&made);
-                return Err(CliError::failed(format!("{}: {e}", m.display())));
+                return Err(CliError::failed(e.to_string()));
             }
         }
     }
@@ -867,7 +902,7 @@ fn cmd_examine(args: ExamineArgs) -> Result<(), CliError> {
     for path in &args.members {
         match read_superblock_block(path) {
             Err(e) => {
-                eprintln!("raid: {}: cannot read superblock: {e}", path.display());
+                eprintln!("raid: {e}");
                 failures += 1;
             }
             Ok(block) => match Superblock::decode(&block) {

@@ -103,8 +103,8 @@ pub fn open_members(
     for spec in specs {
         match spec {
             MemberSpec::Path(p) => {
-                let disk = FileDisk::open(p, pool.clone())
-                    .map_err(|e| ServeError(format!("{}: {e}", p.display())))?;
+                let disk =
+                    FileDisk::open(p, pool.clone()).map_err(|e| ServeError(e.to_string()))?;
                 out.push((p.display().to_string(), Rc::new(disk)));
             }
             MemberSpec::Memory(bytes) => {
@@ -670,12 +670,18 @@ impl Engine {
 fn outcome(result: Result<Vec<u8>, crate::block::IoError>) -> IoOutcome {
     match result {
         Ok(data) => IoOutcome::Ok(data),
-        Err(e) => IoOutcome::Err(match driver_error(&e) {
-            orion_driver::DriverError::OutOfRange | orion_driver::DriverError::InvalidArgument => {
-                NbdErrno::EINVAL
-            }
-            _ => NbdErrno::EIO,
-        }),
+        Err(e) => IoOutcome::Err(nbd_errno(&e)),
+    }
+}
+
+/// The NBD error a client gets for an array's error: no space is `ENOSPC` (the client may
+/// free space or stop writing; the data written before is intact), not an I/O error.
+fn nbd_errno(e: &crate::block::IoError) -> NbdErrno {
+    use orion_driver::DriverError;
+    match driver_error(e) {
+        DriverError::OutOfRange | DriverError::InvalidArgument => NbdErrno::EINVAL,
+        DriverError::NoSpace => NbdErrno::ENOSPC,
+        _ => NbdErrno::EIO,
     }
 }
 
@@ -740,4 +746,27 @@ fn print_banner(opts: &ServeOptions, exports: &[ExportInfo]) {
         "Watch it:  raid monitor --control {0}   raid stats --control {0}",
         opts.control.display()
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::block::IoError;
+
+    #[test]
+    fn array_errors_become_nbd_errors() {
+        assert_eq!(nbd_errno(&IoError::NoSpace), NbdErrno::ENOSPC);
+        assert_eq!(NbdErrno::ENOSPC.code(), 28);
+        assert_eq!(nbd_errno(&IoError::Media { sector: 3 }), NbdErrno::EIO);
+        assert_eq!(nbd_errno(&IoError::DataLost { sector: 3 }), NbdErrno::EIO);
+        assert_eq!(nbd_errno(&IoError::DeviceFailed), NbdErrno::EIO);
+        assert_eq!(
+            nbd_errno(&IoError::OutOfRange {
+                sector: 9,
+                sectors: 1,
+                capacity_sectors: 8
+            }),
+            NbdErrno::EINVAL
+        );
+    }
 }

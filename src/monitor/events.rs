@@ -38,6 +38,13 @@ pub enum Event {
         slot: u32,
         member: String,
     },
+    /// A member's device is no longer what it was (its image file deleted or truncated
+    /// under the server); `reason` says what. It is failed unless that fails the array.
+    MemberGone {
+        slot: u32,
+        member: String,
+        reason: String,
+    },
     SpareActivated {
         slot: u32,
         member: String,
@@ -88,6 +95,7 @@ impl Event {
             Event::ArrayFailed => "array_failed",
             Event::ArrayStalled { .. } => "array_stalled",
             Event::MemberFailed { .. } => "member_failed",
+            Event::MemberGone { .. } => "member_gone",
             Event::SpareActivated { .. } => "spare_activated",
             Event::RebuildStarted { .. } => "rebuild_started",
             Event::RebuildFinished { .. } => "rebuild_finished",
@@ -110,6 +118,11 @@ impl fmt::Display for Event {
             | Event::RebuildStarted { slot, member }
             | Event::RebuildFinished { slot, member } => write!(f, " slot {slot} ({member})"),
             Event::RebuildFailed {
+                slot,
+                member,
+                reason,
+            }
+            | Event::MemberGone {
                 slot,
                 member,
                 reason,

@@ -62,6 +62,8 @@ struct State {
     latent: BTreeSet<u64>,
     corrupt: BTreeSet<u64>,
     failed: bool,
+    /// Every write fails with this (a full file system: `IoError::NoSpace`).
+    write_error: Option<IoError>,
     /// Unflushed sectors, newest content.
     cache: BTreeMap<u64, Box<[u8]>>,
     stats: FaultStats,
@@ -87,6 +89,7 @@ impl FaultyDisk {
                 latent: BTreeSet::new(),
                 corrupt: BTreeSet::new(),
                 failed: false,
+                write_error: None,
                 cache: BTreeMap::new(),
                 stats: FaultStats::default(),
             }),
@@ -111,6 +114,12 @@ impl FaultyDisk {
     /// Undoes `fail`.
     pub fn revive(&self) {
         self.state.borrow_mut().failed = false;
+    }
+
+    /// Every write fails with `error` from now on (`None`: writes work again); reads are
+    /// unaffected. `IoError::NoSpace` is a host file system that filled up.
+    pub fn set_write_error(&self, error: Option<IoError>) {
+        self.state.borrow_mut().write_error = error;
     }
 
     pub fn is_failed(&self) -> bool {
@@ -203,6 +212,10 @@ impl FaultyDisk {
         if st.failed {
             st.stats.errors_injected += 1;
             return Some(IoError::DeviceFailed);
+        }
+        if let (true, Some(e)) = (is_write, st.write_error.clone()) {
+            st.stats.errors_injected += 1;
+            return Some(e);
         }
         let end = sector + sectors;
         let hit = st.error_ranges.iter().find(|(s, e, op)| {
@@ -341,7 +354,16 @@ impl FaultyDisk {
     }
 }
 
-crate::block_device_via_async_fns!(FaultyDisk, |d| d.inner.capacity_sectors());
+// Faults are injected on the way to the same medium: it is the inner device.
+crate::block_device_via_async_fns!(FaultyDisk, |d| d.inner.capacity_sectors(), {
+    fn identity(&self) -> Option<crate::block::DeviceIdentity> {
+        self.inner.identity()
+    }
+
+    fn probe(&self) -> Option<crate::block::DeviceProblem> {
+        self.inner.probe()
+    }
+});
 
 #[cfg(test)]
 mod tests {

@@ -9,7 +9,6 @@
 
 use std::cell::RefCell;
 use std::fs::{File, OpenOptions};
-use std::io::{Seek, SeekFrom};
 use std::os::unix::fs::FileExt;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
@@ -19,9 +18,11 @@ use std::task::{Context, Poll, Waker};
 use std::thread::JoinHandle;
 
 use crate::block::{
-    BlockDevice, Bytes, IoError, IoFuture, SECTOR_BYTES, check_range, check_sectors,
+    BlockDevice, Bytes, DeviceIdentity, DeviceProblem, IoError, IoFuture, SECTOR_BYTES,
+    check_range, check_sectors,
 };
 use crate::parity::ParityEngine;
+use crate::platform::open::{OpenError, open_exclusive, open_for_reading};
 
 /// Bytes of each source a [`FileDisk::write_xor_of`] job reads at a time: the pieces of
 /// all sources (the first is also the result) stay in or near one core's L2 cache (512 KiB
@@ -179,63 +180,107 @@ pub struct FileDisk {
     file: Arc<File>,
     path: PathBuf,
     capacity_sectors: u64,
+    identity: DeviceIdentity,
+    /// An image file (not a block device): one that can be truncated or deleted under us.
+    is_file: bool,
+    /// Found shorter than at open: every later request fails. A write past the new end
+    /// extends the file with a hole below it that reads zeros, which must never be served
+    /// as data, and the array fails the member anyway.
+    shrunk: std::sync::atomic::AtomicBool,
     pool: Arc<IoPool>,
 }
 
+/// What a failed host I/O means to the array. No space (a full or over-quota file system
+/// under an image) is passed up as such: it says nothing about the member. A read that
+/// came back short, or a file found shorter than at open, means the file was truncated
+/// under the server: the sectors past its end are gone, so the member is failed
+/// (`DeviceFailed`) rather than asked again sector by sector.
 fn io_error(sector: u64, err: &std::io::Error) -> IoError {
-    log::warn!("I/O error at sector {sector}: {err}");
-    IoError::Media { sector }
+    match err.raw_os_error() {
+        Some(libc::ENOSPC | libc::EDQUOT) => {
+            log::warn!("no space for a write at sector {sector}: {err}");
+            IoError::NoSpace
+        }
+        _ if err.kind() == std::io::ErrorKind::UnexpectedEof => {
+            log::error!("short I/O at sector {sector}: {err}");
+            IoError::DeviceFailed
+        }
+        _ => {
+            log::warn!("I/O error at sector {sector}: {err}");
+            IoError::Media { sector }
+        }
+    }
+}
+
+/// After a write to an image file: an error if the file is now shorter than `capacity`
+/// bytes. A write past the end of a truncated file would extend it again, with a hole
+/// reading zeros below it, and those zeros would be served as data.
+fn check_not_shrunk(file: &File, capacity_bytes: u64) -> std::io::Result<()> {
+    let len = file.metadata()?.len();
+    if len < capacity_bytes {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            format!("the file shrank from {capacity_bytes} to {len} bytes (truncated?)"),
+        ));
+    }
+    Ok(())
 }
 
 impl FileDisk {
-    /// Opens `path` read-write; its size (rounded down to whole sectors) is the capacity.
-    ///
-    /// Takes an exclusive advisory lock (`flock`) for as long as the disk is open, and
-    /// refuses a file another open disk holds: two processes (a `raid serve` and an offline
-    /// `raid set --members`, or two servers) writing one member's metadata would each undo
-    /// the other's. The kernel drops the lock when the holder exits, however it exits.
-    pub fn open(path: &Path, pool: Arc<IoPool>) -> std::io::Result<Self> {
-        let mut file = OpenOptions::new().read(true).write(true).open(path)?;
-        match file.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::ResourceBusy,
-                    "in use: another process (a running raid serve?) has it open",
-                ));
-            }
-            // A file system without locks (some network ones): serve it unguarded rather
-            // than not at all.
-            Err(std::fs::TryLockError::Error(e)) => {
-                log::warn!(
-                    "{}: not locked ({e}): nothing guards it from other processes",
-                    path.display()
-                );
-            }
-        }
-        let bytes = file.seek(SeekFrom::End(0))?;
+    /// Opens `path` read-write as a member (see [`crate::platform::open`]: regular files
+    /// and block devices only, never blocking, held exclusively); its size (rounded down
+    /// to whole sectors) is the capacity.
+    pub fn open(path: &Path, pool: Arc<IoPool>) -> Result<Self, OpenError> {
+        let held = open_exclusive(path)?;
         Ok(FileDisk {
-            file: Arc::new(file),
+            file: held.file,
             path: path.to_path_buf(),
-            capacity_sectors: bytes / SECTOR_BYTES as u64,
+            capacity_sectors: held.bytes / SECTOR_BYTES as u64,
+            identity: held.identity,
+            is_file: held.is_file,
+            shrunk: std::sync::atomic::AtomicBool::new(false),
             pool,
         })
     }
 
     /// Creates a sparse image file of `bytes` (which must not exist yet) and opens it.
-    pub fn create_sparse(path: &Path, bytes: u64, pool: Arc<IoPool>) -> std::io::Result<Self> {
+    pub fn create_sparse(path: &Path, bytes: u64, pool: Arc<IoPool>) -> Result<Self, OpenError> {
+        let io = |error| OpenError::Io {
+            path: path.to_path_buf(),
+            error,
+        };
         let file = OpenOptions::new()
             .read(true)
             .write(true)
             .create_new(true)
-            .open(path)?;
-        file.set_len(bytes)?;
+            .open(path)
+            .map_err(io)?;
+        file.set_len(bytes).map_err(io)?;
         drop(file);
         Self::open(path, pool)
     }
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    fn capacity_bytes(&self) -> u64 {
+        self.capacity_sectors * SECTOR_BYTES as u64
+    }
+
+    fn is_shrunk(&self) -> bool {
+        self.shrunk.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// [`io_error`], remembering a short I/O (the file was truncated) for good.
+    fn failed(&self, sector: u64, err: &std::io::Error) -> IoError {
+        let e = io_error(sector, err);
+        if err.kind() == std::io::ErrorKind::UnexpectedEof {
+            log::error!("{}: shorter than at open: failed", self.path.display());
+            self.shrunk
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        e
     }
 
     /// Writes at `sector` of this disk the xor of `bytes` read at each `(disk, sector)` of
@@ -258,15 +303,22 @@ impl FileDisk {
         let target = self.file.clone();
         let sources: Vec<(Arc<File>, u64)> =
             sources.iter().map(|(d, s)| (d.file.clone(), *s)).collect();
+        let capacity_bytes = self.is_file.then_some(self.capacity_bytes());
         Box::pin(async move {
             checked?;
             if sources.is_empty() {
                 return Err(IoError::Unsupported);
             }
-            let done =
-                bulk_pool().submit(move || xor_job(&target, sector, &sources, bytes, engine));
+            let done = bulk_pool().submit(move || {
+                xor_job(&target, sector, &sources, bytes, engine)?;
+                match capacity_bytes {
+                    Some(c) => check_not_shrunk(&target, c).map_err(|e| (sector, e)),
+                    None => Ok(()),
+                }
+            });
             match done.wait().await {
                 Some(Ok(())) => Ok(()),
+                // Not `self.failed`: the short one may be a source, not this disk.
                 Some(Err((at, e))) => Err(io_error(at, &e)),
                 None => Err(IoError::DeviceFailed),
             }
@@ -351,7 +403,7 @@ pub fn xor_files(
     let files: Vec<(Arc<File>, std::fs::Metadata)> = sources
         .iter()
         .map(|p| {
-            let f = File::open(p).map_err(with_path(p))?;
+            let f = open_for_reading(p).map_err(OpenError::into_io)?;
             let m = f.metadata().map_err(with_path(p))?;
             Ok((Arc::new(f), m))
         })
@@ -449,18 +501,45 @@ impl BlockDevice for FileDisk {
         Some(self)
     }
 
+    fn identity(&self) -> Option<DeviceIdentity> {
+        Some(self.identity)
+    }
+
+    /// One `fstat` of the open file: deleted (no links left) or shorter than at open.
+    /// Block devices are not looked at (their metadata says neither).
+    fn probe(&self) -> Option<DeviceProblem> {
+        use std::os::unix::fs::MetadataExt;
+        if !self.is_file {
+            return None;
+        }
+        let meta = self.file.metadata().ok()?;
+        if meta.nlink() == 0 {
+            return Some(DeviceProblem::Deleted);
+        }
+        let now_sectors = meta.len() / SECTOR_BYTES as u64;
+        (now_sectors < self.capacity_sectors).then_some(DeviceProblem::Shrunk {
+            capacity_sectors: self.capacity_sectors,
+            now_sectors,
+        })
+    }
+
     fn read(&self, sector: u64, mut buf: Vec<u8>) -> IoFuture<'_, Vec<u8>> {
         let checked = check_range(sector, buf.len(), self.capacity_sectors);
         let file = self.file.clone();
         Box::pin(async move {
             checked?;
+            if self.is_shrunk() {
+                return Err(IoError::DeviceFailed);
+            }
+            // read_exact_at: a read that comes back short (the end of a truncated file) is
+            // an error (UnexpectedEof), never a buffer partly left as it was.
             let done = self.pool.submit(move || {
                 let r = file.read_exact_at(&mut buf, sector * SECTOR_BYTES as u64);
                 r.map(|()| buf)
             });
             match done.wait().await {
                 Some(Ok(buf)) => Ok(buf),
-                Some(Err(e)) => Err(io_error(sector, &e)),
+                Some(Err(e)) => Err(self.failed(sector, &e)),
                 None => Err(IoError::DeviceFailed),
             }
         })
@@ -469,10 +548,17 @@ impl BlockDevice for FileDisk {
     fn write(&self, sector: u64, data: Bytes, fua: bool) -> IoFuture<'_, ()> {
         let checked = check_range(sector, data.len(), self.capacity_sectors);
         let file = self.file.clone();
+        let capacity_bytes = self.is_file.then_some(self.capacity_bytes());
         Box::pin(async move {
             checked?;
+            if self.is_shrunk() {
+                return Err(IoError::DeviceFailed);
+            }
             let done = self.pool.submit(move || {
                 file.write_all_at(&data, sector * SECTOR_BYTES as u64)?;
+                if let Some(c) = capacity_bytes {
+                    check_not_shrunk(&file, c)?;
+                }
                 if fua {
                     file.sync_data()?;
                 }
@@ -480,7 +566,7 @@ impl BlockDevice for FileDisk {
             });
             match done.wait().await {
                 Some(Ok(())) => Ok(()),
-                Some(Err(e)) => Err(io_error(sector, &e)),
+                Some(Err(e)) => Err(self.failed(sector, &e)),
                 None => Err(IoError::DeviceFailed),
             }
         })
@@ -566,6 +652,85 @@ mod tests {
         assert!(matches!(result.1, Err(IoError::OutOfRange { .. })));
         assert!(notified.load(std::sync::atomic::Ordering::SeqCst));
         std::fs::remove_file(&dir).unwrap();
+    }
+
+    /// A file truncated under the disk: a write past its new end is an error (not a silent
+    /// extension with a hole of zeros below it), and from then on nothing it holds is
+    /// served, above all not the zeros of that hole; a read that comes back short is an
+    /// error too. Deleted and truncated files are what `probe` reports.
+    #[test]
+    fn a_truncated_file_fails_requests_instead_of_serving_zeros() {
+        let dir = std::env::temp_dir().join(format!("orion-shrunk-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let pool = IoPool::new(2);
+        let run = |disk: &std::rc::Rc<FileDisk>, op: u8, sector: u64| {
+            let exec = Executor::new();
+            let d = disk.clone();
+            let handle = exec.spawn(async move {
+                match op {
+                    b'r' => d.read(sector, vec![0; 4096]).await.map(|_| ()),
+                    _ => d.write(sector, Bytes::from(vec![7u8; 4096]), false).await,
+                }
+            });
+            loop {
+                exec.run_until_stalled();
+                if let Some(r) = handle.try_take() {
+                    break r;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+        };
+        let path = dir.join("w.img");
+        let disk = std::rc::Rc::new(FileDisk::create_sparse(&path, 1 << 20, pool.clone()).unwrap());
+        assert_eq!(disk.probe(), None);
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(256 << 10)
+            .unwrap();
+        assert_eq!(
+            disk.probe(),
+            Some(DeviceProblem::Shrunk {
+                capacity_sectors: 2048,
+                now_sectors: 512
+            })
+        );
+        assert_eq!(run(&disk, b'w', 1024), Err(IoError::DeviceFailed));
+        // The write landed past the end and made a hole of zeros at 256K..512K: not served.
+        assert_eq!(run(&disk, b'r', 600), Err(IoError::DeviceFailed));
+        assert_eq!(run(&disk, b'r', 0), Err(IoError::DeviceFailed));
+
+        let path = dir.join("r.img");
+        let disk = std::rc::Rc::new(FileDisk::create_sparse(&path, 1 << 20, pool.clone()).unwrap());
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(256 << 10)
+            .unwrap();
+        assert_eq!(run(&disk, b'r', 0), Ok(()));
+        assert_eq!(
+            run(&disk, b'r', 508),
+            Err(IoError::DeviceFailed),
+            "short read"
+        );
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(disk.probe(), Some(DeviceProblem::Deleted));
+        pool.shutdown();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn no_space_and_quota_are_not_media_errors() {
+        for errno in [libc::ENOSPC, libc::EDQUOT] {
+            let e = std::io::Error::from_raw_os_error(errno);
+            assert_eq!(io_error(8, &e), IoError::NoSpace);
+            assert!(!io_error(8, &e).fails_member());
+        }
+        let eio = std::io::Error::from_raw_os_error(libc::EIO);
+        assert_eq!(io_error(8, &eio), IoError::Media { sector: 8 });
     }
 
     /// The fused job writes the xor of its sources across piece boundaries (a length that

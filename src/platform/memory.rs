@@ -3,9 +3,10 @@
 use alloc::boxed::Box;
 use alloc::vec::Vec;
 use core::cell::RefCell;
+use core::sync::atomic::{AtomicU64, Ordering};
 
 use crate::block::{
-    BlockDevice, Bytes, IoError, IoFuture, SECTOR_BYTES, check_range, check_sectors,
+    BlockDevice, Bytes, DeviceIdentity, IoError, IoFuture, SECTOR_BYTES, check_range, check_sectors,
 };
 
 /// The unit of storage. Large: the block table of a written disk stays small enough for
@@ -233,14 +234,19 @@ fn split(index: u64) -> (usize, usize) {
 /// A memory disk whose blocks are allocated on first write; unwritten sectors read as zeroes.
 pub struct MemoryDisk {
     capacity_sectors: u64,
+    /// Its [`DeviceIdentity::Instance`] number.
+    instance: u64,
     store: RefCell<Store>,
 }
 
 impl MemoryDisk {
     /// A zero-filled disk of `capacity_sectors` sectors.
     pub fn new(capacity_sectors: u64) -> Self {
+        // Process-wide, so no two memory disks ever compare as one device.
+        static NEXT_INSTANCE: AtomicU64 = AtomicU64::new(1);
         MemoryDisk {
             capacity_sectors,
+            instance: NEXT_INSTANCE.fetch_add(1, Ordering::Relaxed),
             store: RefCell::new(Store::new(capacity_sectors)),
         }
     }
@@ -355,6 +361,10 @@ fn copy_range(store: &mut Store, sector: u64, data: &[u8]) {
 impl BlockDevice for MemoryDisk {
     fn capacity_sectors(&self) -> u64 {
         self.capacity_sectors
+    }
+
+    fn identity(&self) -> Option<DeviceIdentity> {
+        Some(DeviceIdentity::Instance(self.instance))
     }
 
     fn read(&self, sector: u64, mut buf: Vec<u8>) -> IoFuture<'_, Vec<u8>> {

@@ -4,3 +4,5 @@ pub mod faulty;
 #[cfg(feature = "std")]
 pub mod file;
 pub mod memory;
+#[cfg(feature = "std")]
+pub mod open;
