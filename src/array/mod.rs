@@ -424,6 +424,10 @@ pub struct Array {
     foreground: Cell<u32>,
     lock: RangeLock,
     meta: AsyncMutex<()>,
+    /// Member failures whose record in the superblocks is still being written, and the
+    /// requests waiting for that (see [`Array::failures_recorded`]).
+    unrecorded_failures: Cell<u32>,
+    failure_waiters: RefCell<Vec<core::task::Waker>>,
     read_policy: Cell<ReadPolicy>,
     rotor: Cell<usize>,
     /// True while `resync_offset` on disk is 0 (writes may be in flight: resync all).
@@ -544,6 +548,8 @@ impl Array {
             foreground: Cell::new(0),
             lock: RangeLock::new(),
             meta: AsyncMutex::new(()),
+            unrecorded_failures: Cell::new(0),
+            failure_waiters: RefCell::new(Vec::new()),
             read_policy: Cell::new(ReadPolicy::LeastOutstanding),
             rotor: Cell::new(0),
             dirty_on_disk: Cell::new(resync_from == 0),
@@ -1044,7 +1050,26 @@ impl Array {
         let r = self.write_members(sector, data, fua).await;
         // A replacement that failed this write missed it: that is on disk before the ack.
         self.record_failed_replacements().await;
+        // So is a failure this write skipped a member for.
+        self.failures_recorded().await;
         r
+    }
+
+    /// Waits until every member failure so far is recorded in the superblocks (or the
+    /// attempt is over). A member is marked faulty at once and its record written after;
+    /// a write that meanwhile skipped it must not be acknowledged before that record is on
+    /// disk, or a crash leaves the member's old record of being in sync and assembly takes
+    /// its stale copy (md holds such writes back the same way while `MD_SB_CHANGE_PENDING`).
+    async fn failures_recorded(&self) {
+        core::future::poll_fn(|cx| {
+            if self.unrecorded_failures.get() == 0 {
+                core::task::Poll::Ready(())
+            } else {
+                self.failure_waiters.borrow_mut().push(cx.waker().clone());
+                core::task::Poll::Pending
+            }
+        })
+        .await;
     }
 
     async fn write_members(&self, sector: u64, data: Bytes, fua: bool) -> Result<(), IoError> {
@@ -1141,6 +1166,8 @@ impl Array {
                 }
             }
         }
+        // Durable means durable after a crash too: with every member failure recorded.
+        self.failures_recorded().await;
         match any_error {
             Some(e) => Err(e),
             None if self.health() == Health::Failed => Err(IoError::DeviceFailed),
@@ -1208,8 +1235,12 @@ impl Array {
 
     async fn fail_member_rc(&self, member: &Rc<Member>) {
         if member.state() == MemberState::Faulty {
+            // Failed by another request, whose record may still be in flight.
+            self.failures_recorded().await;
             return;
         }
+        self.unrecorded_failures
+            .set(self.unrecorded_failures.get() + 1);
         member.state.set(MemberState::Faulty);
         self.stripe_cache.borrow_mut().clear();
         log::error!("{}: member {} failed", self.name, member.name);
@@ -1235,6 +1266,14 @@ impl Array {
                 let _ = sb.set_role(dev_number, DeviceRole::Faulty);
             })
             .await;
+        self.unrecorded_failures
+            .set(self.unrecorded_failures.get() - 1);
+        if self.unrecorded_failures.get() == 0 {
+            let waiters = core::mem::take(&mut *self.failure_waiters.borrow_mut());
+            for waker in waiters {
+                waker.wake();
+            }
+        }
         self.member_event(member, |slot, member| Event::MemberFailed { slot, member });
         self.check_health();
         // Only once the failure is on disk: a spare may take the slot.
