@@ -134,6 +134,10 @@ pub struct Member {
     replacement: RefCell<Option<Rc<Member>>>,
     /// This member is itself a replacement (md's `REPLACEMENT` feature).
     is_replacement: Cell<bool>,
+    /// Its rebuild is complete and being recorded: superblock updates write it in sync,
+    /// while it stays `Rebuilding` (not yet relied on as a full copy) until the record is on
+    /// disk.
+    in_sync_pending: Cell<bool>,
     /// When a member is failed for slowness or read errors; `None` on a non-redundant
     /// array (where failing a member loses data, so errors are only passed up).
     failure_policy: Cell<Option<FailurePolicy>>,
@@ -159,6 +163,7 @@ impl Member {
             read_error_times: RefCell::new(VecDeque::new()),
             replacement: RefCell::new(None),
             is_replacement: Cell::new(false),
+            in_sync_pending: Cell::new(false),
         }
     }
 
@@ -1395,7 +1400,7 @@ impl Array {
                         let _ = sb.set_role(d, role);
                     }
                     // Per member: how far a rebuild has come.
-                    if m.state() == MemberState::Rebuilding {
+                    if m.state() == MemberState::Rebuilding && !m.in_sync_pending.get() {
                         sb.features |= FeatureMap::RECOVERY_OFFSET;
                         sb.recovery_offset_sectors = m.recovery_offset.get();
                     } else {

@@ -479,3 +479,55 @@ fn write_skipping_a_failed_member_waits_for_the_failure_record() {
         assert_eq!(d.superblock().role_of(1), DeviceRole::Faulty);
     }
 }
+
+/// A rebuilt member counts as in sync only once its superblock says so: until then a crash
+/// finds it recovering, so the array must not treat it as a full copy (and let the last
+/// member recorded in sync fail as if it were redundant; found by the model test,
+/// raid1+spare seed 229).
+#[test]
+fn rebuilt_member_is_in_sync_only_once_recorded() {
+    let exec = Executor::new();
+    let disks: Vec<Rc<GatedDisk>> = (0..3).map(|_| Rc::new(GatedDisk::new(8 * 2048))).collect();
+    let members = super::test_rig::named_members(&disks[..2]);
+    let opts = options(Level::Raid1, None, 64, "gated");
+    let e = exec.clone();
+    let array = exec
+        .block_on(async move { create(&e, members, &opts).await })
+        .unwrap()
+        .unwrap();
+    write_now(&exec, &array, 0, vec![3u8; 4096]).unwrap();
+    // The spare's own record of being in sync (an active role, no recovery offset) waits.
+    disks[2].close_gate(|sb| {
+        matches!(sb.own_role(), DeviceRole::Active(_))
+            && !sb
+                .features
+                .contains(crate::metadata::FeatureMap::RECOVERY_OFFSET)
+    });
+    let (a, spare) = (array.clone(), disks[2].clone() as Rc<dyn BlockDevice>);
+    exec.block_on(async move { a.add_device("d2".into(), spare).await })
+        .unwrap()
+        .unwrap();
+    let a = array.clone();
+    exec.block_on(async move { a.fail_member(1).await })
+        .unwrap()
+        .unwrap();
+    exec.run_until_stalled();
+    let member = array.slots()[1].clone().expect("the spare took the slot");
+    assert_eq!(member.name, "d2");
+    assert_eq!(
+        member.state(),
+        MemberState::Rebuilding,
+        "in sync before the record is on disk"
+    );
+    assert_eq!(array.health(), Health::Degraded);
+    disks[2].open_gate();
+    exec.run_until_idle();
+    assert_eq!(member.state(), MemberState::Active);
+    assert_eq!(array.health(), Health::Optimal);
+    let sb = disks[2].superblock();
+    assert_eq!(sb.own_role(), DeviceRole::Active(1));
+    assert!(
+        !sb.features
+            .contains(crate::metadata::FeatureMap::RECOVERY_OFFSET)
+    );
+}
