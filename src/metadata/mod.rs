@@ -34,7 +34,7 @@ pub use create::{
 };
 pub use superblock::{
     DeviceRole, FeatureMap, Level, MdTime, Raid0Layout, Raid10Layout, Reshape, RoleError,
-    Superblock, SuperblockError, UuidDisplay, checksum, format_uuid, parse_uuid,
+    Superblock, SuperblockError, UuidDisplay, checksum, format_uuid, md_level_name, parse_uuid,
 };
 
 /// Byte offset of the version-1.2 superblock from the start of a member device.
