@@ -24,8 +24,8 @@ mod superblock;
 mod tests;
 
 pub use assembly::{
-    AssemblyOptions, AssemblyPlan, Candidate, CandidateGroups, MemberStatus, PlanError, SlotState,
-    group_candidates, plan_assembly,
+    AssemblyOptions, AssemblyPlan, Candidate, CandidateGroups, GeometryDifference, MemberStatus,
+    PlanError, SlotState, geometry_difference, group_candidates, plan_assembly,
 };
 pub use create::{
     CreateError, CreateSpec, bad_block_log_placement, default_bitmap_space_sectors,
