@@ -3,6 +3,8 @@
 //! and member failure persisted in the superblocks before a write is acknowledged.
 
 pub mod assemble;
+#[cfg(test)]
+mod assemble_tests;
 mod buffers;
 mod gather;
 pub use gather::WriteNotice;

@@ -798,26 +798,55 @@ fn cmd_create(args: CreateArgs) -> Result<(), CliError> {
     Ok(())
 }
 
+/// The size of an image file or block device in sectors (a block device's metadata says 0,
+/// its end does not).
+fn device_sectors(path: &Path) -> std::io::Result<u64> {
+    use std::io::{Seek, SeekFrom};
+    let mut file = std::fs::File::open(path)?;
+    Ok(file.seek(SeekFrom::End(0))? / 512)
+}
+
 fn cmd_examine(args: ExamineArgs) -> Result<(), CliError> {
     let mut failures = 0;
+    // Members examined so far that decoded, to tell members of one array that disagree.
+    let mut seen: Vec<(&Path, Superblock)> = Vec::new();
     for path in &args.members {
-        match read_superblock_block(path) {
+        let decoded = read_superblock_block(path)
+            .and_then(|block| Ok((block, device_sectors(path)?)))
+            .map_err(|e| format!("cannot read superblock: {e}"))
+            .and_then(|(block, sectors)| {
+                Superblock::decode(&block)
+                    .and_then(|sb| sb.check_device_size(sectors).map(|()| sb))
+                    .map_err(|e| format!("no valid md superblock: {e}"))
+            });
+        match decoded {
             Err(e) => {
-                eprintln!("raid: {}: cannot read superblock: {e}", path.display());
+                eprintln!("raid: {}: {e}", path.display());
                 failures += 1;
             }
-            Ok(block) => match Superblock::decode(&block) {
-                Err(e) => {
-                    eprintln!("raid: {}: no valid md superblock: {e}", path.display());
+            Ok(sb) => {
+                print!("{}", describe_superblock(path, &sb));
+                let other = seen.iter().find_map(|(p, o)| {
+                    (o.array_uuid == sb.array_uuid)
+                        .then(|| crate::metadata::geometry_difference(o, &sb).map(|d| (p, d)))
+                        .flatten()
+                });
+                if let Some((p, d)) = other {
+                    eprintln!(
+                        "raid: {}: disagrees with {} of the same array on {d}: not \
+                         members of one array",
+                        path.display(),
+                        p.display()
+                    );
                     failures += 1;
                 }
-                Ok(sb) => print!("{}", describe_superblock(path, &sb)),
-            },
+                seen.push((path, sb));
+            }
         }
     }
     if failures > 0 {
         return Err(CliError::failed(format!(
-            "{failures} of {} members have no valid superblock",
+            "{failures} of {} members have no valid superblock or disagree with the others",
             args.members.len()
         )));
     }
