@@ -811,42 +811,55 @@ fn cmd_examine(args: ExamineArgs) -> Result<(), CliError> {
     // Members examined so far that decoded, to tell members of one array that disagree.
     let mut seen: Vec<(&Path, Superblock)> = Vec::new();
     for path in &args.members {
-        let decoded = read_superblock_block(path)
-            .and_then(|block| Ok((block, device_sectors(path)?)))
-            .map_err(|e| format!("cannot read superblock: {e}"))
-            .and_then(|(block, sectors)| {
-                Superblock::decode(&block)
-                    .and_then(|sb| sb.check_device_size(sectors).map(|()| sb))
-                    .map_err(|e| format!("no valid md superblock: {e}"))
-            });
-        match decoded {
+        let block = match read_superblock_block(path) {
+            Ok(block) => block,
             Err(e) => {
-                eprintln!("raid: {}: {e}", path.display());
+                eprintln!("raid: {}: cannot read superblock: {e}", path.display());
                 failures += 1;
+                continue;
             }
-            Ok(sb) => {
-                print!("{}", describe_superblock(path, &sb));
-                let other = seen.iter().find_map(|(p, o)| {
-                    (o.array_uuid == sb.array_uuid)
-                        .then(|| crate::metadata::geometry_difference(o, &sb).map(|d| (p, d)))
-                        .flatten()
-                });
-                if let Some((p, d)) = other {
+        };
+        let sb = match Superblock::decode(&block) {
+            Ok(sb) => sb,
+            Err(e) => {
+                eprintln!("raid: {}: no valid md superblock: {e}", path.display());
+                failures += 1;
+                continue;
+            }
+        };
+        print!("{}", describe_superblock(path, &sb));
+        // What only the device, or the other members, can tell: shown as examine shows
+        // everything (a copy of a superblock cut out of a member is examined too), and
+        // named as what assembly refuses.
+        match device_sectors(path) {
+            Ok(sectors) => {
+                if let Err(e) = sb.check_device_size(sectors) {
                     eprintln!(
-                        "raid: {}: disagrees with {} of the same array on {d}: not \
-                         members of one array",
-                        path.display(),
-                        p.display()
+                        "raid: {}: {e}: assembly refuses this member",
+                        path.display()
                     );
-                    failures += 1;
                 }
-                seen.push((path, sb));
             }
+            Err(e) => eprintln!("raid: {}: cannot tell the size: {e}", path.display()),
         }
+        let other = seen.iter().find_map(|(p, o)| {
+            (o.array_uuid == sb.array_uuid)
+                .then(|| crate::metadata::geometry_difference(o, &sb).map(|d| (p, d)))
+                .flatten()
+        });
+        if let Some((p, d)) = other {
+            eprintln!(
+                "raid: {}: disagrees with {} of the same array on {d}: assembly refuses \
+                 the array",
+                path.display(),
+                p.display()
+            );
+        }
+        seen.push((path, sb));
     }
     if failures > 0 {
         return Err(CliError::failed(format!(
-            "{failures} of {} members have no valid superblock or disagree with the others",
+            "{failures} of {} members have no valid superblock",
             args.members.len()
         )));
     }
