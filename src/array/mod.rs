@@ -1062,6 +1062,19 @@ impl Array {
         r
     }
 
+    /// `count` member failures are recorded (or the attempt is over): wakes the requests
+    /// waiting in [`Array::failures_recorded`] once none is left.
+    fn failures_done(&self, count: u32) {
+        self.unrecorded_failures
+            .set(self.unrecorded_failures.get() - count);
+        if self.unrecorded_failures.get() == 0 {
+            let waiters = core::mem::take(&mut *self.failure_waiters.borrow_mut());
+            for waker in waiters {
+                waker.wake();
+            }
+        }
+    }
+
     /// Waits until every member failure so far is recorded in the superblocks (or the
     /// attempt is over). A member is marked faulty at once and its record written after;
     /// a write that meanwhile skipped it must not be acknowledged before that record is on
@@ -1273,14 +1286,7 @@ impl Array {
                 let _ = sb.set_role(dev_number, DeviceRole::Faulty);
             })
             .await;
-        self.unrecorded_failures
-            .set(self.unrecorded_failures.get() - 1);
-        if self.unrecorded_failures.get() == 0 {
-            let waiters = core::mem::take(&mut *self.failure_waiters.borrow_mut());
-            for waker in waiters {
-                waker.wake();
-            }
-        }
+        self.failures_done(1);
         self.member_event(member, |slot, member| Event::MemberFailed { slot, member });
         self.check_health();
         // Only once the failure is on disk: a spare may take the slot.
@@ -1338,9 +1344,13 @@ impl Array {
     ) -> Result<(), ArrayError> {
         let _meta = self.meta.lock().await;
         let now = self.exec.now_ns();
+        // Members this update failed because their superblock write failed: recorded by
+        // the retry below, which requests that skip them wait for (as for `fail_member_rc`).
+        let mut failed_here = 0;
         loop {
             let members: Vec<Rc<Member>> = self.superblock_members();
             if !members.iter().any(|m| m.state() == MemberState::Active) {
+                self.failures_done(failed_here);
                 return Err(ArrayError::MetadataWrite(IoError::DeviceFailed));
             }
             let events = members
@@ -1436,6 +1446,9 @@ impl Array {
                     Ok(()) => *m.superblock.borrow_mut() = sb,
                     Err(e) => {
                         log::error!("{}: superblock write failed on {}: {e}", self.name, m.name);
+                        self.unrecorded_failures
+                            .set(self.unrecorded_failures.get() + 1);
+                        failed_here += 1;
                         m.state.set(MemberState::Faulty);
                         self.member_event(&m, |slot, member| Event::MemberFailed { slot, member });
                         self.check_health();
@@ -1445,6 +1458,11 @@ impl Array {
                 }
             }
             if !retry {
+                if failed_here > 0 {
+                    self.failures_done(failed_here);
+                    // The failure is on disk now: a spare may take the slot.
+                    self.kick_jobs();
+                }
                 return Ok(());
             }
         }
