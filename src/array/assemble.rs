@@ -414,8 +414,8 @@ async fn mark_bitmap_stale(member: &Member) -> Result<(), IoError> {
         .dev
         .read(sector, alloc::vec![0u8; SUPERBLOCK_BYTES])
         .await?;
-    let state = u32::from_le_bytes(read_word(&block, BITMAP_STATE_OFFSET));
-    if u32::from_le_bytes(read_word(&block, 0)) != BITMAP_MAGIC || state & BITMAP_STALE != 0 {
+    let state = le32_at(&block, BITMAP_STATE_OFFSET);
+    if le32_at(&block, 0) != BITMAP_MAGIC || state & BITMAP_STALE != 0 {
         return Ok(());
     }
     let mut block = block;
@@ -425,8 +425,8 @@ async fn mark_bitmap_stale(member: &Member) -> Result<(), IoError> {
     Ok(())
 }
 
-fn read_word(block: &[u8], at: usize) -> [u8; 4] {
-    [block[at], block[at + 1], block[at + 2], block[at + 3]]
+fn le32_at(block: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes([block[at], block[at + 1], block[at + 2], block[at + 3]])
 }
 
 /// Whether an array of this geometry can run with the slots marked present.

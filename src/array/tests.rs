@@ -7,7 +7,7 @@ use alloc::vec;
 use alloc::vec::Vec;
 
 use super::assemble::{CreateOptions, assemble, create};
-use super::test_rig::{faulty_array, options, read_now, write_now};
+use super::test_rig::{faulty_array, named_members, options, read_now, write_now};
 use super::{Array, Health, MemberState, ReadPolicy};
 use crate::block::{BlockDevice, IoError};
 use crate::executor::Executor;
@@ -33,6 +33,15 @@ fn rig(level: Level, layout: Option<&str>, count: usize, latency: bool) -> Rig {
 }
 
 impl Rig {
+    /// Assembles whatever the memory members hold now (named `d0`, `d1`, …).
+    fn reassemble(&self) -> super::assemble::AssembleResult {
+        let candidates = named_members(&self.mem);
+        let e = self.exec.clone();
+        self.exec
+            .block_on(async move { assemble(&e, candidates).await })
+            .unwrap()
+    }
+
     fn write(&self, sector: u64, data: Vec<u8>) -> Result<(), IoError> {
         write_now(&self.exec, &self.array, sector, data)
     }
@@ -114,17 +123,7 @@ fn write_error_fails_member_and_persists_it_before_ack() {
         assert_eq!(sb.role_of(sb.max_dev() - 1), DeviceRole::Spare);
     }
     // Reassembly leaves the failed member out even though it reads fine.
-    let candidates: Vec<(String, Rc<dyn BlockDevice>)> = r
-        .mem
-        .iter()
-        .enumerate()
-        .map(|(i, m)| (format!("d{i}"), m.clone() as Rc<dyn BlockDevice>))
-        .collect();
-    let e = r.exec.clone();
-    let result = r
-        .exec
-        .block_on(async move { assemble(&e, candidates).await })
-        .unwrap();
+    let result = r.reassemble();
     assert_eq!(result.arrays.len(), 1);
     assert!(result.arrays[0].slots()[1].is_none());
     assert!(result.problems.iter().any(|p| p.member == "d1"));
@@ -364,17 +363,7 @@ fn interrupted_reshape_is_refused_and_nothing_is_written() {
         m.write_at(8, &sb.encode()).unwrap();
     }
     let before: Vec<Vec<u8>> = r.mem.iter().map(|m| member_bytes(m)).collect();
-    let candidates: Vec<(String, Rc<dyn BlockDevice>)> = r
-        .mem
-        .iter()
-        .enumerate()
-        .map(|(i, m)| (format!("d{i}"), m.clone() as Rc<dyn BlockDevice>))
-        .collect();
-    let e = r.exec.clone();
-    let result = r
-        .exec
-        .block_on(async move { assemble(&e, candidates).await })
-        .unwrap();
+    let result = r.reassemble();
     assert!(result.arrays.is_empty(), "{result:?}");
     let reason = result
         .problems

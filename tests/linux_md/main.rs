@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::{Server, have, ok, raid, test_dir, text_of};
+use orion_raid::array::SUPERBLOCK_SECTOR;
 use orion_raid::rng::SplitMix64;
 
 const MEMBER_BYTES: u64 = 48 << 20;
@@ -77,11 +78,8 @@ fn guest_value<'a>(out: &'a str, key: &str) -> &'a str {
 
 /// Seeded data the size of [`DATA_BYTES`], written to `data.bin` in `dir`.
 fn data_file(dir: &Path, seed: u64) -> (PathBuf, Vec<u8>) {
-    let mut rng = SplitMix64::new(seed);
     let mut data = vec![0u8; DATA_BYTES];
-    for chunk in data.chunks_mut(8) {
-        chunk.copy_from_slice(&rng.next_u64().to_le_bytes()[..chunk.len()]);
-    }
+    SplitMix64::new(seed).fill(&mut data);
     let path = dir.join("data.bin");
     std::fs::write(&path, &data).unwrap();
     (path, data)
@@ -106,6 +104,16 @@ fn members(dir: &Path, count: usize) -> Vec<PathBuf> {
         .collect()
 }
 
+/// The guest's name of the virtio disk given `index`-th to `vm.sh`.
+fn guest_disk(index: usize) -> String {
+    format!("/dev/vd{}", (b'a' + index as u8) as char)
+}
+
+/// The guest's names of the first `count` disks, space-separated.
+fn guest_disks(count: usize) -> String {
+    (0..count).map(guest_disk).collect::<Vec<_>>().join(" ")
+}
+
 fn names(paths: &[PathBuf]) -> Vec<String> {
     paths
         .iter()
@@ -116,9 +124,7 @@ fn names(paths: &[PathBuf]) -> Vec<String> {
 /// The guest's lines that assemble the array on the first `count` disks, wait for any
 /// resync, hash the data and run a check.
 fn linux_check_script(count: usize) -> String {
-    let devs: Vec<String> = (0..count)
-        .map(|i| format!("/dev/vd{}", (b'a' + i as u8) as char))
-        .collect();
+    let devs = guest_disks(count);
     format!(
         "mdadm --assemble --run /dev/md0 {devs}\n\
          mdadm --wait /dev/md0 || true\n\
@@ -129,7 +135,6 @@ fn linux_check_script(count: usize) -> String {
          else echo MISMATCH=0; fi\n\
          cat /proc/mdstat\n\
          mdadm --stop /dev/md0\n",
-        devs = devs.join(" ")
     )
 }
 
@@ -181,11 +186,9 @@ fn linux_to_ours(level: &str, layout: Option<&str>, count: usize) {
     let dir = test_dir(&case);
     let mut disks = members(&dir, count);
     let (data_path, data) = data_file(&dir, 91 + count as u64);
-    let data_dev = format!("/dev/vd{}", (b'a' + count as u8) as char);
+    let data_dev = guest_disk(count);
     disks.push(data_path);
-    let devs: Vec<String> = (0..count)
-        .map(|i| format!("/dev/vd{}", (b'a' + i as u8) as char))
-        .collect();
+    let devs = guest_disks(count);
     let layout_arg = layout.map(|l| format!("--layout={l}")).unwrap_or_default();
     let chunk = if level == "1" { "" } else { "--chunk=64" };
     // mdadm refuses a bitmap option of any kind on RAID0.
@@ -197,7 +200,6 @@ fn linux_to_ours(level: &str, layout: Option<&str>, count: usize) {
          dd if={data_dev} of=/dev/md0 bs=1M count={mib} conv=fsync 2>/dev/null\n\
          mdadm --stop /dev/md0\n\
          echo DONE=1\n",
-        devs = devs.join(" "),
         mib = DATA_BYTES >> 20,
     );
     let guest = vm(&dir, &script, &disks);
@@ -389,7 +391,7 @@ fn linux_policy_written_by_us_then_crashed(policy: &str) {
         // `bitmap_super_t.state`) rather than rely on event counts.
         let sb = common::superblock_of(&disks[0]);
         let image = std::fs::read(&disks[0]).unwrap();
-        let at = (8 + i64::from(sb.bitmap_offset_sectors)) as usize * 512;
+        let at = (SUPERBLOCK_SECTOR as i64 + i64::from(sb.bitmap_offset_sectors)) as usize * 512;
         assert_eq!(
             &image[at..at + 4],
             b"bitm",
