@@ -250,12 +250,7 @@ impl Setting {
             })
         };
         if let Some(code) = s.rebuild_priority {
-            let p = match code {
-                0 => Some(RebuildPriority::Low),
-                1 => Some(RebuildPriority::Normal),
-                2 => Some(RebuildPriority::High),
-                _ => None,
-            };
+            let p = PRIORITY_BY_CODE.get(usize::from(code)).copied();
             push(
                 "rebuild_priority",
                 format!("code {code}"),
@@ -271,12 +266,7 @@ impl Setting {
             );
         }
         if let Some(code) = s.spare_policy {
-            let p = match code {
-                0 => Some(SparePolicy::Dedicated),
-                1 => Some(SparePolicy::Shared),
-                2 => Some(SparePolicy::None),
-                _ => None,
-            };
+            let p = SPARE_BY_CODE.get(usize::from(code)).copied();
             push(
                 "spare_policy",
                 format!("code {code}"),
@@ -284,11 +274,7 @@ impl Setting {
             );
         }
         if let Some(code) = s.read_policy {
-            let p = match code {
-                0 => Some(ReadPolicy::RoundRobin),
-                1 => Some(ReadPolicy::LeastOutstanding),
-                _ => None,
-            };
+            let p = READ_BY_CODE.get(usize::from(code)).copied();
             push(
                 "read_policy",
                 format!("code {code}"),
@@ -325,27 +311,35 @@ impl Setting {
     }
 }
 
+/// The codes the Orion record stores for each policy: the index in its table, one table
+/// serving both the encoding and the decoding.
+const PRIORITY_BY_CODE: [RebuildPriority; 3] = [
+    RebuildPriority::Low,
+    RebuildPriority::Normal,
+    RebuildPriority::High,
+];
+const SPARE_BY_CODE: [SparePolicy; 3] = [
+    SparePolicy::Dedicated,
+    SparePolicy::Shared,
+    SparePolicy::None,
+];
+const READ_BY_CODE: [ReadPolicy; 2] = [ReadPolicy::RoundRobin, ReadPolicy::LeastOutstanding];
+
+fn code_in<T: PartialEq>(table: &[T], value: &T) -> u8 {
+    let index = table.iter().position(|t| t == value);
+    u8::try_from(index.expect("every policy has a code")).expect("codes fit in a byte")
+}
+
 pub(super) fn priority_code(p: RebuildPriority) -> u8 {
-    match p {
-        RebuildPriority::Low => 0,
-        RebuildPriority::Normal => 1,
-        RebuildPriority::High => 2,
-    }
+    code_in(&PRIORITY_BY_CODE, &p)
 }
 
 pub(super) fn spare_code(p: SparePolicy) -> u8 {
-    match p {
-        SparePolicy::Dedicated => 0,
-        SparePolicy::Shared => 1,
-        SparePolicy::None => 2,
-    }
+    code_in(&SPARE_BY_CODE, &p)
 }
 
 pub(super) fn read_code(p: ReadPolicy) -> u8 {
-    match p {
-        ReadPolicy::RoundRobin => 0,
-        ReadPolicy::LeastOutstanding => 1,
-    }
+    code_in(&READ_BY_CODE, &p)
 }
 
 impl Array {
