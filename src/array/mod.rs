@@ -152,8 +152,14 @@ pub struct Member {
     inflight: Cell<u32>,
     counters: Cell<MemberCounters>,
     monitor: MemberMonitor,
-    /// Member sectors (from the data offset) already rebuilt, while `Rebuilding`.
+    /// Member sectors (from the data offset) already rebuilt, while `Rebuilding`: writes
+    /// below it reach this member and reads may use it. Its data there may still sit in the
+    /// device's volatile cache.
     recovery_offset: Cell<u64>,
+    /// The rebuild position made durable (the member flushed after its data up to it was
+    /// written): what superblocks record, whichever update writes them, so that a crash
+    /// never finds a position covering data the member lost. At most `recovery_offset`.
+    durable_recovery_offset: Cell<u64>,
     /// md's replacement: a member being rebuilt as a copy of this one while this one still
     /// serves; it receives every write this one does.
     replacement: RefCell<Option<Rc<Member>>>,
@@ -184,6 +190,7 @@ impl Member {
             counters: Cell::new(MemberCounters::default()),
             monitor: MemberMonitor::new(),
             recovery_offset: Cell::new(0),
+            durable_recovery_offset: Cell::new(0),
             failure_policy: Cell::new(None),
             clock: RefCell::new(None),
             read_error_times: RefCell::new(VecDeque::new()),
@@ -204,8 +211,18 @@ impl Member {
     ) -> Self {
         let m = Member::new(name, dev, superblock);
         m.state.set(state);
+        // Read from its superblock: durable.
         m.recovery_offset.set(recovery_offset_sectors);
+        m.durable_recovery_offset.set(recovery_offset_sectors);
         m
+    }
+
+    /// Moves the rebuild cursor to `sectors` (a new rebuild, a resume at a region
+    /// boundary). The durable position never runs ahead of the cursor.
+    fn set_recovery_start(&self, sectors: u64) {
+        self.recovery_offset.set(sectors);
+        self.durable_recovery_offset
+            .set(self.durable_recovery_offset.get().min(sectors));
     }
 
     /// Byte counts and latencies of the requests sent to this member.
@@ -1623,7 +1640,8 @@ impl Array {
                     // Per member: how far a rebuild has come.
                     if m.state() == MemberState::Rebuilding {
                         sb.features |= FeatureMap::RECOVERY_OFFSET;
-                        sb.recovery_offset_sectors = m.recovery_offset.get();
+                        sb.recovery_offset_sectors =
+                            m.durable_recovery_offset.get().min(m.recovery_offset.get());
                     } else {
                         sb.features -= FeatureMap::RECOVERY_OFFSET;
                         sb.recovery_offset_sectors = 0;

@@ -597,7 +597,7 @@ impl Array {
         }
         let rep = self.prepare_spare(name, dev).await?;
         rep.state.set(MemberState::Rebuilding);
-        rep.recovery_offset.set(0);
+        rep.set_recovery_start(0);
         rep.is_replacement.set(true);
         *member.replacement.borrow_mut() = Some(rep.clone());
         self.update_superblocks(|_| {})
@@ -798,7 +798,7 @@ impl Array {
             // A failed member stays listed until removed.
             self.spares.borrow_mut().push(old);
         }
-        spare.recovery_offset.set(0);
+        spare.set_recovery_start(0);
         spare.state.set(MemberState::Rebuilding);
         if let Err(e) = self.update_superblocks(|_| {}).await {
             log::error!("{}: spare activation not recorded: {e}", self.name());
@@ -867,12 +867,18 @@ impl Array {
         }
     }
 
-    /// Records a rebuild position: the member's data up to it is flushed first.
+    /// Records a rebuild position: the member's data up to it is flushed first, and only
+    /// then is the position durable (every superblock update records the durable one).
     async fn checkpoint_rebuild(&self, target: &Rc<Member>) {
+        let at = target.recovery_offset.get();
         if target.within_timeout(target.dev.flush()).await.is_err() {
             self.fail_member_rc(target).await;
             return;
         }
+        // The cursor may have moved back meanwhile (a write the member missed).
+        target
+            .durable_recovery_offset
+            .set(at.min(target.recovery_offset.get()));
         let _ = self.update_superblocks(|_| {}).await;
     }
 
@@ -939,7 +945,7 @@ impl Array {
             _ => 1,
         };
         let resume = (target.recovery_offset.get().min(total) / unit) * unit;
-        target.recovery_offset.set(resume);
+        target.set_recovery_start(resume);
         log::info!(
             "{}: rebuild of {} in slot {slot} starts at member sector {resume}",
             self.name(),

@@ -1283,6 +1283,93 @@ fn regions_in_flight_stop(crash: bool) {
     assert!(checkpointed > 0, "no stop fell after a checkpoint");
 }
 
+/// The rebuild position a superblock records covers only data the target holds durably,
+/// whichever update writes it: here an update for another reason (a failure record, the
+/// dirty mark) lands mid-rebuild, long before the job's next checkpoint, while the spare's
+/// rebuilt regions sit in its volatile cache. Then the spare loses power. What its
+/// superblock says is rebuilt must equal the failed member's data, byte for byte.
+fn other_update_mid_rebuild(level: Level, layout: Option<&str>, count: usize) {
+    let mut recorded = 0;
+    for at_us in [10_000u64, 40_000, 70_000, 100_000, 130_000] {
+        let r = faulty_array(
+            options(level, layout, 64, "t"),
+            count,
+            MEMBER_SECTORS,
+            false,
+        );
+        fill(&r, 83);
+        let mut p = r.array.policy();
+        // The job's own checkpoints every 4 MiB, 1 MiB regions at a pace that leaves the
+        // job under way at each update time, mostly between two checkpoints.
+        p.checkpoint_regions = 4;
+        p.rebuild_rate_bytes_per_s = 100_000_000;
+        r.array.set_policy(p);
+        let (spare_mem, spare) = new_disk(&r.exec, 84 + at_us, false);
+        spare.set_config(FaultConfig {
+            min_latency_ns: 20_000,
+            max_latency_ns: 100_000,
+            write_cache: true,
+            ..FaultConfig::default()
+        });
+        add_spare(&r, "s0", &spare).unwrap();
+        fail(&r, "d1").unwrap();
+        let e = r.exec.clone();
+        r.exec
+            .block_on(async move { e.sleep(at_us * 1000).await })
+            .unwrap();
+        match r.array.job() {
+            Some(job)
+                if job.done_sectors > 0 && job.done_sectors < r.array.member_used_sectors() => {}
+            _ => continue,
+        }
+        let a = r.array.clone();
+        r.exec
+            .block_on(async move { a.update_superblocks(|_| {}).await })
+            .unwrap()
+            .unwrap();
+        spare.crash();
+        let ssb = sb_of(&spare_mem);
+        if !ssb.features.contains(FeatureMap::RECOVERY_OFFSET) {
+            continue;
+        }
+        let offset = ssb.recovery_offset_sectors;
+        recorded += usize::from(offset > 0);
+        let dsb = sb_of(&r.mem[1]);
+        let mut want = vec![0u8; offset as usize * SECTOR_BYTES];
+        let mut got = vec![0u8; want.len()];
+        r.mem[1]
+            .read_at(dsb.data_offset_sectors, &mut want)
+            .unwrap();
+        spare_mem
+            .read_at(ssb.data_offset_sectors, &mut got)
+            .unwrap();
+        assert!(
+            got == want,
+            "{level:?} update at {at_us} us: the recorded rebuild position ({offset}) covers \
+             data the spare lost"
+        );
+    }
+    assert!(
+        recorded > 0,
+        "{level:?}: no position was recorded mid-rebuild"
+    );
+}
+
+#[test]
+fn raid1_update_mid_rebuild_records_only_the_flushed_position() {
+    other_update_mid_rebuild(Level::Raid1, None, 2);
+}
+
+#[test]
+fn raid10_update_mid_rebuild_records_only_the_flushed_position() {
+    other_update_mid_rebuild(Level::Raid10, Some("n2"), 4);
+}
+
+#[test]
+fn raid5_update_mid_rebuild_records_only_the_flushed_position() {
+    other_update_mid_rebuild(Level::Raid5, None, 4);
+}
+
 #[test]
 fn raid5_crash_with_regions_in_flight_leaves_a_checkpoint_behind_written_data() {
     regions_in_flight_stop(true);
