@@ -7,7 +7,7 @@ use alloc::vec::Vec;
 use core::fmt;
 
 use super::{Array, Member, MemberState, SUPERBLOCK_SECTOR};
-use crate::block::{BlockDevice, Bytes, IoError};
+use crate::block::{BlockDevice, Bytes, IoError, SECTOR_BYTES};
 use crate::executor::{Executor, join_all};
 use crate::layout::{
     ArrayLayout, LayoutError, ParityAlgorithm, ParityLevel, Raid0Layout, Raid0ZoneLayout,
@@ -425,6 +425,46 @@ async fn mark_bitmap_stale(member: &Member) -> Result<(), IoError> {
     Ok(())
 }
 
+/// The partial parity log is not kept here (RAID5 PPL): before anything is written, each
+/// member's log area is zeroed and an empty header written, as md does whenever it starts
+/// such an array. Otherwise, after a crash of ours, Linux would replay partial parity
+/// logged before our writes (computed from data we have changed since) and, having
+/// recovered entries, mark the array clean without a resync. With an empty log it recovers
+/// nothing and resyncs the dirty array.
+async fn empty_ppl(member: &Member) -> Result<(), String> {
+    let msb = member.superblock();
+    let area = metadata::ppl::area(
+        &msb,
+        SUPERBLOCK_SECTOR,
+        (SUPERBLOCK_BYTES / SECTOR_BYTES) as u64,
+        member.dev.capacity_sectors(),
+    )
+    .map_err(|e| format!("{e}; not started"))?;
+    let Some((start, len)) = area else {
+        return Ok(());
+    };
+    let header = metadata::ppl::empty_header(&msb.array_uuid);
+    let fail = |e: IoError| format!("cannot empty the partial parity log: {e}");
+    let rest = start + metadata::ppl::PPL_HEADER_SECTORS;
+    let rest_len = len - metadata::ppl::PPL_HEADER_SECTORS;
+    // Later headers of a ring first, so that no moment leaves one valid after an empty first.
+    member
+        .dev
+        .write(
+            rest,
+            Bytes::from(alloc::vec![0u8; rest_len as usize * SECTOR_BYTES]),
+            true,
+        )
+        .await
+        .map_err(fail)?;
+    member
+        .dev
+        .write(start, Bytes::from(header), true)
+        .await
+        .map_err(fail)?;
+    Ok(())
+}
+
 fn le32_at(block: &[u8], at: usize) -> u32 {
     u32::from_le_bytes([block[at], block[at + 1], block[at + 2], block[at + 3]])
 }
@@ -822,6 +862,17 @@ async fn start(
                 problems.push(Problem {
                     member: m.name.clone(),
                     reason: format!("cannot mark the write-intent bitmap stale: {e}"),
+                });
+                return None;
+            }
+        }
+    }
+    if sb.ppl().is_some() {
+        for m in slots.iter().flatten() {
+            if let Err(reason) = empty_ppl(m).await {
+                problems.push(Problem {
+                    member: m.name.clone(),
+                    reason,
                 });
                 return None;
             }

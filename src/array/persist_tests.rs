@@ -27,7 +27,7 @@ use crate::metadata::extension::{
     EXTENSION_BYTES, ExtensionRecord, POOL_LABEL_SECTOR, StoredRegions, StoredSettings,
     extension_sector,
 };
-use crate::metadata::{Level, Superblock};
+use crate::metadata::{FeatureMap, Level, Superblock};
 use crate::platform::memory::MemoryDisk;
 use crate::rng::SplitMix64;
 
@@ -101,6 +101,17 @@ fn settings_survive_a_restart() {
     for m in &r.mem {
         let sb = superblock_of(m);
         assert_eq!(extension_sector(&sb), Some(POOL_LABEL_SECTOR));
+        // Not where md keeps a bitmap, a partial parity log (either kind) or a journal.
+        for owned in [
+            FeatureMap::BITMAP_OFFSET,
+            FeatureMap::PPL,
+            FeatureMap::MULTIPLE_PPLS,
+            FeatureMap::JOURNAL,
+        ] {
+            let mut with = sb.clone();
+            with.features |= owned;
+            assert_eq!(extension_sector(&with), None, "{owned:?}");
+        }
         let rec = r.exec.block_on({
             let m = m.clone();
             async move { read_extension(m.as_ref(), &sb).await }

@@ -377,3 +377,86 @@ fn interrupted_reshape_is_refused_and_nothing_is_written() {
         assert!(member_bytes(m) == *old, "a member was written");
     }
 }
+
+/// A RAID5 with md's partial parity log, whose log holds entries (from a Linux crash): we do
+/// not keep the log, so before serving, every member's log is emptied as md does at start
+/// (an empty header with the array's signature, the rest of the area zero). A log area that
+/// lies over the data is refused and nothing is written.
+#[test]
+fn partial_parity_log_is_emptied_before_serving_and_a_bad_area_refused() {
+    use crate::metadata::FeatureMap;
+    use crate::metadata::ppl;
+    let r = rig(Level::Raid5, None, 4, false);
+    let data_offset = r.array.superblock().unwrap().data_offset_sectors;
+    // md's placement: 8 sectors past the superblock; size as fits before the data here.
+    let (offset, size) = (8i16, 1000u16);
+    let start = 8 + 8;
+    assert!(start + u64::from(size) <= data_offset);
+    let set_ppl = |m: &MemoryDisk, offset: i16, size: u16| {
+        let mut block = vec![0u8; 4096];
+        m.read_at(8, &mut block).unwrap();
+        let mut sb = Superblock::decode(&block).unwrap();
+        sb.features |= FeatureMap::MULTIPLE_PPLS;
+        sb.bitmap_offset_sectors = (u32::from(offset as u16) | (u32::from(size) << 16)) as i32;
+        m.write_at(8, &sb.encode()).unwrap();
+        sb
+    };
+    for m in &r.mem {
+        let sb = set_ppl(m, offset, size);
+        // A header with entries, and a later header of the ring.
+        let mut header = ppl::empty_header(&sb.array_uuid);
+        header[528..532].copy_from_slice(&3u32.to_le_bytes());
+        let csum = ppl::header_checksum(&header);
+        header[532..536].copy_from_slice(&csum.to_le_bytes());
+        assert_eq!(
+            ppl::decode_header(&header, &sb.array_uuid).unwrap().entries,
+            3
+        );
+        m.write_at(start, &header).unwrap();
+        m.write_at(start + 300, &header).unwrap();
+    }
+    let result = r.reassemble();
+    assert_eq!(result.arrays.len(), 1, "{result:?}");
+    for m in &r.mem {
+        let mut area = vec![0u8; usize::from(size) * 512];
+        m.read_at(start, &mut area).unwrap();
+        let sb = {
+            let mut block = vec![0u8; 4096];
+            m.read_at(8, &mut block).unwrap();
+            Superblock::decode(&block).unwrap()
+        };
+        assert_eq!(
+            ppl::decode_header(&area, &sb.array_uuid),
+            Some(ppl::PplHeader {
+                generation: 0,
+                entries: 0
+            })
+        );
+        let nz = area[4096..].iter().position(|&b| b != 0);
+        assert!(nz.is_none(), "the ring was not zeroed: byte {nz:?}");
+    }
+    drop(result);
+    // The log over the data: refused, nothing written.
+    for m in &r.mem {
+        set_ppl(m, 8, (data_offset - 8) as u16);
+    }
+    let member_bytes = |m: &MemoryDisk| {
+        let mut all = vec![0u8; (m.capacity_sectors() * 512) as usize];
+        m.read_at(0, &mut all).unwrap();
+        all
+    };
+    let before: Vec<Vec<u8>> = r.mem.iter().map(|m| member_bytes(m)).collect();
+    let result = r.reassemble();
+    assert!(result.arrays.is_empty(), "{result:?}");
+    assert!(
+        result
+            .problems
+            .iter()
+            .any(|p| p.reason.contains("ppl.offset 8") && p.reason.contains("overlaps the data")),
+        "{:?}",
+        result.problems
+    );
+    for (m, old) in r.mem.iter().zip(&before) {
+        assert!(member_bytes(m) == *old, "a member was written");
+    }
+}

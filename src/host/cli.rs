@@ -16,7 +16,8 @@ use crate::host::serve::{MonitorOptions, ServeOptions, scan_dir, serve};
 use crate::host::spec::{MemberSpec, format_size, parse_size};
 use crate::manage;
 use crate::metadata::{
-    DeviceRole, Level, SUPERBLOCK_BYTES, SUPERBLOCK_OFFSET_BYTES, Superblock, format_uuid,
+    DeviceRole, FeatureMap, Level, SUPERBLOCK_BYTES, SUPERBLOCK_OFFSET_BYTES, Superblock,
+    format_uuid,
 };
 use crate::monitor::{ArrayMetrics, EventBatch, EventRecord, IoMetrics, MonitorConfig};
 use crate::platform::file::{FileDisk, IoPool};
@@ -910,7 +911,12 @@ fn cmd_examine(args: ExamineArgs) -> Result<(), CliError> {
                     eprintln!("raid: {}: no valid md superblock: {e}", path.display());
                     failures += 1;
                 }
-                Ok(sb) => print!("{}", describe_superblock(path, &sb)),
+                Ok(sb) => {
+                    print!("{}", describe_superblock(path, &sb));
+                    if let Some(line) = describe_ppl(path, &sb) {
+                        println!("{line}");
+                    }
+                }
             },
         }
     }
@@ -921,6 +927,37 @@ fn cmd_examine(args: ExamineArgs) -> Result<(), CliError> {
         )));
     }
     Ok(())
+}
+
+/// The partial parity log line of `raid examine`: where the log is and what its first
+/// header holds (md replays a valid header's entries when it starts the array dirty).
+fn describe_ppl(path: &Path, sb: &Superblock) -> Option<String> {
+    use crate::metadata::ppl;
+    use std::os::unix::fs::FileExt;
+    let (offset, size) = sb.ppl()?;
+    let what = if sb.features.contains(FeatureMap::MULTIPLE_PPLS) {
+        "multiple"
+    } else {
+        "single"
+    };
+    let header = (|| {
+        let file = crate::platform::open::open_for_reading(path).map_err(|e| e.to_string())?;
+        let sector = (SUPERBLOCK_OFFSET_BYTES / 512)
+            .checked_add_signed(i64::from(offset))
+            .ok_or("before the start of the device")?;
+        let mut block = vec![0u8; ppl::PPL_HEADER_BYTES];
+        file.read_exact_at(&mut block, sector * 512)
+            .map_err(|e| format!("cannot read: {e}"))?;
+        Ok::<_, String>(match ppl::decode_header(&block, &sb.array_uuid) {
+            Some(h) => format!("generation {}, {} entries", h.generation, h.entries),
+            None => "no valid header".into(),
+        })
+    })()
+    .unwrap_or_else(|e| e);
+    Some(format!(
+        "{:>16} : {what}, {size} sectors at offset {offset:+} ({header})",
+        "PPL"
+    ))
 }
 
 fn format_time(seconds: u64) -> String {

@@ -181,7 +181,10 @@ impl fmt::Display for ExtensionError {
 /// The first sector of the extension block of a member with this superblock, or `None`
 /// when there is no place that is certainly free (see the module comment).
 pub fn extension_sector(sb: &Superblock) -> Option<u64> {
-    let md_owned = FeatureMap::BITMAP_OFFSET | FeatureMap::PPL | FeatureMap::JOURNAL;
+    let md_owned = FeatureMap::BITMAP_OFFSET
+        | FeatureMap::PPL
+        | FeatureMap::MULTIPLE_PPLS
+        | FeatureMap::JOURNAL;
     if sb.features.intersects(md_owned) {
         return None;
     }

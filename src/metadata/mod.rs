@@ -18,6 +18,7 @@
 mod assembly;
 mod create;
 pub mod extension;
+pub mod ppl;
 mod superblock;
 
 #[cfg(test)]
