@@ -554,7 +554,10 @@ pub async fn assemble(exec: &Executor, candidates: Vec<NamedDevice>) -> Assemble
                 {
                     result.problems.push(Problem {
                         member: name.clone(),
-                        reason: format!("device too small: {e}; left out"),
+                        reason: format!(
+                            "device too small: {} sectors ({e}); left out",
+                            dev.capacity_sectors()
+                        ),
                     });
                     continue;
                 }
