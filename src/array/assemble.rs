@@ -15,9 +15,9 @@ use crate::layout::{
 };
 use crate::metadata::{
     self, AssemblyOptions, AssemblyPlan, Candidate, CreateSpec, DeviceRole, FeatureMap, Level,
-    MemberStatus, SUPERBLOCK_BYTES, SlotState, Superblock, default_component_sectors,
-    default_data_offset_sectors_for_chunk, format_uuid, group_candidates, plan_assembly,
-    usable_data_sectors,
+    MemberStatus, SUPERBLOCK_BYTES, SlotState, Superblock, SuperblockError,
+    default_component_sectors, default_data_offset_sectors_for_chunk, format_uuid,
+    group_candidates, plan_assembly, usable_data_sectors,
 };
 use crate::rng::SplitMix64;
 
@@ -168,12 +168,44 @@ fn parity_layout(sb: &Superblock) -> Option<Result<Raid5Layout, LayoutError>> {
     })
 }
 
+/// Why an array whose superblocks decode cannot be served.
+#[derive(Debug, Clone, PartialEq)]
+pub enum GeometryError {
+    /// A level md knows that this driver does not serve (linear).
+    UnsupportedLevel(Level),
+    /// RAID0 with members of unequal size whose superblock records no zone layout
+    /// (`feature_map` without `RAID0_LAYOUT`): md refuses to guess the mapping of the later
+    /// zones, and so do we.
+    Raid0LayoutNotRecorded,
+    /// The address map refuses the geometry.
+    Layout(LayoutError),
+}
+
+impl fmt::Display for GeometryError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            GeometryError::UnsupportedLevel(level) => write!(
+                f,
+                "level {} ({level}) is not served by this driver (raid0, raid1, raid4, raid5, \
+                 raid6 and raid10 are)",
+                level.to_md()
+            ),
+            GeometryError::Raid0LayoutNotRecorded => f.write_str(
+                "raid0 with members of unequal size needs its zone layout recorded \
+                 (feature_map bit 12, RAID0_LAYOUT, with layout 1 or 2); this superblock \
+                 records none, and the later zones cannot be mapped without it",
+            ),
+            GeometryError::Layout(e) => write!(f, "unsupported geometry: {e}"),
+        }
+    }
+}
+
 /// The address map for an array described by `sb` whose members have these usable data
 /// sizes (md's `data_size`), by slot; missing slots are `None`.
 pub fn layout_for(
     sb: &Superblock,
     data_sectors: &[Option<u64>],
-) -> Result<ArrayLayout, LayoutError> {
+) -> Result<ArrayLayout, GeometryError> {
     let disks = sb.raid_disk_count as usize;
     match sb.level {
         Level::Raid0 => {
@@ -183,15 +215,28 @@ pub fn layout_for(
                 .iter()
                 .map(|s| s.unwrap_or(sb.size_sectors))
                 .collect();
-            Raid0Layout::from_md(&sizes, sb.chunk_sectors, sb.layout).map(ArrayLayout::Raid0)
+            // Without the feature bit the kernel ignores the layout word (it may be
+            // anything an old mdadm left there); only a single-zone array then runs.
+            let recorded = sb.features.contains(FeatureMap::RAID0_LAYOUT);
+            let word = if recorded { sb.layout } else { 0 };
+            match Raid0Layout::from_md(&sizes, sb.chunk_sectors, word) {
+                Err(LayoutError::UnknownRaid0ZoneLayout { .. }) if !recorded => {
+                    Err(GeometryError::Raid0LayoutNotRecorded)
+                }
+                r => r.map(ArrayLayout::Raid0).map_err(GeometryError::Layout),
+            }
         }
-        Level::Raid1 => Raid1Layout::new(disks, sb.size_sectors).map(ArrayLayout::Raid1),
+        Level::Raid1 => Raid1Layout::new(disks, sb.size_sectors)
+            .map(ArrayLayout::Raid1)
+            .map_err(GeometryError::Layout),
         Level::Raid10 => Raid10Layout::new(disks, sb.layout, sb.chunk_sectors, sb.size_sectors)
-            .map(ArrayLayout::Raid10),
-        _ => match parity_layout(sb) {
-            Some(l) => l.map(ArrayLayout::Raid5),
-            None => Err(LayoutError::NoMembers),
+            .map(ArrayLayout::Raid10)
+            .map_err(GeometryError::Layout),
+        Level::Raid4 | Level::Raid5 | Level::Raid6 => match parity_layout(sb) {
+            Some(l) => l.map(ArrayLayout::Raid5).map_err(GeometryError::Layout),
+            None => Err(GeometryError::UnsupportedLevel(sb.level)),
         },
+        Level::Linear => Err(GeometryError::UnsupportedLevel(sb.level)),
     }
 }
 
@@ -267,7 +312,11 @@ pub async fn create(
         superblocks.push(sb);
     }
     let sizes: Vec<Option<u64>> = data_sizes.iter().map(|&s| Some(s)).collect();
-    let layout = layout_for(&superblocks[0], &sizes).map_err(CreateError::Layout)?;
+    let layout = layout_for(&superblocks[0], &sizes).map_err(|e| match e {
+        GeometryError::Layout(e) => CreateError::Layout(e),
+        GeometryError::UnsupportedLevel(level) => CreateError::UnsupportedLevel(level),
+        GeometryError::Raid0LayoutNotRecorded => CreateError::BadLayout(e.to_string()),
+    })?;
 
     let writes: Vec<_> = members
         .iter()
@@ -331,13 +380,21 @@ impl fmt::Debug for AssembleResult {
     }
 }
 
-/// Reads the superblock of one device.
+/// Reads the superblock of one device: decoded, and its data area within the device.
 pub async fn read_superblock(dev: &dyn BlockDevice) -> Result<Superblock, String> {
     let block = dev
         .read(SUPERBLOCK_SECTOR, alloc::vec![0u8; SUPERBLOCK_BYTES])
         .await
         .map_err(|e| format!("cannot read superblock: {e}"))?;
-    Superblock::decode(&block).map_err(|e| e.to_string())
+    decode_for_device(&block, dev.capacity_sectors()).map_err(|e| e.to_string())
+}
+
+/// Decodes a superblock read from a device of `device_sectors` and checks what only the
+/// device can tell: that the data area it describes lies on the device.
+fn decode_for_device(block: &[u8], device_sectors: u64) -> Result<Superblock, SuperblockError> {
+    let sb = Superblock::decode(block)?;
+    sb.check_device_size(device_sectors)?;
+    Ok(sb)
 }
 
 /// md's rule: a member one event behind the freshest is still fresh. A crash can interrupt
@@ -530,12 +587,17 @@ pub async fn assemble(exec: &Executor, candidates: Vec<NamedDevice>) -> Assemble
         match read {
             Ok(block) => {
                 let sb = Superblock::decode(&block);
+                // As md's "device too small": a member whose data area runs past its end
+                // (truncated) is left out, and the array starts without it if it can.
                 if let Ok(sb) = &sb
-                    && let Some(reason) = too_small(sb, dev.capacity_sectors())
+                    && let Err(e) = sb.check_device_size(dev.capacity_sectors())
                 {
                     result.problems.push(Problem {
                         member: name.clone(),
-                        reason,
+                        reason: format!(
+                            "device too small: {} sectors ({e}); left out",
+                            dev.capacity_sectors()
+                        ),
                     });
                     continue;
                 }
@@ -555,26 +617,26 @@ pub async fn assemble(exec: &Executor, candidates: Vec<NamedDevice>) -> Assemble
         });
     }
     for (uuid, ids) in &groups.arrays {
-        let freshest = ids
-            .iter()
-            .filter_map(|id| decoded.iter().find(|(i, _)| i == id))
-            .filter_map(|(_, r)| r.as_ref().ok())
-            .max_by_key(|sb| sb.events)
-            .cloned();
-        let Some(freshest) = freshest else { continue };
-        let plan = match plan_assembly(uuid, &decoded, ASSEMBLY_OPTIONS, |p| can_run(&freshest, p))
-        {
+        let mut plan = match plan_assembly(uuid, &decoded, ASSEMBLY_OPTIONS, |_| false) {
             Ok(plan) => plan,
             Err(e) => {
+                let why = e.describe(|id| {
+                    candidates
+                        .get(id)
+                        .map_or_else(|| format!("candidate {id}"), |(name, _)| name.clone())
+                });
                 for id in ids {
                     result.problems.push(Problem {
                         member: candidates[*id].0.clone(),
-                        reason: format!("array {} not assembled: {e}", format_uuid(uuid)),
+                        reason: format!("array {} not assembled: {why}", format_uuid(uuid)),
                     });
                 }
                 continue;
             }
         };
+        // Judged on the plan's reference: the superblock whose role table is the truth (a
+        // spare with more events never decides).
+        plan.can_start = can_run(&plan.reference, &plan.in_sync_slots());
         match start(exec, &candidates, &decoded, &plan, &mut result.problems).await {
             Some(array) => result.arrays.push(array),
             None => continue,
@@ -590,20 +652,6 @@ fn first_with_identity<'a>(earlier: &'a [NamedDevice], dev: &dyn BlockDevice) ->
         .iter()
         .find(|(_, d)| d.identity() == Some(id))
         .map(|(n, _)| n.as_str())
-}
-
-/// md's check at assembly: the member's data (from `data_offset`, `data_size` sectors, as
-/// its superblock records) must lie inside the device, else part of it is gone (a
-/// truncated image, a partition made smaller) and the device is left out.
-fn too_small(sb: &Superblock, capacity_sectors: u64) -> Option<String> {
-    let need = sb.data_offset_sectors.saturating_add(sb.data_size_sectors);
-    (need > capacity_sectors).then(|| {
-        format!(
-            "device too small: {capacity_sectors} sectors, its superblock needs {need} \
-             (data offset {} + data size {}); truncated? left out",
-            sb.data_offset_sectors, sb.data_size_sectors
-        )
-    })
 }
 
 /// Refuses a member list that holds one device twice (by identity): it cannot fill two
@@ -678,6 +726,28 @@ async fn start(
         });
         return None;
     }
+    // The geometry first: an array this driver cannot map is refused for that reason, not
+    // as "too many members missing".
+    let sizes: Vec<Option<u64>> = plan
+        .slots
+        .iter()
+        .map(|slot| match slot {
+            SlotState::InSync { member_id } | SlotState::Recovering { member_id, .. } => {
+                superblock_of(decoded, *member_id).map(|m| m.data_size_sectors)
+            }
+            SlotState::Missing { .. } => None,
+        })
+        .collect();
+    let layout = match layout_for(sb, &sizes) {
+        Ok(l) => l,
+        Err(e) => {
+            problems.push(Problem {
+                member: label,
+                reason: format!("not started: {e}"),
+            });
+            return None;
+        }
+    };
     if !plan.can_start {
         let mut clean = sb.clone();
         clean.resync_offset_sectors = super::RESYNC_DONE;
@@ -693,17 +763,14 @@ async fn start(
         return None;
     }
     let mut slots: Vec<Option<Rc<Member>>> = Vec::new();
-    let mut sizes: Vec<Option<u64>> = Vec::new();
     for slot in &plan.slots {
         match slot {
             SlotState::InSync { member_id } => {
                 let Some(member_sb) = superblock_of(decoded, *member_id) else {
                     slots.push(None);
-                    sizes.push(None);
                     continue;
                 };
                 let (name, dev) = &candidates[*member_id];
-                sizes.push(Some(member_sb.data_size_sectors));
                 slots.push(Some(Rc::new(Member::new(
                     name.clone(),
                     dev.clone(),
@@ -716,7 +783,6 @@ async fn start(
             } => {
                 let Some(member_sb) = superblock_of(decoded, *member_id) else {
                     slots.push(None);
-                    sizes.push(None);
                     continue;
                 };
                 let (name, dev) = &candidates[*member_id];
@@ -724,7 +790,6 @@ async fn start(
                     "{}: {name} resumes its rebuild at member sector {recovery_offset_sectors}",
                     sb.name()
                 );
-                sizes.push(Some(member_sb.data_size_sectors));
                 slots.push(Some(Rc::new(Member::with_state(
                     name.clone(),
                     dev.clone(),
@@ -747,20 +812,9 @@ async fn start(
                     },
                 });
                 slots.push(None);
-                sizes.push(None);
             }
         }
     }
-    let layout = match layout_for(sb, &sizes) {
-        Ok(l) => l,
-        Err(e) => {
-            problems.push(Problem {
-                member: label,
-                reason: format!("unsupported geometry: {e}"),
-            });
-            return None;
-        }
-    };
     if layout.disk_count() != slots.len() {
         problems.push(Problem {
             member: label,

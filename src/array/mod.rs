@@ -3,6 +3,8 @@
 //! and member failure persisted in the superblocks before a write is acknowledged.
 
 pub mod assemble;
+#[cfg(test)]
+mod assemble_tests;
 mod buffers;
 mod gather;
 pub use gather::WriteNotice;
@@ -167,6 +169,10 @@ pub struct Member {
     is_replacement: Cell<bool>,
     /// What the monitor's probe of its device found (reported once).
     problem: RefCell<Option<crate::block::DeviceProblem>>,
+    /// Its rebuild is complete and being recorded: superblock updates write it in sync,
+    /// while it stays `Rebuilding` (not yet relied on as a full copy) until the record is on
+    /// disk.
+    in_sync_pending: Cell<bool>,
     /// When a member is failed for slowness or read errors; `None` on a non-redundant
     /// array (where failing a member loses data, so errors are only passed up).
     failure_policy: Cell<Option<FailurePolicy>>,
@@ -198,6 +204,7 @@ impl Member {
             replacement: RefCell::new(None),
             is_replacement: Cell::new(false),
             problem: RefCell::new(None),
+            in_sync_pending: Cell::new(false),
         }
     }
 
@@ -490,6 +497,10 @@ pub struct Array {
     foreground: Cell<u32>,
     lock: RangeLock,
     meta: AsyncMutex<()>,
+    /// Member failures whose record in the superblocks is still being written, and the
+    /// requests waiting for that (see [`Array::failures_recorded`]).
+    unrecorded_failures: Cell<u32>,
+    failure_waiters: RefCell<Vec<core::task::Waker>>,
     read_policy: Cell<ReadPolicy>,
     rotor: Cell<usize>,
     /// True while `resync_offset` on disk is 0 (writes may be in flight: resync all).
@@ -618,6 +629,8 @@ impl Array {
             foreground: Cell::new(0),
             lock: RangeLock::new(),
             meta: AsyncMutex::new(()),
+            unrecorded_failures: Cell::new(0),
+            failure_waiters: RefCell::new(Vec::new()),
             read_policy: Cell::new(ReadPolicy::LeastOutstanding),
             rotor: Cell::new(0),
             dirty_on_disk: Cell::new(resync_from == 0),
@@ -1198,7 +1211,39 @@ impl Array {
         let r = self.write_members(sector, data, fua).await;
         // A replacement that failed this write missed it: that is on disk before the ack.
         self.record_failed_replacements().await;
+        // So is a failure this write skipped a member for.
+        self.failures_recorded().await;
         r
+    }
+
+    /// `count` member failures are recorded (or the attempt is over): wakes the requests
+    /// waiting in [`Array::failures_recorded`] once none is left.
+    fn failures_done(&self, count: u32) {
+        self.unrecorded_failures
+            .set(self.unrecorded_failures.get() - count);
+        if self.unrecorded_failures.get() == 0 {
+            let waiters = core::mem::take(&mut *self.failure_waiters.borrow_mut());
+            for waker in waiters {
+                waker.wake();
+            }
+        }
+    }
+
+    /// Waits until every member failure so far is recorded in the superblocks (or the
+    /// attempt is over). A member is marked faulty at once and its record written after;
+    /// a write that meanwhile skipped it must not be acknowledged before that record is on
+    /// disk, or a crash leaves the member's old record of being in sync and assembly takes
+    /// its stale copy (md holds such writes back the same way while `MD_SB_CHANGE_PENDING`).
+    async fn failures_recorded(&self) {
+        core::future::poll_fn(|cx| {
+            if self.unrecorded_failures.get() == 0 {
+                core::task::Poll::Ready(())
+            } else {
+                self.failure_waiters.borrow_mut().push(cx.waker().clone());
+                core::task::Poll::Pending
+            }
+        })
+        .await;
     }
 
     async fn write_members(&self, sector: u64, data: Bytes, fua: bool) -> Result<(), IoError> {
@@ -1339,6 +1384,8 @@ impl Array {
                 }
             }
         }
+        // Durable means durable after a crash too: with every member failure recorded.
+        self.failures_recorded().await;
         match any_error {
             Some(e) => Err(e),
             None if self.health() == Health::Failed => Err(IoError::DeviceFailed),
@@ -1482,12 +1529,16 @@ impl Array {
 
     async fn fail_member_rc(&self, member: &Rc<Member>) {
         if member.state() == MemberState::Faulty {
+            // Failed by another request, whose record may still be in flight.
+            self.failures_recorded().await;
             return;
         }
         if self.stalled_by_timeouts(core::slice::from_ref(member)) {
             // Kept: callers see the member still in and return an error for the I/O.
             return;
         }
+        self.unrecorded_failures
+            .set(self.unrecorded_failures.get() + 1);
         member.state.set(MemberState::Faulty);
         self.stripe_cache.borrow_mut().clear();
         log::error!("{}: member {} failed", self.name(), member.name);
@@ -1517,6 +1568,7 @@ impl Array {
                 let _ = sb.set_role(dev_number, DeviceRole::Faulty);
             })
             .await;
+        self.failures_done(1);
         self.member_event(member, |slot, member| Event::MemberFailed { slot, member });
         self.check_health();
         // Only once the failure is on disk: a spare may take the slot.
@@ -1574,9 +1626,13 @@ impl Array {
     ) -> Result<(), ArrayError> {
         let _meta = self.meta.lock().await;
         let now = self.exec.now_ns();
+        // Members this update failed because their superblock write failed: recorded by
+        // the retry below, which requests that skip them wait for (as for `fail_member_rc`).
+        let mut failed_here = 0;
         loop {
             let members: Vec<Rc<Member>> = self.superblock_members();
             if !members.iter().any(|m| m.state() == MemberState::Active) {
+                self.failures_done(failed_here);
                 return Err(ArrayError::MetadataWrite(IoError::DeviceFailed));
             }
             let events = members
@@ -1638,7 +1694,7 @@ impl Array {
                         let _ = sb.set_role(d, role);
                     }
                     // Per member: how far a rebuild has come.
-                    if m.state() == MemberState::Rebuilding {
+                    if m.state() == MemberState::Rebuilding && !m.in_sync_pending.get() {
                         sb.features |= FeatureMap::RECOVERY_OFFSET;
                         sb.recovery_offset_sectors =
                             m.durable_recovery_offset.get().min(m.recovery_offset.get());
@@ -1689,6 +1745,9 @@ impl Array {
                             self.name(),
                             m.name
                         );
+                        self.unrecorded_failures
+                            .set(self.unrecorded_failures.get() + 1);
+                        failed_here += 1;
                         m.state.set(MemberState::Faulty);
                         self.member_event(&m, |slot, member| Event::MemberFailed { slot, member });
                         self.check_health();
@@ -1698,9 +1757,16 @@ impl Array {
                 }
             }
             if stalled {
+                // The attempt is over: requests waiting for the record must not wait forever.
+                self.failures_done(failed_here);
                 return Err(ArrayError::MetadataWrite(IoError::Timeout));
             }
             if !retry {
+                if failed_here > 0 {
+                    self.failures_done(failed_here);
+                    // The failure is on disk now: a spare may take the slot.
+                    self.kick_jobs();
+                }
                 return Ok(());
             }
         }

@@ -1141,10 +1141,21 @@ impl Array {
             );
         }
         target.is_replacement.set(false);
-        target.state.set(MemberState::Active);
-        if let Err(e) = self.update_superblocks(|_| {}).await {
+        // Recorded in sync before it counts as in sync: until the record is on disk a crash
+        // finds it recovering, so the array must not rely on it as a full copy (nor let the
+        // last member recorded in sync fail as if it were redundant).
+        target.in_sync_pending.set(true);
+        let recorded = self.update_superblocks(|_| {}).await;
+        target.in_sync_pending.set(false);
+        // A write may have failed it while the record was written.
+        if target.state() != MemberState::Rebuilding {
+            self.job.set(None);
+            return Ok(false);
+        }
+        if let Err(e) = recorded {
             log::error!("{}: rebuild end not recorded: {e}", self.name());
         }
+        target.state.set(MemberState::Active);
         log::info!("{}: rebuild of {} finished", self.name(), target.name);
         self.emit(Event::RebuildFinished {
             slot: slot as u32,

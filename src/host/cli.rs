@@ -898,27 +898,67 @@ fn cmd_create(args: CreateArgs) -> Result<(), CliError> {
     Ok(())
 }
 
+/// The size of an image file or block device in sectors (a block device's metadata says 0,
+/// its end does not).
+fn device_sectors(path: &Path) -> std::io::Result<u64> {
+    use std::io::{Seek, SeekFrom};
+    let mut file = std::fs::File::open(path)?;
+    Ok(file.seek(SeekFrom::End(0))? / 512)
+}
+
 fn cmd_examine(args: ExamineArgs) -> Result<(), CliError> {
     let mut failures = 0;
+    // Members examined so far that decoded, to tell members of one array that disagree.
+    let mut seen: Vec<(&Path, Superblock)> = Vec::new();
     for path in &args.members {
-        match read_superblock_block(path) {
+        let block = match read_superblock_block(path) {
+            Ok(block) => block,
             Err(e) => {
                 eprintln!("raid: {e}");
                 failures += 1;
+                continue;
             }
-            Ok(block) => match Superblock::decode(&block) {
-                Err(e) => {
-                    eprintln!("raid: {}: no valid md superblock: {e}", path.display());
-                    failures += 1;
-                }
-                Ok(sb) => {
-                    print!("{}", describe_superblock(path, &sb));
-                    if let Some(line) = describe_ppl(path, &sb) {
-                        println!("{line}");
-                    }
-                }
-            },
+        };
+        let sb = match Superblock::decode(&block) {
+            Ok(sb) => sb,
+            Err(e) => {
+                eprintln!("raid: {}: no valid md superblock: {e}", path.display());
+                failures += 1;
+                continue;
+            }
+        };
+        print!("{}", describe_superblock(path, &sb));
+        if let Some(line) = describe_ppl(path, &sb) {
+            println!("{line}");
         }
+        // What only the device, or the other members, can tell: shown as examine shows
+        // everything (a copy of a superblock cut out of a member is examined too), and
+        // named as what assembly refuses.
+        match device_sectors(path) {
+            Ok(sectors) => {
+                if let Err(e) = sb.check_device_size(sectors) {
+                    eprintln!(
+                        "raid: {}: {e}: assembly refuses this member",
+                        path.display()
+                    );
+                }
+            }
+            Err(e) => eprintln!("raid: {}: cannot tell the size: {e}", path.display()),
+        }
+        let other = seen.iter().find_map(|(p, o)| {
+            (o.array_uuid == sb.array_uuid)
+                .then(|| crate::metadata::geometry_difference(o, &sb).map(|d| (p, d)))
+                .flatten()
+        });
+        if let Some((p, d)) = other {
+            eprintln!(
+                "raid: {}: disagrees with {} of the same array on {d}: assembly refuses \
+                 the array",
+                path.display(),
+                p.display()
+            );
+        }
+        seen.push((path, sb));
     }
     if failures > 0 {
         return Err(CliError::failed(format!(

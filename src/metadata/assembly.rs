@@ -6,6 +6,11 @@
 //! * The reference superblock is the one with the most `events` among devices whose own role
 //!   is active or journal: spares are not written on every update, so md never lets a spare
 //!   decide. Its role table is the truth.
+//! * Every superblock of the array, whatever its events or role, must describe the same
+//!   geometry: creation time, level, layout, size, chunk and raid_disks (mdadm's
+//!   `compare_super`: "superblock on ... doesn't match others - assembly aborted"). A member
+//!   that disagrees is never re-added with a geometry it did not have: the planner refuses,
+//!   naming the field.
 //! * Superblocks with the reference's `events` must describe the same array state (md writes
 //!   the same table to all); if they do not, the members were assembled apart (split brain)
 //!   and the planner refuses rather than guess.
@@ -14,11 +19,14 @@
 //!   it: a slot (in sync, or recovering with `recovery_offset`), a replacement, a spare or the
 //!   journal. Two fresh devices with equal events claiming one slot are a conflict.
 
+use alloc::string::{String, ToString};
 use alloc::vec;
 use alloc::vec::Vec;
 use core::fmt;
 
-use super::superblock::{DeviceRole, FeatureMap, Superblock, SuperblockError, UuidDisplay};
+use super::superblock::{
+    DeviceRole, FeatureMap, Level, MdTime, Superblock, SuperblockError, UuidDisplay,
+};
 
 /// One device examined for assembly: the caller's identifier for it and what decoding its
 /// superblock gave.
@@ -156,6 +164,75 @@ impl AssemblyPlan {
     }
 }
 
+/// The first geometry field two superblocks of one array disagree on, with both values
+/// (the reference's first).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GeometryDifference {
+    Ctime(MdTime, MdTime),
+    Level(Level, Level),
+    Layout(u32, u32),
+    SizeSectors(u64, u64),
+    ChunkSectors(u32, u32),
+    RaidDisks(u32, u32),
+}
+
+impl GeometryDifference {
+    /// The superblock field, as md_p.h names it.
+    pub const fn field(&self) -> &'static str {
+        match self {
+            GeometryDifference::Ctime(..) => "ctime",
+            GeometryDifference::Level(..) => "level",
+            GeometryDifference::Layout(..) => "layout",
+            GeometryDifference::SizeSectors(..) => "size",
+            GeometryDifference::ChunkSectors(..) => "chunksize",
+            GeometryDifference::RaidDisks(..) => "raid_disks",
+        }
+    }
+}
+
+impl fmt::Display for GeometryDifference {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let field = self.field();
+        match self {
+            GeometryDifference::Ctime(a, b) => {
+                write!(f, "{field} ({} vs {} s)", a.seconds(), b.seconds())
+            }
+            GeometryDifference::Level(a, b) => write!(f, "{field} ({a} vs {b})"),
+            GeometryDifference::Layout(a, b) => write!(f, "{field} ({a:#x} vs {b:#x})"),
+            GeometryDifference::SizeSectors(a, b) => write!(f, "{field} ({a} vs {b} sectors)"),
+            GeometryDifference::ChunkSectors(a, b) => {
+                write!(f, "{field} ({a} vs {b} sectors)")
+            }
+            GeometryDifference::RaidDisks(a, b) => write!(f, "{field} ({a} vs {b})"),
+        }
+    }
+}
+
+/// The first geometry field (in md_p.h order) on which `a` and `b` disagree, if any: what
+/// mdadm's `compare_super` compares besides the UUID.
+pub fn geometry_difference(a: &Superblock, b: &Superblock) -> Option<GeometryDifference> {
+    use GeometryDifference as G;
+    if a.ctime != b.ctime {
+        return Some(G::Ctime(a.ctime, b.ctime));
+    }
+    if a.level != b.level {
+        return Some(G::Level(a.level, b.level));
+    }
+    if a.layout != b.layout {
+        return Some(G::Layout(a.layout, b.layout));
+    }
+    if a.size_sectors != b.size_sectors {
+        return Some(G::SizeSectors(a.size_sectors, b.size_sectors));
+    }
+    if a.chunk_sectors != b.chunk_sectors {
+        return Some(G::ChunkSectors(a.chunk_sectors, b.chunk_sectors));
+    }
+    if a.raid_disk_count != b.raid_disk_count {
+        return Some(G::RaidDisks(a.raid_disk_count, b.raid_disk_count));
+    }
+    None
+}
+
 /// Why no plan could be made.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PlanError {
@@ -168,16 +245,33 @@ pub enum PlanError {
         second_member: usize,
         events: u64,
     },
-    /// Two superblocks with the reference's events describe different array states.
+    /// Two superblocks with the reference's events describe different array states;
+    /// `field` names the first difference.
     DivergentFreshest {
         first_member: usize,
         second_member: usize,
         events: u64,
+        field: &'static str,
+    },
+    /// A superblock of the array (any events, any role) describes another geometry than the
+    /// reference's.
+    GeometryMismatch {
+        first_member: usize,
+        second_member: usize,
+        difference: GeometryDifference,
     },
 }
 
-impl fmt::Display for PlanError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl PlanError {
+    /// The message with the members named by `name_of` (the caller's names for its
+    /// candidate ids) instead of their ids.
+    pub fn describe(&self, name_of: impl Fn(usize) -> String) -> String {
+        let mut out = String::new();
+        let _ = self.write_with(&mut out, &name_of);
+        out
+    }
+
+    fn write_with(&self, f: &mut dyn fmt::Write, name_of: &dyn Fn(usize) -> String) -> fmt::Result {
         match self {
             PlanError::NoMembers { array_uuid } => {
                 write!(
@@ -193,27 +287,49 @@ impl fmt::Display for PlanError {
                 events,
             } => write!(
                 f,
-                "members {first_member} and {second_member} both claim slot {slot} with \
-                 events {events}"
+                "members {} and {} both claim slot {slot} with events {events}",
+                name_of(*first_member),
+                name_of(*second_member)
             ),
             PlanError::DivergentFreshest {
                 first_member,
                 second_member,
                 events,
+                field,
             } => write!(
                 f,
-                "members {first_member} and {second_member} both have events {events} but \
-                 disagree on the array state (assembled separately?)"
+                "members {} and {} both have events {events} but disagree on {field} \
+                 (assembled separately?)",
+                name_of(*first_member),
+                name_of(*second_member)
+            ),
+            PlanError::GeometryMismatch {
+                first_member,
+                second_member,
+                difference,
+            } => write!(
+                f,
+                "the superblocks of {} and {} disagree on {difference}: not members of one \
+                 array",
+                name_of(*first_member),
+                name_of(*second_member)
             ),
         }
     }
 }
 
+impl fmt::Display for PlanError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.write_with(f, &|id| id.to_string())
+    }
+}
+
 impl core::error::Error for PlanError {}
 
-/// Whether two superblocks with equal events describe the same array state. Per-device
-/// fields (offsets, device UUID, recovery progress) may differ.
-fn same_array_state(a: &Superblock, b: &Superblock) -> bool {
+/// The first part of the array state on which two superblocks with equal events differ, if
+/// any (the geometry is compared apart, for every member). Per-device fields (offsets,
+/// device UUID, recovery progress) may differ.
+fn array_state_difference(a: &Superblock, b: &Superblock) -> Option<&'static str> {
     let per_device = FeatureMap::RECOVERY_OFFSET
         | FeatureMap::REPLACEMENT
         | FeatureMap::BAD_BLOCKS
@@ -230,16 +346,19 @@ fn same_array_state(a: &Superblock, b: &Superblock) -> bool {
         })
     };
     let table_len = a.dev_roles.len().max(b.dev_roles.len()) as u32;
-    a.features.difference(per_device) == b.features.difference(per_device)
-        && a.level == b.level
-        && a.layout == b.layout
-        && a.chunk_sectors == b.chunk_sectors
-        && a.raid_disk_count == b.raid_disk_count
-        && a.raid_disk_delta == b.raid_disk_delta
-        && a.size_sectors == b.size_sectors
-        && a.ctime == b.ctime
-        && reshape_of(a) == reshape_of(b)
-        && (0..table_len).all(|d| a.role_of(d) == b.role_of(d))
+    if a.features.difference(per_device) != b.features.difference(per_device) {
+        return Some("feature_map");
+    }
+    if a.raid_disk_delta != b.raid_disk_delta {
+        return Some("delta_disks");
+    }
+    if reshape_of(a) != reshape_of(b) {
+        return Some("the reshape record");
+    }
+    if !(0..table_len).all(|d| a.role_of(d) == b.role_of(d)) {
+        return Some("dev_roles");
+    }
+    None
 }
 
 /// Plans the assembly of array `array_uuid` from `candidates`. `can_run` gets, per slot,
@@ -280,11 +399,24 @@ pub fn plan_assembly(
     };
     let ref_events = truth.events;
     for &(id, sb) in &ours {
-        if id != reference_member && sb.events == ref_events && !same_array_state(truth, sb) {
+        if let Some(difference) = geometry_difference(truth, sb) {
+            return Err(PlanError::GeometryMismatch {
+                first_member: reference_member,
+                second_member: id,
+                difference,
+            });
+        }
+    }
+    for &(id, sb) in &ours {
+        if id == reference_member || sb.events != ref_events {
+            continue;
+        }
+        if let Some(field) = array_state_difference(truth, sb) {
             return Err(PlanError::DivergentFreshest {
                 first_member: reference_member,
                 second_member: id,
                 events: ref_events,
+                field,
             });
         }
     }
@@ -711,8 +843,78 @@ mod tests {
             PlanError::DivergentFreshest {
                 first_member: 100,
                 second_member: 102,
-                events: 4
+                events: 4,
+                field: "dev_roles"
             }
+        );
+    }
+
+    #[test]
+    fn members_disagreeing_on_geometry_are_refused_whatever_their_events_or_role() {
+        type Edit = fn(&mut Superblock);
+        let cases: [(Edit, GeometryDifference); 6] = [
+            (
+                |sb| sb.level = Level::Raid5,
+                GeometryDifference::Level(Level::Raid1, Level::Raid5),
+            ),
+            (|sb| sb.layout = 2, GeometryDifference::Layout(0, 2)),
+            (
+                |sb| sb.chunk_sectors = 128,
+                GeometryDifference::ChunkSectors(0, 128),
+            ),
+            (
+                |sb| sb.raid_disk_count = 3,
+                GeometryDifference::RaidDisks(2, 3),
+            ),
+            (
+                |sb| sb.size_sectors = 99_000,
+                GeometryDifference::SizeSectors(100_000, 99_000),
+            ),
+            (
+                |sb| sb.ctime = MdTime::from_seconds(2),
+                GeometryDifference::Ctime(MdTime::from_seconds(1), MdTime::from_seconds(2)),
+            ),
+        ];
+        let roles = [
+            DeviceRole::Active(0),
+            DeviceRole::Active(1),
+            DeviceRole::Spare,
+        ];
+        for (edit, difference) in cases {
+            // The odd one: an in-sync member (same events), a stale one, a spare, and one
+            // the truth records faulty.
+            for (odd, events, faulty) in
+                [(1, 10, false), (1, 9, false), (2, 3, false), (1, 9, true)]
+            {
+                let mut sbs = array(Level::Raid1, 2, &roles, 10);
+                if faulty {
+                    for sb in &mut sbs {
+                        sb.mark_faulty(1).unwrap();
+                    }
+                }
+                edit(&mut sbs[odd]);
+                sbs[odd].events = events;
+                let e = plan(&candidates(&sbs), any_slot).unwrap_err();
+                assert_eq!(
+                    e,
+                    PlanError::GeometryMismatch {
+                        first_member: 100,
+                        second_member: 100 + odd,
+                        difference,
+                    }
+                );
+                let text = e.describe(|id| alloc::format!("m{id}.img"));
+                assert!(
+                    text.contains(difference.field())
+                        && text.contains("m100.img")
+                        && text.contains(&alloc::format!("m{}.img", 100 + odd)),
+                    "{text}"
+                );
+            }
+        }
+        assert_eq!(
+            GeometryDifference::ChunkSectors(64, 128).to_string(),
+            "chunksize (64 vs 128 sectors)"
         );
     }
 

@@ -25,8 +25,8 @@ mod superblock;
 mod tests;
 
 pub use assembly::{
-    AssemblyOptions, AssemblyPlan, Candidate, CandidateGroups, MemberStatus, PlanError, SlotState,
-    group_candidates, plan_assembly,
+    AssemblyOptions, AssemblyPlan, Candidate, CandidateGroups, GeometryDifference, MemberStatus,
+    PlanError, SlotState, geometry_difference, group_candidates, plan_assembly,
 };
 pub use create::{
     CreateError, CreateSpec, bad_block_log_placement, default_bitmap_space_sectors,
@@ -35,7 +35,7 @@ pub use create::{
 };
 pub use superblock::{
     DeviceRole, FeatureMap, Level, MdTime, Raid0Layout, Raid10Layout, Reshape, RoleError,
-    Superblock, SuperblockError, UuidDisplay, checksum, format_uuid, parse_uuid,
+    Superblock, SuperblockError, UuidDisplay, checksum, format_uuid, md_level_name, parse_uuid,
 };
 
 /// Byte offset of the version-1.2 superblock from the start of a member device.

@@ -474,6 +474,14 @@ pub enum SuperblockError {
         size_sectors: u64,
         data_size_sectors: u64,
     },
+    /// `data_offset + data_size` ends past the device the superblock is on (the kernel's
+    /// `super_1_load` refuses it). Only [`Superblock::check_device_size`] gives it: decode
+    /// does not know the device.
+    DataBeyondDevice {
+        data_offset_sectors: u64,
+        data_size_sectors: u64,
+        device_sectors: u64,
+    },
     /// A level this driver does not implement (multipath, faulty, or garbage).
     UnknownLevel { level: i32 },
     /// `raid_disks` is zero or larger than `max_dev`.
@@ -541,9 +549,20 @@ impl fmt::Display for SuperblockError {
             }
             E::ChecksumMismatch { stored, computed } => write!(
                 f,
-                "superblock checksum mismatch: stored {stored:#010x}, computed {computed:#010x}"
+                "sb_csum {stored:#010x} is wrong: the superblock's checksum is {computed:#010x}"
             ),
-            E::UnknownFeatures { bits } => write!(f, "unknown feature bits {bits:#x}"),
+            E::UnknownFeatures { bits } => {
+                f.write_str("feature_map has unknown bit")?;
+                if bits.count_ones() > 1 {
+                    f.write_str("s")?;
+                }
+                let mut sep = " ";
+                for bit in (0..32).filter(|b| bits & (1 << b) != 0) {
+                    write!(f, "{sep}{bit}")?;
+                    sep = ", ";
+                }
+                write!(f, " ({bits:#x}); an md feature this driver does not know")
+            }
             E::NonZeroPadding => f.write_str("superblock padding is not zero (unknown extension)"),
             E::WrongSuperOffset { found_sectors } => write!(
                 f,
@@ -576,13 +595,25 @@ impl fmt::Display for SuperblockError {
                 data_size_sectors,
             } => write!(
                 f,
-                "array uses {size_sectors} sectors per member but this member has only \
-                 {data_size_sectors}"
+                "size {size_sectors} sectors (used on each member) exceeds this member's \
+                 data_size of {data_size_sectors} sectors"
             ),
-            E::UnknownLevel { level } => write!(
+            E::DataBeyondDevice {
+                data_offset_sectors,
+                data_size_sectors,
+                device_sectors,
+            } => write!(
                 f,
-                "RAID level {level} is not supported (linear, 0, 1, 4, 5, 6 and 10 are)"
+                "data_offset {data_offset_sectors} + data_size {data_size_sectors} sectors \
+                 end past the end of the device ({device_sectors} sectors)"
             ),
+            E::UnknownLevel { level } => {
+                match md_level_name(*level) {
+                    Some(name) => write!(f, "level {level} ({name}) is not supported")?,
+                    None => write!(f, "level {level} is not an md RAID level")?,
+                }
+                f.write_str(" (linear, raid0, raid1, raid4, raid5, raid6 and raid10 are known)")
+            }
             E::RaidDiskCountOutOfRange {
                 raid_disk_count,
                 max_dev,
@@ -596,20 +627,44 @@ impl fmt::Display for SuperblockError {
                 minimum,
             } => write!(
                 f,
-                "{level} needs at least {minimum} members, superblock says {raid_disk_count}"
+                "raid_disks {raid_disk_count} is too few for {level} (at least {minimum})"
             ),
             E::BadChunkSize {
                 level,
                 chunk_sectors,
             } => {
+                let needs = match level {
+                    Level::Raid0 => "a whole number of KiB, at least 8 sectors",
+                    _ => "a power of two of at least 8 sectors",
+                };
                 write!(
                     f,
-                    "chunk size of {chunk_sectors} sectors is not valid for {level}"
+                    "chunksize {chunk_sectors} sectors is not valid for {level} (needs {needs})"
                 )
             }
-            E::BadLayout { level, layout } => {
-                write!(f, "layout {layout:#x} is not valid for {level}")
-            }
+            E::BadLayout { level, layout } => match level {
+                Level::Raid0 => write!(
+                    f,
+                    "layout {layout} is not a raid0 zone layout (1 original, 2 alternate)"
+                ),
+                Level::Raid4 | Level::Raid5 => write!(
+                    f,
+                    "layout {layout} is not a {level} layout md defines (0 to 5)"
+                ),
+                Level::Raid6 => write!(
+                    f,
+                    "layout {layout} is not a raid6 layout md defines (0 to 5, 8 to 10, \
+                     16 to 20)"
+                ),
+                Level::Raid10 => write!(
+                    f,
+                    "layout {layout:#x} is not a raid10 layout md accepts (near × far copies \
+                     from 2 up to raid_disks, far-set variant at most 2, bits 19 and up clear)"
+                ),
+                Level::Linear | Level::Raid1 => {
+                    write!(f, "layout {layout:#x} is not valid for {level}")
+                }
+            },
             E::ConflictingFeatures { features, reason } => {
                 write!(f, "feature map {features:#x} is inconsistent: {reason}")
             }
@@ -627,7 +682,7 @@ impl fmt::Display for SuperblockError {
                 max_dev,
             } => write!(
                 f,
-                "dev_number {dev_number} has no entry in a role table of {max_dev}"
+                "dev_number {dev_number} is outside the role table (max_dev {max_dev})"
             ),
             E::InvalidRole { dev_number, raw } => {
                 write!(f, "device {dev_number} has undefined role {raw:#06x}")
@@ -652,6 +707,22 @@ impl fmt::Display for SuperblockError {
 }
 
 impl core::error::Error for SuperblockError {}
+
+/// md's name for a `level` value, for the levels the kernel has (or had) a personality for.
+pub const fn md_level_name(level: i32) -> Option<&'static str> {
+    match level {
+        -5 => Some("faulty"),
+        -4 => Some("multipath"),
+        -1 => Some("linear"),
+        0 => Some("raid0"),
+        1 => Some("raid1"),
+        4 => Some("raid4"),
+        5 => Some("raid5"),
+        6 => Some("raid6"),
+        10 => Some("raid10"),
+        _ => None,
+    }
+}
 
 /// Why a role could not be recorded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1012,6 +1083,21 @@ impl Superblock {
         self.validate_features()?;
         self.validate_reshape()?;
         self.validate_roles()
+    }
+
+    /// The check `decode` cannot make: the data area (`data_offset + data_size`) must lie
+    /// within the device the superblock was read from, `device_sectors` long. The kernel
+    /// refuses such a member (`super_1_load`); so does assembly.
+    pub fn check_device_size(&self, device_sectors: u64) -> Result<(), SuperblockError> {
+        let end = self.data_offset_sectors.checked_add(self.data_size_sectors);
+        if end.is_none_or(|end| end > device_sectors) {
+            return Err(SuperblockError::DataBeyondDevice {
+                data_offset_sectors: self.data_offset_sectors,
+                data_size_sectors: self.data_size_sectors,
+                device_sectors,
+            });
+        }
+        Ok(())
     }
 
     fn validate_chunk(&self) -> Result<(), SuperblockError> {

@@ -739,6 +739,11 @@ fn every_error_displays_something_specific() {
         },
         SuperblockError::JournalWithoutFeature { dev_number: 0 },
         SuperblockError::DuplicateRole { slot: 0, count: 3 },
+        SuperblockError::DataBeyondDevice {
+            data_offset_sectors: 1,
+            data_size_sectors: 2,
+            device_sectors: 2,
+        },
     ];
     let texts: Vec<_> = errors.iter().map(|e| e.to_string()).collect();
     for (i, t) in texts.iter().enumerate() {
@@ -1335,5 +1340,110 @@ proptest! {
             prop_assert_eq!(decoded.validate(), Ok(()));
             prop_assert_eq!(Superblock::decode(&decoded.encode()), Ok(decoded));
         }
+    }
+}
+
+// ---------------------------------------------------------------- refusals name the field
+
+/// Every refusal of a decoded field names that field (as md_p.h spells it) and the value,
+/// so the user sees which one is wrong, not only that something is.
+#[test]
+fn refusals_name_the_field_and_value() {
+    let text = |r: Result<Superblock, SuperblockError>| r.unwrap_err().to_string();
+    let sb = raid5_sb();
+    let mut b = block_of(&sb);
+    set_u32(&mut b, 8, 1 << 14 | 1 << 20);
+    reseal(&mut b);
+    let t = text(Superblock::decode(&b));
+    assert!(
+        t.contains("feature_map") && t.contains("bits 14, 20"),
+        "{t}"
+    );
+    for (level, words) in [
+        (-4i32, "level -4 (multipath)"),
+        (-5, "level -5 (faulty)"),
+        (7, "level 7 is not an md RAID level"),
+    ] {
+        let mut b = block_of(&sb);
+        set_u32(&mut b, 72, level as u32);
+        reseal(&mut b);
+        let t = text(Superblock::decode(&b));
+        assert!(t.contains(words), "{t}");
+    }
+    type Edit = fn(&mut Superblock);
+    let cases: [(&str, Edit); 11] = [
+        ("layout 6 is not a raid5 layout", |sb| sb.layout = 6),
+        ("layout 7 is not a raid6 layout", |sb| {
+            sb.level = Level::Raid6;
+            sb.layout = 7;
+        }),
+        ("layout 0x105 is not a raid10 layout", |sb| {
+            sb.level = Level::Raid10;
+            sb.layout = 0x105;
+        }),
+        ("layout 3 is not a raid0 zone layout", |sb| {
+            sb.level = Level::Raid0;
+            sb.features |= FeatureMap::RAID0_LAYOUT;
+            sb.layout = 3;
+        }),
+        ("chunksize 0 sectors", |sb| sb.chunk_sectors = 0),
+        ("chunksize 24 sectors", |sb| sb.chunk_sectors = 24),
+        ("raid_disks 0", |sb| sb.raid_disk_count = 0),
+        ("raid_disks 129", |sb| sb.raid_disk_count = 129),
+        ("raid_disks 1 is too few for raid5", |sb| {
+            sb.raid_disk_count = 1;
+            sb.dev_roles = vec![0, 0xffff];
+            sb.dev_number = 0;
+        }),
+        (
+            "dev_number 128 is outside the role table (max_dev 128)",
+            |sb| sb.dev_number = 128,
+        ),
+        ("exceeds this member's data_size", |sb| {
+            sb.size_sectors = sb.data_size_sectors + 1
+        }),
+    ];
+    for (words, edit) in cases {
+        let t = text(decode_edited(&sb, edit));
+        assert!(t.contains(words), "{words}: {t}");
+    }
+    let mut b = block_of(&sb);
+    b[216] ^= 1;
+    let t = text(Superblock::decode(&b));
+    assert!(t.contains("sb_csum"), "{t}");
+}
+
+#[test]
+fn data_area_must_lie_on_the_device() {
+    let sb = raid5_sb();
+    let end = sb.data_offset_sectors + sb.data_size_sectors;
+    assert_eq!(sb.check_device_size(end), Ok(()));
+    assert_eq!(sb.check_device_size(MEMBER_SECTORS), Ok(()));
+    let e = sb.check_device_size(end - 1).unwrap_err();
+    assert_eq!(
+        e,
+        SuperblockError::DataBeyondDevice {
+            data_offset_sectors: sb.data_offset_sectors,
+            data_size_sectors: sb.data_size_sectors,
+            device_sectors: end - 1,
+        }
+    );
+    let t = e.to_string();
+    assert!(t.contains("data_offset") && t.contains("data_size"), "{t}");
+    // A sum that overflows is beyond any device, not a wrap to a small number.
+    let mut huge = sb.clone();
+    huge.data_size_sectors = u64::MAX - 1;
+    assert!(huge.check_device_size(u64::MAX).is_err());
+}
+
+#[test]
+fn md_level_names() {
+    assert_eq!(md_level_name(-4), Some("multipath"));
+    assert_eq!(md_level_name(-5), Some("faulty"));
+    assert_eq!(md_level_name(10), Some("raid10"));
+    assert_eq!(md_level_name(2), None);
+    for level in [-1, 0, 1, 4, 5, 6, 10] {
+        let l = Level::from_md(level).unwrap();
+        assert_eq!(md_level_name(level), Some(l.name()));
     }
 }
