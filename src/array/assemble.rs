@@ -922,6 +922,10 @@ async fn start(
         }
     }
     if sb.ppl().is_some() {
+        log::warn!(
+            "{label}: its partial parity log is not kept by this driver: emptied, and recorded \
+             only while the array is clean (after a crash, Linux sees a dirty array without one)"
+        );
         for m in slots.iter().flatten() {
             if let Err(reason) = empty_ppl(m).await {
                 problems.push(Problem {

@@ -505,6 +505,12 @@ pub struct Array {
     rotor: Cell<usize>,
     /// True while `resync_offset` on disk is 0 (writes may be in flight: resync all).
     dirty_on_disk: Cell<bool>,
+    /// md's partial parity log bits of a RAID5 that has one. The log is not kept here, so
+    /// the superblocks record it only while they record the array clean: a crash of ours
+    /// then leaves an array Linux sees as dirty without a log (a resync, or, degraded, a
+    /// refusal without `--force`), never one whose log claims to close a write hole it
+    /// does not. A clean stop records the log again. The metadata space stays md's.
+    ppl_features: FeatureMap,
     /// Where the resync is (or resumes), in its units (see `resync.rs`).
     resync_cursor: Cell<u64>,
     /// True when the array was assembled from an unclean shutdown.
@@ -607,6 +613,12 @@ impl Array {
             .min()
             .unwrap_or(RESYNC_DONE);
         let dirty = resync_from != RESYNC_DONE;
+        let ppl_features = slots
+            .iter()
+            .flatten()
+            .map(|m| m.superblock.borrow().features & (FeatureMap::PPL | FeatureMap::MULTIPLE_PPLS))
+            .find(|f| !f.is_empty())
+            .unwrap_or(FeatureMap::empty());
         for m in slots.iter().flatten() {
             m.monitor.set_clock(exec.clone());
         }
@@ -634,6 +646,7 @@ impl Array {
             read_policy: Cell::new(ReadPolicy::LeastOutstanding),
             rotor: Cell::new(0),
             dirty_on_disk: Cell::new(resync_from == 0),
+            ppl_features,
             needs_resync: Cell::new(dirty),
             resync_cursor: Cell::new(if dirty { resync_from } else { 0 }),
             counters: Cell::new(ArrayCounters::default()),
@@ -1682,6 +1695,13 @@ impl Array {
                 .map(|m| {
                     let mut sb = m.superblock.borrow().clone();
                     change(&mut sb);
+                    if !self.ppl_features.is_empty() {
+                        if sb.resync_offset_sectors == RESYNC_DONE {
+                            sb.features |= self.ppl_features;
+                        } else {
+                            sb.features -= self.ppl_features;
+                        }
+                    }
                     for d in 0..table_len {
                         let role = match live.iter().find(|(dev, _)| *dev == d) {
                             Some(&(_, slot)) => DeviceRole::Active(slot),

@@ -292,6 +292,10 @@ impl Array {
     /// member with no room skips it; a failed write is logged, not fatal (the superblock
     /// is what md's semantics rest on).
     pub(super) async fn write_extension(&self, member: &Member, sb: &Superblock, record: &Bytes) {
+        // Not in a partial parity log's area, recorded in the superblock or not right now.
+        if !self.ppl_features.is_empty() {
+            return;
+        }
         let Some(at) = extension_sector(sb) else {
             return;
         };

@@ -395,12 +395,21 @@ fn linux_policy_written_by_us_then_crashed(policy: &str) {
     assert!(out.status.success(), "nbdcopy: {}", text_of(&out));
     drop(server); // kill -9: no clean shutdown
     if policy.contains("ppl") {
-        // Emptied before our first write, as md empties it when it starts the array. (Linux
-        // left one entry here; whether replaying it after our crash would have left a stripe
-        // inconsistent depends on which stripe it was, so the check below does not prove the
-        // emptying by itself: this line does.)
+        // Left dirty: the superblocks record no log (we did not keep it), and the log area
+        // (md's place, 8 sectors past the superblock) was emptied before our first write,
+        // as md empties it when it starts the array.
         let ours = examine("after us");
-        assert!(ours.contains("(generation 0, 0 entries)"), "{ours}");
+        assert!(!ours.contains("PPL :"), "{ours}");
+        let sb = common::superblock_of(&disks[3]);
+        let image = std::fs::read(&disks[3]).unwrap();
+        let at = (SUPERBLOCK_SECTOR as usize + 8) * 512;
+        assert_eq!(
+            orion_raid::metadata::ppl::decode_header(&image[at..at + 4096], &sb.array_uuid),
+            Some(orion_raid::metadata::ppl::PplHeader {
+                generation: 0,
+                entries: 0
+            })
+        );
     }
     if policy.contains("bitmap") {
         // Our writes set no bits, so the bitmap must say it is stale (md's BITMAP_STALE in
@@ -440,6 +449,100 @@ fn linux_policy_written_by_us_then_crashed(policy: &str) {
         "{policy}: Linux trusted state we did not maintain:\n{guest}"
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A Linux array with a consistency policy we do not maintain, served by us with its last
+/// member missing and written. After a clean stop Linux takes the member back (`--re-add`,
+/// else `--add`): its recovery must not be limited to bitmap bits we never set, so Linux
+/// reads our data and a check finds parity consistent. (md 6.1 refuses the re-add of a
+/// member we recorded faulty and recovers it in full; the stale mark that would force a
+/// full recovery otherwise is asserted by the crash test above.) After
+/// a crash (`kill -9`) the array is dirty and degraded: Linux must refuse to start it, as
+/// md does without `--force` when nothing closes the write hole. The PPL we emptied does
+/// not close it, so it must not be recorded then.
+fn linux_policy_written_by_us_degraded(policy: &str, crash: bool) {
+    if !vm_available() {
+        return;
+    }
+    let dir = test_dir(&format!(
+        "linux-md-degraded-{}-{}",
+        policy.replace('=', "-"),
+        if crash { "crash" } else { "stop" }
+    ));
+    let disks = members(&dir, 4);
+    let script = format!(
+        "mdadm --create /dev/md0 --run --level=5 --raid-devices=4 --chunk=64 {policy} \
+         /dev/vda /dev/vdb /dev/vdc /dev/vdd\n\
+         mdadm --wait /dev/md0 || true\n\
+         dd if=/dev/urandom of=/dev/md0 bs=4k count=512 oflag=direct 2>/dev/null\n\
+         mdadm --stop /dev/md0\n\
+         echo DONE=1\n"
+    );
+    let guest = vm(&dir, &script, &disks);
+    assert_eq!(guest_value(&guest, "DONE"), "1");
+    let (data_path, data) = data_file(&dir, 4);
+    let member_names = names(&disks);
+    let server = Server::start(&dir, &member_names[..3]);
+    let out = Command::new("nbdcopy")
+        .arg("--flush")
+        .arg(&data_path)
+        .arg(server.uri(""))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "nbdcopy: {}", text_of(&out));
+    if crash {
+        drop(server);
+        let script = format!(
+            "mdadm --assemble --run /dev/md0 {devs} 2>&1 || true\n\
+             echo STATE=$(cat /sys/block/md0/md/array_state 2>/dev/null || echo none)\n\
+             cat /proc/mdstat\n",
+            devs = guest_disks(4)
+        );
+        let guest = vm(&dir, &script, &disks);
+        let state = guest_value(&guest, "STATE");
+        assert!(
+            ["inactive", "none", "clear"].contains(&state),
+            "{policy}: Linux started a dirty degraded array we wrote ({state}):\n{guest}"
+        );
+    } else {
+        server.stop();
+        let script = format!(
+            "mdadm --assemble --run /dev/md0 {devs} 2>&1\n\
+             mdadm /dev/md0 --re-add /dev/vdd 2>&1 || mdadm /dev/md0 --add /dev/vdd 2>&1 || true\n\
+             sleep 1\n\
+             mdadm --wait /dev/md0 || true\n\
+             cat /proc/mdstat\n\
+             echo SHA=$(head -c {DATA_BYTES} /dev/md0 | sha256sum | cut -d' ' -f1)\n\
+             echo check > /sys/block/md0/md/sync_action; sleep 1; mdadm --wait /dev/md0 || true\n\
+             echo MISMATCH=$(cat /sys/block/md0/md/mismatch_cnt)\n\
+             echo DEGRADED=$(cat /sys/block/md0/md/degraded)\n\
+             mdadm --stop /dev/md0\n",
+            devs = guest_disks(4)
+        );
+        let guest = vm(&dir, &script, &disks);
+        assert_eq!(guest_value(&guest, "DEGRADED"), "0", "{policy}:\n{guest}");
+        assert_eq!(
+            guest_value(&guest, "SHA"),
+            sha256(&data, &dir),
+            "{policy}: Linux read other data:\n{guest}"
+        );
+        assert_eq!(
+            guest_value(&guest, "MISMATCH"),
+            "0",
+            "{policy}: the re-added member was not fully recovered:\n{guest}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn linux_bitmap_array_written_by_us_degraded_then_re_added() {
+    linux_policy_written_by_us_degraded("--bitmap=internal", false);
+}
+
+#[test]
+fn linux_ppl_array_written_by_us_degraded_then_crashed_is_not_started() {
+    linux_policy_written_by_us_degraded("--consistency-policy=ppl", true);
 }
 
 #[test]
