@@ -726,6 +726,26 @@ async fn start(
         });
         return None;
     }
+    // A write journal (md's raid5-cache) may hold writes newer than the members (write-back
+    // mode acknowledges them once logged), and Linux replays it at its next start: serving
+    // the members alone could return older data, and writing them would be undone by that
+    // replay. Until the journal is kept here, such an array is not started.
+    if sb.features.contains(FeatureMap::JOURNAL) {
+        let journal = plan
+            .journals
+            .first()
+            .and_then(|id| candidates.get(*id))
+            .map_or_else(|| "missing".to_string(), |(name, _)| name.clone());
+        problems.push(Problem {
+            member: label,
+            reason: format!(
+                "the array has a write journal (journal device: {journal}), which this driver \
+                 does not keep yet: the journal may hold writes newer than the members, so the \
+                 array is not started and nothing was written; assemble it with Linux md"
+            ),
+        });
+        return None;
+    }
     // The geometry first: an array this driver cannot map is refused for that reason, not
     // as "too many members missing".
     let sizes: Vec<Option<u64>> = plan

@@ -378,6 +378,40 @@ fn interrupted_reshape_is_refused_and_nothing_is_written() {
     }
 }
 
+/// An array with md's write journal (raid5-cache) is not started, and nothing is written:
+/// the journal may hold writes newer than the members.
+#[test]
+fn array_with_a_write_journal_is_refused_and_nothing_is_written() {
+    use crate::metadata::FeatureMap;
+    let r = rig(Level::Raid5, None, 4, false);
+    let member_bytes = |m: &MemoryDisk| {
+        let mut all = vec![0u8; (m.capacity_sectors() * 512) as usize];
+        m.read_at(0, &mut all).unwrap();
+        all
+    };
+    for d in 0..4 {
+        let mut sb = r.superblock_on(d);
+        sb.features |= FeatureMap::JOURNAL;
+        r.mem[d].write_at(8, &sb.encode()).unwrap();
+    }
+    let before: Vec<Vec<u8>> = r.mem.iter().map(|m| member_bytes(m)).collect();
+    let result = r.reassemble();
+    assert!(result.arrays.is_empty(), "{result:?}");
+    assert!(
+        result
+            .problems
+            .iter()
+            .any(|p| p.reason.contains("write journal")
+                && p.reason.contains("journal device: missing")
+                && p.reason.contains("nothing was written")),
+        "{:?}",
+        result.problems
+    );
+    for (m, old) in r.mem.iter().zip(&before) {
+        assert!(member_bytes(m) == *old, "a member was written");
+    }
+}
+
 /// A RAID5 with md's partial parity log, whose log holds entries (from a Linux crash): we do
 /// not keep the log, so before serving, every member's log is emptied as md does at start
 /// (an empty header with the array's signature, the rest of the area zero). A log area that

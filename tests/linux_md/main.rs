@@ -350,6 +350,47 @@ fn interrupted_linux_reshape_is_refused_and_left_untouched() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A Linux RAID5 with a write journal in write-back mode, stopped: `raid serve` over its
+/// members and journal must not start it (the journal is not kept here and may hold writes
+/// newer than the members), must say so, and must write nothing.
+#[test]
+fn linux_journal_array_is_refused_and_left_untouched() {
+    if !vm_available() {
+        return;
+    }
+    let dir = test_dir("linux-md-journal");
+    let disks = members(&dir, 4);
+    let script = "mdadm --create /dev/md0 --run --level=5 --raid-devices=3 --chunk=64 \
+                  --write-journal /dev/vdd /dev/vda /dev/vdb /dev/vdc\n\
+                  mdadm --wait /dev/md0 || true\n\
+                  echo write-back > /sys/block/md0/md/journal_mode\n\
+                  dd if=/dev/urandom of=/dev/md0 bs=4k count=256 2>/dev/null\n\
+                  sync\n\
+                  mdadm --stop /dev/md0\n\
+                  echo DONE=1\n";
+    let guest = vm(&dir, script, &disks);
+    assert_eq!(guest_value(&guest, "DONE"), "1");
+    let before: Vec<Vec<u8>> = disks.iter().map(|d| std::fs::read(d).unwrap()).collect();
+    let member_names = names(&disks);
+    let mut args = vec!["serve", "--nbd-socket", "nbd.sock", "--control", "ctl.sock"];
+    args.extend(member_names.iter().map(String::as_str));
+    let out = raid(&args, &dir);
+    let text = text_of(&out);
+    assert!(!out.status.success(), "served a journal array:\n{text}");
+    assert!(
+        text.contains("write journal") && text.contains("m3.img"),
+        "the refusal does not name the journal:\n{text}"
+    );
+    for (d, old) in disks.iter().zip(&before) {
+        assert!(
+            std::fs::read(d).unwrap() == *old,
+            "{} was written",
+            d.display()
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// A Linux array with a consistency policy we do not maintain (`--bitmap=internal`,
 /// `--consistency-policy=ppl`), written by us and then crashed (`kill -9`: the array is left
 /// dirty) with one stripe's parity torn. Linux must not trust the bitmap's clean bits or the
