@@ -587,6 +587,16 @@ fn linux_ppl_array_written_by_us_degraded_then_crashed_is_not_started() {
 }
 
 #[test]
+fn linux_ppl_array_written_by_us_degraded_then_re_added() {
+    linux_policy_written_by_us_degraded("--consistency-policy=ppl", false);
+}
+
+#[test]
+fn linux_bitmap_array_written_by_us_degraded_then_crashed_is_not_started() {
+    linux_policy_written_by_us_degraded("--bitmap=internal", true);
+}
+
+#[test]
 fn linux_bitmap_array_written_by_us_then_crashed() {
     linux_policy_written_by_us_then_crashed("--bitmap=internal");
 }
