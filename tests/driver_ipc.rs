@@ -253,3 +253,46 @@ fn member_commands_fail_add_rebuild_and_set_over_ipc() {
     let r = k.io(IoRequest::read(array_id, 0, 64));
     assert_eq!(r.data, data);
 }
+
+/// `Init` may arrive while the superblocks of disks offered before it are still being read
+/// (the member drivers answer later): the array must wait for them and start whole, not
+/// degraded with the members read so far.
+#[test]
+fn init_before_the_probes_finish_does_not_start_an_array_degraded() {
+    use orion_driver::{DeviceInfo, Frame, HotplugEvent, encode};
+    let disks = make_members(Level::Raid5, None, 4);
+    let mut k = Kernel::new();
+    let mut wire = Vec::new();
+    for (i, d) in disks.iter().enumerate() {
+        let id = 100 + i as u32;
+        k.disks.insert(id, kernel::RamDriver(d.clone()));
+        let info = DeviceInfo::block(id, &format!("ram{id}"), 512, d.capacity_sectors()).unwrap();
+        let sequence = k.sequence();
+        wire.extend(
+            encode(&Frame {
+                sequence,
+                message: Message::Hotplug {
+                    event: HotplugEvent::Added,
+                    device: info,
+                },
+            })
+            .unwrap(),
+        );
+    }
+    let sequence = k.sequence();
+    wire.extend(
+        encode(&Frame {
+            sequence,
+            message: Message::Init,
+        })
+        .unwrap(),
+    );
+    // Every frame at once, before any member request is answered.
+    assert_eq!(k.driver.handle_bytes(&wire), wire.len());
+    k.pump();
+    assert_eq!(k.driver.arrays().len(), 1);
+    assert_eq!(
+        k.driver.arrays().get(ARRAY_ID_BASE).unwrap().health(),
+        Health::Optimal
+    );
+}

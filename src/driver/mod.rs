@@ -442,6 +442,8 @@ pub struct RaidDriver {
     monitor_generation: Rc<Cell<u64>>,
     /// Opens a member named in a management request (`raid add`): on the host a path.
     opener: RefCell<Option<DeviceOpener>>,
+    /// The reply to `Shutdown` is queued: every array is stopped and the driver may exit.
+    shut_down: Rc<Cell<bool>>,
 }
 
 /// Opens a device by name for `raid add` / `raid replace`.
@@ -503,7 +505,14 @@ impl RaidDriver {
             started: Rc::new(Cell::new(false)),
             monitor_generation: Rc::new(Cell::new(0)),
             opener: RefCell::new(None),
+            shut_down: Rc::new(Cell::new(false)),
         }
+    }
+
+    /// Whether `Shutdown` has been answered: the arrays are stopped and the process may end
+    /// once the reply is sent.
+    pub fn is_shut_down(&self) -> bool {
+        self.shut_down.get()
     }
 
     /// How `raid add` / `raid replace` open the device they name.
@@ -788,6 +797,10 @@ impl RaidDriver {
         let exec = self.exec.clone();
         self.exec.spawn_detached(async move {
             let sb = read_superblock(device.as_ref()).await;
+            // Probed: from now on it counts for the decision to start an array degraded.
+            if let Some(entry) = disks.borrow_mut().disks.get_mut(&id) {
+                entry.superblock = Some(sb.clone());
+            }
             // A shared-pool spare (no md superblock, Orion's pool label) goes back to the pool.
             if sb.is_err() && has_pool_label(device.as_ref()).await {
                 let mut d = disks.borrow_mut();
@@ -803,9 +816,6 @@ impl RaidDriver {
                     a.start_jobs();
                 }
                 return;
-            }
-            if let Some(entry) = disks.borrow_mut().disks.get_mut(&id) {
-                entry.superblock = Some(sb);
             }
             discover(&exec, &disks, &arrays, started.get()).await;
         });
@@ -1234,6 +1244,7 @@ impl RaidDriver {
         arrays.sort_by_key(|(inner, _)| *inner);
         let arrays: Vec<Rc<Array>> = arrays.into_iter().map(|(_, a)| a).collect();
         let outbox = self.outbox.clone();
+        let shut_down = self.shut_down.clone();
         self.exec.spawn_detached(async move {
             let mut result = Ok(());
             for array in arrays {
@@ -1249,6 +1260,7 @@ impl RaidDriver {
                 Err(e) => Message::error(e, "an array could not be stopped cleanly"),
             };
             outbox.borrow_mut().push_back(Frame { sequence, message });
+            shut_down.set(true);
         });
     }
 }
@@ -1348,6 +1360,15 @@ async fn discover(
     arrays: &Rc<RefCell<ArrayManager>>,
     degraded_ok: bool,
 ) {
+    // A disk whose superblock is still being read may be the member that makes an array
+    // whole: no array starts degraded until every offered disk has been probed (the last
+    // probe to finish runs this again).
+    let probing = disks
+        .borrow()
+        .disks
+        .values()
+        .any(|d| d.superblock.is_none());
+    let degraded_ok = degraded_ok && !probing;
     let free: Vec<(u32, Rc<IpcMember>, Superblock)> = disks
         .borrow()
         .disks
