@@ -7,6 +7,7 @@
 
 extern crate alloc;
 
+pub mod api;
 pub mod array;
 pub mod block;
 pub mod driver;
@@ -19,4 +20,5 @@ pub mod metadata;
 pub mod monitor;
 pub mod parity;
 pub mod platform;
+pub mod prelude;
 pub mod rng;

@@ -316,7 +316,11 @@ mod driver {
 
         // Second boot: the pool spare is recognised, the policies are back.
         let mut k = Kernel::boot(&disks);
-        assert_eq!(k.driver.disks().pool().len(), 1, "the pool spare is back");
+        assert_eq!(
+            k.driver.disk_manager().pool().len(),
+            1,
+            "the pool spare is back"
+        );
         let array = k.driver.arrays().get(ARRAY_ID_BASE).unwrap().clone();
         assert_eq!(array.slots().len(), 3);
         let settings = array.settings();
@@ -346,7 +350,7 @@ mod driver {
         }
         assert_eq!(array.health(), Health::Optimal);
         assert_eq!(array.slots()[1].as_ref().unwrap().name, "disk103");
-        assert!(k.driver.disks().pool().is_empty());
+        assert!(k.driver.disk_manager().pool().is_empty());
     }
 }
 

@@ -444,6 +444,8 @@ pub struct RaidDriver {
     opener: RefCell<Option<DeviceOpener>>,
     /// The reply to `Shutdown` is queued: every array is stopped and the driver may exit.
     shut_down: Rc<Cell<bool>>,
+    /// Disks given through the embedding API (`crate::api`).
+    embedded: Rc<RefCell<crate::api::EmbeddedDisks>>,
 }
 
 /// Opens a device by name for `raid add` / `raid replace`.
@@ -494,7 +496,8 @@ fn pool_source(disks: &Rc<RefCell<DiskManager>>) -> crate::array::rebuild::Spare
 }
 
 impl RaidDriver {
-    pub fn new(exec: Executor) -> Self {
+    /// A driver on `exec` (the platform's executor: a clock source, or simulated time).
+    pub fn with_executor(exec: Executor) -> Self {
         let outbox = Rc::new(RefCell::new(VecDeque::new()));
         RaidDriver {
             port: Rc::new(IpcPort::new(outbox.clone())),
@@ -506,7 +509,12 @@ impl RaidDriver {
             monitor_generation: Rc::new(Cell::new(0)),
             opener: RefCell::new(None),
             shut_down: Rc::new(Cell::new(false)),
+            embedded: Rc::new(RefCell::new(crate::api::EmbeddedDisks::default())),
         }
+    }
+
+    pub(crate) fn embedded(&self) -> Rc<RefCell<crate::api::EmbeddedDisks>> {
+        self.embedded.clone()
     }
 
     /// Whether `Shutdown` has been answered: the arrays are stopped and the process may end
@@ -665,7 +673,7 @@ impl RaidDriver {
         self.arrays.borrow()
     }
 
-    pub fn disks(&self) -> core::cell::Ref<'_, DiskManager> {
+    pub fn disk_manager(&self) -> core::cell::Ref<'_, DiskManager> {
         self.disks.borrow()
     }
 

@@ -61,7 +61,7 @@ fn run() -> i32 {
     log::set_max_level(log::LevelFilter::Info);
     let exec = Executor::new();
     exec.set_clock_source(Box::new(kernel::now_ns));
-    let mut driver = RaidDriver::new(exec.clone());
+    let mut driver = RaidDriver::with_executor(exec.clone());
     log::info!("Orion RAID driver up: heap {} MiB", heap::HEAP_BYTES >> 20);
     let mut pending: Vec<u8> = Vec::new();
     let mut chunk = vec![0u8; READ_CHUNK];

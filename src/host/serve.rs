@@ -319,7 +319,7 @@ pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
             log::warn!("--stripe-cache not recorded: {e}");
         }
     }
-    let driver = RaidDriver::new(rt.exec.clone());
+    let driver = RaidDriver::with_executor(rt.exec.clone());
     driver.start_monitor(opts.monitor.config);
     for (name, dev) in pool_spares {
         match driver.add_pool_spare(name.clone(), dev) {

@@ -281,7 +281,7 @@ fn manage(
 fn driver_serves_metrics_events_and_ticks_the_monitor() {
     use crate::manage::{EventsRequest, MetricsReport, NameRequest, OP_EVENTS, OP_METRICS};
     let r = rig(Level::Raid1, 2, 0);
-    let mut driver = crate::driver::RaidDriver::new(r.exec.clone());
+    let mut driver = crate::driver::RaidDriver::with_executor(r.exec.clone());
     driver.add_array(r.array.clone());
     driver.start_monitor(MonitorConfig {
         tick_interval_ns: 1_000_000_000,

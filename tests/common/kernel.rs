@@ -66,7 +66,7 @@ impl Kernel {
     /// A kernel with a freshly loaded RAID driver and no disks yet.
     pub fn new() -> Self {
         Kernel {
-            driver: RaidDriver::new(Executor::new()),
+            driver: RaidDriver::with_executor(Executor::new()),
             disks: BTreeMap::new(),
             replies: BTreeMap::new(),
             member_requests: 0,
