@@ -545,6 +545,11 @@ pub enum ArrayError {
     MetadataWrite(IoError),
     /// No such member slot.
     NoSuchMember(usize),
+    /// A rebuild found no readable copy of the data it had to rebuild (member sector, in
+    /// the member rebuilt).
+    RebuildSourceUnreadable { sector: u64 },
+    /// The array failed (more members lost than it tolerates) while a job ran.
+    ArrayFailed,
 }
 
 impl fmt::Display for ArrayError {
@@ -552,6 +557,11 @@ impl fmt::Display for ArrayError {
         match self {
             ArrayError::MetadataWrite(e) => write!(f, "could not write superblocks: {e}"),
             ArrayError::NoSuchMember(i) => write!(f, "no member in slot {i}"),
+            ArrayError::RebuildSourceUnreadable { sector } => write!(
+                f,
+                "no readable copy of the data to rebuild at member sector {sector}"
+            ),
+            ArrayError::ArrayFailed => f.write_str("the array failed"),
         }
     }
 }

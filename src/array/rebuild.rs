@@ -980,9 +980,7 @@ impl Array {
             } else if self.jobs.stop.get() {
                 None
             } else if self.health() == Health::Failed {
-                Some(Err(ArrayError::MetadataWrite(
-                    crate::block::IoError::DeviceFailed,
-                )))
+                Some(Err(ArrayError::ArrayFailed))
             } else {
                 if next >= total && window.is_empty() {
                     break;
@@ -1057,9 +1055,9 @@ impl Array {
                     }
                     self.checkpoint_rebuild(target).await;
                     self.job.set(None);
-                    return Err(ArrayError::MetadataWrite(crate::block::IoError::DataLost {
+                    return Err(ArrayError::RebuildSourceUnreadable {
                         sector: target.recovery_offset.get(),
-                    }));
+                    });
                 }
                 if parity {
                     // Every region before this one is written: retired in order.

@@ -1092,6 +1092,50 @@ fn spare_activation_and_rebuild_are_reported_as_events_in_order() {
     );
 }
 
+/// A rebuild that finds no readable copy of a block says so (an unreadable source), not
+/// that superblocks could not be written; the data that is readable stays readable.
+#[test]
+fn a_rebuild_with_no_readable_source_reports_the_read_failure() {
+    let r = faulty_array(
+        options(Level::Raid1, None, 64, "t"),
+        2,
+        MEMBER_SECTORS,
+        false,
+    );
+    let model = fill(&r, 95);
+    let offset = sb_of(&r.mem[0]).data_offset_sectors;
+    fail(&r, "d1").unwrap();
+    // The last copy has a latent error in the middle.
+    r.disks[0].add_latent_error(offset + 5000);
+    let from = r.array.monitor().events().latest_seq();
+    let (_, spare) = new_disk(&r.exec, 96, false);
+    add_spare(&r, "s0", &spare).unwrap();
+    r.exec.run_until_idle();
+    let events: Vec<Event> = r
+        .array
+        .monitor()
+        .events()
+        .after(from, 1000)
+        .events
+        .into_iter()
+        .map(|e| e.event)
+        .collect();
+    let reason = events
+        .iter()
+        .find_map(|e| match e {
+            Event::RebuildFailed { reason, .. } => Some(reason.clone()),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no rebuild_failed: {events:?}"));
+    assert!(
+        reason.contains("no readable copy") && !reason.contains("superblock"),
+        "{reason}"
+    );
+    // Everything but the bad sector still reads back.
+    let data = read_now(&r.exec, &r.array, 0, 4096).unwrap();
+    assert!(data[..] == model[..4096 * 512]);
+}
+
 #[test]
 fn a_replacement_failing_a_write_below_its_cursor_is_recorded_before_the_ack() {
     let r = faulty_array(

@@ -14,7 +14,7 @@ use alloc::vec;
 use alloc::vec::Vec;
 
 use super::{Array, ArrayError, Member};
-use crate::block::{Bytes, IoError, SECTOR_BYTES};
+use crate::block::{Bytes, SECTOR_BYTES};
 use crate::executor::join_all;
 use crate::monitor::Event;
 
@@ -155,7 +155,7 @@ impl Array {
             }
             if self.health() == super::Health::Failed {
                 self.job.set(None);
-                return Err(ArrayError::MetadataWrite(IoError::DeviceFailed));
+                return Err(ArrayError::ArrayFailed);
             }
             regions += 1;
             if regions >= self.policy.get().checkpoint_regions.max(1) && !self.dirty_on_disk.get() {
