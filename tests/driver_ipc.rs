@@ -296,3 +296,55 @@ fn init_before_the_probes_finish_does_not_start_an_array_degraded() {
         Health::Optimal
     );
 }
+
+/// A disk pulled while the driver waits for its answers: its driver is gone and never
+/// answers, so the requests in flight fail at once and the array goes on degraded; the
+/// write in flight completes and reads back.
+#[test]
+fn requests_in_flight_to_a_pulled_disk_fail_at_once() {
+    use orion_driver::{DeviceInfo, Frame, HotplugEvent, encode};
+    let disks = make_members(Level::Raid1, None, 2);
+    let mut k = Kernel::boot(&disks);
+    k.answer_unplugged = false;
+    let data = vec![0x3cu8; 64 * 512];
+    let write_seq = k.sequence();
+    let mut wire = encode(&Frame {
+        sequence: write_seq,
+        message: Message::IoRequest(IoRequest::write(
+            ARRAY_ID_BASE,
+            8,
+            data.clone(),
+            IoFlags::empty(),
+        )),
+    })
+    .unwrap();
+    // The write's member requests are out; the disk is pulled before any is answered.
+    let capacity = disks[1].capacity_sectors();
+    let info = DeviceInfo::block(101, "ram101", 512, capacity).unwrap();
+    let unplug_seq = k.sequence();
+    wire.extend(
+        encode(&Frame {
+            sequence: unplug_seq,
+            message: Message::Hotplug {
+                event: HotplugEvent::Removed,
+                device: info,
+            },
+        })
+        .unwrap(),
+    );
+    assert_eq!(k.driver.handle_bytes(&wire), wire.len());
+    k.disks.remove(&101);
+    k.pump();
+    assert_eq!(k.replies.remove(&unplug_seq), Some(Message::Ack));
+    match k.replies.remove(&write_seq) {
+        Some(Message::IoResponse(r)) => assert_eq!(r.status, Ok(())),
+        other => panic!("the write did not complete: {other:?}"),
+    }
+    let r = k.io(IoRequest::read(ARRAY_ID_BASE, 8, 64));
+    assert_eq!(r.status, Ok(()));
+    assert_eq!(r.data, data);
+    assert_eq!(
+        k.driver.arrays().get(ARRAY_ID_BASE).unwrap().health(),
+        Health::Degraded
+    );
+}

@@ -1,7 +1,7 @@
 //! `IpcMember`: a member disk reached through Orion IPC. Each request becomes an `IoRequest`
 //! frame to the disk's driver; the `IoResponse` with the same sequence completes it.
 
-use alloc::collections::{BTreeMap, VecDeque};
+use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
 use alloc::rc::Rc;
 use alloc::vec::Vec;
 use core::cell::{Cell, RefCell};
@@ -24,8 +24,11 @@ enum Pending {
 /// The driver's outgoing requests and their pending completions, shared by every member.
 pub struct IpcPort {
     outbox: Rc<RefCell<VecDeque<Frame>>>,
-    pending: RefCell<BTreeMap<u64, Pending>>,
+    /// By sequence: the device asked, and the request's state.
+    pending: RefCell<BTreeMap<u64, (u32, Pending)>>,
     next_sequence: Cell<u64>,
+    /// Devices the kernel took away: their requests fail at once.
+    gone: RefCell<BTreeSet<u32>>,
 }
 
 impl IpcPort {
@@ -36,6 +39,7 @@ impl IpcPort {
             outbox,
             pending: RefCell::new(BTreeMap::new()),
             next_sequence: Cell::new(1 << 48),
+            gone: RefCell::new(BTreeSet::new()),
         }
     }
 
@@ -43,7 +47,7 @@ impl IpcPort {
     pub fn complete(&self, sequence: u64, response: IoResponse) -> bool {
         let mut pending = self.pending.borrow_mut();
         match pending.get_mut(&sequence) {
-            Some(slot @ Pending::Waiting(_)) => {
+            Some((_, slot @ Pending::Waiting(_))) => {
                 let Pending::Waiting(waker) = core::mem::replace(slot, Pending::Done(response))
                 else {
                     unreachable!("matched Waiting above")
@@ -66,21 +70,46 @@ impl IpcPort {
         }
     }
 
+    /// The kernel took device `device_id` away: its requests in flight fail now (the disk's
+    /// driver will never answer them), and so does every later one, without being sent.
+    pub fn device_gone(&self, device_id: u32) {
+        self.gone.borrow_mut().insert(device_id);
+        let sequences: Vec<u64> = self
+            .pending
+            .borrow()
+            .iter()
+            .filter(|(_, (device, _))| *device == device_id)
+            .map(|(s, _)| *s)
+            .collect();
+        for s in sequences {
+            self.complete(s, IoResponse::err(DriverError::NotFound));
+        }
+    }
+
+    /// A device that comes back under an id that was taken away is reachable again.
+    pub fn device_back(&self, device_id: u32) {
+        self.gone.borrow_mut().remove(&device_id);
+    }
+
     /// Requests sent and not yet answered.
     pub fn in_flight(&self) -> usize {
         self.pending
             .borrow()
             .values()
-            .filter(|p| matches!(p, Pending::Waiting(_)))
+            .filter(|(_, p)| matches!(p, Pending::Waiting(_)))
             .count()
     }
 
     async fn call(&self, request: IoRequest) -> IoResponse {
+        let device = request.device_id;
+        if self.gone.borrow().contains(&device) {
+            return IoResponse::err(DriverError::NotFound);
+        }
         let sequence = self.next_sequence.get();
         self.next_sequence.set(sequence + 1);
         self.pending
             .borrow_mut()
-            .insert(sequence, Pending::Waiting(None));
+            .insert(sequence, (device, Pending::Waiting(None)));
         self.outbox.borrow_mut().push_back(Frame {
             sequence,
             message: Message::IoRequest(request),
@@ -93,9 +122,12 @@ impl IpcPort {
         poll_fn(|cx| {
             let mut pending = self.pending.borrow_mut();
             match pending.remove(&sequence) {
-                Some(Pending::Done(response)) => Poll::Ready(response),
-                Some(Pending::Waiting(_)) | None => {
-                    pending.insert(sequence, Pending::Waiting(Some(cx.waker().clone())));
+                Some((_, Pending::Done(response))) => Poll::Ready(response),
+                Some((_, Pending::Waiting(_))) | None => {
+                    pending.insert(
+                        sequence,
+                        (device, Pending::Waiting(Some(cx.waker().clone()))),
+                    );
                     Poll::Pending
                 }
             }

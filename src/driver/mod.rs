@@ -789,6 +789,7 @@ impl RaidDriver {
         if self.disks.borrow().disks.contains_key(&id) {
             return Err(DriverError::AlreadyExists);
         }
+        self.port.device_back(id);
         let device = Rc::new(IpcMember::new(id, capacity_sectors, self.port.clone()));
         self.disks.borrow_mut().disks.insert(
             id,
@@ -837,6 +838,8 @@ impl RaidDriver {
             .disks
             .remove(&id)
             .ok_or(DriverError::NotFound)?;
+        // Its driver is gone: what it was asked fails now, not never.
+        self.port.device_gone(id);
         if entry.array_id == Some(POOL_ARRAY_ID) {
             let name = alloc::format!("disk{id}");
             self.disks

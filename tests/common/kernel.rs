@@ -53,6 +53,9 @@ pub struct Kernel {
     pub replies: BTreeMap<u64, Message>,
     /// Member requests answered so far.
     pub member_requests: usize,
+    /// Whether a request to a device that is not plugged gets an answer (`NotFound`); a
+    /// pulled disk's driver is gone and answers nothing.
+    pub answer_unplugged: bool,
     next_sequence: u64,
 }
 
@@ -70,6 +73,7 @@ impl Kernel {
             disks: BTreeMap::new(),
             replies: BTreeMap::new(),
             member_requests: 0,
+            answer_unplugged: true,
             next_sequence: 1,
         }
     }
@@ -105,7 +109,8 @@ impl Kernel {
                         self.member_requests += 1;
                         let response = match self.disks.get_mut(&req.device_id) {
                             Some(disk) => serve_io(disk, &req),
-                            None => IoResponse::err(DriverError::NotFound),
+                            None if self.answer_unplugged => IoResponse::err(DriverError::NotFound),
+                            None => continue,
                         };
                         let bytes = encode(&Frame {
                             sequence: frame.sequence,
