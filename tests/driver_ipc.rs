@@ -348,3 +348,52 @@ fn requests_in_flight_to_a_pulled_disk_fail_at_once() {
         Health::Degraded
     );
 }
+
+/// More block requests at once than the driver takes: the excess is answered `Busy` at
+/// once, every accepted one completes, and the driver takes requests again afterwards.
+#[test]
+fn a_flood_of_requests_is_answered_busy_beyond_the_cap() {
+    use orion_driver::{Frame, encode};
+    use orion_raid::driver::MAX_CLIENT_REQUESTS;
+    let disks = make_members(Level::Raid1, None, 2);
+    let mut k = Kernel::boot(&disks);
+    let total = MAX_CLIENT_REQUESTS as usize + 40;
+    let mut wire = Vec::new();
+    let mut sequences = Vec::new();
+    for i in 0..total {
+        let sequence = k.sequence();
+        sequences.push(sequence);
+        wire.extend(
+            encode(&Frame {
+                sequence,
+                message: Message::IoRequest(IoRequest::write(
+                    ARRAY_ID_BASE,
+                    (i * 8) as u64,
+                    vec![i as u8; 4096],
+                    IoFlags::empty(),
+                )),
+            })
+            .unwrap(),
+        );
+    }
+    assert_eq!(k.driver.handle_bytes(&wire), wire.len());
+    k.pump();
+    let mut busy = Vec::new();
+    for (i, s) in sequences.iter().enumerate() {
+        match k.replies.remove(s) {
+            Some(Message::IoResponse(r)) if r.status == Ok(()) => {}
+            Some(Message::IoResponse(r)) if r.status == Err(DriverError::Busy) => busy.push(i),
+            other => panic!("request {i}: {other:?}"),
+        }
+    }
+    assert_eq!(busy.len(), 40, "{busy:?}");
+    // Accepted writes landed; refused ones changed nothing; new requests are taken.
+    for i in [0usize, MAX_CLIENT_REQUESTS as usize - 1] {
+        let r = k.io(IoRequest::read(ARRAY_ID_BASE, (i * 8) as u64, 8));
+        assert_eq!(r.data, vec![i as u8; 4096]);
+    }
+    for &i in &busy {
+        let r = k.io(IoRequest::read(ARRAY_ID_BASE, (i * 8) as u64, 8));
+        assert_eq!(r.data, vec![0u8; 4096], "refused write {i} landed");
+    }
+}

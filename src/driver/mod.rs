@@ -47,6 +47,10 @@ mod erased {
 /// First device id given to an array (member disks use the kernel's ids, below this).
 pub const ARRAY_ID_BASE: u32 = 0x4000_0000;
 
+/// Block requests of the storage service in flight at once; more are answered `Busy` at
+/// once (the service retries), so a flood cannot grow the driver's memory without bound.
+pub const MAX_CLIENT_REQUESTS: u32 = 512;
+
 /// Translates an engine error into the status the storage service sees.
 pub fn driver_error(e: &IoError) -> DriverError {
     match e {
@@ -446,6 +450,8 @@ pub struct RaidDriver {
     shut_down: Rc<Cell<bool>>,
     /// Disks given through the embedding API (`crate::api`).
     embedded: Rc<RefCell<crate::api::EmbeddedDisks>>,
+    /// Block requests of the storage service being served ([`MAX_CLIENT_REQUESTS`]).
+    client_requests: Rc<Cell<u32>>,
 }
 
 /// Opens a device by name for `raid add` / `raid replace`.
@@ -510,6 +516,7 @@ impl RaidDriver {
             opener: RefCell::new(None),
             shut_down: Rc::new(Cell::new(false)),
             embedded: Rc::new(RefCell::new(crate::api::EmbeddedDisks::default())),
+            client_requests: Rc::new(Cell::new(0)),
         }
     }
 
@@ -759,12 +766,22 @@ impl RaidDriver {
             );
             return;
         };
+        if self.client_requests.get() >= MAX_CLIENT_REQUESTS {
+            self.reply(
+                sequence,
+                Message::IoResponse(IoResponse::err(DriverError::Busy)),
+            );
+            return;
+        }
+        self.client_requests.set(self.client_requests.get() + 1);
         let outbox = self.outbox.clone();
+        let count = self.client_requests.clone();
         self.exec.spawn_detached(async move {
             let response = match perform(&array, request).await {
                 Ok(data) => IoResponse::ok(data),
                 Err(e) => IoResponse::err(driver_error(&e)),
             };
+            count.set(count.get() - 1);
             outbox.borrow_mut().push_back(Frame {
                 sequence,
                 message: Message::IoResponse(response),
