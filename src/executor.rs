@@ -449,6 +449,83 @@ impl<T> Drop for AsyncMutexGuard<'_, T> {
     }
 }
 
+/// A counting semaphore for the single-threaded executor: at most `limit` holders at once
+/// (0 means no limit). Shared by `Rc`; a permit gives its place back when dropped.
+pub struct Semaphore {
+    limit: Cell<usize>,
+    held: Cell<usize>,
+    waiters: RefCell<VecDeque<Waker>>,
+}
+
+impl Semaphore {
+    pub fn new(limit: usize) -> Rc<Self> {
+        Rc::new(Semaphore {
+            limit: Cell::new(limit),
+            held: Cell::new(0),
+            waiters: RefCell::new(VecDeque::new()),
+        })
+    }
+
+    /// Changes the limit; holders beyond a lower one keep their permits.
+    pub fn set_limit(&self, limit: usize) {
+        self.limit.set(limit);
+        self.wake_all();
+    }
+
+    pub fn limit(&self) -> usize {
+        self.limit.get()
+    }
+
+    /// Permits held now.
+    pub fn held(&self) -> usize {
+        self.held.get()
+    }
+
+    /// Waits for a permit, or until `give_up()` says to stop waiting (then `None`); it is
+    /// asked again at every wake-up.
+    pub async fn acquire_unless(
+        self: &Rc<Self>,
+        give_up: impl Fn() -> bool,
+    ) -> Option<SemaphorePermit> {
+        core::future::poll_fn(|cx| {
+            if give_up() {
+                return Poll::Ready(None);
+            }
+            let limit = self.limit.get();
+            if limit == 0 || self.held.get() < limit {
+                self.held.set(self.held.get() + 1);
+                Poll::Ready(Some(SemaphorePermit {
+                    semaphore: self.clone(),
+                }))
+            } else {
+                self.waiters.borrow_mut().push_back(cx.waker().clone());
+                Poll::Pending
+            }
+        })
+        .await
+    }
+
+    /// Wakes every waiter: each re-checks (a stale waker costs one spurious poll).
+    pub fn wake_all(&self) {
+        let waiters: Vec<Waker> = self.waiters.borrow_mut().drain(..).collect();
+        for waker in waiters {
+            waker.wake();
+        }
+    }
+}
+
+/// A place in a [`Semaphore`]; given back on drop.
+pub struct SemaphorePermit {
+    semaphore: Rc<Semaphore>,
+}
+
+impl Drop for SemaphorePermit {
+    fn drop(&mut self) {
+        self.semaphore.held.set(self.semaphore.held.get() - 1);
+        self.semaphore.wake_all();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

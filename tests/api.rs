@@ -172,3 +172,46 @@ fn bad_arguments_are_errors_and_change_nothing() {
         Err(RaidError::Member(_))
     ));
 }
+
+/// The RebuildManager's limit: with room for one job, three arrays' initial resyncs run one
+/// after another, never two at once, and all finish.
+#[test]
+fn background_jobs_of_several_arrays_respect_the_global_limit() {
+    let mut driver = RaidDriver::new();
+    driver.rebuild_manager().set_max_concurrent(1);
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let raid = driver.create_array(config(RaidLevel::RAID1, 2)).unwrap();
+        // Slow enough to overlap: 16 MiB at 20 MB/s.
+        let array = driver.arrays().get(raid.0).unwrap().clone();
+        array.apply_setting("rebuild_rate_mb_s", "20").unwrap();
+        ids.push(raid);
+    }
+    let exec = driver.executor().clone();
+    let mut most = 0;
+    let mut seen_running = [false; 3];
+    for _ in 0..100_000 {
+        exec.run_until_stalled();
+        let running: Vec<bool> = ids
+            .iter()
+            .map(|id| driver.status(*id).unwrap().job_progress.is_some())
+            .collect();
+        let n = running.iter().filter(|&&r| r).count();
+        most = most.max(n);
+        for (seen, r) in seen_running.iter_mut().zip(&running) {
+            *seen |= *r;
+        }
+        assert!(driver.rebuild_manager().running() <= 1);
+        match exec.next_deadline_ns() {
+            Some(deadline) => exec.advance_to(deadline),
+            None => break,
+        }
+    }
+    assert_eq!(most, 1, "two arrays resynced at once");
+    assert_eq!(seen_running, [true; 3]);
+    for id in &ids {
+        let status = driver.status(*id).unwrap();
+        assert_eq!(status.health, Health::Optimal);
+        assert_eq!(status.job_progress, None);
+    }
+}

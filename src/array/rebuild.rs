@@ -28,7 +28,7 @@ use super::buffers::ChunkBuffers;
 use super::resync::{JobKind, JobProgress};
 use super::{Array, ArrayError, Health, Member, MemberState, SUPERBLOCK_SECTOR};
 use crate::block::{Bytes, SECTOR_BYTES};
-use crate::executor::AsyncMutex;
+use crate::executor::{AsyncMutex, Semaphore, SemaphorePermit};
 use crate::layout::ArrayLayout;
 use crate::metadata::{DeviceRole, FeatureMap, Superblock};
 use crate::monitor::Event;
@@ -234,6 +234,9 @@ pub(super) struct JobControl {
     spare_source: core::cell::RefCell<Option<SpareSource>>,
     /// Foreground requests started, as a low-priority job last looked (see `throttle`).
     foreground_seen: Cell<u64>,
+    /// The driver's limit on arrays running background jobs at once (the RebuildManager's):
+    /// the runner holds a permit while it resyncs or rebuilds.
+    permits: core::cell::RefCell<Option<Rc<Semaphore>>>,
 }
 
 impl Default for JobControl {
@@ -245,6 +248,7 @@ impl Default for JobControl {
             blocked: Cell::new(false),
             spare_source: core::cell::RefCell::new(None),
             foreground_seen: Cell::new(0),
+            permits: core::cell::RefCell::new(None),
         }
     }
 }
@@ -648,13 +652,48 @@ impl Array {
     /// is checkpointed).
     pub async fn stop_jobs(&self) {
         self.jobs.stop.set(true);
+        // A runner waiting for a permit gives up.
+        if let Some(p) = self.jobs.permits.borrow().as_ref() {
+            p.wake_all();
+        }
         let _g = self.jobs.done.lock().await;
+    }
+
+    /// Shares the driver's limit on arrays running background jobs at once.
+    pub fn set_job_permits(&self, permits: Option<Rc<Semaphore>>) {
+        *self.jobs.permits.borrow_mut() = permits;
+    }
+
+    /// Takes a permit for background work into `held` (waiting while the limit is reached)
+    /// unless one is held already; false when a stop came first.
+    async fn job_permit(&self, held: &mut Option<SemaphorePermit>) -> bool {
+        if held.is_some() {
+            return true;
+        }
+        let permits = self.jobs.permits.borrow().clone();
+        let Some(permits) = permits else {
+            return true;
+        };
+        *held = permits.acquire_unless(|| self.jobs.stop.get()).await;
+        held.is_some()
     }
 
     async fn run_jobs(&self) {
         let _g = self.jobs.done.lock().await;
+        let mut permit = None;
         loop {
             if self.jobs.stop.get() || self.health() == Health::Failed {
+                break;
+            }
+            let work = self.needs_resync.get()
+                || self.slots.borrow().iter().flatten().any(|m| {
+                    m.state() == MemberState::Rebuilding
+                        || m.replacement
+                            .borrow()
+                            .as_ref()
+                            .is_some_and(|r| r.state() == MemberState::Rebuilding)
+                });
+            if work && !self.job_permit(&mut permit).await {
                 break;
             }
             if self.needs_resync.get() {

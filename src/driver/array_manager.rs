@@ -16,6 +16,9 @@ use crate::manage;
 use crate::metadata::Superblock;
 use crate::monitor::{Event, EventLog, MonitorConfig};
 
+/// Told of every array that starts being served (the RebuildManager takes its jobs).
+pub type OnArrayAdded = Rc<dyn Fn(&Rc<Array>)>;
+
 /// The arrays the driver serves, by device id.
 #[derive(Default)]
 pub struct ArrayManager {
@@ -31,6 +34,7 @@ pub struct ArrayManager {
     /// Every array's events, in one sequence (it outlives a stopped array).
     pub(super) events: Rc<EventLog>,
     pub(super) monitor_config: MonitorConfig,
+    pub(super) on_added: Option<OnArrayAdded>,
 }
 
 impl ArrayManager {
@@ -44,6 +48,9 @@ impl ArrayManager {
     }
 
     fn add_as(&mut self, array: Rc<Array>, wanted: String) -> u32 {
+        if let Some(hook) = &self.on_added {
+            hook(&array);
+        }
         let name = self.free_name(&array, &wanted);
         if name != array.name() && !array.serve_as(name.clone()) {
             log::error!("{}: already named; not renamed to {name}", array.name());

@@ -5,9 +5,11 @@
 mod array_manager;
 mod disk_manager;
 pub mod ipc_member;
+mod rebuild_manager;
 
 pub use array_manager::ArrayManager;
 pub use disk_manager::{DiskEntry, DiskManager};
+pub use rebuild_manager::{DEFAULT_MAX_CONCURRENT_JOBS, RebuildManager};
 
 use alloc::collections::VecDeque;
 use alloc::rc::Rc;
@@ -101,6 +103,7 @@ pub struct RaidDriver {
     embedded: Rc<RefCell<crate::api::EmbeddedDisks>>,
     /// Block requests of the storage service being served ([`MAX_CLIENT_REQUESTS`]).
     client_requests: Rc<Cell<u32>>,
+    rebuild_manager: Rc<RebuildManager>,
 }
 
 /// Opens a device by name for `raid add` / `raid replace`.
@@ -154,11 +157,17 @@ impl RaidDriver {
     /// A driver on `exec` (the platform's executor: a clock source, or simulated time).
     pub fn with_executor(exec: Executor) -> Self {
         let outbox = Rc::new(RefCell::new(VecDeque::new()));
+        let rebuild_manager = Rc::new(RebuildManager::default());
+        let jobs = rebuild_manager.clone();
+        let arrays = ArrayManager {
+            on_added: Some(Rc::new(move |array: &Rc<Array>| jobs.adopt(array))),
+            ..ArrayManager::default()
+        };
         RaidDriver {
             port: Rc::new(IpcPort::new(outbox.clone())),
             exec,
             outbox,
-            arrays: Rc::new(RefCell::new(ArrayManager::default())),
+            arrays: Rc::new(RefCell::new(arrays)),
             disks: Rc::new(RefCell::new(DiskManager::default())),
             started: Rc::new(Cell::new(false)),
             monitor_generation: Rc::new(Cell::new(0)),
@@ -166,11 +175,17 @@ impl RaidDriver {
             shut_down: Rc::new(Cell::new(false)),
             embedded: Rc::new(RefCell::new(crate::api::EmbeddedDisks::default())),
             client_requests: Rc::new(Cell::new(0)),
+            rebuild_manager,
         }
     }
 
     pub(crate) fn embedded(&self) -> Rc<RefCell<crate::api::EmbeddedDisks>> {
         self.embedded.clone()
+    }
+
+    /// The background jobs of every array.
+    pub fn rebuild_manager(&self) -> &RebuildManager {
+        &self.rebuild_manager
     }
 
     /// Whether `Shutdown` has been answered: the arrays are stopped and the process may end
