@@ -4,7 +4,7 @@
 use std::process::Command;
 
 mod common;
-use common::{raid, test_dir, tool};
+use common::{raid, test_dir, text_of, tool};
 
 /// `Key : value` lines of mdadm's output.
 fn fields(text: &str) -> Vec<(String, String)> {
@@ -362,4 +362,17 @@ fn bench_xor_files_writes_the_xor_and_refuses_an_array_member() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("one size"));
     assert!(!dir.join("u").exists());
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn serve_rejects_a_bad_max_concurrent_jobs() {
+    let dir = test_dir("cli-max-jobs");
+    let out = raid(&["serve", "--max-concurrent-jobs", "many", "x.img"], &dir);
+    assert!(!out.status.success());
+    assert!(
+        text_of(&out).contains("--max-concurrent-jobs"),
+        "{}",
+        text_of(&out)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -154,6 +154,10 @@ pub struct ServeArgs {
     /// of mem: members only run with the cache off (their reads are memory copies already).
     #[arg(long, value_parser = parse_size)]
     pub stripe_cache: Option<u64>,
+    /// How many arrays run background jobs (resync, rebuild) at once; the others wait
+    /// their turn. 0: no limit.
+    #[arg(long, default_value_t = default_max_jobs())]
+    pub max_concurrent_jobs: usize,
     /// Members: image files, block devices, or mem:SIZE for a volatile memory member.
     pub members: Vec<String>,
     #[command(flatten)]
@@ -1183,6 +1187,7 @@ fn cmd_serve(args: ServeArgs) -> Result<(), CliError> {
         banner: true,
         monitor: args.monitoring.options(),
         stripe_cache_bytes: args.stripe_cache,
+        max_concurrent_jobs: args.max_concurrent_jobs,
     })
     .map_err(|e| CliError::failed(e.0))
 }
@@ -1222,8 +1227,13 @@ fn cmd_up(args: UpArgs) -> Result<(), CliError> {
         banner: true,
         monitor: args.monitoring.options(),
         stripe_cache_bytes: args.stripe_cache,
+        max_concurrent_jobs: default_max_jobs(),
     })
     .map_err(|e| CliError::failed(e.0))
+}
+
+const fn default_max_jobs() -> usize {
+    crate::driver::DEFAULT_MAX_CONCURRENT_JOBS
 }
 
 fn control_error(e: ControlError) -> CliError {

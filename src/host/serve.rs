@@ -72,6 +72,8 @@ pub struct ServeOptions {
     pub monitor: MonitorOptions,
     /// Stripe cache budget of every array served, in bytes (recorded with its settings).
     pub stripe_cache_bytes: Option<u64>,
+    /// Arrays running background jobs at once (0: no limit).
+    pub max_concurrent_jobs: usize,
 }
 
 /// Monitoring intervals and where the Prometheus text goes.
@@ -320,6 +322,9 @@ pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
         }
     }
     let driver = RaidDriver::with_executor(rt.exec.clone());
+    driver
+        .rebuild_manager()
+        .set_max_concurrent(opts.max_concurrent_jobs);
     driver.start_monitor(opts.monitor.config);
     for (name, dev) in pool_spares {
         match driver.add_pool_spare(name.clone(), dev) {
