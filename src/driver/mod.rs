@@ -5,10 +5,12 @@
 mod array_manager;
 mod disk_manager;
 pub mod ipc_member;
+mod monitoring;
 mod rebuild_manager;
 
 pub use array_manager::ArrayManager;
 pub use disk_manager::{DiskEntry, DiskManager};
+pub use monitoring::MonitoringSystem;
 pub use rebuild_manager::{DEFAULT_MAX_CONCURRENT_JOBS, RebuildManager};
 
 use alloc::collections::VecDeque;
@@ -93,8 +95,7 @@ pub struct RaidDriver {
     disks: Rc<RefCell<DiskManager>>,
     /// After `Init`, arrays may start degraded: every disk present at boot was offered.
     started: Rc<Cell<bool>>,
-    /// Bumped to retire the running monitor task.
-    monitor_generation: Rc<Cell<u64>>,
+    monitoring: MonitoringSystem,
     /// Opens a member named in a management request (`raid add`): on the host a path.
     opener: RefCell<Option<DeviceOpener>>,
     /// The reply to `Shutdown` is queued: every array is stopped and the driver may exit.
@@ -170,7 +171,7 @@ impl RaidDriver {
             arrays: Rc::new(RefCell::new(arrays)),
             disks: Rc::new(RefCell::new(DiskManager::default())),
             started: Rc::new(Cell::new(false)),
-            monitor_generation: Rc::new(Cell::new(0)),
+            monitoring: MonitoringSystem::default(),
             opener: RefCell::new(None),
             shut_down: Rc::new(Cell::new(false)),
             embedded: Rc::new(RefCell::new(crate::api::EmbeddedDisks::default())),
@@ -288,52 +289,24 @@ impl RaidDriver {
     /// Applies `config` and (re)starts the monitor task, which ticks every array's rate
     /// windows and health each `tick_interval_ns`. Not started by default: a simulation that
     /// runs until idle would never be idle with it.
+    /// Starts the MonitoringSystem's periodic task (or restarts it with `config`).
     pub fn start_monitor(&self, config: MonitorConfig) {
-        {
-            let mut arrays = self.arrays.borrow_mut();
-            arrays.monitor_config = config;
-            arrays.events.set_capacity(config.event_capacity);
-        }
-        let generation = self.monitor_generation.get() + 1;
-        self.monitor_generation.set(generation);
-        let current = self.monitor_generation.clone();
-        let arrays = self.arrays.clone();
-        let exec = self.exec.clone();
-        let interval_ns = config.tick_interval_ns.max(1_000_000);
-        self.exec.spawn_detached(async move {
-            let mut next_ns = exec.now_ns();
-            while current.get() == generation {
-                let list: Vec<Rc<Array>> = arrays.borrow().iter().map(|(_, a)| a.clone()).collect();
-                for array in list {
-                    array.monitor_tick(Some(&config));
-                    // A member file deleted or truncated under us is noticed here.
-                    array.probe_members();
-                }
-                // A late tick does not cause a burst of catch-up ticks.
-                next_ns = (next_ns + interval_ns).max(exec.now_ns());
-                exec.sleep_until(next_ns).await;
-            }
-        });
+        self.monitoring.start(&self.exec, &self.arrays, config);
     }
 
     /// Stops the monitor task at its next tick.
     pub fn stop_monitor(&self) {
-        self.monitor_generation
-            .set(self.monitor_generation.get() + 1);
+        self.monitoring.stop();
     }
 
     /// The figures of every array.
     pub fn metrics(&self) -> Vec<ArrayMetrics> {
-        self.arrays
-            .borrow()
-            .iter()
-            .map(|(_, a)| a.metrics())
-            .collect()
+        self.monitoring.metrics(&self.arrays.borrow())
     }
 
     /// The event log every served array writes to.
     pub fn events(&self) -> Rc<EventLog> {
-        self.arrays.borrow().events.clone()
+        self.monitoring.events(&self.arrays.borrow())
     }
 
     pub fn executor(&self) -> &Executor {

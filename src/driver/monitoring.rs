@@ -1,0 +1,70 @@
+//! The MonitoringSystem: the periodic work of every array, driven by one task at the
+//! configured interval — the per-array monitor tick (rates, latency windows, health events)
+//! and the probe that notices a member deleted or truncated under us — plus the figures
+//! and the event log the front ends read. It observes arrays; it owns none.
+
+use alloc::rc::Rc;
+use alloc::vec::Vec;
+use core::cell::{Cell, RefCell};
+
+use super::ArrayManager;
+use crate::array::Array;
+use crate::executor::Executor;
+use crate::monitor::{ArrayMetrics, EventLog, MonitorConfig};
+
+#[derive(Default)]
+pub struct MonitoringSystem {
+    /// Bumped to retire the running monitor task.
+    generation: Rc<Cell<u64>>,
+}
+
+impl MonitoringSystem {
+    /// Starts (or restarts, with a new configuration) the periodic task over `arrays`.
+    pub fn start(
+        &self,
+        exec: &Executor,
+        arrays: &Rc<RefCell<ArrayManager>>,
+        config: MonitorConfig,
+    ) {
+        {
+            let mut a = arrays.borrow_mut();
+            a.monitor_config = config;
+            a.events.set_capacity(config.event_capacity);
+        }
+        let generation = self.generation.get() + 1;
+        self.generation.set(generation);
+        let current = self.generation.clone();
+        let arrays = arrays.clone();
+        let clock = exec.clone();
+        let interval_ns = config.tick_interval_ns.max(1_000_000);
+        exec.spawn_detached(async move {
+            let mut next_ns = clock.now_ns();
+            while current.get() == generation {
+                let list: Vec<Rc<Array>> = arrays.borrow().iter().map(|(_, a)| a.clone()).collect();
+                for array in list {
+                    array.monitor_tick(Some(&config));
+                    // A member file deleted or truncated under us is noticed here.
+                    array.probe_members();
+                }
+                // A late tick does not cause a burst of catch-up ticks.
+                next_ns = (next_ns + interval_ns).max(clock.now_ns());
+                clock.sleep_until(next_ns).await;
+            }
+        });
+    }
+
+    /// Stops the periodic task at its next tick.
+    pub fn stop(&self) {
+        self.generation.set(self.generation.get() + 1);
+    }
+
+    /// The figures of every array.
+    pub fn metrics(&self, arrays: &ArrayManager) -> Vec<ArrayMetrics> {
+        arrays.iter().map(|(_, a)| a.metrics()).collect()
+    }
+
+    /// The event log every served array writes to.
+    pub fn events(&self, arrays: &ArrayManager) -> Rc<EventLog> {
+        arrays.events.clone()
+    }
+}
