@@ -527,6 +527,11 @@ pub struct Array {
     monitor: ArrayMonitor,
     /// Recently used stripe cells of the RAID 4/5/6 paths.
     stripe_cache: RefCell<stripe_cache::StripeCache>,
+    /// The stripe cache budget asked for (the `stripe_cache` setting).
+    stripe_cache_wanted: Cell<usize>,
+    /// The most the driver's CacheManager lets this array's stripe cache hold (its share of
+    /// the driver's cache size); the cache runs at the smaller of the two.
+    stripe_cache_cap: Cell<usize>,
     /// Writes waiting to be gathered into full stripes (RAID 4/5/6, `gather.rs`).
     gather: RefCell<gather::Gather>,
     /// When the last stall was reported (see `stalled_by_timeouts`), to report each once.
@@ -669,6 +674,8 @@ impl Array {
                 stripe_cache::DEFAULT_CACHE_BYTES,
                 cache_cell_sectors,
             )),
+            stripe_cache_wanted: Cell::new(stripe_cache::DEFAULT_CACHE_BYTES),
+            stripe_cache_cap: Cell::new(usize::MAX),
             gather: RefCell::new(gather::Gather::default()),
             stall_reported_ns: Cell::new(None),
             resync_again: Cell::new(false),

@@ -19,7 +19,7 @@ use super::resync::RegionSync;
 use super::{Array, Member};
 use crate::block::{BlockDevice, Bytes, IoError, SECTOR_BYTES, check_range};
 use crate::executor::join_all;
-use crate::layout::Raid5Layout;
+use crate::layout::{ArrayLayout, Raid5Layout};
 use crate::parity::Lost;
 
 /// A run of member cells that failed a read on a live member and is to be rewritten.
@@ -349,7 +349,7 @@ impl Array {
         // Straight from the data members when each is in sync there, and the stripe cache has
         // no say: it is off, or every segment is a whole chunk (streamed past the cache, as md
         // does); partial chunks go through the cache below.
-        let cache_on = self.stripe_cache_bytes() > 0;
+        let cache_on = self.stripe_cache_effective_bytes() > 0;
         let direct = groups.iter().all(|(stripe, segs)| {
             segs.iter().all(|seg| {
                 let at = l.member_sector(*stripe, seg.offset_sectors);
@@ -1170,9 +1170,34 @@ impl Array {
         self.stripe_cache.borrow_mut().invalidate_stripe(stripe);
     }
 
-    /// The stripe cache budget in bytes (parity levels).
+    /// The stripe cache budget asked for, in bytes (parity levels): the `stripe_cache`
+    /// setting. The cache runs at [`Array::stripe_cache_effective_bytes`].
     pub fn stripe_cache_bytes(&self) -> usize {
+        self.stripe_cache_wanted.get()
+    }
+
+    /// The budget the stripe cache runs at: the setting, within the CacheManager's share.
+    pub fn stripe_cache_effective_bytes(&self) -> usize {
         self.stripe_cache.borrow().budget_bytes()
+    }
+
+    /// Whether the array has a stripe cache (the parity levels).
+    pub fn has_stripe_cache(&self) -> bool {
+        matches!(self.layout, ArrayLayout::Raid5(_))
+    }
+
+    /// The CacheManager's share for this array (`usize::MAX`: no cap).
+    pub fn set_stripe_cache_cap(&self, cap: usize) {
+        self.stripe_cache_cap.set(cap);
+        self.apply_stripe_cache_budget();
+    }
+
+    fn apply_stripe_cache_budget(&self) {
+        let budget = self
+            .stripe_cache_wanted
+            .get()
+            .min(self.stripe_cache_cap.get());
+        self.stripe_cache.borrow_mut().set_budget_bytes(budget);
     }
 
     /// Bytes the stripe cache holds now (whole cells).
@@ -1182,6 +1207,7 @@ impl Array {
 
     /// Sets the stripe cache budget in bytes (parity levels); 0 turns the cache off.
     pub fn set_stripe_cache_bytes(&self, bytes: usize) {
-        self.stripe_cache.borrow_mut().set_budget_bytes(bytes);
+        self.stripe_cache_wanted.set(bytes);
+        self.apply_stripe_cache_budget();
     }
 }

@@ -3,12 +3,14 @@
 //! to the storage service and requests to the member disks' drivers.
 
 mod array_manager;
+mod cache_manager;
 mod disk_manager;
 pub mod ipc_member;
 mod monitoring;
 mod rebuild_manager;
 
 pub use array_manager::ArrayManager;
+pub use cache_manager::{CacheManager, DEFAULT_CACHE_BYTES};
 pub use disk_manager::{DiskEntry, DiskManager};
 pub use monitoring::MonitoringSystem;
 pub use rebuild_manager::{DEFAULT_MAX_CONCURRENT_JOBS, RebuildManager};
@@ -105,6 +107,7 @@ pub struct RaidDriver {
     /// Block requests of the storage service being served ([`MAX_CLIENT_REQUESTS`]).
     client_requests: Rc<Cell<u32>>,
     rebuild_manager: Rc<RebuildManager>,
+    cache_manager: Rc<CacheManager>,
 }
 
 /// Opens a device by name for `raid add` / `raid replace`.
@@ -159,9 +162,13 @@ impl RaidDriver {
     pub fn with_executor(exec: Executor) -> Self {
         let outbox = Rc::new(RefCell::new(VecDeque::new()));
         let rebuild_manager = Rc::new(RebuildManager::default());
-        let jobs = rebuild_manager.clone();
+        let cache_manager = Rc::new(CacheManager::default());
+        let (jobs, cache) = (rebuild_manager.clone(), cache_manager.clone());
         let arrays = ArrayManager {
-            on_added: Some(Rc::new(move |array: &Rc<Array>| jobs.adopt(array))),
+            on_added: Some(Rc::new(move |array: &Rc<Array>| {
+                jobs.adopt(array);
+                cache.adopt(array);
+            })),
             ..ArrayManager::default()
         };
         RaidDriver {
@@ -177,6 +184,7 @@ impl RaidDriver {
             embedded: Rc::new(RefCell::new(crate::api::EmbeddedDisks::default())),
             client_requests: Rc::new(Cell::new(0)),
             rebuild_manager,
+            cache_manager,
         }
     }
 
@@ -187,6 +195,11 @@ impl RaidDriver {
     /// The background jobs of every array.
     pub fn rebuild_manager(&self) -> &RebuildManager {
         &self.rebuild_manager
+    }
+
+    /// The memory budget every array's cache shares.
+    pub fn cache_manager(&self) -> &CacheManager {
+        &self.cache_manager
     }
 
     /// Whether `Shutdown` has been answered: the arrays are stopped and the process may end
@@ -862,6 +875,8 @@ impl RaidDriver {
                     Ok(a) => a,
                     Err(e) => return Some(respond(Err(e))),
                 };
+                // A new stripe_cache ask changes every array's share.
+                self.cache_manager.rebalance();
                 // Answered once the setting is on disk (the extension record): it survives
                 // a restart.
                 let outbox = self.outbox.clone();

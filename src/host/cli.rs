@@ -154,6 +154,10 @@ pub struct ServeArgs {
     /// of mem: members only run with the cache off (their reads are memory copies already).
     #[arg(long, value_parser = parse_size)]
     pub stripe_cache: Option<u64>,
+    /// The cache size: one memory budget the stripe caches of every array share (e.g.
+    /// 256M, the default); when the arrays ask for more, each gets a share in proportion.
+    #[arg(long, value_parser = parse_size)]
+    pub cache_size: Option<u64>,
     /// How many arrays run background jobs (resync, rebuild) at once; the others wait
     /// their turn. 0: no limit.
     #[arg(long, default_value_t = default_max_jobs())]
@@ -1188,6 +1192,7 @@ fn cmd_serve(args: ServeArgs) -> Result<(), CliError> {
         monitor: args.monitoring.options(),
         stripe_cache_bytes: args.stripe_cache,
         max_concurrent_jobs: args.max_concurrent_jobs,
+        cache_bytes: args.cache_size,
     })
     .map_err(|e| CliError::failed(e.0))
 }
@@ -1228,6 +1233,7 @@ fn cmd_up(args: UpArgs) -> Result<(), CliError> {
         monitor: args.monitoring.options(),
         stripe_cache_bytes: args.stripe_cache,
         max_concurrent_jobs: default_max_jobs(),
+        cache_bytes: None,
     })
     .map_err(|e| CliError::failed(e.0))
 }

@@ -74,6 +74,8 @@ pub struct ServeOptions {
     pub stripe_cache_bytes: Option<u64>,
     /// Arrays running background jobs at once (0: no limit).
     pub max_concurrent_jobs: usize,
+    /// The cache size every array's stripe cache shares (`None`: the default).
+    pub cache_bytes: Option<u64>,
 }
 
 /// Monitoring intervals and where the Prometheus text goes.
@@ -325,6 +327,11 @@ pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
     driver
         .rebuild_manager()
         .set_max_concurrent(opts.max_concurrent_jobs);
+    if let Some(bytes) = opts.cache_bytes {
+        driver
+            .cache_manager()
+            .set_budget_bytes(usize::try_from(bytes).unwrap_or(usize::MAX));
+    }
     driver.start_monitor(opts.monitor.config);
     for (name, dev) in pool_spares {
         match driver.add_pool_spare(name.clone(), dev) {
