@@ -7,7 +7,7 @@ use std::rc::Rc;
 use orion_driver::{DriverError, Frame, IoFlags, IoOp, IoRequest, Message, encode};
 use orion_raid::array::Health;
 use orion_raid::block::BlockDevice;
-use orion_raid::driver::ARRAY_ID_BASE;
+use orion_raid::driver::{ARRAY_ID_BASE, DriverState};
 use orion_raid::metadata::Level;
 use orion_raid::platform::memory::MemoryDisk;
 
@@ -156,6 +156,8 @@ fn member_removed_degrades_and_shutdown_marks_clean() {
     let r = k.io(IoRequest::read(array_id, 64, 8));
     assert_eq!(r.data, data);
     k.shutdown();
+    assert_eq!(k.driver.state(), DriverState::Stopped);
+    assert!(k.driver.stats().frames_in > 0);
     // Clean on the surviving members, and member 1 recorded as faulty there.
     for i in [0usize, 2] {
         let mut block = vec![0u8; 4096];
@@ -170,12 +172,14 @@ fn member_removed_degrades_and_shutdown_marks_clean() {
 fn degraded_array_waits_for_init() {
     let disks = make_members(Level::Raid1, None, 2);
     let mut k = Kernel::boot(&disks[..1]);
+    assert_eq!(k.driver.state(), DriverState::Loaded);
     assert_eq!(
         k.driver.arrays().len(),
         0,
         "one of two members: wait for the rest"
     );
     assert_eq!(k.send(Message::Init), Message::Ack);
+    assert_eq!(k.driver.state(), DriverState::Running);
     assert_eq!(k.driver.arrays().len(), 1, "after Init it starts degraded");
     let arrays = k.driver.arrays();
     assert_eq!(
@@ -387,6 +391,7 @@ fn a_flood_of_requests_is_answered_busy_beyond_the_cap() {
         }
     }
     assert_eq!(busy.len(), 40, "{busy:?}");
+    assert_eq!(k.driver.stats().busy_replies, 40);
     // Accepted writes landed; refused ones changed nothing; new requests are taken.
     for i in [0usize, MAX_CLIENT_REQUESTS as usize - 1] {
         let r = k.io(IoRequest::read(ARRAY_ID_BASE, (i * 8) as u64, 8));

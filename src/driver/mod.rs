@@ -88,13 +88,43 @@ fn group_names(groups: &[(u32, Rc<Array>)]) -> String {
     names.join(", ")
 }
 
-/// The RAID driver: managers, executor and the frames waiting to be sent.
+/// Where the driver is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DriverState {
+    /// Loaded; no `Probe` or `Init` yet.
+    Loaded,
+    /// `Probe` answered.
+    Probed,
+    /// `Init` answered: arrays may start degraded, the storage service is served.
+    Running,
+    /// `Shutdown` received: arrays are being stopped.
+    ShuttingDown,
+    /// Every array stopped; the process may end.
+    Stopped,
+}
+
+/// What the driver has handled so far.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DriverStats {
+    /// Frames received (whole ones, good or bad).
+    pub frames_in: u64,
+    /// Frames received that did not decode.
+    pub bad_frames: u64,
+    /// Block requests of the storage service answered `Busy`.
+    pub busy_replies: u64,
+}
+
+/// The RAID driver: its five managers (arrays, disks, cache, background jobs, monitoring),
+/// the executor they run on and the frames waiting to be sent.
 pub struct RaidDriver {
     exec: Executor,
     outbox: Rc<RefCell<VecDeque<Frame>>>,
     port: Rc<IpcPort>,
-    arrays: Rc<RefCell<ArrayManager>>,
-    disks: Rc<RefCell<DiskManager>>,
+    device_info: RefCell<Option<DeviceInfo>>,
+    state: Cell<DriverState>,
+    stats: Cell<DriverStats>,
+    array_manager: Rc<RefCell<ArrayManager>>,
+    disk_manager: Rc<RefCell<DiskManager>>,
     /// After `Init`, arrays may start degraded: every disk present at boot was offered.
     started: Rc<Cell<bool>>,
     monitoring: MonitoringSystem,
@@ -175,8 +205,11 @@ impl RaidDriver {
             port: Rc::new(IpcPort::new(outbox.clone())),
             exec,
             outbox,
-            arrays: Rc::new(RefCell::new(arrays)),
-            disks: Rc::new(RefCell::new(DiskManager::default())),
+            device_info: RefCell::new(None),
+            state: Cell::new(DriverState::Loaded),
+            stats: Cell::new(DriverStats::default()),
+            array_manager: Rc::new(RefCell::new(arrays)),
+            disk_manager: Rc::new(RefCell::new(DiskManager::default())),
             started: Rc::new(Cell::new(false)),
             monitoring: MonitoringSystem::default(),
             opener: RefCell::new(None),
@@ -190,6 +223,31 @@ impl RaidDriver {
 
     pub(crate) fn embedded(&self) -> Rc<RefCell<crate::api::EmbeddedDisks>> {
         self.embedded.clone()
+    }
+
+    /// Where the driver is in its life.
+    pub fn state(&self) -> DriverState {
+        if self.shut_down.get() {
+            DriverState::Stopped
+        } else {
+            self.state.get()
+        }
+    }
+
+    /// What the driver has handled so far.
+    pub fn stats(&self) -> DriverStats {
+        self.stats.get()
+    }
+
+    /// The device the kernel probed the driver with.
+    pub fn device_info(&self) -> Option<DeviceInfo> {
+        self.device_info.borrow().clone()
+    }
+
+    fn count(&self, f: impl FnOnce(&mut DriverStats)) {
+        let mut st = self.stats.get();
+        f(&mut st);
+        self.stats.set(st);
     }
 
     /// The background jobs of every array.
@@ -215,7 +273,7 @@ impl RaidDriver {
 
     /// Adds a device to the shared spare pool.
     pub fn add_pool_spare(&self, name: String, dev: Rc<dyn BlockDevice>) -> Result<(), String> {
-        self.disks.borrow_mut().add_pool_spare(name, dev)
+        self.disk_manager.borrow_mut().add_pool_spare(name, dev)
     }
 
     /// `raid check --cancel`: stops a running check or repair, or drops the checkpoint of one
@@ -239,12 +297,12 @@ impl RaidDriver {
     /// Records that the kernel disk `name` (if it is one) now serves `array`.
     fn claim_disk(&self, name: &str, array: &Rc<Array>) {
         let id = self
-            .arrays
+            .array_manager
             .borrow()
             .iter()
             .find(|(_, a)| Rc::ptr_eq(a, array))
             .map(|(id, _)| id);
-        for (disk_id, entry) in self.disks.borrow_mut().disks.iter_mut() {
+        for (disk_id, entry) in self.disk_manager.borrow_mut().disks.iter_mut() {
             if alloc::format!("disk{disk_id}") == name {
                 entry.array_id = id;
             }
@@ -255,11 +313,11 @@ impl RaidDriver {
     /// of a served array (groups of a RAID 50/60 included) or a shared-pool spare.
     fn device_role(&self, name: &str, dev: &dyn BlockDevice) -> Option<String> {
         let in_array = self
-            .arrays
+            .array_manager
             .borrow()
             .iter()
             .find_map(|(_, a)| a.role_of_device(name, dev));
-        in_array.or_else(|| self.disks.borrow().pool_role_of(name, dev))
+        in_array.or_else(|| self.disk_manager.borrow().pool_role_of(name, dev))
     }
 
     /// Refuses a device opened for `raid add` / `raid replace` that already has a role.
@@ -280,7 +338,7 @@ impl RaidDriver {
     /// Opens `name`: a free disk the kernel offered (`diskN`), else through the opener.
     fn open_device(&self, name: &str) -> Result<Rc<dyn BlockDevice>, (DriverError, String)> {
         let free = self
-            .disks
+            .disk_manager
             .borrow()
             .disks
             .iter()
@@ -304,7 +362,8 @@ impl RaidDriver {
     /// runs until idle would never be idle with it.
     /// Starts the MonitoringSystem's periodic task (or restarts it with `config`).
     pub fn start_monitor(&self, config: MonitorConfig) {
-        self.monitoring.start(&self.exec, &self.arrays, config);
+        self.monitoring
+            .start(&self.exec, &self.array_manager, config);
     }
 
     /// Stops the monitor task at its next tick.
@@ -314,12 +373,12 @@ impl RaidDriver {
 
     /// The figures of every array.
     pub fn metrics(&self) -> Vec<ArrayMetrics> {
-        self.monitoring.metrics(&self.arrays.borrow())
+        self.monitoring.metrics(&self.array_manager.borrow())
     }
 
     /// The event log every served array writes to.
     pub fn events(&self) -> Rc<EventLog> {
-        self.monitoring.events(&self.arrays.borrow())
+        self.monitoring.events(&self.array_manager.borrow())
     }
 
     pub fn executor(&self) -> &Executor {
@@ -327,17 +386,17 @@ impl RaidDriver {
     }
 
     pub fn arrays(&self) -> core::cell::Ref<'_, ArrayManager> {
-        self.arrays.borrow()
+        self.array_manager.borrow()
     }
 
     pub fn disk_manager(&self) -> core::cell::Ref<'_, DiskManager> {
-        self.disks.borrow()
+        self.disk_manager.borrow()
     }
 
     /// Serves an array that was assembled by other means (the host tool); returns its id.
     pub fn add_array(&self, array: Rc<Array>) -> u32 {
-        array.set_spare_source(Some(pool_source(&self.disks)));
-        self.arrays.borrow_mut().add(array)
+        array.set_spare_source(Some(pool_source(&self.disk_manager)));
+        self.array_manager.borrow_mut().add(array)
     }
 
     /// Serves a stack assembled by other means (the host tool): the outer array is served,
@@ -345,9 +404,9 @@ impl RaidDriver {
     pub fn add_stack(&self, stack: &Stack) -> u32 {
         // The groups of a RAID 50/60 rebuild from the pool; the outer RAID 0 never asks.
         for layer in stack.layers() {
-            layer.set_spare_source(Some(pool_source(&self.disks)));
+            layer.set_spare_source(Some(pool_source(&self.disk_manager)));
         }
-        self.arrays.borrow_mut().add_stack(stack)
+        self.array_manager.borrow_mut().add_stack(stack)
     }
 
     /// Frames waiting to be sent, oldest first.
@@ -379,6 +438,7 @@ impl RaidDriver {
         while used < buf.len() {
             match decode(&buf[used..]) {
                 Ok((frame, n)) => {
+                    self.count(|st| st.frames_in += 1);
                     used += n;
                     self.handle_frame(frame);
                 }
@@ -388,6 +448,10 @@ impl RaidDriver {
                         self.outbox
                             .borrow_mut()
                             .push_back(bad_frame_reply(header.sequence, "malformed frame"));
+                        self.count(|st| {
+                            st.frames_in += 1;
+                            st.bad_frames += 1;
+                        });
                         log::warn!("dropping malformed frame {}: {e}", header.sequence);
                         used += header.frame_len();
                     }
@@ -404,10 +468,10 @@ impl RaidDriver {
 
     fn serve_io(&self, sequence: u64, request: IoRequest) {
         let array = self
-            .arrays
+            .array_manager
             .borrow()
             .get(request.device_id)
-            .filter(|_| !self.arrays.borrow().is_inner(request.device_id))
+            .filter(|_| !self.array_manager.borrow().is_inner(request.device_id))
             .cloned();
         let Some(array) = array else {
             self.reply(
@@ -421,6 +485,7 @@ impl RaidDriver {
                 sequence,
                 Message::IoResponse(IoResponse::err(DriverError::Busy)),
             );
+            self.count(|st| st.busy_replies += 1);
             return;
         }
         self.client_requests.set(self.client_requests.get() + 1);
@@ -453,12 +518,12 @@ impl RaidDriver {
         let capacity_sectors =
             info.capacity_bytes().ok_or(DriverError::InvalidArgument)? / SECTOR_BYTES as u64;
         let id = info.id;
-        if self.disks.borrow().disks.contains_key(&id) {
+        if self.disk_manager.borrow().disks.contains_key(&id) {
             return Err(DriverError::AlreadyExists);
         }
         self.port.device_back(id);
         let device = Rc::new(IpcMember::new(id, capacity_sectors, self.port.clone()));
-        self.disks.borrow_mut().disks.insert(
+        self.disk_manager.borrow_mut().disks.insert(
             id,
             DiskEntry {
                 info,
@@ -467,8 +532,8 @@ impl RaidDriver {
                 array_id: None,
             },
         );
-        let disks = self.disks.clone();
-        let arrays = self.arrays.clone();
+        let disks = self.disk_manager.clone();
+        let arrays = self.array_manager.clone();
         let started = self.started.clone();
         let exec = self.exec.clone();
         self.exec.spawn_detached(async move {
@@ -500,7 +565,7 @@ impl RaidDriver {
 
     fn disk_removed(&self, id: u32) -> Result<(), DriverError> {
         let entry = self
-            .disks
+            .disk_manager
             .borrow_mut()
             .disks
             .remove(&id)
@@ -509,14 +574,14 @@ impl RaidDriver {
         self.port.device_gone(id);
         if entry.array_id == Some(POOL_ARRAY_ID) {
             let name = alloc::format!("disk{id}");
-            self.disks
+            self.disk_manager
                 .borrow_mut()
                 .spare_pool
                 .retain(|(n, _)| *n != name);
             return Ok(());
         }
         if let Some(array_id) = entry.array_id {
-            let array = self.arrays.borrow().get(array_id).cloned();
+            let array = self.array_manager.borrow().get(array_id).cloned();
             if let Some(array) = array {
                 let slot = array.slots().iter().position(|s| {
                     s.as_ref().is_some_and(|m| {
@@ -557,29 +622,33 @@ impl RaidDriver {
                     alloc::format!("bad request: {e}"),
                 )
             })?;
-            self.arrays.borrow().find(&req.name).ok_or((
+            self.array_manager.borrow().find(&req.name).ok_or((
                 DriverError::NotFound,
                 alloc::format!("no array named '{}'", req.name),
             ))
         };
         let to_json = |value: &dyn erased::Json| value.to_json();
         let find = |name: &str| -> Result<Rc<Array>, (DriverError, String)> {
-            self.arrays.borrow().find(name).map(|(_, a)| a).ok_or((
-                DriverError::NotFound,
-                alloc::format!("no array named '{name}'"),
-            ))
+            self.array_manager
+                .borrow()
+                .find(name)
+                .map(|(_, a)| a)
+                .ok_or((
+                    DriverError::NotFound,
+                    alloc::format!("no array named '{name}'"),
+                ))
         };
         match opcode {
             manage::OP_STATUS => {
                 let report = manage::StatusReport {
                     arrays: self
-                        .arrays
+                        .array_manager
                         .borrow()
                         .iter()
-                        .map(|(id, a)| self.arrays.borrow().status(id, a))
+                        .map(|(id, a)| self.array_manager.borrow().status(id, a))
                         .collect(),
                     pool: self
-                        .disks
+                        .disk_manager
                         .borrow()
                         .pool()
                         .into_iter()
@@ -593,7 +662,7 @@ impl RaidDriver {
             }
             manage::OP_DETAIL => Some(respond(named(&request.payload).map(|(id, a)| {
                 let mut detail = manage::array_detail(id, &a);
-                let arrays = self.arrays.borrow();
+                let arrays = self.array_manager.borrow();
                 arrays.mark_nesting(id, &mut detail.status);
                 detail.scrub = arrays.scrub_report(id);
                 to_json(&detail)
@@ -607,7 +676,11 @@ impl RaidDriver {
                 Some(respond(arrays.map(|arrays| {
                     to_json(&manage::MetricsReport {
                         arrays,
-                        tick_interval_ns: self.arrays.borrow().monitor_config.tick_interval_ns,
+                        tick_interval_ns: self
+                            .array_manager
+                            .borrow()
+                            .monitor_config
+                            .tick_interval_ns,
                     })
                 })))
             }
@@ -631,10 +704,10 @@ impl RaidDriver {
             .into_bytes()))),
             manage::OP_STOP => match named(&request.payload) {
                 Err(e) => Some(respond(Err(e))),
-                Ok((id, _)) if self.arrays.borrow().parent_of(id).is_some() => {
-                    let parent = self.arrays.borrow().parent_of(id);
+                Ok((id, _)) if self.array_manager.borrow().parent_of(id).is_some() => {
+                    let parent = self.array_manager.borrow().parent_of(id);
                     let parent: String = parent
-                        .and_then(|p| self.arrays.borrow().get(p).map(|a| a.name().into()))
+                        .and_then(|p| self.array_manager.borrow().get(p).map(|a| a.name().into()))
                         .unwrap_or_default();
                     Some(respond(Err((
                         DriverError::Busy,
@@ -642,12 +715,12 @@ impl RaidDriver {
                     ))))
                 }
                 Ok((id, array)) => {
-                    let arrays = self.arrays.clone();
-                    let disks = self.disks.clone();
+                    let arrays = self.array_manager.clone();
+                    let disks = self.disk_manager.clone();
                     let outbox = self.outbox.clone();
                     // The outer array first: its superblock update writes into its groups.
                     let mut layers = vec![(id, array)];
-                    layers.extend(self.arrays.borrow().groups_of(id));
+                    layers.extend(self.array_manager.borrow().groups_of(id));
                     self.exec.spawn_detached(async move {
                         let mut result = Ok(());
                         for (id, array) in layers {
@@ -679,7 +752,7 @@ impl RaidDriver {
                     } else {
                         ScrubMode::Repair
                     };
-                    let groups = self.arrays.borrow().groups_of(id);
+                    let groups = self.array_manager.borrow().groups_of(id);
                     // A RAID 50/60 is checked group by group, all groups at once.
                     let targets: Vec<Rc<Array>> = if groups.is_empty() {
                         vec![a.clone()]
@@ -709,17 +782,17 @@ impl RaidDriver {
                             return Err(scrub_error(t, e));
                         }
                     }
-                    Ok(to_json(&self.arrays.borrow().scrub_report(id)))
+                    Ok(to_json(&self.array_manager.borrow().scrub_report(id)))
                 })))
             }
             manage::OP_SCRUB_REPORT => {
                 Some(respond(named(&request.payload).map(|(id, _)| {
-                    to_json(&self.arrays.borrow().scrub_report(id))
+                    to_json(&self.array_manager.borrow().scrub_report(id))
                 })))
             }
             manage::OP_SCRUB_CANCEL => {
                 Some(respond(named(&request.payload).and_then(|(id, a)| {
-                    let groups = self.arrays.borrow().groups_of(id);
+                    let groups = self.array_manager.borrow().groups_of(id);
                     let cancelled = if groups.is_empty() {
                         self.cancel_scrub_of(&a)
                     } else {
@@ -729,7 +802,7 @@ impl RaidDriver {
                             .fold(false, |any, (_, g)| self.cancel_scrub_of(g) || any)
                     };
                     if cancelled {
-                        Ok(to_json(&self.arrays.borrow().scrub_report(id)))
+                        Ok(to_json(&self.array_manager.borrow().scrub_report(id)))
                     } else {
                         Err((
                             DriverError::NotFound,
@@ -746,7 +819,10 @@ impl RaidDriver {
                     Ok(r) => r,
                     Err(e) => return Some(respond(Err(e))),
                 };
-                let target = self.arrays.borrow().member_target(&req.name, &req.member);
+                let target = self
+                    .array_manager
+                    .borrow()
+                    .member_target(&req.name, &req.member);
                 let array = match target {
                     Ok(a) => a,
                     Err(e) => return Some(respond(Err(e))),
@@ -771,7 +847,7 @@ impl RaidDriver {
                 let target = req
                     .name
                     .as_deref()
-                    .map(|n| self.arrays.borrow().add_target(n));
+                    .map(|n| self.array_manager.borrow().add_target(n));
                 let array = match target.transpose() {
                     Ok(a) => a,
                     Err(e) => return Some(respond(Err(e))),
@@ -784,8 +860,8 @@ impl RaidDriver {
                     return Some(respond(Err(e)));
                 }
                 let Some(array) = array else {
-                    let disks = self.disks.clone();
-                    let arrays = self.arrays.clone();
+                    let disks = self.disk_manager.clone();
+                    let arrays = self.array_manager.clone();
                     let outbox = self.outbox.clone();
                     self.exec.spawn_detached(async move {
                         let result = label_pool_spare(&arrays, &req.member, dev.as_ref()).await;
@@ -825,7 +901,10 @@ impl RaidDriver {
                     Ok(r) => r,
                     Err(e) => return Some(respond(Err(e))),
                 };
-                let target = self.arrays.borrow().member_target(&req.name, &req.member);
+                let target = self
+                    .array_manager
+                    .borrow()
+                    .member_target(&req.name, &req.member);
                 let array = match target {
                     Ok(a) => a,
                     Err(e) => return Some(respond(Err(e))),
@@ -851,8 +930,8 @@ impl RaidDriver {
                     Ok(r) => r,
                     Err(e) => return Some(respond(Err(e))),
                 };
-                let groups = match self.arrays.borrow().find(&req.name) {
-                    Some((id, _)) => self.arrays.borrow().groups_of(id),
+                let groups = match self.array_manager.borrow().find(&req.name) {
+                    Some((id, _)) => self.array_manager.borrow().groups_of(id),
                     None => Vec::new(),
                 };
                 let applied = find(&req.name).and_then(|a| {
@@ -897,7 +976,7 @@ impl RaidDriver {
                 None
             }
             manage::OP_POOL => {
-                let pool = self.disks.borrow().pool();
+                let pool = self.disk_manager.borrow().pool();
                 Some(respond(Ok(to_json(&manage::PoolReport {
                     spares: pool
                         .into_iter()
@@ -913,13 +992,14 @@ impl RaidDriver {
     }
 
     fn start_shutdown(&self, sequence: u64, reason: ShutdownReason) {
+        self.state.set(DriverState::ShuttingDown);
         log::info!("shutdown requested ({reason:?})");
         // Outer arrays before the groups they write into.
         let mut arrays: Vec<(bool, Rc<Array>)> = self
-            .arrays
+            .array_manager
             .borrow()
             .iter()
-            .map(|(id, a)| (self.arrays.borrow().is_inner(id), a.clone()))
+            .map(|(id, a)| (self.array_manager.borrow().is_inner(id), a.clone()))
             .collect();
         arrays.sort_by_key(|(inner, _)| *inner);
         let arrays: Vec<Rc<Array>> = arrays.into_iter().map(|(_, a)| a).collect();
@@ -1155,13 +1235,18 @@ impl OrionDriver for RaidDriver {
     /// The RAID driver takes every block device offered: it reads its superblock and starts
     /// arrays as their members arrive.
     fn probe(&mut self, device: &DeviceInfo) -> Result<(), DriverError> {
+        *self.device_info.borrow_mut() = Some(device.clone());
+        if self.state.get() == DriverState::Loaded {
+            self.state.set(DriverState::Probed);
+        }
         self.disk_added(device.clone())
     }
 
     fn init(&mut self) -> Result<(), DriverError> {
+        self.state.set(DriverState::Running);
         self.started.set(true);
-        let disks = self.disks.clone();
-        let arrays = self.arrays.clone();
+        let disks = self.disk_manager.clone();
+        let arrays = self.array_manager.clone();
         let exec = self.exec.clone();
         self.exec.spawn_detached(async move {
             discover(&exec, &disks, &arrays, true).await;
