@@ -402,3 +402,43 @@ fn a_flood_of_requests_is_answered_busy_beyond_the_cap() {
         assert_eq!(r.data, vec![0u8; 4096], "refused write {i} landed");
     }
 }
+
+/// A member disk's interrupt makes the driver check it: a disk that still reads is left
+/// alone; one that no longer answers is failed in its array (which goes on degraded); an
+/// irq no disk has is an error.
+#[test]
+fn an_attention_interrupt_checks_the_disk_and_fails_it_if_it_cannot_read() {
+    use orion_driver::DeviceInfo;
+    let disks = make_members(Level::Raid1, None, 2);
+    let mut k = Kernel::new();
+    for (i, d) in disks.iter().enumerate() {
+        let id = 100 + i as u32;
+        k.disks.insert(id, kernel::RamDriver(d.clone()));
+        let mut info =
+            DeviceInfo::block(id, &format!("ram{id}"), 512, d.capacity_sectors()).unwrap();
+        info.irq = Some(40 + i as u32);
+        let reply = k.send(Message::Hotplug {
+            event: orion_driver::HotplugEvent::Added,
+            device: info,
+        });
+        assert_eq!(reply, Message::Ack);
+    }
+    assert_eq!(k.send(Message::Init), Message::Ack);
+    let health = |k: &Kernel| k.driver.arrays().get(ARRAY_ID_BASE).unwrap().health();
+    assert_eq!(health(&k), Health::Optimal);
+    let irq = |k: &mut Kernel, irq: u32| {
+        k.send(Message::Interrupt {
+            irq,
+            timestamp_ns: 1,
+        })
+    };
+    assert_eq!(irq(&mut k, 40), Message::Ack);
+    assert_eq!(health(&k), Health::Optimal, "a disk that reads stays in");
+    assert!(matches!(irq(&mut k, 99), Message::Error(_)));
+    // Disk 101's unit stops answering reads, then raises its interrupt.
+    k.disks.remove(&101);
+    assert_eq!(irq(&mut k, 41), Message::Ack);
+    assert_eq!(health(&k), Health::Degraded);
+    let r = k.io(IoRequest::read(ARRAY_ID_BASE, 0, 8));
+    assert_eq!(r.status, Ok(()));
+}

@@ -1254,9 +1254,47 @@ impl OrionDriver for RaidDriver {
         Ok(())
     }
 
-    fn handle_irq(&mut self, _irq: u32) -> Result<(), DriverError> {
-        // The RAID driver owns no hardware: its members answer over IPC.
-        Err(DriverError::Unsupported)
+    /// A member disk's interrupt: the device asks for attention (media change, a reset,
+    /// a failing unit). The RAID driver owns no hardware, so it checks what matters to it:
+    /// the disk still reads its superblock. One that cannot is failed in its array, as a
+    /// failed I/O would fail it (a spare takes its place). An irq no disk has is
+    /// `NotFound`.
+    fn handle_irq(&mut self, irq: u32) -> Result<(), DriverError> {
+        let hit: Vec<(u32, Rc<IpcMember>, Option<u32>)> = self
+            .disk_manager
+            .borrow()
+            .disks
+            .iter()
+            .filter(|(_, d)| d.info.irq == Some(irq))
+            .map(|(&id, d)| (id, d.device.clone(), d.array_id))
+            .collect();
+        if hit.is_empty() {
+            return Err(DriverError::NotFound);
+        }
+        for (id, device, array_id) in hit {
+            let array = array_id.and_then(|a| self.array_manager.borrow().get(a).cloned());
+            self.exec.spawn_detached(async move {
+                let check = device
+                    .read(crate::array::SUPERBLOCK_SECTOR, vec![0u8; SECTOR_BYTES])
+                    .await;
+                let Err(e) = check else {
+                    return;
+                };
+                log::error!("disk{id}: attention interrupt {irq}, and it cannot be read: {e}");
+                let Some(array) = array else {
+                    return;
+                };
+                let dev = device as Rc<dyn BlockDevice>;
+                let slot = array
+                    .slots()
+                    .iter()
+                    .position(|m| m.as_ref().is_some_and(|m| Rc::ptr_eq(&m.dev, &dev)));
+                if let Some(slot) = slot {
+                    let _ = array.fail_member(slot).await;
+                }
+            });
+        }
+        Ok(())
     }
 
     /// Synchronous form: runs the clean-up as far as it can without waiting for replies.
