@@ -1222,6 +1222,39 @@ fn sb_of_dev(array: &Array) -> Superblock {
         .expect("slot 0 present")
 }
 
+/// A spare whose writes are slow (up to `max_latency_ns`) and sit in a volatile cache.
+fn slow_cached_spare(
+    r: &FaultyArray,
+    seed: u64,
+    max_latency_ns: u64,
+) -> (Rc<MemoryDisk>, Rc<FaultyDisk>) {
+    let (mem, spare) = new_disk(&r.exec, seed, false);
+    spare.set_config(FaultConfig {
+        min_latency_ns: 20_000,
+        max_latency_ns,
+        write_cache: true,
+        ..FaultConfig::default()
+    });
+    (mem, spare)
+}
+
+/// The rebuild position `spare`'s superblock records (0 without one), and whether the
+/// spare holds `source`'s data, byte for byte, up to it.
+fn recorded_position_holds(spare: &MemoryDisk, source: &MemoryDisk) -> (u64, bool) {
+    let ssb = sb_of(spare);
+    if !ssb.features.contains(FeatureMap::RECOVERY_OFFSET) {
+        return (0, true);
+    }
+    let offset = ssb.recovery_offset_sectors;
+    let mut want = vec![0u8; offset as usize * SECTOR_BYTES];
+    let mut got = vec![0u8; want.len()];
+    source
+        .read_at(sb_of(source).data_offset_sectors, &mut want)
+        .unwrap();
+    spare.read_at(ssb.data_offset_sectors, &mut got).unwrap();
+    (offset, got == want)
+}
+
 /// A RAID5 rebuild at normal priority with no rate limit keeps several regions in flight;
 /// the spare's writes are slow (so regions finish out of order) and cached. A crash or a
 /// stop at any point leaves on the spare a checkpoint that covers only data the spare
@@ -1240,13 +1273,7 @@ fn regions_in_flight_stop(crash: bool) {
         let mut p = r.array.policy();
         p.checkpoint_regions = 1;
         r.array.set_policy(p);
-        let (spare_mem, spare) = new_disk(&r.exec, 82 + crash_at_us, false);
-        spare.set_config(FaultConfig {
-            min_latency_ns: 20_000,
-            max_latency_ns: 400_000,
-            write_cache: true,
-            ..FaultConfig::default()
-        });
+        let (spare_mem, spare) = slow_cached_spare(&r, 82 + crash_at_us, 400_000);
         add_spare(&r, "s0", &spare).unwrap();
         fail(&r, "d1").unwrap();
         let e = r.exec.clone();
@@ -1272,28 +1299,12 @@ fn regions_in_flight_stop(crash: bool) {
             assert!(!r.array.jobs_running());
             spare.crash();
         }
-        let ssb = sb_of(&spare_mem);
-        let offset = if ssb.features.contains(FeatureMap::RECOVERY_OFFSET) {
-            ssb.recovery_offset_sectors
-        } else {
-            0
-        };
-        if offset > 0 {
-            checkpointed += 1;
-            let dsb = sb_of(&r.mem[1]);
-            let mut want = vec![0u8; offset as usize * SECTOR_BYTES];
-            let mut got = vec![0u8; want.len()];
-            r.mem[1]
-                .read_at(dsb.data_offset_sectors, &mut want)
-                .unwrap();
-            spare_mem
-                .read_at(ssb.data_offset_sectors, &mut got)
-                .unwrap();
-            assert!(
-                got == want,
-                "stop at {crash_at_us} us: the checkpoint ({offset}) covers unwritten cells"
-            );
-        }
+        let (offset, holds) = recorded_position_holds(&spare_mem, &r.mem[1]);
+        checkpointed += usize::from(offset > 0);
+        assert!(
+            holds,
+            "stop at {crash_at_us} us: the checkpoint ({offset}) covers unwritten cells"
+        );
         if crash {
             // A degraded RAID5 that was not shut down cleanly is not assembled (the write
             // hole); the checkpoint on disk is what this case checks.
@@ -1348,13 +1359,7 @@ fn other_update_mid_rebuild(level: Level, layout: Option<&str>, count: usize) {
         p.checkpoint_regions = 4;
         p.rebuild_rate_bytes_per_s = 100_000_000;
         r.array.set_policy(p);
-        let (spare_mem, spare) = new_disk(&r.exec, 84 + at_us, false);
-        spare.set_config(FaultConfig {
-            min_latency_ns: 20_000,
-            max_latency_ns: 100_000,
-            write_cache: true,
-            ..FaultConfig::default()
-        });
+        let (spare_mem, spare) = slow_cached_spare(&r, 84 + at_us, 100_000);
         add_spare(&r, "s0", &spare).unwrap();
         fail(&r, "d1").unwrap();
         let e = r.exec.clone();
@@ -1372,23 +1377,10 @@ fn other_update_mid_rebuild(level: Level, layout: Option<&str>, count: usize) {
             .unwrap()
             .unwrap();
         spare.crash();
-        let ssb = sb_of(&spare_mem);
-        if !ssb.features.contains(FeatureMap::RECOVERY_OFFSET) {
-            continue;
-        }
-        let offset = ssb.recovery_offset_sectors;
+        let (offset, holds) = recorded_position_holds(&spare_mem, &r.mem[1]);
         recorded += usize::from(offset > 0);
-        let dsb = sb_of(&r.mem[1]);
-        let mut want = vec![0u8; offset as usize * SECTOR_BYTES];
-        let mut got = vec![0u8; want.len()];
-        r.mem[1]
-            .read_at(dsb.data_offset_sectors, &mut want)
-            .unwrap();
-        spare_mem
-            .read_at(ssb.data_offset_sectors, &mut got)
-            .unwrap();
         assert!(
-            got == want,
+            holds,
             "{level:?} update at {at_us} us: the recorded rebuild position ({offset}) covers \
              data the spare lost"
         );

@@ -57,6 +57,13 @@ impl Rig {
     }
 }
 
+/// Every byte of a memory member (to prove a refusal wrote nothing).
+fn member_bytes(m: &MemoryDisk) -> Vec<u8> {
+    let mut all = vec![0u8; (m.capacity_sectors() * 512) as usize];
+    m.read_at(0, &mut all).unwrap();
+    all
+}
+
 #[test]
 fn latent_error_is_read_around_and_repaired() {
     let r = rig(Level::Raid1, None, 2, false);
@@ -345,11 +352,6 @@ fn corrected_sectors(array: &Array) -> u64 {
 fn interrupted_reshape_is_refused_and_nothing_is_written() {
     use crate::metadata::FeatureMap;
     let r = rig(Level::Raid5, None, 4, false);
-    let member_bytes = |m: &MemoryDisk| {
-        let mut all = vec![0u8; (m.capacity_sectors() * 512) as usize];
-        m.read_at(0, &mut all).unwrap();
-        all
-    };
     for m in &r.mem {
         let mut block = vec![0u8; 4096];
         m.read_at(8, &mut block).unwrap();
@@ -384,11 +386,6 @@ fn interrupted_reshape_is_refused_and_nothing_is_written() {
 fn array_with_a_write_journal_is_refused_and_nothing_is_written() {
     use crate::metadata::FeatureMap;
     let r = rig(Level::Raid5, None, 4, false);
-    let member_bytes = |m: &MemoryDisk| {
-        let mut all = vec![0u8; (m.capacity_sectors() * 512) as usize];
-        m.read_at(0, &mut all).unwrap();
-        all
-    };
     for d in 0..4 {
         let mut sb = r.superblock_on(d);
         sb.features |= FeatureMap::JOURNAL;
@@ -501,11 +498,6 @@ fn partial_parity_log_is_emptied_before_serving_and_a_bad_area_refused() {
     for m in &r.mem {
         set_ppl(m, 8, (data_offset - 8) as u16);
     }
-    let member_bytes = |m: &MemoryDisk| {
-        let mut all = vec![0u8; (m.capacity_sectors() * 512) as usize];
-        m.read_at(0, &mut all).unwrap();
-        all
-    };
     let before: Vec<Vec<u8>> = r.mem.iter().map(|m| member_bytes(m)).collect();
     let result = r.reassemble();
     assert!(result.arrays.is_empty(), "{result:?}");
