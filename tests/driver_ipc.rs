@@ -296,3 +296,43 @@ fn init_before_the_probes_finish_does_not_start_an_array_degraded() {
         Health::Optimal
     );
 }
+
+/// Probes that finish while an earlier probe's discovery is still assembling the array must
+/// not assemble the same disks again (found by `orion-sim`: three arrays were served from
+/// one RAID1's members, each writing their superblocks, after the disks were probed without
+/// waiting for each other).
+#[test]
+fn probes_finishing_during_an_assembly_do_not_start_the_array_twice() {
+    use orion_driver::{DeviceInfo, Frame, HotplugEvent, encode};
+    let mut disks = make_members(Level::Raid1, None, 3);
+    // Blank disks: their probes (superblock, then pool label) finish after the members'.
+    disks.push(Rc::new(MemoryDisk::new(32 * 2048)));
+    disks.push(Rc::new(MemoryDisk::new(32 * 2048)));
+    let mut k = Kernel::new();
+    let mut wire = Vec::new();
+    for (i, d) in disks.iter().enumerate() {
+        let id = 100 + i as u32;
+        k.disks.insert(id, kernel::RamDriver(d.clone()));
+        let info = DeviceInfo::block(id, &format!("ram{id}"), 512, d.capacity_sectors()).unwrap();
+        let sequence = k.sequence();
+        wire.extend(
+            encode(&Frame {
+                sequence,
+                message: Message::Hotplug {
+                    event: HotplugEvent::Added,
+                    device: info,
+                },
+            })
+            .unwrap(),
+        );
+    }
+    assert_eq!(k.driver.handle_bytes(&wire), wire.len());
+    k.pump();
+    assert_eq!(k.send(Message::Init), Message::Ack);
+    let names: Vec<String> = k.status().arrays.iter().map(|a| a.name.clone()).collect();
+    assert_eq!(names, ["boot"], "one array from one set of members");
+    assert_eq!(
+        k.driver.arrays().get(ARRAY_ID_BASE).unwrap().health(),
+        Health::Optimal
+    );
+}

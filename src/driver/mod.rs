@@ -24,7 +24,7 @@ use crate::array::scrub::{ScrubError, ScrubMode, ScrubReport};
 use crate::array::settings::Setting;
 use crate::array::{Array, MemberState};
 use crate::block::{BlockDevice, Bytes, IoError, SECTOR_BYTES};
-use crate::executor::Executor;
+use crate::executor::{AsyncMutex, Executor};
 use crate::manage;
 use crate::metadata::{Candidate, SlotState, Superblock, group_candidates, plan_assembly};
 use crate::monitor::{ArrayMetrics, Event, EventLog, MonitorConfig};
@@ -444,6 +444,8 @@ pub struct RaidDriver {
     opener: RefCell<Option<DeviceOpener>>,
     /// The reply to `Shutdown` is queued: every array is stopped and the driver may exit.
     shut_down: Rc<Cell<bool>>,
+    /// Held by the discovery that runs: one at a time (see [`discover`]).
+    discovery: Rc<AsyncMutex<()>>,
 }
 
 /// Opens a device by name for `raid add` / `raid replace`.
@@ -506,6 +508,7 @@ impl RaidDriver {
             monitor_generation: Rc::new(Cell::new(0)),
             opener: RefCell::new(None),
             shut_down: Rc::new(Cell::new(false)),
+            discovery: Rc::new(AsyncMutex::new(())),
         }
     }
 
@@ -795,6 +798,7 @@ impl RaidDriver {
         let arrays = self.arrays.clone();
         let started = self.started.clone();
         let exec = self.exec.clone();
+        let discovery = self.discovery.clone();
         self.exec.spawn_detached(async move {
             let sb = read_superblock(device.as_ref()).await;
             // Probed: from now on it counts for the decision to start an array degraded.
@@ -817,6 +821,7 @@ impl RaidDriver {
                 }
                 return;
             }
+            let _one_at_a_time = discovery.lock().await;
             discover(&exec, &disks, &arrays, started.get()).await;
         });
         Ok(())
@@ -1354,6 +1359,10 @@ fn ready_member_sets(superblocks: Vec<Superblock>, degraded_ok: bool) -> Vec<Vec
 
 /// Starts every array whose members are all present (or, once the boot's disks were all
 /// offered, every array that can run degraded) from the disks not yet in an array.
+///
+/// Callers hold the driver's discovery lock: the disks found free here are marked used
+/// only once their assembly is done, after member I/O, and a second discovery running
+/// meanwhile (another probe finishing) would assemble the same disks again.
 async fn discover(
     exec: &Executor,
     disks: &Rc<RefCell<DiskManager>>,
@@ -1483,7 +1492,9 @@ impl OrionDriver for RaidDriver {
         let disks = self.disks.clone();
         let arrays = self.arrays.clone();
         let exec = self.exec.clone();
+        let discovery = self.discovery.clone();
         self.exec.spawn_detached(async move {
+            let _one_at_a_time = discovery.lock().await;
             discover(&exec, &disks, &arrays, true).await;
         });
         Ok(())
