@@ -336,3 +336,60 @@ fn probes_finishing_during_an_assembly_do_not_start_the_array_twice() {
         Health::Optimal
     );
 }
+
+/// A disk that comes back while its array runs without it (pulled and plugged in again, or
+/// late at boot after the array started degraded) is a stale member of that array, not the
+/// start of a second one: it stays free for `raid add` (found by `orion-sim`: a RAID1
+/// member pulled and plugged back was served as a second, diverging copy of the array).
+#[test]
+fn a_returning_member_of_a_running_array_does_not_start_a_second_copy() {
+    use orion_raid::manage::{OP_ADD, OP_REMOVE};
+    let disks = make_members(Level::Raid1, None, 2);
+    let mut k = Kernel::boot(&disks);
+    // After Init an array may start degraded: a lone member of it could, too.
+    assert_eq!(k.send(Message::Init), Message::Ack);
+    assert_eq!(k.driver.arrays().len(), 1);
+    let data = vec![0x3cu8; 16 * 512];
+    let r = k.io(IoRequest::write(
+        ARRAY_ID_BASE,
+        8,
+        data.clone(),
+        IoFlags::empty(),
+    ));
+    assert_eq!(r.status, Ok(()));
+    k.unplug(101);
+    let r = k.io(IoRequest::write(
+        ARRAY_ID_BASE,
+        8,
+        vec![0x4du8; 16 * 512],
+        IoFlags::empty(),
+    ));
+    assert_eq!(r.status, Ok(()));
+    // Back, as it was: it holds the data of before the second write.
+    k.plug(102, &disks[1]);
+    let names: Vec<String> = k.status().arrays.iter().map(|a| a.name.clone()).collect();
+    assert_eq!(names, ["boot"]);
+    // Free for the administrator to add back once the failed member is removed: it is
+    // rebuilt.
+    k.manage_ok(
+        OP_REMOVE,
+        serde_json::json!({"name": "boot", "member": "disk101"}),
+    );
+    k.manage_ok(
+        OP_ADD,
+        serde_json::json!({"name": "boot", "member": "disk102"}),
+    );
+    k.pump();
+    assert_eq!(
+        k.driver.arrays().get(ARRAY_ID_BASE).unwrap().health(),
+        Health::Optimal
+    );
+    let a = k.driver.arrays().get(ARRAY_ID_BASE).unwrap().clone();
+    let exec = k.driver.executor().clone();
+    exec.spawn_detached(async move {
+        a.fail_member(0).await.unwrap();
+    });
+    k.pump();
+    let r = k.io(IoRequest::read(ARRAY_ID_BASE, 8, 16));
+    assert!(r.data.iter().all(|&b| b == 0x4d), "the rebuilt copy serves");
+}

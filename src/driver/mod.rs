@@ -1378,13 +1378,32 @@ async fn discover(
         .values()
         .any(|d| d.superblock.is_none());
     let degraded_ok = degraded_ok && !probing;
+    // A disk of an array that runs without it (pulled and plugged in again, or late at
+    // boot) is a stale member of that array, not the start of a second copy of it: as md's
+    // incremental assembly, it is left for `raid add`.
+    let running: Vec<([u8; 16], String)> = arrays
+        .borrow()
+        .iter()
+        .filter_map(|(_, a)| {
+            a.superblock()
+                .map(|sb| (sb.array_uuid, String::from(a.name())))
+        })
+        .collect();
     let free: Vec<(u32, Rc<IpcMember>, Superblock)> = disks
         .borrow()
         .disks
         .iter()
         .filter(|(_, d)| d.array_id.is_none())
         .filter_map(|(&id, d)| match &d.superblock {
-            Some(Ok(sb)) => Some((id, d.device.clone(), sb.clone())),
+            Some(Ok(sb)) => match running.iter().find(|(uuid, _)| *uuid == sb.array_uuid) {
+                Some((_, name)) => {
+                    log::info!(
+                        "disk{id}: a member of running array {name} that runs without it;                          not started again (`raid add` puts it back)"
+                    );
+                    None
+                }
+                None => Some((id, d.device.clone(), sb.clone())),
+            },
             _ => None,
         })
         .collect();
@@ -1400,6 +1419,14 @@ async fn discover(
                 )
             })
             .collect();
+        log::debug!(
+            "discovery: assembling {} (degraded start allowed: {degraded_ok})",
+            members
+                .iter()
+                .map(|(n, _)| n.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
         let result = assemble(exec, members).await;
         for problem in &result.problems {
             log::warn!("{}: {}", problem.member, problem.reason);
