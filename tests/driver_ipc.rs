@@ -442,3 +442,100 @@ fn an_attention_interrupt_checks_the_disk_and_fails_it_if_it_cannot_read() {
     let r = k.io(IoRequest::read(ARRAY_ID_BASE, 0, 8));
     assert_eq!(r.status, Ok(()));
 }
+
+/// Probes that finish while an earlier probe's discovery is still assembling the array must
+/// not assemble the same disks again (found by `orion-sim`: three arrays were served from
+/// one RAID1's members, each writing their superblocks, after the disks were probed without
+/// waiting for each other).
+#[test]
+fn probes_finishing_during_an_assembly_do_not_start_the_array_twice() {
+    use orion_driver::{DeviceInfo, Frame, HotplugEvent, encode};
+    let mut disks = make_members(Level::Raid1, None, 3);
+    // Blank disks: their probes (superblock, then pool label) finish after the members'.
+    disks.push(Rc::new(MemoryDisk::new(32 * 2048)));
+    disks.push(Rc::new(MemoryDisk::new(32 * 2048)));
+    let mut k = Kernel::new();
+    let mut wire = Vec::new();
+    for (i, d) in disks.iter().enumerate() {
+        let id = 100 + i as u32;
+        k.disks.insert(id, kernel::RamDriver(d.clone()));
+        let info = DeviceInfo::block(id, &format!("ram{id}"), 512, d.capacity_sectors()).unwrap();
+        let sequence = k.sequence();
+        wire.extend(
+            encode(&Frame {
+                sequence,
+                message: Message::Hotplug {
+                    event: HotplugEvent::Added,
+                    device: info,
+                },
+            })
+            .unwrap(),
+        );
+    }
+    assert_eq!(k.driver.handle_bytes(&wire), wire.len());
+    k.pump();
+    assert_eq!(k.send(Message::Init), Message::Ack);
+    let names: Vec<String> = k.status().arrays.iter().map(|a| a.name.clone()).collect();
+    assert_eq!(names, ["boot"], "one array from one set of members");
+    assert_eq!(
+        k.driver.arrays().get(ARRAY_ID_BASE).unwrap().health(),
+        Health::Optimal
+    );
+}
+
+/// A disk that comes back while its array runs without it (pulled and plugged in again, or
+/// late at boot after the array started degraded) is a stale member of that array, not the
+/// start of a second one: it stays free for `raid add` (found by `orion-sim`: a RAID1
+/// member pulled and plugged back was served as a second, diverging copy of the array).
+#[test]
+fn a_returning_member_of_a_running_array_does_not_start_a_second_copy() {
+    use orion_raid::manage::{OP_ADD, OP_REMOVE};
+    let disks = make_members(Level::Raid1, None, 2);
+    let mut k = Kernel::boot(&disks);
+    // After Init an array may start degraded: a lone member of it could, too.
+    assert_eq!(k.send(Message::Init), Message::Ack);
+    assert_eq!(k.driver.arrays().len(), 1);
+    let data = vec![0x3cu8; 16 * 512];
+    let r = k.io(IoRequest::write(
+        ARRAY_ID_BASE,
+        8,
+        data.clone(),
+        IoFlags::empty(),
+    ));
+    assert_eq!(r.status, Ok(()));
+    k.unplug(101);
+    let r = k.io(IoRequest::write(
+        ARRAY_ID_BASE,
+        8,
+        vec![0x4du8; 16 * 512],
+        IoFlags::empty(),
+    ));
+    assert_eq!(r.status, Ok(()));
+    // Back, as it was: it holds the data of before the second write.
+    k.plug(102, &disks[1]);
+    let names: Vec<String> = k.status().arrays.iter().map(|a| a.name.clone()).collect();
+    assert_eq!(names, ["boot"]);
+    // Free for the administrator to add back once the failed member is removed: it is
+    // rebuilt.
+    k.manage_ok(
+        OP_REMOVE,
+        serde_json::json!({"name": "boot", "member": "disk101"}),
+    );
+    k.manage_ok(
+        OP_ADD,
+        serde_json::json!({"name": "boot", "member": "disk102"}),
+    );
+    k.pump();
+    assert_eq!(
+        k.driver.arrays().get(ARRAY_ID_BASE).unwrap().health(),
+        Health::Optimal
+    );
+    let a = k.driver.arrays().get(ARRAY_ID_BASE).unwrap().clone();
+    let exec = k.driver.executor().clone();
+    exec.spawn_detached(async move {
+        a.fail_member(0).await.unwrap();
+    });
+    k.pump();
+    let r = k.io(IoRequest::read(ARRAY_ID_BASE, 8, 16));
+    assert!(r.data.iter().all(|&b| b == 0x4d), "the rebuilt copy serves");
+}

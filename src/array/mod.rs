@@ -968,8 +968,12 @@ impl Array {
         out
     }
 
-    /// Orders the copies of an extent for a read: the preferred one first.
-    fn read_order(&self, ext: &Extent) -> Vec<(Rc<Member>, u64)> {
+    /// Orders the copies of the extent at `array_sector` for a read: the preferred one
+    /// first. Where a resync is still to come (after an unclean shutdown the copies may
+    /// differ: a write that reached some of them), the first readable copy, which is the
+    /// one the resync keeps: as md's read balancing, so that two reads of a block never
+    /// return two versions of it.
+    fn read_order(&self, array_sector: u64, ext: &Extent) -> Vec<(Rc<Member>, u64)> {
         let mut live: Vec<(Rc<Member>, u64)> = ext
             .copies
             .iter()
@@ -978,7 +982,10 @@ impl Array {
                     .map(|m| (m, c.sector))
             })
             .collect();
-        if live.len() > 1 {
+        // The resync of the copy levels counts in array sectors.
+        let unsynced =
+            self.needs_resync.get() && array_sector + ext.sectors > self.resync_cursor.get();
+        if live.len() > 1 && !unsynced {
             let turn = self.rotor.get();
             self.rotor.set(turn.wrapping_add(1));
             let start = match self.read_policy.get() {
@@ -1010,7 +1017,7 @@ impl Array {
         // The caller's buffer serves the first attempt; a retry (error path) gets a new one.
         let mut first = Some(buf);
         let mut failed: Vec<(Rc<Member>, u64)> = Vec::new();
-        for (member, sector) in self.read_order(&ext) {
+        for (member, sector) in self.read_order(array_sector, &ext) {
             let buf = first.take().unwrap_or_else(|| vec![0u8; bytes]);
             match member.read_data(sector, buf).await {
                 Ok(data) => {
@@ -1094,7 +1101,7 @@ impl Array {
             ext.sectors as usize * SECTOR_BYTES,
             "extent buffer matches the extent"
         );
-        if let Some((member, sector)) = self.read_order(&ext).into_iter().next() {
+        if let Some((member, sector)) = self.read_order(array_sector, &ext).into_iter().next() {
             match member.read_data_probe_into(sector, buf).await {
                 Ok(()) => return Ok(Vec::new()),
                 // Timed out or over its error limit: not asked again.

@@ -1157,30 +1157,13 @@ impl Array {
             self.job.set(None);
             return Ok(false);
         }
-        let in_slot = self
-            .slots
-            .borrow()
-            .get(slot)
-            .and_then(Option::as_ref)
-            .is_some_and(|m| Rc::ptr_eq(m, target));
-        if !in_slot && let Some(old) = replacing {
-            // The replacement takes the slot; the member it replaced becomes a spare.
-            self.slots.borrow_mut()[slot] = Some(target.clone());
-            old.replacement.borrow_mut().take();
-            old.state.set(MemberState::Spare);
-            self.spares.borrow_mut().push(old.clone());
-            log::info!(
-                "{}: {} replaced {} in slot {slot}; {} is now a spare",
-                self.name(),
-                target.name,
-                old.name,
-                old.name
-            );
-        }
-        target.is_replacement.set(false);
         // Recorded in sync before it counts as in sync: until the record is on disk a crash
         // finds it recovering, so the array must not rely on it as a full copy (nor let the
-        // last member recorded in sync fail as if it were redundant).
+        // last member recorded in sync fail as if it were redundant). A replacement is
+        // recorded in sync beside the member it replaces, which keeps its slot and takes
+        // every write meanwhile: swapped first, the array would rely on neither for that
+        // moment (it failed when the replaced member was its last one in sync, and then
+        // recorded nothing, not even a failure racing it).
         target.in_sync_pending.set(true);
         let recorded = self.update_superblocks(|_| {}).await;
         target.in_sync_pending.set(false);
@@ -1192,7 +1175,39 @@ impl Array {
         if let Err(e) = recorded {
             log::error!("{}: rebuild end not recorded: {e}", self.name());
         }
+        // Looked at after the record: the member it replaces may have failed meanwhile,
+        // and the replacement taken its slot already.
+        let in_slot = self
+            .slots
+            .borrow()
+            .get(slot)
+            .and_then(Option::as_ref)
+            .is_some_and(|m| Rc::ptr_eq(m, target));
+        target.is_replacement.set(false);
         target.state.set(MemberState::Active);
+        if !in_slot && let Some(old) = replacing {
+            // The replacement takes the slot; the member it replaced becomes a spare. A
+            // write that skips it from now on waits for this to be on disk before its
+            // acknowledgement, as for a member failure: until then a crash finds the old
+            // member recorded in the slot.
+            self.unrecorded_failures
+                .set(self.unrecorded_failures.get() + 1);
+            self.slots.borrow_mut()[slot] = Some(target.clone());
+            old.replacement.borrow_mut().take();
+            old.state.set(MemberState::Spare);
+            self.spares.borrow_mut().push(old.clone());
+            log::info!(
+                "{}: {} replaced {} in slot {slot}; {} is now a spare",
+                self.name(),
+                target.name,
+                old.name,
+                old.name
+            );
+            if let Err(e) = self.update_superblocks(|_| {}).await {
+                log::error!("{}: replacement not recorded: {e}", self.name());
+            }
+            self.failures_done(1);
+        }
         log::info!("{}: rebuild of {} finished", self.name(), target.name);
         self.emit(Event::RebuildFinished {
             slot: slot as u32,

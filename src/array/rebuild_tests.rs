@@ -1606,3 +1606,55 @@ fn parity_rebuild_on_file_members_uses_worker_jobs_and_restores_every_byte() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A replacement of the last member in sync (RAID1 of two, degraded): while the end of the
+/// copy is recorded the array must still count the member being replaced, which keeps its
+/// slot until the replacement is on disk as in sync. Swapped first, the array had no member
+/// in sync for that moment: it failed, and neither the end of the copy nor a member failure
+/// racing it could be recorded (found by `orion-sim`: RAID1 of three, one member failed, one
+/// being replaced, the third failed as the replacement finished).
+#[test]
+fn replacing_the_last_member_in_sync_never_fails_the_array() {
+    let r = faulty_array(
+        options(Level::Raid1, None, 64, "t"),
+        2,
+        MEMBER_SECTORS,
+        true,
+    );
+    let model = fill(&r, 61);
+    // The member replaced stays a spare: what the replacement recorded is what is read.
+    r.array.apply_setting("spare_policy", "none").unwrap();
+    fail(&r, "d0").unwrap();
+    r.exec.run_until_idle();
+    assert_eq!(r.array.health(), Health::Degraded);
+    let from = r.array.monitor().events().latest_seq();
+    let (new_mem, new) = new_disk(&r.exec, 12, true);
+    let a = r.array.clone();
+    let dev = new.clone() as Rc<dyn BlockDevice>;
+    r.exec
+        .block_on(async move { a.replace_named("d1", "n".into(), dev).await })
+        .unwrap()
+        .unwrap();
+    r.exec.run_until_idle();
+    let events = events_since(&r, from);
+    assert!(
+        !events.iter().any(|e| matches!(e, Event::ArrayFailed)),
+        "{events:?}"
+    );
+    assert_eq!(r.array.health(), Health::Degraded);
+    let slots = r.array.slots();
+    assert_eq!(slots[1].as_ref().unwrap().name, "n");
+    assert_eq!(slots[1].as_ref().unwrap().state(), MemberState::Active);
+    // The end is recorded: in sync in slot 1, the old member a spare, on both.
+    let nsb = sb_of(&new_mem);
+    assert!(
+        !nsb.features
+            .intersects(FeatureMap::REPLACEMENT | FeatureMap::RECOVERY_OFFSET),
+        "{:?}",
+        nsb.features
+    );
+    let old = sb_of(&r.mem[1]);
+    assert_eq!(old.role_of(nsb.dev_number), DeviceRole::Active(1));
+    assert_eq!(old.role_of(old.dev_number), DeviceRole::Spare);
+    check_all(&r.exec, &r.array, &model);
+}

@@ -35,7 +35,7 @@ use crate::array::scrub::{ScrubError, ScrubMode};
 use crate::array::settings::Setting;
 use crate::array::{Array, MemberState};
 use crate::block::{BlockDevice, Bytes, IoError, SECTOR_BYTES};
-use crate::executor::Executor;
+use crate::executor::{AsyncMutex, Executor};
 use crate::manage;
 use crate::metadata::{Candidate, SlotState, Superblock, group_candidates, plan_assembly};
 use crate::monitor::{ArrayMetrics, Event, EventLog, MonitorConfig};
@@ -138,6 +138,8 @@ pub struct RaidDriver {
     client_requests: Rc<Cell<u32>>,
     rebuild_manager: Rc<RebuildManager>,
     cache_manager: Rc<CacheManager>,
+    /// Held by the discovery that runs: one at a time (see [`discover`]).
+    discovery: Rc<AsyncMutex<()>>,
 }
 
 /// Opens a device by name for `raid add` / `raid replace`.
@@ -218,6 +220,7 @@ impl RaidDriver {
             client_requests: Rc::new(Cell::new(0)),
             rebuild_manager,
             cache_manager,
+            discovery: Rc::new(AsyncMutex::new(())),
         }
     }
 
@@ -536,6 +539,7 @@ impl RaidDriver {
         let arrays = self.array_manager.clone();
         let started = self.started.clone();
         let exec = self.exec.clone();
+        let discovery = self.discovery.clone();
         self.exec.spawn_detached(async move {
             let sb = read_superblock(device.as_ref()).await;
             // Probed: from now on it counts for the decision to start an array degraded.
@@ -558,6 +562,7 @@ impl RaidDriver {
                 }
                 return;
             }
+            let _one_at_a_time = discovery.lock().await;
             discover(&exec, &disks, &arrays, started.get()).await;
         });
         Ok(())
@@ -1114,6 +1119,10 @@ fn ready_member_sets(superblocks: Vec<Superblock>, degraded_ok: bool) -> Vec<Vec
 
 /// Starts every array whose members are all present (or, once the boot's disks were all
 /// offered, every array that can run degraded) from the disks not yet in an array.
+///
+/// Callers hold the driver's discovery lock: the disks found free here are marked used
+/// only once their assembly is done, after member I/O, and a second discovery running
+/// meanwhile (another probe finishing) would assemble the same disks again.
 async fn discover(
     exec: &Executor,
     disks: &Rc<RefCell<DiskManager>>,
@@ -1129,13 +1138,32 @@ async fn discover(
         .values()
         .any(|d| d.superblock.is_none());
     let degraded_ok = degraded_ok && !probing;
+    // A disk of an array that runs without it (pulled and plugged in again, or late at
+    // boot) is a stale member of that array, not the start of a second copy of it: as md's
+    // incremental assembly, it is left for `raid add`.
+    let running: Vec<([u8; 16], String)> = arrays
+        .borrow()
+        .iter()
+        .filter_map(|(_, a)| {
+            a.superblock()
+                .map(|sb| (sb.array_uuid, String::from(a.name())))
+        })
+        .collect();
     let free: Vec<(u32, Rc<IpcMember>, Superblock)> = disks
         .borrow()
         .disks
         .iter()
         .filter(|(_, d)| d.array_id.is_none())
         .filter_map(|(&id, d)| match &d.superblock {
-            Some(Ok(sb)) => Some((id, d.device.clone(), sb.clone())),
+            Some(Ok(sb)) => match running.iter().find(|(uuid, _)| *uuid == sb.array_uuid) {
+                Some((_, name)) => {
+                    log::info!(
+                        "disk{id}: a member of running array {name} that runs without it;                          not started again (`raid add` puts it back)"
+                    );
+                    None
+                }
+                None => Some((id, d.device.clone(), sb.clone())),
+            },
             _ => None,
         })
         .collect();
@@ -1151,6 +1179,14 @@ async fn discover(
                 )
             })
             .collect();
+        log::debug!(
+            "discovery: assembling {} (degraded start allowed: {degraded_ok})",
+            members
+                .iter()
+                .map(|(n, _)| n.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
         let result = assemble(exec, members).await;
         for problem in &result.problems {
             log::warn!("{}: {}", problem.member, problem.reason);
@@ -1248,7 +1284,9 @@ impl OrionDriver for RaidDriver {
         let disks = self.disk_manager.clone();
         let arrays = self.array_manager.clone();
         let exec = self.exec.clone();
+        let discovery = self.discovery.clone();
         self.exec.spawn_detached(async move {
+            let _one_at_a_time = discovery.lock().await;
             discover(&exec, &disks, &arrays, true).await;
         });
         Ok(())
