@@ -173,6 +173,9 @@ pub struct RaidConfig {
     pub layout: Option<String>,
     /// RAID 50 / 60: how many groups the disks are split into (at least 2).
     pub groups: usize,
+    /// The disks are known to hold the same content already (new, zeroed): no initial
+    /// resync (mdadm's `--assume-clean`).
+    pub assume_clean: bool,
 }
 
 impl Default for RaidConfig {
@@ -184,6 +187,7 @@ impl Default for RaidConfig {
             name: String::new(),
             layout: None,
             groups: 2,
+            assume_clean: false,
         }
     }
 }
@@ -372,7 +376,7 @@ impl RaidDriver {
             uuid,
             time_s: self.executor().now_ns() / 1_000_000_000,
             entropy: rng.next_u64(),
-            assume_clean: false,
+            assume_clean: config.assume_clean,
         };
         // Names first: the array knows its members by them. Registered only once created.
         let next = embedded.borrow().next;
