@@ -301,12 +301,17 @@ pub(crate) struct EmbeddedDisks {
 }
 
 impl EmbeddedDisks {
-    fn register(&mut self, array: ArrayId, device: Rc<dyn BlockDevice>) -> (DiskId, String) {
+    /// The member name the disk registered `ahead` places from now will have.
+    fn name_ahead(&self, ahead: u32) -> String {
+        format!("vdisk{}", self.next + ahead)
+    }
+
+    fn register(&mut self, array: ArrayId, device: Rc<dyn BlockDevice>) -> DiskId {
         let id = DiskId(self.next);
+        let name = self.name_ahead(0);
         self.next += 1;
-        let name = format!("vdisk{}", id.0);
-        self.disks.insert(id, (array, name.clone(), device));
-        (id, name)
+        self.disks.insert(id, (array, name, device));
+        id
     }
 }
 
@@ -379,12 +384,11 @@ impl RaidDriver {
             assume_clean: config.assume_clean,
         };
         // Names first: the array knows its members by them. Registered only once created.
-        let next = embedded.borrow().next;
         let members: Vec<(String, Rc<dyn BlockDevice>)> = config
             .disks
             .iter()
             .enumerate()
-            .map(|(i, d)| (format!("vdisk{}", next + i as u32), d.device.clone()))
+            .map(|(i, d)| (embedded.borrow().name_ahead(i as u32), d.device.clone()))
             .collect();
         let exec = self.executor().clone();
         let id = match nested {
@@ -467,8 +471,7 @@ impl RaidDriver {
     pub fn add_disk(&mut self, id: ArrayId, disk: Disk) -> Result<DiskId, RaidError> {
         let array = self.array_of(id)?;
         let embedded = self.embedded();
-        let next = embedded.borrow().next;
-        let name = format!("vdisk{next}");
+        let name = embedded.borrow().name_ahead(0);
         // A RAID 50 / 60 spare joins one group: a degraded one if there is, else the one
         // with the fewest spares (each group is an md array with its own spares).
         let groups: Vec<Rc<Array>> = self
@@ -485,9 +488,7 @@ impl RaidDriver {
             .unwrap_or(array);
         let (n, dev) = (name.clone(), disk.device.clone());
         self.wait(async move { target.add_device(n, dev).await })?;
-        let (disk_id, registered) = embedded.borrow_mut().register(id, disk.device.clone());
-        debug_assert_eq!(registered, name);
-        Ok(disk_id)
+        Ok(embedded.borrow_mut().register(id, disk.device.clone()))
     }
 
     /// The array (or group) holding the member named `name`.
@@ -592,10 +593,8 @@ impl RaidDriver {
         } else {
             groups.into_iter().map(|(_, g)| g).collect()
         };
-        let health = match array.health_state() {
-            HealthState::Failed => HealthState::Failed,
-            own => layers.iter().map(|l| l.health_state()).fold(own, worse),
-        };
+        // An outer array's health already takes in its groups'.
+        let health = array.health_state();
         let (mut active, mut slots) = (0, 0);
         let mut job_progress = None;
         for layer in &layers {
@@ -606,10 +605,8 @@ impl RaidDriver {
                 .flatten()
                 .filter(|m| m.state() == MemberState::Active)
                 .count();
-            if let Some(job) = layer.job()
-                && job.total_sectors > 0
-            {
-                job_progress = Some(job.done_sectors as f64 / job.total_sectors as f64);
+            if let Some(job) = layer.job() {
+                job_progress = Some(job.fraction());
             }
         }
         let level = level_of(&array, nested.then(|| layers[0].as_ref()));
@@ -623,17 +620,6 @@ impl RaidDriver {
             job_progress,
         })
     }
-}
-
-/// The worse of two health states.
-fn worse(a: HealthState, b: HealthState) -> HealthState {
-    let rank = |h: HealthState| match h {
-        HealthState::Optimal => 0,
-        HealthState::Rebuilding => 1,
-        HealthState::Degraded => 2,
-        HealthState::Failed => 3,
-    };
-    if rank(b) > rank(a) { b } else { a }
 }
 
 /// The level of `array`; `group` is one of its groups when it is nested.

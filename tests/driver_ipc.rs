@@ -263,34 +263,10 @@ fn member_commands_fail_add_rebuild_and_set_over_ipc() {
 /// degraded with the members read so far.
 #[test]
 fn init_before_the_probes_finish_does_not_start_an_array_degraded() {
-    use orion_driver::{DeviceInfo, Frame, HotplugEvent, encode};
     let disks = make_members(Level::Raid5, None, 4);
     let mut k = Kernel::new();
-    let mut wire = Vec::new();
-    for (i, d) in disks.iter().enumerate() {
-        let id = 100 + i as u32;
-        k.disks.insert(id, kernel::RamDriver(d.clone()));
-        let info = DeviceInfo::block(id, &format!("ram{id}"), 512, d.capacity_sectors()).unwrap();
-        let sequence = k.sequence();
-        wire.extend(
-            encode(&Frame {
-                sequence,
-                message: Message::Hotplug {
-                    event: HotplugEvent::Added,
-                    device: info,
-                },
-            })
-            .unwrap(),
-        );
-    }
-    let sequence = k.sequence();
-    wire.extend(
-        encode(&Frame {
-            sequence,
-            message: Message::Init,
-        })
-        .unwrap(),
-    );
+    let mut wire = k.plug_frames(&disks);
+    wire.extend(k.encoded(Message::Init).1);
     // Every frame at once, before any member request is answered.
     assert_eq!(k.driver.handle_bytes(&wire), wire.len());
     k.pump();
@@ -306,36 +282,25 @@ fn init_before_the_probes_finish_does_not_start_an_array_degraded() {
 /// write in flight completes and reads back.
 #[test]
 fn requests_in_flight_to_a_pulled_disk_fail_at_once() {
-    use orion_driver::{DeviceInfo, Frame, HotplugEvent, encode};
+    use orion_driver::{DeviceInfo, HotplugEvent};
     let disks = make_members(Level::Raid1, None, 2);
     let mut k = Kernel::boot(&disks);
     k.answer_unplugged = false;
     let data = vec![0x3cu8; 64 * 512];
-    let write_seq = k.sequence();
-    let mut wire = encode(&Frame {
-        sequence: write_seq,
-        message: Message::IoRequest(IoRequest::write(
-            ARRAY_ID_BASE,
-            8,
-            data.clone(),
-            IoFlags::empty(),
-        )),
-    })
-    .unwrap();
+    let (write_seq, mut wire) = k.encoded(Message::IoRequest(IoRequest::write(
+        ARRAY_ID_BASE,
+        8,
+        data.clone(),
+        IoFlags::empty(),
+    )));
     // The write's member requests are out; the disk is pulled before any is answered.
     let capacity = disks[1].capacity_sectors();
-    let info = DeviceInfo::block(101, "ram101", 512, capacity).unwrap();
-    let unplug_seq = k.sequence();
-    wire.extend(
-        encode(&Frame {
-            sequence: unplug_seq,
-            message: Message::Hotplug {
-                event: HotplugEvent::Removed,
-                device: info,
-            },
-        })
-        .unwrap(),
-    );
+    let device = DeviceInfo::block(101, "ram101", 512, capacity).unwrap();
+    let (unplug_seq, unplug) = k.encoded(Message::Hotplug {
+        event: HotplugEvent::Removed,
+        device,
+    });
+    wire.extend(unplug);
     assert_eq!(k.driver.handle_bytes(&wire), wire.len());
     k.disks.remove(&101);
     k.pump();
@@ -357,7 +322,6 @@ fn requests_in_flight_to_a_pulled_disk_fail_at_once() {
 /// once, every accepted one completes, and the driver takes requests again afterwards.
 #[test]
 fn a_flood_of_requests_is_answered_busy_beyond_the_cap() {
-    use orion_driver::{Frame, encode};
     use orion_raid::driver::MAX_CLIENT_REQUESTS;
     let disks = make_members(Level::Raid1, None, 2);
     let mut k = Kernel::boot(&disks);
@@ -365,20 +329,14 @@ fn a_flood_of_requests_is_answered_busy_beyond_the_cap() {
     let mut wire = Vec::new();
     let mut sequences = Vec::new();
     for i in 0..total {
-        let sequence = k.sequence();
+        let (sequence, frame) = k.encoded(Message::IoRequest(IoRequest::write(
+            ARRAY_ID_BASE,
+            (i * 8) as u64,
+            vec![i as u8; 4096],
+            IoFlags::empty(),
+        )));
         sequences.push(sequence);
-        wire.extend(
-            encode(&Frame {
-                sequence,
-                message: Message::IoRequest(IoRequest::write(
-                    ARRAY_ID_BASE,
-                    (i * 8) as u64,
-                    vec![i as u8; 4096],
-                    IoFlags::empty(),
-                )),
-            })
-            .unwrap(),
-        );
+        wire.extend(frame);
     }
     assert_eq!(k.driver.handle_bytes(&wire), wire.len());
     k.pump();
@@ -449,29 +407,12 @@ fn an_attention_interrupt_checks_the_disk_and_fails_it_if_it_cannot_read() {
 /// waiting for each other).
 #[test]
 fn probes_finishing_during_an_assembly_do_not_start_the_array_twice() {
-    use orion_driver::{DeviceInfo, Frame, HotplugEvent, encode};
     let mut disks = make_members(Level::Raid1, None, 3);
     // Blank disks: their probes (superblock, then pool label) finish after the members'.
     disks.push(Rc::new(MemoryDisk::new(32 * 2048)));
     disks.push(Rc::new(MemoryDisk::new(32 * 2048)));
     let mut k = Kernel::new();
-    let mut wire = Vec::new();
-    for (i, d) in disks.iter().enumerate() {
-        let id = 100 + i as u32;
-        k.disks.insert(id, kernel::RamDriver(d.clone()));
-        let info = DeviceInfo::block(id, &format!("ram{id}"), 512, d.capacity_sectors()).unwrap();
-        let sequence = k.sequence();
-        wire.extend(
-            encode(&Frame {
-                sequence,
-                message: Message::Hotplug {
-                    event: HotplugEvent::Added,
-                    device: info,
-                },
-            })
-            .unwrap(),
-        );
-    }
+    let wire = k.plug_frames(&disks);
     assert_eq!(k.driver.handle_bytes(&wire), wire.len());
     k.pump();
     assert_eq!(k.send(Message::Init), Message::Ack);

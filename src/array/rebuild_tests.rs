@@ -1046,15 +1046,7 @@ fn spare_activation_and_rebuild_are_reported_as_events_in_order() {
     r.exec.run_until_idle();
     assert_eq!(r.array.health(), Health::Optimal);
     check_all(&r.exec, &r.array, &model);
-    let events: Vec<Event> = r
-        .array
-        .monitor()
-        .events()
-        .after(from, 1000)
-        .events
-        .into_iter()
-        .map(|e| e.event)
-        .collect();
+    let events = events_since(&r, from);
     let member = |name: &str| String::from(name);
     let expected = [
         Event::MemberFailed {
@@ -1111,15 +1103,7 @@ fn a_rebuild_with_no_readable_source_reports_the_read_failure() {
     let (_, spare) = new_disk(&r.exec, 96, false);
     add_spare(&r, "s0", &spare).unwrap();
     r.exec.run_until_idle();
-    let events: Vec<Event> = r
-        .array
-        .monitor()
-        .events()
-        .after(from, 1000)
-        .events
-        .into_iter()
-        .map(|e| e.event)
-        .collect();
+    let events = events_since(&r, from);
     let reason = events
         .iter()
         .find_map(|e| match e {

@@ -51,10 +51,15 @@ impl Rig {
     }
 
     fn superblock_on(&self, disk: usize) -> Superblock {
-        let mut block = vec![0u8; 4096];
-        self.mem[disk].read_at(8, &mut block).unwrap();
-        Superblock::decode(&block).unwrap()
+        superblock_of(&self.mem[disk])
     }
+}
+
+/// The superblock a memory member holds now.
+fn superblock_of(m: &MemoryDisk) -> Superblock {
+    let mut block = vec![0u8; 4096];
+    m.read_at(8, &mut block).unwrap();
+    Superblock::decode(&block).unwrap()
 }
 
 /// Every byte of a memory member (to prove a refusal wrote nothing).
@@ -353,9 +358,7 @@ fn interrupted_reshape_is_refused_and_nothing_is_written() {
     use crate::metadata::FeatureMap;
     let r = rig(Level::Raid5, None, 4, false);
     for m in &r.mem {
-        let mut block = vec![0u8; 4096];
-        m.read_at(8, &mut block).unwrap();
-        let mut sb = Superblock::decode(&block).unwrap();
+        let mut sb = superblock_of(m);
         sb.features |= FeatureMap::RESHAPE_ACTIVE;
         sb.reshape_position_sectors = 102_400;
         sb.raid_disk_delta = 1;
@@ -424,9 +427,7 @@ fn partial_parity_log_is_emptied_before_serving_and_a_bad_area_refused() {
     let start = 8 + 8;
     assert!(start + u64::from(size) <= data_offset);
     let set_ppl = |m: &MemoryDisk, offset: i16, size: u16| {
-        let mut block = vec![0u8; 4096];
-        m.read_at(8, &mut block).unwrap();
-        let mut sb = Superblock::decode(&block).unwrap();
+        let mut sb = superblock_of(m);
         sb.features |= FeatureMap::MULTIPLE_PPLS;
         sb.bitmap_offset_sectors = (u32::from(offset as u16) | (u32::from(size) << 16)) as i32;
         m.write_at(8, &sb.encode()).unwrap();
@@ -451,11 +452,7 @@ fn partial_parity_log_is_emptied_before_serving_and_a_bad_area_refused() {
     for m in &r.mem {
         let mut area = vec![0u8; usize::from(size) * 512];
         m.read_at(start, &mut area).unwrap();
-        let sb = {
-            let mut block = vec![0u8; 4096];
-            m.read_at(8, &mut block).unwrap();
-            Superblock::decode(&block).unwrap()
-        };
+        let sb = superblock_of(m);
         assert_eq!(
             ppl::decode_header(&area, &sb.array_uuid),
             Some(ppl::PplHeader {

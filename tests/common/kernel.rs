@@ -138,6 +138,33 @@ impl Kernel {
             .unwrap_or_else(|| panic!("no reply to request {sequence}"))
     }
 
+    /// `message` encoded as a frame with a fresh sequence, not delivered: a test sends
+    /// several at once through `driver.handle_bytes`.
+    pub fn encoded(&mut self, message: Message) -> (u64, Vec<u8>) {
+        let sequence = self.sequence();
+        (sequence, encode(&Frame { sequence, message }).unwrap())
+    }
+
+    /// The hotplug frames offering `disks` as devices 100, 101, …, not delivered (their
+    /// drivers are registered, so the driver's reads of them are answered once pumped).
+    pub fn plug_frames(&mut self, disks: &[Rc<MemoryDisk>]) -> Vec<u8> {
+        let mut wire = Vec::new();
+        for (i, d) in disks.iter().enumerate() {
+            let id = 100 + i as u32;
+            self.disks.insert(id, RamDriver(d.clone()));
+            let device =
+                DeviceInfo::block(id, &format!("ram{id}"), 512, d.capacity_sectors()).unwrap();
+            wire.extend(
+                self.encoded(Message::Hotplug {
+                    event: HotplugEvent::Added,
+                    device,
+                })
+                .1,
+            );
+        }
+        wire
+    }
+
     /// Offers a disk to the driver as device `id`.
     pub fn plug(&mut self, id: u32, disk: &Rc<MemoryDisk>) {
         self.disks.insert(id, RamDriver(disk.clone()));
