@@ -60,19 +60,12 @@ pub use crate::array::HealthState as Health;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ArrayId(pub u32);
 
-/// A disk given to the driver through this API.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct DiskId(pub u32);
+/// A disk given to the driver through this API: the driver's one disk id type.
+pub use crate::driver::DiskId;
 
 impl fmt::Display for ArrayId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "array {:#x}", self.0)
-    }
-}
-
-impl fmt::Display for DiskId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "disk {}", self.0)
     }
 }
 

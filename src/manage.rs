@@ -118,6 +118,149 @@ pub struct PoolReport {
     pub spares: Vec<(String, u64)>,
 }
 
+/// A management request decoded once, with its arguments: what the driver hands to the
+/// manager that owns it. [`ManagementOp::decode`] is the only place that reads a request's
+/// payload; [`ManagementOp::encode`] builds the request a client sends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ManagementOp {
+    Status,
+    Detail(NameRequest),
+    Stop(NameRequest),
+    Check(NameRequest),
+    Repair(NameRequest),
+    ScrubReport(NameRequest),
+    ScrubCancel(NameRequest),
+    /// Every array's figures (`None`) or one's.
+    Metrics(Option<NameRequest>),
+    Events(EventsRequest),
+    Prometheus,
+    Fail(MemberRequest),
+    Remove(MemberRequest),
+    Add(AddRequest),
+    Replace(ReplaceRequest),
+    Set(SetRequest),
+    Pool,
+}
+
+/// Why a management request was refused: the status the response carries and a sentence
+/// for the user (the response's payload).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub status: orion_driver::DriverError,
+    pub detail: String,
+}
+
+impl Refusal {
+    pub fn new(status: orion_driver::DriverError, detail: impl Into<String>) -> Self {
+        Refusal {
+            status,
+            detail: detail.into(),
+        }
+    }
+
+    pub fn not_found(detail: impl Into<String>) -> Self {
+        Self::new(orion_driver::DriverError::NotFound, detail)
+    }
+
+    pub fn invalid(detail: impl Into<String>) -> Self {
+        Self::new(orion_driver::DriverError::InvalidArgument, detail)
+    }
+}
+
+impl core::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "{}: {}", self.status, self.detail)
+    }
+}
+
+fn parse<T: serde::de::DeserializeOwned>(payload: &[u8]) -> Result<T, Refusal> {
+    serde_json::from_slice(payload)
+        .map_err(|e| Refusal::invalid(alloc::format!("bad request: {e}")))
+}
+
+fn json<T: Serialize>(value: &T) -> Vec<u8> {
+    // Plain structs of strings and numbers: serializing cannot fail.
+    serde_json::to_vec(value).expect("management requests serialize")
+}
+
+impl ManagementOp {
+    /// Decodes a request; an unknown opcode or a payload that is not the opcode's document
+    /// is a refusal, and nothing has been looked at yet.
+    pub fn decode(request: &orion_driver::ManagementRequest) -> Result<Self, Refusal> {
+        let p = &request.payload[..];
+        Ok(match request.opcode {
+            OP_STATUS => ManagementOp::Status,
+            OP_DETAIL => ManagementOp::Detail(parse(p)?),
+            OP_STOP => ManagementOp::Stop(parse(p)?),
+            OP_CHECK => ManagementOp::Check(parse(p)?),
+            OP_REPAIR => ManagementOp::Repair(parse(p)?),
+            OP_SCRUB_REPORT => ManagementOp::ScrubReport(parse(p)?),
+            OP_SCRUB_CANCEL => ManagementOp::ScrubCancel(parse(p)?),
+            OP_METRICS if p.is_empty() => ManagementOp::Metrics(None),
+            OP_METRICS => ManagementOp::Metrics(Some(parse(p)?)),
+            OP_EVENTS => ManagementOp::Events(parse(p)?),
+            OP_PROMETHEUS => ManagementOp::Prometheus,
+            OP_FAIL => ManagementOp::Fail(parse(p)?),
+            OP_REMOVE => ManagementOp::Remove(parse(p)?),
+            OP_ADD => ManagementOp::Add(parse(p)?),
+            OP_REPLACE => ManagementOp::Replace(parse(p)?),
+            OP_SET => ManagementOp::Set(parse(p)?),
+            OP_POOL => ManagementOp::Pool,
+            other => {
+                return Err(Refusal::new(
+                    orion_driver::DriverError::Protocol(orion_driver::ProtocolError::UnknownOpcode),
+                    alloc::format!("unknown management opcode {other:#06x}"),
+                ));
+            }
+        })
+    }
+
+    pub fn opcode(&self) -> u16 {
+        match self {
+            ManagementOp::Status => OP_STATUS,
+            ManagementOp::Detail(_) => OP_DETAIL,
+            ManagementOp::Stop(_) => OP_STOP,
+            ManagementOp::Check(_) => OP_CHECK,
+            ManagementOp::Repair(_) => OP_REPAIR,
+            ManagementOp::ScrubReport(_) => OP_SCRUB_REPORT,
+            ManagementOp::ScrubCancel(_) => OP_SCRUB_CANCEL,
+            ManagementOp::Metrics(_) => OP_METRICS,
+            ManagementOp::Events(_) => OP_EVENTS,
+            ManagementOp::Prometheus => OP_PROMETHEUS,
+            ManagementOp::Fail(_) => OP_FAIL,
+            ManagementOp::Remove(_) => OP_REMOVE,
+            ManagementOp::Add(_) => OP_ADD,
+            ManagementOp::Replace(_) => OP_REPLACE,
+            ManagementOp::Set(_) => OP_SET,
+            ManagementOp::Pool => OP_POOL,
+        }
+    }
+
+    /// The request a client sends for this operation.
+    pub fn encode(&self) -> orion_driver::ManagementRequest {
+        let payload = match self {
+            ManagementOp::Status | ManagementOp::Prometheus | ManagementOp::Pool => Vec::new(),
+            ManagementOp::Metrics(None) => Vec::new(),
+            ManagementOp::Metrics(Some(r)) => json(r),
+            ManagementOp::Detail(r)
+            | ManagementOp::Stop(r)
+            | ManagementOp::Check(r)
+            | ManagementOp::Repair(r)
+            | ManagementOp::ScrubReport(r)
+            | ManagementOp::ScrubCancel(r) => json(r),
+            ManagementOp::Events(r) => json(r),
+            ManagementOp::Fail(r) | ManagementOp::Remove(r) => json(r),
+            ManagementOp::Add(r) => json(r),
+            ManagementOp::Replace(r) => json(r),
+            ManagementOp::Set(r) => json(r),
+        };
+        orion_driver::ManagementRequest {
+            opcode: self.opcode(),
+            payload,
+        }
+    }
+}
+
 /// A request naming one array.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NameRequest {
@@ -371,5 +514,96 @@ pub fn array_detail(device_id: u32, array: &Array) -> ArrayDetail {
         member_details,
         scrub: array.scrub_report(),
         settings: array.settings(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use orion_driver::{DriverError, ManagementRequest, ProtocolError};
+
+    fn name(n: &str) -> NameRequest {
+        NameRequest { name: n.into() }
+    }
+
+    #[test]
+    fn every_operation_encodes_to_a_request_that_decodes_back_to_it() {
+        let member = MemberRequest {
+            name: "md0".into(),
+            member: "disk3".into(),
+        };
+        let ops = [
+            ManagementOp::Status,
+            ManagementOp::Detail(name("a")),
+            ManagementOp::Stop(name("b")),
+            ManagementOp::Check(name("c")),
+            ManagementOp::Repair(name("d")),
+            ManagementOp::ScrubReport(name("e")),
+            ManagementOp::ScrubCancel(name("f")),
+            ManagementOp::Metrics(None),
+            ManagementOp::Metrics(Some(name("g"))),
+            ManagementOp::Events(EventsRequest {
+                after_seq: 9,
+                max_events: Some(3),
+            }),
+            ManagementOp::Prometheus,
+            ManagementOp::Fail(member.clone()),
+            ManagementOp::Remove(member),
+            ManagementOp::Add(AddRequest {
+                name: None,
+                member: "disk4".into(),
+            }),
+            ManagementOp::Replace(ReplaceRequest {
+                name: "md0".into(),
+                member: "disk1".into(),
+                with: "disk5".into(),
+            }),
+            ManagementOp::Set(SetRequest {
+                name: "md0".into(),
+                key: "read_policy".into(),
+                value: "adaptive".into(),
+            }),
+            ManagementOp::Pool,
+        ];
+        let mut opcodes: Vec<u16> = ops.iter().map(|op| op.opcode()).collect();
+        for op in &ops {
+            assert_eq!(ManagementOp::decode(&op.encode()).as_ref(), Ok(op));
+        }
+        opcodes.sort();
+        opcodes.dedup();
+        assert_eq!(
+            opcodes.len(),
+            ops.len() - 1,
+            "one opcode per operation (metrics twice)"
+        );
+    }
+
+    #[test]
+    fn unknown_opcodes_and_bad_payloads_are_refused_with_the_reason() {
+        let unknown = ManagementOp::decode(&ManagementRequest {
+            opcode: 0x7777,
+            payload: Vec::new(),
+        })
+        .unwrap_err();
+        assert_eq!(
+            unknown.status,
+            DriverError::Protocol(ProtocolError::UnknownOpcode)
+        );
+        assert!(unknown.detail.contains("0x7777"), "{unknown}");
+        for (opcode, payload) in [
+            (OP_DETAIL, &b""[..]),
+            (OP_STOP, b"{\"nam\":\"x\"}"),
+            (OP_FAIL, b"{\"name\":\"x\"}"),
+            (OP_EVENTS, b"{\"after_seq\":\"soon\"}"),
+            (OP_METRICS, b"\xff\xfe"),
+        ] {
+            let refusal = ManagementOp::decode(&ManagementRequest {
+                opcode,
+                payload: payload.to_vec(),
+            })
+            .unwrap_err();
+            assert_eq!(refusal.status, DriverError::InvalidArgument, "{opcode:#x}");
+            assert!(refusal.detail.starts_with("bad request"), "{refusal}");
+        }
     }
 }

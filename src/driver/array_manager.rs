@@ -1,18 +1,28 @@
 //! The ArrayManager: the arrays the driver serves, by device id, with the nesting of
-//! RAID 50 / 60 (groups are internal arrays) and the event log every array writes to.
+//! RAID 50 / 60 (groups are internal arrays) and the event log every array writes to; the
+//! requests about whole arrays (`status`, `detail`, `stop`, `set`) and the discovery of
+//! nested arrays inside running ones.
 
 use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::rc::Rc;
 use alloc::string::String;
 use alloc::vec::Vec;
 
+use alloc::vec;
+use core::cell::RefCell;
+
 use orion_driver::DriverError;
 
-use super::{ARRAY_ID_BASE, group_names, uuid_of};
-use crate::array::nested::Stack;
+use super::disk_manager::ready_member_sets;
+use super::{ARRAY_ID_BASE, Answer, CacheManager, group_names, uuid_of};
+use crate::array::assemble::assemble;
+use crate::array::nested::{Stack, groups_of, read_inner_superblock};
 use crate::array::scrub::ScrubReport;
+use crate::array::settings::Setting;
 use crate::array::{Array, MemberState};
-use crate::manage;
+use crate::block::{BlockDevice, SECTOR_BYTES};
+use crate::executor::Executor;
+use crate::manage::{self, Refusal};
 use crate::metadata::Superblock;
 use crate::monitor::{Event, EventLog, MonitorConfig};
 
@@ -226,15 +236,8 @@ impl ArrayManager {
 
     /// The array a member command names: `name` itself, or for an outer array whose own
     /// members do not include `member`, the group that holds it.
-    pub fn member_target(
-        &self,
-        name: &str,
-        member: &str,
-    ) -> Result<Rc<Array>, (DriverError, String)> {
-        let (id, array) = self.find(name).ok_or((
-            DriverError::NotFound,
-            alloc::format!("no array named '{name}'"),
-        ))?;
+    pub fn member_target(&self, name: &str, member: &str) -> Result<Rc<Array>, Refusal> {
+        let (id, array) = self.named(name)?;
         let groups = self.groups_of(id);
         if groups.is_empty() || array.find_member(member).is_some() {
             return Ok(array);
@@ -242,23 +245,17 @@ impl ArrayManager {
         if let Some((_, g)) = groups.iter().find(|(_, g)| g.find_member(member).is_some()) {
             return Ok(g.clone());
         }
-        Err((
-            DriverError::NotFound,
-            alloc::format!(
-                "no group of '{name}' has a member '{member}' (groups: {})",
-                group_names(&groups)
-            ),
-        ))
+        Err(Refusal::not_found(alloc::format!(
+            "no group of '{name}' has a member '{member}' (groups: {})",
+            group_names(&groups)
+        )))
     }
 
     /// The array `raid add NAME MEMBER` adds to: `name` itself, or for an outer array (a
     /// RAID 0 cannot use a spare) the first group with more empty or failed slots than
     /// spares waiting to fill them.
-    pub fn add_target(&self, name: &str) -> Result<Rc<Array>, (DriverError, String)> {
-        let (id, array) = self.find(name).ok_or((
-            DriverError::NotFound,
-            alloc::format!("no array named '{name}'"),
-        ))?;
+    pub fn add_target(&self, name: &str) -> Result<Rc<Array>, Refusal> {
+        let (id, array) = self.named(name)?;
         let groups = self.groups_of(id);
         if groups.is_empty() {
             return Ok(array);
@@ -275,13 +272,200 @@ impl ArrayManager {
             .iter()
             .find(|(_, g)| wants_spare(g))
             .map(|(_, g)| g.clone())
-            .ok_or((
-                DriverError::InvalidArgument,
-                alloc::format!(
-                    "no group of '{name}' is missing a member: add the spare to a group ({})",
-                    group_names(&groups)
-                ),
-            ))
+            .ok_or(Refusal::invalid(alloc::format!(
+                "no group of '{name}' is missing a member: add the spare to a group ({})",
+                group_names(&groups)
+            )))
+    }
+
+    /// The served array named `name`, or the refusal that says there is none.
+    pub fn named(&self, name: &str) -> Result<(u32, Rc<Array>), Refusal> {
+        self.find(name)
+            .ok_or_else(|| Refusal::not_found(alloc::format!("no array named '{name}'")))
+    }
+
+    /// The device id `array` is served under.
+    pub fn id_of(&self, array: &Rc<Array>) -> Option<u32> {
+        self.iter()
+            .find(|(_, a)| Rc::ptr_eq(a, array))
+            .map(|(id, _)| id)
+    }
+
+    /// `raid status`: every array, with the shared pool (`(name, sectors)`).
+    pub fn status_report(&self, pool: Vec<(String, u64)>) -> manage::StatusReport {
+        manage::StatusReport {
+            arrays: self.iter().map(|(id, a)| self.status(id, a)).collect(),
+            pool: pool
+                .into_iter()
+                .map(|(path, sectors)| manage::PoolSpare {
+                    path,
+                    size_bytes: sectors * SECTOR_BYTES as u64,
+                })
+                .collect(),
+        }
+    }
+
+    /// `raid detail NAME`.
+    pub fn detail(&self, name: &str) -> Result<manage::ArrayDetail, Refusal> {
+        let (id, array) = self.named(name)?;
+        let mut detail = manage::array_detail(id, &array);
+        self.mark_nesting(id, &mut detail.status);
+        detail.scrub = self.scrub_report(id);
+        Ok(detail)
+    }
+
+    /// `raid stop NAME`: flushes, marks clean and stops serving the array (a RAID 50/60
+    /// with its groups); answered when that is on disk. `stopped` hears of each layer
+    /// stopped, so the disks it held are free again.
+    pub(crate) fn stop(this: &Rc<RefCell<Self>>, name: &str, stopped: Rc<dyn Fn(u32)>) -> Answer {
+        let (id, array) = match this.borrow().named(name) {
+            Ok(found) => found,
+            Err(e) => return Answer::Now(Err(e)),
+        };
+        if let Some(parent) = this.borrow().parent_of(id) {
+            let parent: String = this
+                .borrow()
+                .get(parent)
+                .map(|a| a.name().into())
+                .unwrap_or_default();
+            return Answer::Now(Err(Refusal::new(
+                DriverError::Busy,
+                alloc::format!("the array is a group of '{parent}': stop '{parent}'"),
+            )));
+        }
+        // The outer array first: its superblock update writes into its groups.
+        let mut layers = vec![(id, array)];
+        layers.extend(this.borrow().groups_of(id));
+        let arrays = this.clone();
+        Answer::later(async move {
+            let mut result = Ok(());
+            for (id, array) in layers {
+                // No repair write may land after the array is marked clean.
+                array.stop_scrub().await;
+                let r = array.mark_clean().await;
+                array.emit(Event::ArrayStopped);
+                result = result.and(r);
+                arrays.borrow_mut().remove(id);
+                stopped(id);
+            }
+            result
+                .map(|()| Vec::new())
+                .map_err(|e| Refusal::new(DriverError::Io, alloc::format!("{e}")))
+        })
+    }
+
+    /// `raid set NAME key=value`: applied to the array (and a RAID 50/60's groups, whose
+    /// rebuild and spare policies they are) at once, answered once recorded on disk (the
+    /// extension record), so it survives a restart. A refusal changes nothing.
+    pub(crate) fn set(
+        this: &Rc<RefCell<Self>>,
+        req: manage::SetRequest,
+        cache: &CacheManager,
+    ) -> Answer {
+        let (id, array) = match this.borrow().named(&req.name) {
+            Ok(found) => found,
+            Err(e) => return Answer::Now(Err(e)),
+        };
+        let setting = match Setting::parse(&req.key, &req.value) {
+            Ok(s) => s,
+            Err(e) => return Answer::Now(Err(Refusal::invalid(alloc::format!("{e}")))),
+        };
+        let mut layers = vec![array.clone()];
+        layers.extend(this.borrow().groups_of(id).into_iter().map(|(_, g)| g));
+        for layer in &layers {
+            layer.apply(setting);
+        }
+        log::info!(
+            "{}: {} set to {}",
+            array.name(),
+            setting.key(),
+            setting.value_text()
+        );
+        // A new stripe_cache ask changes every array's share.
+        cache.rebalance();
+        Answer::later(async move {
+            let mut result = Ok(());
+            for layer in &layers {
+                if let Err(e) = layer.persist_settings().await {
+                    result = Err(Refusal::new(
+                        DriverError::Io,
+                        alloc::format!("not recorded: {e}"),
+                    ));
+                }
+            }
+            result.map(|()| {
+                super::to_json(&manage::SettingsReport {
+                    settings: array.settings(),
+                })
+            })
+        })
+    }
+
+    /// Every array, outer arrays before the groups they write into (the order to stop them).
+    pub fn stop_order(&self) -> Vec<Rc<Array>> {
+        let mut arrays: Vec<(bool, Rc<Array>)> = self
+            .iter()
+            .map(|(id, a)| (self.is_inner(id), a.clone()))
+            .collect();
+        arrays.sort_by_key(|(inner, _)| *inner);
+        arrays.into_iter().map(|(_, a)| a).collect()
+    }
+
+    /// Looks for superblocks at the start of running arrays' data, and starts the outer
+    /// arrays they describe (RAID 50/60: a RAID 0 over RAID 5/6 groups) as disk discovery
+    /// does from disks.
+    pub(super) async fn discover_nested(
+        exec: &Executor,
+        arrays: &Rc<RefCell<Self>>,
+        degraded_ok: bool,
+    ) {
+        let unprobed: Vec<(u32, Rc<Array>)> = arrays
+            .borrow()
+            .iter()
+            .filter(|(id, _)| !arrays.borrow().probed.contains(id))
+            .map(|(id, a)| (id, a.clone()))
+            .collect();
+        for (id, array) in unprobed {
+            arrays.borrow_mut().probed.insert(id);
+            if let Some(sb) = read_inner_superblock(&array).await {
+                arrays.borrow_mut().inner.insert(id, (sb, None));
+            }
+        }
+        let free: Vec<(u32, Rc<Array>, Superblock)> = {
+            let a = arrays.borrow();
+            a.inner
+                .iter()
+                .filter(|(_, (_, parent))| parent.is_none())
+                .filter_map(|(&id, (sb, _))| a.arrays.get(&id).map(|x| (id, x.clone(), sb.clone())))
+                .collect()
+        };
+        let superblocks = free.iter().map(|(_, _, sb)| sb.clone()).collect();
+        for ids in ready_member_sets(superblocks, degraded_ok) {
+            let members: Vec<(String, Rc<dyn BlockDevice>)> = ids
+                .iter()
+                .map(|&i| {
+                    let (_, array, _) = &free[i];
+                    (array.name().into(), array.clone() as Rc<dyn BlockDevice>)
+                })
+                .collect();
+            let result = assemble(exec, members).await;
+            for problem in &result.problems {
+                log::warn!("{}: {}", problem.member, problem.reason);
+            }
+            let groups: Vec<Rc<Array>> = free.iter().map(|(_, a, _)| a.clone()).collect();
+            for outer in result.arrays {
+                let mut manager = arrays.borrow_mut();
+                let outer_id = manager.add(outer.clone());
+                manager.probed.insert(outer_id);
+                for group in groups_of(&outer, &groups) {
+                    let gid = free.iter().find(|(_, a, _)| Rc::ptr_eq(a, &group));
+                    if let Some(entry) = gid.and_then(|(gid, _, _)| manager.inner.get_mut(gid)) {
+                        entry.1 = Some(outer_id);
+                    }
+                }
+                log::info!("array {} started as device {outer_id:#x}", outer.name());
+            }
+        }
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (u32, &Rc<Array>)> {

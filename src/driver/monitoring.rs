@@ -4,13 +4,15 @@
 //! and the event log the front ends read. It observes arrays; it owns none.
 
 use alloc::rc::Rc;
+use alloc::vec;
 use alloc::vec::Vec;
 use core::cell::{Cell, RefCell};
 
 use super::ArrayManager;
 use crate::array::Array;
 use crate::executor::Executor;
-use crate::monitor::{ArrayMetrics, EventLog, MonitorConfig};
+use crate::manage::{self, Refusal};
+use crate::monitor::{ArrayMetrics, EventBatch, EventLog, MonitorConfig};
 
 #[derive(Default)]
 pub struct MonitoringSystem {
@@ -66,5 +68,32 @@ impl MonitoringSystem {
     /// The event log every served array writes to.
     pub fn events(&self, arrays: &ArrayManager) -> Rc<EventLog> {
         arrays.events.clone()
+    }
+
+    /// `raid metrics [NAME]`.
+    pub fn metrics_report(
+        &self,
+        arrays: &ArrayManager,
+        name: Option<&str>,
+    ) -> Result<manage::MetricsReport, Refusal> {
+        let arrays_figures = match name {
+            None => self.metrics(arrays),
+            Some(name) => vec![arrays.named(name)?.1.metrics()],
+        };
+        Ok(manage::MetricsReport {
+            arrays: arrays_figures,
+            tick_interval_ns: arrays.monitor_config.tick_interval_ns,
+        })
+    }
+
+    /// `raid events`: what the log holds after a sequence number.
+    pub fn events_after(&self, arrays: &ArrayManager, req: &manage::EventsRequest) -> EventBatch {
+        let max = req.max_events.map_or(usize::MAX, |m| m as usize);
+        self.events(arrays).after(req.after_seq, max)
+    }
+
+    /// Every array's figures in the Prometheus text format.
+    pub fn prometheus(&self, arrays: &ArrayManager) -> alloc::string::String {
+        crate::monitor::prometheus::render(&self.metrics(arrays))
     }
 }

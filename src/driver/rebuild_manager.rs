@@ -2,12 +2,20 @@
 //! one limit on how many arrays run them at once, so a shelf of arrays rebuilding after a
 //! power cut does not take every member's bandwidth at the same moment. Each array's own
 //! policy (priority, rate limit, checkpoints) still paces its job; this decides which jobs
-//! run. Arrays past the limit wait in arrival order and start as others finish.
+//! run. Arrays past the limit wait in arrival order and start as others finish. The
+//! storage service's scrub requests (`check`, `repair`, their report and cancel) land here.
 
 use alloc::rc::Rc;
+use alloc::vec;
+use alloc::vec::Vec;
 
+use orion_driver::DriverError;
+
+use super::ArrayManager;
 use crate::array::Array;
-use crate::executor::Semaphore;
+use crate::array::scrub::{ScrubError, ScrubMode, ScrubReport};
+use crate::executor::{Executor, Semaphore};
+use crate::manage::Refusal;
 
 /// Arrays running background jobs at once, by default.
 pub const DEFAULT_MAX_CONCURRENT_JOBS: usize = 2;
@@ -44,4 +52,99 @@ impl RebuildManager {
     pub fn running(&self) -> usize {
         self.permits.held()
     }
+}
+
+impl RebuildManager {
+    /// `raid check` / `raid repair NAME`: a RAID 50/60 is checked group by group, all groups
+    /// at once. Answers with the new report.
+    pub fn start_scrub(
+        &self,
+        arrays: &ArrayManager,
+        name: &str,
+        mode: ScrubMode,
+    ) -> Result<Option<ScrubReport>, Refusal> {
+        let (id, array) = arrays.named(name)?;
+        let groups = arrays.groups_of(id);
+        let targets: Vec<Rc<Array>> = if groups.is_empty() {
+            vec![array]
+        } else {
+            groups.into_iter().map(|(_, g)| g).collect()
+        };
+        let refusal = |t: &Array, e: ScrubError| {
+            let status = match e {
+                ScrubError::Busy(_) | ScrubError::ResyncPending => DriverError::Busy,
+                ScrubError::NotRedundant | ScrubError::Degraded { .. } => DriverError::Unsupported,
+            };
+            Refusal::new(status, alloc::format!("{}: {e}", t.name()))
+        };
+        // Refused before any group starts where that can be told in advance.
+        for t in &targets {
+            if let Some(job) = t.job() {
+                return Err(refusal(t, ScrubError::Busy(job.kind)));
+            }
+        }
+        for (i, t) in targets.iter().enumerate() {
+            if let Err(e) = t.start_scrub(mode) {
+                for started in &targets[..i] {
+                    started.cancel_scrub();
+                }
+                return Err(refusal(t, e));
+            }
+        }
+        Ok(arrays.scrub_report(id))
+    }
+
+    /// The running or last scrub's report of `name` (`None`: none ran).
+    pub fn scrub_report(
+        &self,
+        arrays: &ArrayManager,
+        name: &str,
+    ) -> Result<Option<ScrubReport>, Refusal> {
+        let (id, _) = arrays.named(name)?;
+        Ok(arrays.scrub_report(id))
+    }
+
+    /// `raid check --cancel NAME`: stops a running check or repair (of every group of a
+    /// RAID 50/60), or drops the checkpoint of one interrupted that has not resumed yet.
+    pub fn cancel_scrub(
+        &self,
+        exec: &Executor,
+        arrays: &ArrayManager,
+        name: &str,
+    ) -> Result<Option<ScrubReport>, Refusal> {
+        let (id, array) = arrays.named(name)?;
+        let groups = arrays.groups_of(id);
+        let cancelled = if groups.is_empty() {
+            cancel_scrub_of(exec, &array)
+        } else {
+            // Every group, not just up to the first that runs.
+            groups
+                .iter()
+                .fold(false, |any, (_, g)| cancel_scrub_of(exec, g) || any)
+        };
+        if !cancelled {
+            return Err(Refusal::not_found(alloc::format!(
+                "{}: no check or repair is running or pending",
+                array.name()
+            )));
+        }
+        Ok(arrays.scrub_report(id))
+    }
+}
+
+/// Whether there was a scrub of `array` to cancel (running, or a checkpoint to forget).
+fn cancel_scrub_of(exec: &Executor, array: &Rc<Array>) -> bool {
+    if array.cancel_scrub() {
+        return true;
+    }
+    if array.scrub_checkpoint().is_none() {
+        return false;
+    }
+    let a = array.clone();
+    exec.spawn_detached(async move {
+        if let Err(e) = a.forget_scrub_checkpoint().await {
+            log::warn!("{}: recording the cancelled check: {e}", a.name());
+        }
+    });
+    true
 }
