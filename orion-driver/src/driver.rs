@@ -53,7 +53,7 @@ pub trait OrionDriver {
 /// sender waits for an answer), nothing for timers and replies.
 pub fn default_reply(message: &Message) -> Option<Message> {
     match message {
-        Message::Timer { .. } => None,
+        Message::Timer { .. } | Message::ArmTimer { .. } => None,
         Message::IoRequest(_) => Some(Message::IoResponse(IoResponse::err(
             DriverError::Unsupported,
         ))),

@@ -427,6 +427,13 @@ fn encode_payload(message: &Message, out: &mut Vec<u8>) {
             put_u32(out, *timer_id);
             put_u64(out, *now_ns);
         }
+        Message::ArmTimer {
+            timer_id,
+            deadline_ns,
+        } => {
+            put_u32(out, *timer_id);
+            put_u64(out, *deadline_ns);
+        }
         Message::Hotplug { event, device } => {
             put_u8(out, event.code());
             encode_device_info(out, device);
@@ -576,6 +583,10 @@ fn decode_payload(message_type: MessageType, payload: &[u8]) -> Result<Message, 
         MessageType::Timer => Message::Timer {
             timer_id: r.u32()?,
             now_ns: r.u64()?,
+        },
+        MessageType::ArmTimer => Message::ArmTimer {
+            timer_id: r.u32()?,
+            deadline_ns: r.u64()?,
         },
         MessageType::Hotplug => {
             let code = r.u8()?;

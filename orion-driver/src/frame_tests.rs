@@ -151,6 +151,10 @@ fn arb_message() -> impl Strategy<Value = Message> {
             .prop_map(|(irq, timestamp_ns)| Message::Interrupt { irq, timestamp_ns }),
         (any::<u32>(), any::<u64>())
             .prop_map(|(timer_id, now_ns)| Message::Timer { timer_id, now_ns }),
+        (any::<u32>(), any::<u64>()).prop_map(|(timer_id, deadline_ns)| Message::ArmTimer {
+            timer_id,
+            deadline_ns
+        }),
         (
             prop_oneof![Just(HotplugEvent::Added), Just(HotplugEvent::Removed)],
             arb_device_info()
@@ -202,6 +206,10 @@ fn sample_frames() -> Vec<Frame> {
         Message::Timer {
             timer_id: 7,
             now_ns: u64::MAX,
+        },
+        Message::ArmTimer {
+            timer_id: 1,
+            deadline_ns: 5_000_000_000,
         },
         Message::Hotplug {
             event: HotplugEvent::Removed,
@@ -512,7 +520,7 @@ fn unsupported_version_wins_over_the_header_checksum() {
 
 #[test]
 fn unknown_type() {
-    for ty in [0x0000, 0x0007, 0x7fff, 0x8000, 0x8002, 0xffff] {
+    for ty in [0x0000, 0x0008, 0x7fff, 0x8000, 0x8002, 0xffff] {
         assert_eq!(
             decode(&raw_frame(ty, 1, &[])),
             Err(FrameError::UnknownType { message_type: ty })

@@ -45,6 +45,7 @@
 //! | `0x0004` | Interrupt           | u32 irq, u64 timestamp_ns                                |
 //! | `0x0005` | Timer               | u32 timer_id, u64 now_ns                                 |
 //! | `0x0006` | Hotplug             | u8 event (1 added, 2 removed), DeviceInfo                |
+//! | `0x0007` | ArmTimer            | u32 timer_id, u64 deadline_ns (driver → kernel)          |
 //! | `0x0010` | IoRequest           | u32 device_id, u16 op, u16 flags, u64 sector, u32 sector_count, rest data |
 //! | `0x0020` | ManagementRequest   | u16 opcode, rest payload                                 |
 //! | `0x8001` | Ack                 | empty                                                    |

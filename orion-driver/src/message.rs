@@ -376,6 +376,17 @@ pub enum Message {
         /// Kernel monotonic time now, in nanoseconds.
         now_ns: u64,
     },
+    /// Driver → kernel: send `Timer { timer_id, .. }` once the kernel's monotonic clock reaches
+    /// `deadline_ns` (at once if it already has). No reply. A new `ArmTimer` with the same id
+    /// replaces the earlier one; `deadline_ns == u64::MAX` cancels it. This is how a driver
+    /// that blocks for its next message is woken for work it scheduled (a rebuild's rate
+    /// limit, the monitor's tick, a member timeout).
+    ArmTimer {
+        /// Driver-chosen timer id, echoed in the `Timer`.
+        timer_id: u32,
+        /// Kernel monotonic time to fire at, in nanoseconds.
+        deadline_ns: u64,
+    },
     /// Kernel → driver: a device arrived or left. Reply: `Ack` or `Error`.
     Hotplug {
         /// Arrived or left.
@@ -413,6 +424,8 @@ pub enum MessageType {
     Timer = 0x0005,
     /// [`Message::Hotplug`].
     Hotplug = 0x0006,
+    /// [`Message::ArmTimer`].
+    ArmTimer = 0x0007,
     /// [`Message::IoRequest`].
     IoRequest = 0x0010,
     /// [`Message::ManagementRequest`].
@@ -429,13 +442,14 @@ pub enum MessageType {
 
 impl MessageType {
     /// Every type, for exhaustive mapping and tests.
-    pub const ALL: [MessageType; 12] = [
+    pub const ALL: [MessageType; 13] = [
         MessageType::Probe,
         MessageType::Init,
         MessageType::Shutdown,
         MessageType::Interrupt,
         MessageType::Timer,
         MessageType::Hotplug,
+        MessageType::ArmTimer,
         MessageType::IoRequest,
         MessageType::ManagementRequest,
         MessageType::Ack,
@@ -470,6 +484,7 @@ impl Message {
             Message::Interrupt { .. } => MessageType::Interrupt,
             Message::Timer { .. } => MessageType::Timer,
             Message::Hotplug { .. } => MessageType::Hotplug,
+            Message::ArmTimer { .. } => MessageType::ArmTimer,
             Message::IoRequest(_) => MessageType::IoRequest,
             Message::ManagementRequest(_) => MessageType::ManagementRequest,
             Message::Ack => MessageType::Ack,
@@ -502,6 +517,7 @@ impl Message {
             | Message::Shutdown { .. }
             | Message::Interrupt { .. }
             | Message::Timer { .. }
+            | Message::ArmTimer { .. }
             | Message::ManagementRequest(_)
             | Message::Ack
             | Message::ManagementResponse(_)
