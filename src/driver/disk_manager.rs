@@ -250,6 +250,18 @@ pub(super) fn pool_source(disks: &Rc<RefCell<DiskManager>>) -> SpareSource {
     Rc::new(move |min_sectors| disks.borrow_mut().take_pool_spare(min_sectors))
 }
 
+/// Opens the device a request names (`raid add`, `raid replace --with`), refused when it
+/// already has a role in this driver.
+fn open_unused(
+    disks: &Rc<RefCell<DiskManager>>,
+    arrays: &Rc<RefCell<ArrayManager>>,
+    name: &str,
+) -> Result<Rc<dyn BlockDevice>, Refusal> {
+    let dev = disks.borrow().open(name)?;
+    refuse_if_in_use(&arrays.borrow(), &disks.borrow(), name, dev.as_ref())?;
+    Ok(dev)
+}
+
 /// The role `dev` (offered as `name`) already has anywhere in this driver: a member of a
 /// served array (groups of a RAID 50/60 included) or a shared-pool spare.
 fn refuse_if_in_use(
@@ -315,13 +327,10 @@ pub(super) fn add(
         Ok(a) => a,
         Err(e) => return Answer::Now(Err(e)),
     };
-    let dev = match disks.borrow().open(&req.member) {
+    let dev = match open_unused(disks, arrays, &req.member) {
         Ok(d) => d,
         Err(e) => return Answer::Now(Err(e)),
     };
-    if let Err(e) = refuse_if_in_use(&arrays.borrow(), &disks.borrow(), &req.member, dev.as_ref()) {
-        return Answer::Now(Err(e));
-    }
     let Some(array) = array else {
         let (disks, arrays) = (disks.clone(), arrays.clone());
         return Answer::later(async move {
@@ -352,13 +361,10 @@ pub(super) fn replace(
         Ok(a) => a,
         Err(e) => return Answer::Now(Err(e)),
     };
-    let dev = match disks.borrow().open(&req.with) {
+    let dev = match open_unused(disks, arrays, &req.with) {
         Ok(d) => d,
         Err(e) => return Answer::Now(Err(e)),
     };
-    if let Err(e) = refuse_if_in_use(&arrays.borrow(), &disks.borrow(), &req.with, dev.as_ref()) {
-        return Answer::Now(Err(e));
-    }
     let id = arrays.borrow().id_of(&array);
     disks.borrow_mut().claim(&req.with, id);
     Answer::later(
