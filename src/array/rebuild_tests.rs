@@ -1511,8 +1511,8 @@ fn low_priority_rebuild_gives_way_to_back_to_back_requests() {
 #[test]
 fn parity_rebuild_on_file_members_uses_worker_jobs_and_restores_every_byte() {
     use super::assemble::create;
+    use crate::host::file::{FileDisk, IoPool};
     use crate::layout::ArrayLayout;
-    use crate::platform::file::{FileDisk, IoPool};
     let dir = std::env::temp_dir().join(format!("orion-rebuild-files-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();

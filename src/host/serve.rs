@@ -25,13 +25,13 @@ use crate::array::persist::has_pool_label;
 use crate::block::{BlockDevice, SECTOR_BYTES};
 use crate::driver::{BlockIo, IoGeometry, RaidDriver, WriteNotice, driver_error};
 use crate::host::control::{ControlEvent, ControlServer};
+use crate::host::file::{FileDisk, IoPool};
 use crate::host::metrics::{MetricsFileWriter, MetricsServer};
 use crate::host::nbd::server::ServerConfig;
 use crate::host::nbd::{BufferPool, ExportInfo, IoOutcome, NbdErrno, NbdIo, ReplyToken};
 use crate::host::runtime::{HostRuntime, Signal};
 use crate::host::spec::MemberSpec;
 use crate::monitor::MonitorConfig;
-use crate::platform::file::{FileDisk, IoPool};
 use crate::platform::memory::MemoryDisk;
 
 /// Work for the engine thread from other threads.
