@@ -21,8 +21,8 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput};
-use orion_raid::parity::bench::Pool;
-use orion_raid::parity::{ParityEngine, ReadOrder, StoreHint, bench};
+use orion_raid::host::bench::{self, Pool};
+use orion_raid::parity::{ParityEngine, ReadOrder, StoreHint};
 
 const DATA_COUNTS: [usize; 3] = [4, 8, 16];
 const BLOCK_BYTES: [usize; 3] = [4 << 10, 64 << 10, 1 << 20];

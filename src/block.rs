@@ -6,12 +6,16 @@
 //! arrive from another thread and one payload can go to several mirrors without a copy.
 
 use alloc::boxed::Box;
+use alloc::rc::Weak;
+use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::fmt;
 use core::future::Future;
 use core::pin::Pin;
 
 pub use bytes::Bytes;
+
+use crate::parity::ParityEngine;
 
 /// The unit of every address in the engine, as in Linux md.
 pub const SECTOR_BYTES: usize = 512;
@@ -161,8 +165,58 @@ impl fmt::Display for DeviceProblem {
     }
 }
 
+/// The state every view reports (`raid status`, `raid stats`, the Prometheus
+/// `orion_raid_health` label) of an array: its `Health`, with a degraded array whose every lost
+/// redundancy is being rebuilt told apart. Computed only by `Array::health_state`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HealthState {
+    Optimal,
+    Degraded,
+    Rebuilding,
+    Failed,
+}
+
+impl fmt::Display for HealthState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            HealthState::Optimal => "optimal",
+            HealthState::Degraded => "degraded",
+            HealthState::Rebuilding => "rebuilding",
+            HealthState::Failed => "failed",
+        })
+    }
+}
+
 /// A future a block device hands back for one request.
 pub type IoFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, IoError>> + 'a>>;
+
+/// A device's sectors as a worker thread of the platform reads them itself, blocking and
+/// off the engine: how an [`Offload`] job of another device reads its sources.
+pub trait OffloadSource: Send + Sync {
+    /// Fills `buf` from byte `offset` of the device; an error names the sector it hit.
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> Result<(), IoError>;
+}
+
+/// Work a device's platform runs off the engine thread, offered through
+/// [`BlockDevice::offload`] (the host's image files and block devices): a parity rebuild's
+/// "read these cells, xor them, write the result" as one job, so that the engine neither
+/// copies nor wakes up per cell.
+pub trait Offload {
+    /// The handle through which another device's job reads this device's sectors.
+    fn source(&self) -> Arc<dyn OffloadSource>;
+
+    /// Writes at `sector` of this device the xor of `bytes` read at each `(device, sector)`
+    /// of `sources`, as one job. `None` when a source offers no [`Offload`]: the caller then
+    /// reads, xors and writes itself. Nothing is retried: on an error part of the range
+    /// may be written, and the caller redoes it its own way.
+    fn write_xor_of<'a>(
+        &'a self,
+        sector: u64,
+        sources: &[(&dyn BlockDevice, u64)],
+        bytes: usize,
+        engine: ParityEngine,
+    ) -> Option<IoFuture<'a, ()>>;
+}
 
 /// An asynchronous block device addressed in 512-byte sectors.
 ///
@@ -203,11 +257,27 @@ pub trait BlockDevice {
         1 << 20
     }
 
-    /// The device as its concrete type, for a job that only some devices can run (the
-    /// host's file members fuse a rebuild's reads, xor and write); `None` by default.
-    fn as_any(&self) -> Option<&dyn core::any::Any> {
+    /// The jobs this device's platform runs off the engine (see [`Offload`]); `None` by
+    /// default: the device is reached only through its requests.
+    fn offload(&self) -> Option<&dyn Offload> {
         None
     }
+
+    /// For a device that is itself an array (a group of a RAID 50/60): its health, which
+    /// the array built on it counts into its own. `None` by default: a disk's trouble shows
+    /// in its answers.
+    fn array_health(&self) -> Option<HealthState> {
+        None
+    }
+
+    /// Tells a device that is itself an array the device built on it (its outer array),
+    /// which it then tells of its health changes ([`Self::lower_health_changed`]); nothing
+    /// by default.
+    fn stack_under(&self, _upper: Weak<dyn BlockDevice>) {}
+
+    /// A device this one is built on (see [`Self::stack_under`]) changed its health;
+    /// nothing by default.
+    fn lower_health_changed(&self) {}
 
     /// What makes this device itself (see [`DeviceIdentity`]); `None` for a device that
     /// cannot say (an array used as a member), which is then compared by nothing.

@@ -333,8 +333,8 @@ fn no_space_on_parity_keeps_the_members_and_the_resync_restores_parity() {
 #[test]
 fn member_files_deleted_or_truncated_under_the_array_are_failed() {
     use super::test_rig::drive;
+    use crate::host::file::{FileDisk, IoPool};
     use crate::monitor::Event;
-    use crate::platform::file::{FileDisk, IoPool};
     let dir = std::env::temp_dir().join(format!("orion-member-gone-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();

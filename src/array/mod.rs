@@ -13,6 +13,8 @@ mod gather_tests;
 #[cfg(test)]
 mod member_rules_tests;
 pub mod nested;
+#[cfg(test)]
+mod offload_tests;
 pub mod persist;
 #[cfg(test)]
 mod persist_tests;
@@ -111,27 +113,9 @@ impl fmt::Display for Health {
     }
 }
 
-/// The state every view reports (`raid status`, `raid stats`, the Prometheus
-/// `orion_raid_health` label): [`Health`], with a degraded array whose every lost
-/// redundancy is being rebuilt told apart. Computed only by [`Array::health_state`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum HealthState {
-    Optimal,
-    Degraded,
-    Rebuilding,
-    Failed,
-}
-
-impl fmt::Display for HealthState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            HealthState::Optimal => "optimal",
-            HealthState::Degraded => "degraded",
-            HealthState::Rebuilding => "rebuilding",
-            HealthState::Failed => "failed",
-        })
-    }
-}
+/// The state every view reports; defined with the block device contract, which a group of
+/// a RAID 50/60 reports it through ([`BlockDevice::array_health`]).
+pub use crate::block::HealthState;
 
 /// Per-member counters.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -540,7 +524,7 @@ pub struct Array {
     resync_again: Cell<bool>,
     /// For a group of a RAID 50/60: the outer array, which re-checks its health (and emits
     /// its events) when the group's changes.
-    parent: RefCell<Weak<Array>>,
+    parent: RefCell<Weak<dyn BlockDevice>>,
 }
 
 /// Failures of array-wide operations (not of one block request).
@@ -679,7 +663,7 @@ impl Array {
             gather: RefCell::new(gather::Gather::default()),
             stall_reported_ns: Cell::new(None),
             resync_again: Cell::new(false),
-            parent: RefCell::new(Weak::new()),
+            parent: RefCell::new(Weak::<Array>::new()),
         };
         // Until the platform says otherwise, time continues from the last update on disk.
         let last = array
@@ -696,15 +680,13 @@ impl Array {
             if let Some(r) = m.replacement.borrow().as_ref() {
                 array.join(r);
             }
-            if let Some(group) = Self::group_array(m) {
-                *group.parent.borrow_mut() = array.this.clone();
-            }
+            m.dev.stack_under(array.this.clone());
         }
         array
     }
 
     /// The outer array of a RAID 50/60 group.
-    pub fn parent(&self) -> Option<Rc<Array>> {
+    pub fn parent(&self) -> Option<Rc<dyn BlockDevice>> {
         self.parent.borrow().upgrade()
     }
 
@@ -819,11 +801,6 @@ impl Array {
             .collect()
     }
 
-    /// The array this member device is, for a RAID 50/60 whose members are group arrays.
-    fn group_array(member: &Member) -> Option<&Array> {
-        member.dev.as_any()?.downcast_ref::<Array>()
-    }
-
     /// The health of the array, nesting included: a member that is a group array (RAID
     /// 50/60) counts as lost when the group failed, and a degraded group makes this array
     /// degraded. The one place health is computed; [`Self::health_state`] refines it.
@@ -834,16 +811,14 @@ impl Array {
             .borrow()
             .iter()
             .map(|s| match s {
-                Some(m) if m.state() == MemberState::Active => {
-                    match Self::group_array(m).map(Array::health) {
-                        Some(Health::Failed) => false,
-                        Some(Health::Degraded) => {
-                            group_degraded = true;
-                            true
-                        }
-                        _ => true,
+                Some(m) if m.state() == MemberState::Active => match m.dev.array_health() {
+                    Some(HealthState::Failed) => false,
+                    Some(HealthState::Degraded | HealthState::Rebuilding) => {
+                        group_degraded = true;
+                        true
                     }
-                }
+                    _ => true,
+                },
                 _ => false,
             })
             .collect();
@@ -876,8 +851,8 @@ impl Array {
         let group_degraded = slots
             .iter()
             .flatten()
-            .filter_map(|m| Self::group_array(m))
-            .any(|g| g.health_state() == HealthState::Degraded);
+            .filter_map(|m| m.dev.array_health())
+            .any(|g| g == HealthState::Degraded);
         if (own_degraded && !own_rebuilding) || group_degraded {
             HealthState::Degraded
         } else {
@@ -1845,9 +1820,17 @@ impl BlockDevice for Array {
         alloc::boxed::Box::pin(self.monitor.timed(OpKind::Discard, bytes, request))
     }
 
-    /// An array that is the member of another (a RAID 50/60 group) is found by its outer
-    /// array through this, for the health of the whole stack.
-    fn as_any(&self) -> Option<&dyn core::any::Any> {
-        Some(self)
+    /// An array that is the member of another (a RAID 50/60 group) tells its outer array
+    /// its health, for the health of the whole stack.
+    fn array_health(&self) -> Option<HealthState> {
+        Some(self.health_state())
+    }
+
+    fn stack_under(&self, upper: Weak<dyn BlockDevice>) {
+        *self.parent.borrow_mut() = upper;
+    }
+
+    fn lower_health_changed(&self) {
+        self.check_health();
     }
 }

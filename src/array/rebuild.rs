@@ -1055,7 +1055,6 @@ impl Array {
                     let region_done: Region<'_> = match &self.layout {
                         ArrayLayout::Raid5(l) => Box::pin(async move {
                             // Where the general path starts: past what worker jobs did.
-                            #[cfg(feature = "std")]
                             let from = match source {
                                 Some(_) => at / unit,
                                 None => match self
@@ -1071,8 +1070,6 @@ impl Array {
                                     Err(stripe) => stripe,
                                 },
                             };
-                            #[cfg(not(feature = "std"))]
-                            let from = at / unit;
                             self.rebuild_stripes(l, (from, end / unit), target, slot, source, pool)
                                 .await
                                 .is_ok()
@@ -1218,14 +1215,14 @@ impl Array {
         Ok(true)
     }
 
-    /// Rebuilds stripes `[first, end)` of a parity array whose members are host files with
-    /// one worker job per cell ([`FileDisk::write_xor_of`]: reads, xor and write on a
-    /// worker thread, a cache-sized piece at a time), under the same stripe lock as
-    /// `rebuild_stripes`. Applies where every cell P covers is readable and none of the
-    /// devices is anything but a plain file; there are no retries or per-sector fallback.
+    /// Rebuilds stripes `[first, end)` of a parity array whose members offer
+    /// [`Offload`](crate::block::Offload) (the host's files) with one job per cell
+    /// ([`Offload::write_xor_of`](crate::block::Offload::write_xor_of): reads, xor and
+    /// write off the engine), under the same stripe lock as `rebuild_stripes`. Applies
+    /// where every cell P covers is readable and every device offers the jobs; there are
+    /// no retries or per-sector fallback.
     /// `Err` gives the first stripe not rebuilt: the caller does the rest the general way
     /// (stripes after it that were written are simply written again).
-    #[cfg(feature = "std")]
     pub(super) async fn rebuild_stripes_offloaded(
         &self,
         l: &crate::layout::Raid5Layout,
@@ -1233,11 +1230,7 @@ impl Array {
         target: &Rc<Member>,
         slot: usize,
     ) -> Result<(), u64> {
-        use crate::platform::file::FileDisk;
-        fn file_disk(m: &Member) -> Option<&FileDisk> {
-            m.dev.as_any()?.downcast_ref::<FileDisk>()
-        }
-        let Some(target_disk) = offload_target(target) else {
+        let Some(target_jobs) = offload_target(target) else {
             return Err(first);
         };
         let _g = self.lock.lock(first, end).await;
@@ -1257,20 +1250,15 @@ impl Array {
                     .collect::<Option<_>>()
                     .filter(|_| q != Some(slot))
                     .ok_or(stripe)?;
-                let sources: Vec<(&FileDisk, u64)> = members
+                let sources: Vec<(&dyn crate::block::BlockDevice, u64)> = members
                     .iter()
-                    .map(|m| file_disk(m).map(|d| (d, m.data_offset() + at)))
-                    .collect::<Option<_>>()
+                    .map(|m| (&*m.dev, m.data_offset() + at))
+                    .collect();
+                let job = target_jobs
+                    .write_xor_of(target.data_offset() + at, &sources, bytes, engine)
                     .ok_or(stripe)?;
                 let started_ns = target.monitor.start();
-                let r = target
-                    .within_timeout(target_disk.write_xor_of(
-                        target.data_offset() + at,
-                        &sources,
-                        bytes,
-                        engine,
-                    ))
-                    .await;
+                let r = target.within_timeout(job).await;
                 // Counted as the reads and the write they stand for.
                 for m in &members {
                     m.count(|c| c.reads += 1);
@@ -1382,23 +1370,14 @@ impl Array {
     }
 }
 
-/// The file behind `target` when a parity rebuild onto it can run as worker jobs
+/// The jobs `target` runs off the engine when a parity rebuild onto it can use them
 /// ([`Array::rebuild_stripes_offloaded`]). Not for a member being replaced: a write to it
 /// must reach its replacement too, which the general path does.
-#[cfg(feature = "std")]
-fn offload_target(target: &Member) -> Option<&crate::platform::file::FileDisk> {
+fn offload_target(target: &Member) -> Option<&dyn crate::block::Offload> {
     if target.replacement.borrow().is_some() {
         return None;
     }
-    target
-        .dev
-        .as_any()?
-        .downcast_ref::<crate::platform::file::FileDisk>()
-}
-
-#[cfg(not(feature = "std"))]
-fn offload_target(_target: &Member) -> Option<()> {
-    None
+    target.dev.offload()
 }
 
 /// A device to add.

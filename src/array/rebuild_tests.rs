@@ -1088,12 +1088,19 @@ fn spare_activation_and_rebuild_are_reported_as_events_in_order() {
 /// that superblocks could not be written; the data that is readable stays readable.
 #[test]
 fn a_rebuild_with_no_readable_source_reports_the_read_failure() {
-    let r = faulty_array(
-        options(Level::Raid1, None, 64, "t"),
-        2,
-        MEMBER_SECTORS,
-        false,
-    );
+    unreadable_source_is_reported(Level::Raid1, 2);
+}
+
+/// The same for the parity path (a cell P covers cannot be read, so the lost one cannot be
+/// computed) and a RAID10 near copy.
+#[test]
+fn a_parity_or_raid10_rebuild_with_no_readable_source_reports_the_read_failure() {
+    unreadable_source_is_reported(Level::Raid5, 3);
+    unreadable_source_is_reported(Level::Raid10, 2);
+}
+
+fn unreadable_source_is_reported(level: Level, count: usize) {
+    let r = faulty_array(options(level, None, 64, "t"), count, MEMBER_SECTORS, false);
     let model = fill(&r, 95);
     let offset = sb_of(&r.mem[0]).data_offset_sectors;
     fail(&r, "d1").unwrap();
@@ -1113,7 +1120,7 @@ fn a_rebuild_with_no_readable_source_reports_the_read_failure() {
         .unwrap_or_else(|| panic!("no rebuild_failed: {events:?}"));
     assert!(
         reason.contains("no readable copy") && !reason.contains("superblock"),
-        "{reason}"
+        "{level:?}: {reason}"
     );
     // Everything but the bad sector still reads back.
     let data = read_now(&r.exec, &r.array, 0, 4096).unwrap();
@@ -1511,8 +1518,8 @@ fn low_priority_rebuild_gives_way_to_back_to_back_requests() {
 #[test]
 fn parity_rebuild_on_file_members_uses_worker_jobs_and_restores_every_byte() {
     use super::assemble::create;
+    use crate::host::file::{FileDisk, IoPool};
     use crate::layout::ArrayLayout;
-    use crate::platform::file::{FileDisk, IoPool};
     let dir = std::env::temp_dir().join(format!("orion-rebuild-files-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();

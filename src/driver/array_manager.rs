@@ -1,33 +1,155 @@
 //! The ArrayManager: the arrays the driver serves, by device id, with the nesting of
 //! RAID 50 / 60 (groups are internal arrays) and the event log every array writes to; the
-//! requests about whole arrays (`status`, `detail`, `stop`, `set`) and the discovery of
-//! nested arrays inside running ones.
+//! requests about whole arrays (`status`, `detail`, `stop`, `set`), the discovery of
+//! nested arrays inside running ones, and the one route block requests take to them,
+//! whichever front end (Orion IPC, the host's NBD server) they come from.
 
 use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::rc::Rc;
 use alloc::string::String;
 use alloc::vec::Vec;
+use core::future::Future;
 
 use alloc::vec;
 use core::cell::RefCell;
 
-use orion_driver::DriverError;
+use orion_driver::{DriverError, IoFlags, IoOp, IoRequest};
 
 use super::disk_manager::ready_member_sets;
-use super::{ARRAY_ID_BASE, Answer, CacheManager, group_names, uuid_of};
+use super::{ARRAY_ID_BASE, Answer, CacheManager, RaidDriver, group_names, uuid_of};
+pub use crate::array::WriteNotice;
 use crate::array::assemble::assemble;
 use crate::array::nested::{Stack, groups_of, read_inner_superblock};
 use crate::array::scrub::ScrubReport;
 use crate::array::settings::Setting;
 use crate::array::{Array, MemberState};
-use crate::block::{BlockDevice, SECTOR_BYTES};
+use crate::block::{BlockDevice, Bytes, IoError, SECTOR_BYTES};
 use crate::executor::Executor;
+use crate::layout::ArrayLayout;
 use crate::manage::{self, Refusal};
 use crate::metadata::Superblock;
 use crate::monitor::{Event, EventLog, MonitorConfig};
 
 /// Told of every array that starts being served (the RebuildManager takes its jobs).
 pub type OnArrayAdded = Rc<dyn Fn(&Rc<Array>)>;
+
+/// One block request to a served array, its buffers owned so that none is copied on the way:
+/// a read fills `buf` (any content: every byte is overwritten) and gives it back, a write's
+/// `data` goes to the members as it is.
+#[derive(Debug)]
+pub enum BlockIo {
+    Read {
+        sector: u64,
+        buf: Vec<u8>,
+    },
+    /// `fua`: durable on completion.
+    Write {
+        sector: u64,
+        data: Bytes,
+        fua: bool,
+    },
+    /// Every write completed before it is durable when it completes.
+    Flush,
+    /// The range's content is unspecified afterwards; `fua`: the discard is durable on
+    /// completion (a flush follows it).
+    Discard {
+        sector: u64,
+        sectors: u64,
+        fua: bool,
+    },
+    /// The range reads back as zeroes afterwards.
+    WriteZeroes {
+        sector: u64,
+        sectors: u64,
+        fua: bool,
+    },
+}
+
+impl BlockIo {
+    /// The request of an Orion IPC block message (a read gets a zeroed buffer of its length).
+    pub fn from_request(request: IoRequest) -> Self {
+        let fua = request.flags.contains(IoFlags::FUA);
+        let (sector, sectors) = (request.sector, u64::from(request.sector_count));
+        match request.op {
+            IoOp::Read => BlockIo::Read {
+                sector,
+                buf: alloc::vec![0u8; request.sector_count as usize * SECTOR_BYTES],
+            },
+            IoOp::Write => BlockIo::Write {
+                sector,
+                data: Bytes::from(request.data),
+                fua,
+            },
+            IoOp::Flush => BlockIo::Flush,
+            IoOp::Discard => BlockIo::Discard {
+                sector,
+                sectors,
+                fua,
+            },
+            IoOp::WriteZeroes => BlockIo::WriteZeroes {
+                sector,
+                sectors,
+                fua,
+            },
+        }
+    }
+
+    /// Performs the request on `array`; the data of a read, empty for anything else.
+    async fn perform(self, array: &Array) -> Result<Vec<u8>, IoError> {
+        match self {
+            BlockIo::Read { sector, buf } => array.read(sector, buf).await,
+            BlockIo::Write { sector, data, fua } => {
+                array.write(sector, data, fua).await.map(|()| Vec::new())
+            }
+            BlockIo::Flush => array.flush().await.map(|()| Vec::new()),
+            BlockIo::Discard {
+                sector,
+                sectors,
+                fua,
+            } => {
+                array.discard(sector, sectors).await?;
+                if fua {
+                    array.flush().await?;
+                }
+                Ok(Vec::new())
+            }
+            BlockIo::WriteZeroes {
+                sector,
+                sectors,
+                fua,
+            } => {
+                const PIECE_SECTORS: u64 = 2048;
+                let zeros = Bytes::from(alloc::vec![0u8; PIECE_SECTORS as usize * SECTOR_BYTES]);
+                let mut done = 0;
+                while done < sectors {
+                    let n = (sectors - done).min(PIECE_SECTORS);
+                    let at = sector.checked_add(done).ok_or(IoError::OutOfRange {
+                        sector,
+                        sectors,
+                        capacity_sectors: array.capacity_sectors(),
+                    })?;
+                    array
+                        .write(at, zeros.slice(..n as usize * SECTOR_BYTES), fua)
+                        .await?;
+                    done += n;
+                }
+                Ok(Vec::new())
+            }
+        }
+    }
+}
+
+/// What a front end needs to know of a served array's shape to export it and size its
+/// requests well, without knowing its layout (Linux's queue limits, in bytes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IoGeometry {
+    pub capacity_sectors: u64,
+    /// The chunk (0 for an array without one, RAID 1).
+    pub chunk_bytes: usize,
+    /// The data of one full stripe of a parity array (a write of it needs no reads); 0 for
+    /// the other levels.
+    pub full_stripe_bytes: usize,
+}
 
 /// The arrays the driver serves, by device id.
 #[derive(Default)]
@@ -96,6 +218,51 @@ impl ArrayManager {
 
     pub fn get(&self, id: u32) -> Option<&Rc<Array>> {
         self.arrays.get(&id)
+    }
+
+    /// The array served to clients as device `id` (a group of a RAID 50/60 is internal).
+    fn served(&self, id: u32) -> Option<&Rc<Array>> {
+        self.arrays.get(&id).filter(|_| !self.is_inner(id))
+    }
+
+    /// Whether device `id` is an array served to clients (not stopped, not a group).
+    pub fn serves(&self, id: u32) -> bool {
+        self.served(id).is_some()
+    }
+
+    /// Starts `io` on the served array `id`: the future (it holds the array, not the
+    /// manager) gives the data of a read, empty for anything else. `None`: no such array.
+    pub fn submit_io(
+        &self,
+        id: u32,
+        io: BlockIo,
+    ) -> Option<impl Future<Output = Result<Vec<u8>, IoError>> + 'static + use<>> {
+        let array = self.served(id)?.clone();
+        Some(async move { io.perform(&array).await })
+    }
+
+    /// The shape of the served array `id`.
+    pub fn geometry(&self, id: u32) -> Option<IoGeometry> {
+        let array = self.served(id)?;
+        let chunk_bytes = array
+            .superblock()
+            .map_or(0, |sb| sb.chunk_sectors as usize * SECTOR_BYTES);
+        let full_stripe_bytes = match array.layout() {
+            ArrayLayout::Raid5(l) => l.stripe_data_sectors() as usize * SECTOR_BYTES,
+            _ => 0,
+        };
+        Some(IoGeometry {
+            capacity_sectors: array.capacity_sectors(),
+            chunk_bytes,
+            full_stripe_bytes,
+        })
+    }
+
+    /// Announces to the served array `id` a write of `sectors` at `sector` whose data is
+    /// still arriving, so that it can gather it with the writes around it into full
+    /// stripes; the announcement lasts as long as the notice.
+    pub fn expect_write(&self, id: u32, sector: u64, sectors: u64) -> Option<WriteNotice> {
+        Some(self.served(id)?.expect_write(sector, sectors))
     }
 
     /// The array with this name, and its id.
@@ -478,5 +645,151 @@ impl ArrayManager {
 
     pub fn is_empty(&self) -> bool {
         self.arrays.is_empty()
+    }
+}
+
+/// The driver's block-request entry points for front ends that run in the driver's process
+/// (the host's NBD server): the same route as an Orion IPC block request, through the
+/// ArrayManager. They live here, next to what they route to.
+impl RaidDriver {
+    /// Starts `io` on the served array `id` (see [`ArrayManager::submit_io`]); the future
+    /// runs on the driver's executor. `None`: no such array (stopped, or never served).
+    pub fn submit_io(
+        &self,
+        id: u32,
+        io: BlockIo,
+    ) -> Option<impl Future<Output = Result<Vec<u8>, IoError>> + 'static + use<>> {
+        self.array_manager.borrow().submit_io(id, io)
+    }
+
+    /// Whether device `id` is an array served to clients.
+    pub fn serves(&self, id: u32) -> bool {
+        self.array_manager.borrow().serves(id)
+    }
+
+    /// The shape of the served array `id`, for its export.
+    pub fn io_geometry(&self, id: u32) -> Option<IoGeometry> {
+        self.array_manager.borrow().geometry(id)
+    }
+
+    /// Announces a write still arriving (see [`ArrayManager::expect_write`]).
+    pub fn expect_write(&self, id: u32, sector: u64, sectors: u64) -> Option<WriteNotice> {
+        self.array_manager
+            .borrow()
+            .expect_write(id, sector, sectors)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::array::assemble::{CreateOptions, create};
+    use crate::array::test_rig::{drive, named_members};
+    use crate::executor::Executor;
+    use crate::metadata::Level;
+    use crate::platform::memory::MemoryDisk;
+
+    /// A RAID 5 of four 8 MiB memory members with 64 KiB chunks, served by a manager.
+    fn served_raid5() -> (Executor, ArrayManager, u32) {
+        let exec = Executor::new();
+        let disks: Vec<Rc<MemoryDisk>> = (0..4)
+            .map(|_| Rc::new(MemoryDisk::new((8 << 20) / SECTOR_BYTES as u64)))
+            .collect();
+        let opts = CreateOptions {
+            level: Level::Raid5,
+            layout: None,
+            chunk_sectors: 128,
+            name: "r5".into(),
+            uuid: [7; 16],
+            time_s: 1_000,
+            entropy: 3,
+            assume_clean: true,
+        };
+        let e = exec.clone();
+        let members = named_members(&disks);
+        let array = drive(&exec, async move { create(&e, members, &opts).await }).unwrap();
+        let mut manager = ArrayManager::default();
+        let id = manager.add(array);
+        (exec, manager, id)
+    }
+
+    /// Every kind of request reaches the array through `submit_io`, with what it asks for:
+    /// a write reads back, write-zeroes and a durable discard answer, and the geometry a
+    /// front end exports is the array's.
+    #[test]
+    fn requests_reach_the_served_array() {
+        let (exec, manager, id) = served_raid5();
+        let data: Vec<u8> = (0..64 * 1024).map(|i| (i % 251) as u8).collect();
+        let write = BlockIo::Write {
+            sector: 256,
+            data: Bytes::from(data.clone()),
+            fua: true,
+        };
+        assert_eq!(
+            drive(&exec, manager.submit_io(id, write).unwrap()),
+            Ok(Vec::new())
+        );
+        let read = BlockIo::Read {
+            sector: 256,
+            buf: alloc::vec![0xee; data.len()],
+        };
+        assert_eq!(drive(&exec, manager.submit_io(id, read).unwrap()), Ok(data));
+        let zero = BlockIo::WriteZeroes {
+            sector: 256,
+            sectors: 8,
+            fua: false,
+        };
+        assert!(drive(&exec, manager.submit_io(id, zero).unwrap()).is_ok());
+        let read = BlockIo::Read {
+            sector: 256,
+            buf: alloc::vec![0xee; 4096],
+        };
+        assert_eq!(
+            drive(&exec, manager.submit_io(id, read).unwrap()),
+            Ok(alloc::vec![0; 4096])
+        );
+        let trim = BlockIo::Discard {
+            sector: 0,
+            sectors: 128,
+            fua: true,
+        };
+        assert!(drive(&exec, manager.submit_io(id, trim).unwrap()).is_ok());
+        assert!(drive(&exec, manager.submit_io(id, BlockIo::Flush).unwrap()).is_ok());
+
+        let geometry = manager.geometry(id).unwrap();
+        let array = manager.get(id).unwrap();
+        assert_eq!(geometry.capacity_sectors, array.capacity_sectors());
+        assert_eq!(geometry.chunk_bytes, 64 << 10);
+        assert_eq!(geometry.full_stripe_bytes, 3 * (64 << 10));
+        assert!(manager.serves(id));
+        assert!(manager.expect_write(id, 0, 8).is_some());
+    }
+
+    /// A request past the end is the array's error; a device that is not served gets no
+    /// future at all.
+    #[test]
+    fn bad_requests_are_refused() {
+        let (exec, mut manager, id) = served_raid5();
+        let capacity = manager.geometry(id).unwrap().capacity_sectors;
+        let past = BlockIo::Read {
+            sector: capacity,
+            buf: alloc::vec![0; 512],
+        };
+        assert!(matches!(
+            drive(&exec, manager.submit_io(id, past).unwrap()),
+            Err(IoError::OutOfRange { .. })
+        ));
+        let zeroes_past = BlockIo::WriteZeroes {
+            sector: u64::MAX - 1,
+            sectors: 4096,
+            fua: false,
+        };
+        assert!(drive(&exec, manager.submit_io(id, zeroes_past).unwrap()).is_err());
+        assert!(manager.submit_io(id + 1, BlockIo::Flush).is_none());
+        assert!(manager.geometry(id + 1).is_none());
+        manager.remove(id);
+        assert!(!manager.serves(id));
+        assert!(manager.submit_io(id, BlockIo::Flush).is_none());
+        assert!(manager.expect_write(id, 0, 8).is_none());
     }
 }

@@ -9,7 +9,7 @@ pub mod ipc_member;
 mod monitoring;
 mod rebuild_manager;
 
-pub use array_manager::ArrayManager;
+pub use array_manager::{ArrayManager, BlockIo, IoGeometry, WriteNotice};
 pub use cache_manager::{CacheManager, DEFAULT_CACHE_BYTES};
 pub use disk_manager::{DiskEntry, DiskId, DiskManager, DiskUse};
 pub use monitoring::MonitoringSystem;
@@ -23,9 +23,9 @@ use alloc::vec::Vec;
 use core::cell::{Cell, RefCell};
 
 use orion_driver::{
-    DeviceClass, DeviceInfo, DriverError, Frame, FrameError, HotplugEvent, IoOp, IoRequest,
-    IoResponse, ManagementRequest, ManagementResponse, Message, OrionDriver, ShutdownReason,
-    bad_frame_reply, decode, decode_header, dispatch,
+    DeviceClass, DeviceInfo, DriverError, Frame, FrameError, HotplugEvent, IoRequest, IoResponse,
+    ManagementRequest, ManagementResponse, Message, OrionDriver, ShutdownReason, bad_frame_reply,
+    decode, decode_header, dispatch,
 };
 
 use alloc::boxed::Box;
@@ -37,7 +37,7 @@ use crate::array::assemble::read_superblock;
 use crate::array::nested::Stack;
 use crate::array::persist::has_pool_label;
 use crate::array::scrub::ScrubMode;
-use crate::block::{BlockDevice, Bytes, IoError, SECTOR_BYTES};
+use crate::block::{BlockDevice, IoError, SECTOR_BYTES};
 use crate::executor::{AsyncMutex, Executor};
 use crate::manage::{ManagementOp, Refusal};
 use crate::monitor::{ArrayMetrics, Event, EventLog, MonitorConfig};
@@ -370,19 +370,13 @@ impl RaidDriver {
     }
 
     fn serve_io(&self, sequence: u64, request: IoRequest) {
-        let array = self
-            .array_manager
-            .borrow()
-            .get(request.device_id)
-            .filter(|_| !self.array_manager.borrow().is_inner(request.device_id))
-            .cloned();
-        let Some(array) = array else {
-            self.reply(
-                sequence,
-                Message::IoResponse(IoResponse::err(DriverError::NotFound)),
-            );
+        let id = request.device_id;
+        let not_found = Message::IoResponse(IoResponse::err(DriverError::NotFound));
+        if !self.array_manager.borrow().serves(id) {
+            self.reply(sequence, not_found);
             return;
-        };
+        }
+        // Before the request's buffer is made: a flood answered `Busy` allocates nothing.
         if self.client_requests.get() >= MAX_CLIENT_REQUESTS {
             self.reply(
                 sequence,
@@ -391,11 +385,19 @@ impl RaidDriver {
             self.count(|st| st.busy_replies += 1);
             return;
         }
+        let Some(io) = self
+            .array_manager
+            .borrow()
+            .submit_io(id, BlockIo::from_request(request))
+        else {
+            self.reply(sequence, not_found);
+            return;
+        };
         self.client_requests.set(self.client_requests.get() + 1);
         let outbox = self.outbox.clone();
         let count = self.client_requests.clone();
         self.exec.spawn_detached(async move {
-            let response = match perform(&array, request).await {
+            let response = match io.await {
                 Ok(data) => IoResponse::ok(data),
                 Err(e) => IoResponse::err(driver_error(&e)),
             };
@@ -571,42 +573,6 @@ impl RaidDriver {
             outbox.borrow_mut().push_back(Frame { sequence, message });
             shut_down.set(true);
         });
-    }
-}
-
-/// Performs one block request on an array; returns the data of a read.
-pub async fn perform(array: &Array, request: IoRequest) -> Result<Vec<u8>, IoError> {
-    let fua = request.flags.contains(orion_driver::IoFlags::FUA);
-    let bytes = request.sector_count as usize * SECTOR_BYTES;
-    match request.op {
-        IoOp::Read => array.read(request.sector, vec![0u8; bytes]).await,
-        IoOp::Write => array
-            .write(request.sector, Bytes::from(request.data), fua)
-            .await
-            .map(|()| Vec::new()),
-        IoOp::Flush => array.flush().await.map(|()| Vec::new()),
-        IoOp::Discard => array
-            .discard(request.sector, u64::from(request.sector_count))
-            .await
-            .map(|()| Vec::new()),
-        IoOp::WriteZeroes => {
-            const PIECE_SECTORS: u64 = 2048;
-            let total = u64::from(request.sector_count);
-            let zeros = Bytes::from(vec![0u8; PIECE_SECTORS as usize * SECTOR_BYTES]);
-            let mut done = 0;
-            while done < total {
-                let n = (total - done).min(PIECE_SECTORS);
-                array
-                    .write(
-                        request.sector + done,
-                        zeros.slice(..n as usize * SECTOR_BYTES),
-                        fua,
-                    )
-                    .await?;
-                done += n;
-            }
-            Ok(Vec::new())
-        }
     }
 }
 

@@ -11,6 +11,7 @@ use crate::array::nested::{NestedSpec, check_nested, create_nested};
 use crate::array::scrub::{ScrubMode, ScrubOutcome, ScrubReport};
 use crate::block::{BlockDevice, SECTOR_BYTES};
 use crate::host::control::{self, ControlError};
+use crate::host::file::{FileDisk, IoPool};
 use crate::host::runtime::HostRuntime;
 use crate::host::serve::{MonitorOptions, ServeOptions, scan_dir, serve};
 use crate::host::spec::{MemberSpec, format_size, parse_size};
@@ -20,7 +21,6 @@ use crate::metadata::{
     format_uuid,
 };
 use crate::monitor::{ArrayMetrics, EventBatch, EventRecord, IoMetrics, MonitorConfig};
-use crate::platform::file::{FileDisk, IoPool};
 
 /// Orion RAID host tool: create, assemble and inspect Linux-md-compatible arrays.
 #[derive(Parser, Debug)]
@@ -529,7 +529,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             json,
             no_memory_bound,
         }) => {
-            let mut opts = crate::parity::bench::BenchOptions {
+            let mut opts = crate::host::bench::BenchOptions {
                 json,
                 ..Default::default()
             };
@@ -537,7 +537,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
                 opts.memory_bound_bytes = 0;
             }
             let stdout = std::io::stdout();
-            crate::parity::bench::run(&opts, &mut stdout.lock())
+            crate::host::bench::run(&opts, &mut stdout.lock())
                 .map(|_| ())
                 .map_err(|e| CliError::failed(format!("bench: {e}")))
         }
@@ -558,7 +558,7 @@ fn cmd_bench_xor_files(
     json: bool,
     sources: &[PathBuf],
 ) -> Result<(), CliError> {
-    use crate::platform::file::{bulk_workers, xor_files};
+    use crate::host::file::{bulk_workers, xor_files};
     let cell_bytes = parse_size(cell)
         .ok()
         .and_then(|b| usize::try_from(b).ok())

@@ -16,22 +16,22 @@ use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use orion_driver::{Frame, IoFlags, IoOp, IoRequest};
+use orion_driver::Frame;
 
 use crate::array::Array;
 use crate::array::assemble::{CreateOptions, NamedDevice, create};
 use crate::array::nested::{NestedSpec, Stack, StackAssembly, assemble_stacks, create_nested};
 use crate::array::persist::has_pool_label;
 use crate::block::{BlockDevice, SECTOR_BYTES};
-use crate::driver::{RaidDriver, driver_error, perform};
+use crate::driver::{BlockIo, IoGeometry, RaidDriver, WriteNotice, driver_error};
 use crate::host::control::{ControlEvent, ControlServer};
+use crate::host::file::{FileDisk, IoPool};
 use crate::host::metrics::{MetricsFileWriter, MetricsServer};
 use crate::host::nbd::server::ServerConfig;
 use crate::host::nbd::{BufferPool, ExportInfo, IoOutcome, NbdErrno, NbdIo, ReplyToken};
 use crate::host::runtime::{HostRuntime, Signal};
 use crate::host::spec::MemberSpec;
 use crate::monitor::MonitorConfig;
-use crate::platform::file::{FileDisk, IoPool};
 use crate::platform::memory::MemoryDisk;
 
 /// Work for the engine thread from other threads.
@@ -148,19 +148,12 @@ pub fn scan_dir(dir: &Path) -> Result<Vec<MemberSpec>, ServeError> {
 
 /// The NBD preferred block size: the full stripe of a parity array when it is a power of
 /// two (a write of it needs no reads), otherwise the chunk; at most 2 MiB, at least 4 KiB.
-fn preferred_block_bytes(array: &Array) -> u32 {
-    let chunk = array
-        .superblock()
-        .map(|sb| sb.chunk_sectors as usize * SECTOR_BYTES)
-        .unwrap_or(0);
-    let stripe = match array.layout() {
-        crate::layout::ArrayLayout::Raid5(l) => l.stripe_data_sectors() as usize * SECTOR_BYTES,
-        _ => 0,
-    };
+fn preferred_block_bytes(geometry: &IoGeometry) -> u32 {
+    let stripe = geometry.full_stripe_bytes;
     let preferred = if stripe.is_power_of_two() && stripe <= 2 << 20 {
         stripe
     } else {
-        chunk
+        geometry.chunk_bytes
     };
     if preferred.is_power_of_two() && preferred >= 4096 {
         preferred.min(2 << 20) as u32
@@ -169,43 +162,39 @@ fn preferred_block_bytes(array: &Array) -> u32 {
     }
 }
 
-fn nbd_to_request(device_id: u32, io: NbdIo) -> IoRequest {
-    let sectors = |len: u32| len / SECTOR_BYTES as u32;
-    let fua_flag = |fua: bool| if fua { IoFlags::FUA } else { IoFlags::empty() };
+/// The driver's request for an NBD one: the payload of a write and the buffer of a read
+/// (`read_buf`, given `length` bytes) go as they are, with no copy.
+fn block_io(io: NbdIo, read_buf: impl FnOnce(usize) -> Vec<u8>) -> BlockIo {
+    let sector = |offset: u64| offset / SECTOR_BYTES as u64;
+    let sectors = |length: u32| u64::from(length) / SECTOR_BYTES as u64;
     match io {
-        NbdIo::Read { offset, length } => {
-            IoRequest::read(device_id, offset / SECTOR_BYTES as u64, sectors(length))
-        }
-        NbdIo::Write { offset, data, fua } => IoRequest::write(
-            device_id,
-            offset / SECTOR_BYTES as u64,
-            data.into(),
-            fua_flag(fua),
-        ),
-        NbdIo::Flush => IoRequest::flush(device_id),
+        NbdIo::Read { offset, length } => BlockIo::Read {
+            sector: sector(offset),
+            buf: read_buf(length as usize),
+        },
+        NbdIo::Write { offset, data, fua } => BlockIo::Write {
+            sector: sector(offset),
+            data,
+            fua,
+        },
+        NbdIo::Flush => BlockIo::Flush,
         NbdIo::Trim {
             offset,
             length,
             fua,
-        } => IoRequest {
-            device_id,
-            op: IoOp::Discard,
-            flags: fua_flag(fua),
-            sector: offset / SECTOR_BYTES as u64,
-            sector_count: sectors(length),
-            data: Vec::new(),
+        } => BlockIo::Discard {
+            sector: sector(offset),
+            sectors: sectors(length),
+            fua,
         },
         NbdIo::WriteZeroes {
             offset,
             length,
             fua,
-        } => IoRequest {
-            device_id,
-            op: IoOp::WriteZeroes,
-            flags: fua_flag(fua),
-            sector: offset / SECTOR_BYTES as u64,
-            sector_count: sectors(length),
-            data: Vec::new(),
+        } => BlockIo::WriteZeroes {
+            sector: sector(offset),
+            sectors: sectors(length),
+            fua,
         },
     }
 }
@@ -277,8 +266,6 @@ pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
             result.stacks
         }
     };
-    // The exported arrays; their groups are internal.
-    let arrays: Vec<Rc<Array>> = stacks.iter().map(|s| s.array.clone()).collect();
     for array in stacks
         .iter()
         .flat_map(|s| s.layers())
@@ -359,6 +346,9 @@ pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
         }
         let array = &stack.array;
         let id = driver.add_stack(stack);
+        let geometry = driver
+            .io_geometry(id)
+            .ok_or_else(|| ServeError(format!("{}: not served", array.name())))?;
         if array.name() != array.md_name() {
             eprintln!(
                 "raid: two arrays are named '{}': this one ({}) is served as '{}'",
@@ -374,8 +364,8 @@ pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
         exports.push(ExportInfo {
             name: array.name().to_string(),
             description: format!("Orion RAID array {}", array.name()),
-            size_bytes: array.capacity_sectors() * SECTOR_BYTES as u64,
-            preferred_block_bytes: preferred_block_bytes(array),
+            size_bytes: geometry.capacity_sectors * SECTOR_BYTES as u64,
+            preferred_block_bytes: preferred_block_bytes(&geometry),
             read_only: false,
             multi_conn: true,
             can_trim: true,
@@ -403,7 +393,7 @@ pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
     let buffers = reactor.pool();
     // Writes still arriving, announced to their array so that it can gather stripes.
     reactor.enable_payload_notices();
-    let mut arriving: HashMap<u64, crate::array::WriteNotice> = HashMap::new();
+    let mut arriving: HashMap<u64, WriteNotice> = HashMap::new();
 
     let (ctl_tx, ctl_rx) = channel::<ControlEvent>();
     let w = wake.clone();
@@ -449,7 +439,8 @@ pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
     if opts.banner {
         print_banner(&opts, &exports);
     }
-    log::info!("serving {} array(s)", arrays.len());
+    // The outer arrays; their groups are internal.
+    log::info!("serving {} array(s)", stacks.len());
 
     let mut engine = Engine {
         rt,
@@ -578,49 +569,27 @@ impl Engine {
     /// export list, so clients neither list nor select them.
     fn withdraw_stopped(&mut self, server: &crate::host::nbd::ServerHandle) {
         for (index, &id) in self.export_ids.iter().enumerate() {
-            if !self.withdrawn[index] && self.driver.arrays().get(id).is_none() {
+            if !self.withdrawn[index] && !self.driver.serves(id) {
                 self.withdrawn[index] = true;
                 server.withdraw_export(index);
             }
         }
     }
 
-    /// Starts one NBD request as a task; the task completes `token`.
+    /// Starts one NBD request as a task of the driver; the task completes `token`.
     fn start_nbd(&self, export: usize, io: NbdIo, token: ReplyToken, buffers: &Arc<BufferPool>) {
         let Some(&id) = self.export_ids.get(export) else {
             token.complete(IoOutcome::Err(NbdErrno::EINVAL));
             return;
         };
-        let Some(array) = self.driver.arrays().get(id).cloned() else {
+        // A pooled buffer for a read: the array overwrites all of it, no zero-fill needed.
+        let Some(request) = self.driver.submit_io(id, block_io(io, |n| buffers.take(n))) else {
             // Stopped through the control socket.
             token.complete(IoOutcome::Err(NbdErrno::ESHUTDOWN));
             return;
         };
-        if let NbdIo::Read { offset, length } = io {
-            // A pooled buffer: the array overwrites all of it, no zero-fill needed.
-            let buf = buffers.take(length as usize);
-            self.rt.exec.spawn_detached(async move {
-                let result = array.read(offset / SECTOR_BYTES as u64, buf).await;
-                token.complete(outcome(result));
-            });
-            return;
-        }
-        if let NbdIo::Write { offset, data, fua } = io {
-            // The payload goes to the array as it is: no copy into an `IoRequest`.
-            self.rt.exec.spawn_detached(async move {
-                let result = array.write(offset / SECTOR_BYTES as u64, data, fua).await;
-                token.complete(outcome(result.map(|()| Vec::new())));
-            });
-            return;
-        }
-        let request = nbd_to_request(id, io);
-        let trim_fua = request.op == IoOp::Discard && request.flags.contains(IoFlags::FUA);
         self.rt.exec.spawn_detached(async move {
-            let mut result = perform(&array, request).await;
-            if trim_fua && result.is_ok() {
-                result = array.flush().await.map(|()| Vec::new());
-            }
-            token.complete(outcome(result));
+            token.complete(outcome(request.await));
         });
     }
 
@@ -628,7 +597,7 @@ impl Engine {
     fn payload_notice(
         &self,
         notice: crate::host::nbd::PayloadNotice,
-        arriving: &mut HashMap<u64, crate::array::WriteNotice>,
+        arriving: &mut HashMap<u64, WriteNotice>,
     ) {
         use crate::host::nbd::PayloadNotice;
         match notice {
@@ -638,14 +607,14 @@ impl Engine {
                 offset,
                 length,
             } => {
-                let array = self
+                let sector = offset / SECTOR_BYTES as u64;
+                let sectors = length.div_ceil(SECTOR_BYTES as u64);
+                let notice = self
                     .export_ids
                     .get(export_index)
-                    .and_then(|&id| self.driver.arrays().get(id).cloned());
-                if let Some(array) = array {
-                    let sector = offset / SECTOR_BYTES as u64;
-                    let sectors = length.div_ceil(SECTOR_BYTES as u64);
-                    arriving.insert(connection, array.expect_write(sector, sectors));
+                    .and_then(|&id| self.driver.expect_write(id, sector, sectors));
+                if let Some(notice) = notice {
+                    arriving.insert(connection, notice);
                 }
             }
             PayloadNotice::Arrived { connection } => {

@@ -435,7 +435,7 @@ impl Array {
         }
         // A group's health is part of its outer array's.
         if let Some(parent) = self.parent() {
-            parent.check_health();
+            parent.lower_health_changed();
         }
     }
 

@@ -64,7 +64,7 @@
 //! to memory (non-temporal stores): by default by the size of the call; a caller that knows
 //! its output goes straight to a disk can ask for streaming.
 //!
-//! With the `std` feature, [`bench::run`] measures every engine (`raid bench parity`).
+//! The host tool's `host::bench` measures every engine (`raid bench parity`).
 
 pub mod gf;
 pub mod locate;
@@ -84,9 +84,6 @@ mod avx2;
 #[cfg(target_arch = "x86_64")]
 #[allow(unsafe_code)]
 mod ssse3;
-
-#[cfg(feature = "std")]
-pub mod bench;
 
 #[cfg(test)]
 mod tests;
@@ -947,7 +944,7 @@ impl ParityEngine {
     }
 
     /// The sum of all bytes of `blocks` read with this engine's widest loads, in `order`,
-    /// for the plain-read baseline of [`mod@bench`]. The value is meaningless; it only keeps the
+    /// for the plain-read baseline of `host::bench`. The value is meaningless; it only keeps the
     /// reads alive.
     pub fn read_all(&self, blocks: &[&[u8]], order: ReadOrder) -> u64 {
         let side_by_side = order == ReadOrder::SideBySide;

@@ -1,8 +1,7 @@
-//! Block device implementations: memory, faulty (tests and simulation), file (host).
+//! Block device implementations: memory, faulty (tests and simulation); the host's file
+//! members are `host::file`.
 
 pub mod faulty;
-#[cfg(feature = "std")]
-pub mod file;
 pub mod memory;
 #[cfg(feature = "std")]
 pub mod open;

@@ -4,7 +4,7 @@
 //! worker completes a shared slot and wakes the waiting task through the executor's
 //! thread-safe waker. Many requests are in flight at once, across members and requests.
 //! A rebuild's "read these cells, xor them, write the result" can run as one worker job
-//! ([`FileDisk::write_xor_of`]), so the engine thread neither copies nor wakes per cell.
+//! (the [`Offload`] capability), so the engine thread neither copies nor wakes per cell.
 #![allow(unsafe_code)]
 
 use std::cell::RefCell;
@@ -18,20 +18,20 @@ use std::task::{Context, Poll, Waker};
 use std::thread::JoinHandle;
 
 use crate::block::{
-    BlockDevice, Bytes, DeviceIdentity, DeviceProblem, IoError, IoFuture, SECTOR_BYTES,
-    check_range, check_sectors,
+    BlockDevice, Bytes, DeviceIdentity, DeviceProblem, IoError, IoFuture, Offload, OffloadSource,
+    SECTOR_BYTES, check_range, check_sectors,
 };
 use crate::parity::ParityEngine;
 use crate::platform::open::{OpenError, open_exclusive, open_for_reading};
 
-/// Bytes of each source a [`FileDisk::write_xor_of`] job reads at a time: the pieces of
+/// Bytes of each source a [`Offload::write_xor_of`] job reads at a time: the pieces of
 /// all sources (the first is also the result) stay in or near one core's L2 cache (512 KiB
 /// per core on the bench machine) from the copy out of the page cache, through the xor, to
 /// the copy back in, instead of making three trips through memory. 64 KiB measured the same
 /// with four sources, 16 KiB and 512 KiB slower.
 const XOR_PIECE_BYTES: usize = 128 << 10;
 
-/// The workers of [`FileDisk::write_xor_of`], one per CPU (at most 8), apart from the pools
+/// The workers of [`Offload::write_xor_of`], one per CPU (at most 8), apart from the pools
 /// that serve the members' reads and writes. A rebuild keeps 16 such jobs in flight; on the
 /// members' pool they took all 8 of its threads on a 2-CPU machine, so the threads' pieces
 /// (one per source, [`XOR_PIECE_BYTES`] each) pushed each other out of the caches, and
@@ -282,58 +282,21 @@ impl FileDisk {
         }
         e
     }
-
-    /// Writes at `sector` of this disk the xor of `bytes` read at each `(disk, sector)` of
-    /// `sources`, as one job on a worker thread of its own pool ([`bulk_pool`]), a
-    /// cache-sized piece at a time. Nothing is retried: on an error (`Media` names the
-    /// sector of the source or of this disk) part of the range may be written, and the
-    /// caller redoes it its own way.
-    pub fn write_xor_of(
-        &self,
-        sector: u64,
-        sources: &[(&FileDisk, u64)],
-        bytes: usize,
-        engine: ParityEngine,
-    ) -> IoFuture<'_, ()> {
-        let checked = check_range(sector, bytes, self.capacity_sectors).and_then(|_| {
-            sources
-                .iter()
-                .try_for_each(|(d, s)| check_range(*s, bytes, d.capacity_sectors).map(|_| ()))
-        });
-        let target = self.file.clone();
-        let sources: Vec<(Arc<File>, u64)> =
-            sources.iter().map(|(d, s)| (d.file.clone(), *s)).collect();
-        let capacity_bytes = self.is_file.then_some(self.capacity_bytes());
-        Box::pin(async move {
-            checked?;
-            if sources.is_empty() {
-                return Err(IoError::Unsupported);
-            }
-            let done = bulk_pool().submit(move || {
-                xor_job(&target, sector, &sources, bytes, engine)?;
-                match capacity_bytes {
-                    Some(c) => check_not_shrunk(&target, c).map_err(|e| (sector, e)),
-                    None => Ok(()),
-                }
-            });
-            match done.wait().await {
-                Some(Ok(())) => Ok(()),
-                // Not `self.failed`: the short one may be a source, not this disk.
-                Some(Err((at, e))) => Err(io_error(at, &e)),
-                None => Err(IoError::DeviceFailed),
-            }
-        })
-    }
 }
 
-/// The worker side of [`FileDisk::write_xor_of`]; an error names the sector it hit.
-fn xor_job(
+/// The worker side of [`Offload::write_xor_of`] and [`xor_files`]: writes at `sector` of
+/// `target` the xor of `bytes` of each source from its sector on, a piece at a time.
+/// `read(source, buf, byte_offset, sector)` fills a piece of the source whose range starts
+/// at `sector`; `write_error` names what a failed write of the target (at `sector`) is.
+fn xor_job<S, E>(
     target: &File,
     sector: u64,
-    sources: &[(Arc<File>, u64)],
+    sources: &[(S, u64)],
     bytes: usize,
     engine: ParityEngine,
-) -> Result<(), (u64, std::io::Error)> {
+    read: impl Fn(&S, &mut [u8], u64, u64) -> Result<(), E>,
+    write_error: impl Fn(std::io::Error) -> E,
+) -> Result<(), E> {
     XOR_PIECES.with(|pieces| {
         let mut pieces = pieces.borrow_mut();
         let piece_max = XOR_PIECE_BYTES.min(bytes);
@@ -346,12 +309,11 @@ fn xor_job(
             let (first, rest) = pieces.split_at_mut(piece_max);
             let first = &mut first[..len];
             let byte_at = |s: u64| s * SECTOR_BYTES as u64 + done as u64;
-            let (file, s) = &sources[0];
-            file.read_exact_at(first, byte_at(*s))
-                .map_err(|e| (*s, e))?;
-            for (i, (file, s)) in sources[1..].iter().enumerate() {
+            let (source, s) = &sources[0];
+            read(source, first, byte_at(*s), *s)?;
+            for (i, (source, s)) in sources[1..].iter().enumerate() {
                 let buf = &mut rest[i * piece_max..i * piece_max + len];
-                file.read_exact_at(buf, byte_at(*s)).map_err(|e| (*s, e))?;
+                read(source, buf, byte_at(*s), *s)?;
             }
             if sources.len() > 1 {
                 let others: Vec<&[u8]> = (0..sources.len() - 1)
@@ -361,11 +323,64 @@ fn xor_job(
             }
             target
                 .write_all_at(first, byte_at(sector))
-                .map_err(|e| (sector, e))?;
+                .map_err(&write_error)?;
             done += len;
         }
         Ok(())
     })
+}
+
+/// An open image file or block device as the source of another member's worker job.
+impl OffloadSource for File {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> Result<(), IoError> {
+        FileExt::read_exact_at(self, buf, offset)
+            .map_err(|e| io_error(offset / SECTOR_BYTES as u64, &e))
+    }
+}
+
+impl Offload for FileDisk {
+    fn source(&self) -> Arc<dyn OffloadSource> {
+        self.file.clone()
+    }
+
+    /// One job on a worker thread of its own pool ([`bulk_pool`]), a cache-sized piece at a
+    /// time (`Media` names the sector of the source or of this disk that failed).
+    fn write_xor_of<'a>(
+        &'a self,
+        sector: u64,
+        sources: &[(&dyn BlockDevice, u64)],
+        bytes: usize,
+        engine: ParityEngine,
+    ) -> Option<IoFuture<'a, ()>> {
+        let mut checked = check_range(sector, bytes, self.capacity_sectors).map(|_| ());
+        let mut files: Vec<(Arc<dyn OffloadSource>, u64)> = Vec::with_capacity(sources.len());
+        for &(dev, s) in sources {
+            files.push((dev.offload()?.source(), s));
+            checked =
+                checked.and_then(|()| check_range(s, bytes, dev.capacity_sectors()).map(|_| ()));
+        }
+        let target = self.file.clone();
+        let capacity_bytes = self.is_file.then_some(self.capacity_bytes());
+        Some(Box::pin(async move {
+            checked?;
+            if files.is_empty() {
+                return Err(IoError::Unsupported);
+            }
+            let done = bulk_pool().submit(move || {
+                let read = |source: &Arc<dyn OffloadSource>, buf: &mut [u8], offset, _| {
+                    source.read_exact_at(buf, offset)
+                };
+                let write_error = |e| io_error(sector, &e);
+                xor_job(&target, sector, &files, bytes, engine, read, write_error)?;
+                match capacity_bytes {
+                    Some(c) => check_not_shrunk(&target, c).map_err(|e| io_error(sector, &e)),
+                    None => Ok(()),
+                }
+            });
+            // Not `self.failed` on an error: the short one may be a source, not this disk.
+            done.wait().await.unwrap_or(Err(IoError::DeviceFailed))
+        }))
+    }
 }
 
 /// Writes into `target` the xor of the files `sources` (all of one size, a whole number of
@@ -467,7 +482,13 @@ pub fn xor_files(
             let srcs: Vec<(Arc<File>, u64)> =
                 files.iter().map(|(f, _)| (f.clone(), sector)).collect();
             let len = cell.min(size - at) as usize;
-            if let Err((at_sector, e)) = xor_job(&out, sector, &srcs, len, engine) {
+            let read = |file: &Arc<File>, buf: &mut [u8], offset, at_sector| {
+                FileExt::read_exact_at(file.as_ref(), buf, offset).map_err(|e| (at_sector, e))
+            };
+            let write_error = |e| (sector, e);
+            if let Err((at_sector, e)) =
+                xor_job(&out, sector, &srcs, len, engine, read, write_error)
+            {
                 failed.store(true, Ordering::Relaxed);
                 return Err(Error::new(
                     e.kind(),
@@ -497,7 +518,7 @@ impl BlockDevice for FileDisk {
         self.capacity_sectors
     }
 
-    fn as_any(&self) -> Option<&dyn std::any::Any> {
+    fn offload(&self) -> Option<&dyn Offload> {
         Some(self)
     }
 
@@ -534,7 +555,8 @@ impl BlockDevice for FileDisk {
             // read_exact_at: a read that comes back short (the end of a truncated file) is
             // an error (UnexpectedEof), never a buffer partly left as it was.
             let done = self.pool.submit(move || {
-                let r = file.read_exact_at(&mut buf, sector * SECTOR_BYTES as u64);
+                let r =
+                    FileExt::read_exact_at(file.as_ref(), &mut buf, sector * SECTOR_BYTES as u64);
                 r.map(|()| buf)
             });
             match done.wait().await {
@@ -771,17 +793,20 @@ mod tests {
                 std::thread::sleep(std::time::Duration::from_millis(1));
             }
         };
-        let sources: Vec<(&FileDisk, u64)> = disks[..3]
+        let sources: Vec<(&dyn BlockDevice, u64)> = disks[..3]
             .iter()
             .enumerate()
-            .map(|(i, d)| (d, 8 + i as u64))
+            .map(|(i, d)| (d as &dyn BlockDevice, 8 + i as u64))
             .collect();
-        wait(disks[3].write_xor_of(16, &sources, bytes, engine)).unwrap();
+        let job = |sector, sources: &[(&dyn BlockDevice, u64)]| {
+            disks[3]
+                .offload()
+                .and_then(|o| o.write_xor_of(sector, sources, bytes, engine))
+                .expect("file members offer the job")
+        };
+        wait(job(16, &sources)).unwrap();
         let mut got = vec![0u8; bytes + 2 * SECTOR_BYTES];
-        disks[3]
-            .file
-            .read_exact_at(&mut got, 15 * SECTOR_BYTES as u64)
-            .unwrap();
+        FileExt::read_exact_at(disks[3].file.as_ref(), &mut got, 15 * SECTOR_BYTES as u64).unwrap();
         assert!(
             got[..SECTOR_BYTES].iter().all(|&b| b == 0xee),
             "before untouched"
@@ -794,11 +819,19 @@ mod tests {
             got[SECTOR_BYTES + bytes..].iter().all(|&b| b == 0),
             "after untouched"
         );
-        let past = [(&disks[0], (4 << 20) / SECTOR_BYTES as u64 - 1)];
+        let past = [(
+            &disks[0] as &dyn BlockDevice,
+            (4 << 20) / SECTOR_BYTES as u64 - 1,
+        )];
         assert!(matches!(
-            wait(disks[3].write_xor_of(0, &past, bytes, engine)),
+            wait(job(0, &past)),
             Err(IoError::OutOfRange { .. })
         ));
+        // A source that offers no direct reads: no job.
+        let memory = crate::platform::memory::MemoryDisk::new(8192);
+        let plain = [(&memory as &dyn BlockDevice, 0)];
+        let offload = disks[3].offload().expect("a file offers jobs");
+        assert!(offload.write_xor_of(0, &plain, bytes, engine).is_none());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

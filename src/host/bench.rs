@@ -17,7 +17,7 @@
 use std::io::{self, Write};
 use std::time::{Duration, Instant};
 
-use super::{EngineKind, ParityEngine, ReadOrder, StoreHint};
+use crate::parity::{EngineKind, ParityEngine, ReadOrder, StoreHint};
 
 /// What to measure.
 #[derive(Clone, Debug)]
