@@ -57,6 +57,10 @@ pub struct MetricsReport {
     pub arrays: Vec<ArrayMetrics>,
     /// Time between monitoring ticks (the rate windows advance on ticks).
     pub tick_interval_ns: u64,
+    /// The most heap bytes the driver process has used at once, where the platform counts
+    /// them (the freestanding driver's bounded heap).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heap_peak_bytes: Option<u64>,
 }
 
 /// Mark a member faulty. Request: [`MemberRequest`].

@@ -269,6 +269,11 @@ impl RaidDriver {
             .start(&self.exec, &self.array_manager, config);
     }
 
+    /// Where the platform counts its heap: metrics report the peak `probe` reads.
+    pub fn set_heap_probe(&self, probe: monitoring::HeapProbe) {
+        self.monitoring.set_heap_probe(probe);
+    }
+
     /// Stops the monitor task at its next tick.
     pub fn stop_monitor(&self) {
         self.monitoring.stop();

@@ -14,10 +14,15 @@ use crate::executor::Executor;
 use crate::manage::{self, Refusal};
 use crate::monitor::{ArrayMetrics, EventBatch, EventLog, MonitorConfig};
 
+/// Reads the process's heap high-water mark, in bytes.
+pub type HeapProbe = alloc::boxed::Box<dyn Fn() -> u64>;
+
 #[derive(Default)]
 pub struct MonitoringSystem {
     /// Bumped to retire the running monitor task.
     generation: Rc<Cell<u64>>,
+    /// Where the platform counts its heap, how to read its peak (metrics report it).
+    heap_probe: RefCell<Option<HeapProbe>>,
 }
 
 impl MonitoringSystem {
@@ -65,6 +70,16 @@ impl MonitoringSystem {
         arrays.iter().map(|(_, a)| a.metrics()).collect()
     }
 
+    /// Reports the heap peak `probe` reads in the metrics from now on.
+    pub fn set_heap_probe(&self, probe: HeapProbe) {
+        *self.heap_probe.borrow_mut() = Some(probe);
+    }
+
+    /// The heap high-water mark, where the platform counts it.
+    pub fn heap_peak_bytes(&self) -> Option<u64> {
+        self.heap_probe.borrow().as_ref().map(|probe| probe())
+    }
+
     /// The event log every served array writes to.
     pub fn events(&self, arrays: &ArrayManager) -> Rc<EventLog> {
         arrays.events.clone()
@@ -83,6 +98,7 @@ impl MonitoringSystem {
         Ok(manage::MetricsReport {
             arrays: arrays_figures,
             tick_interval_ns: arrays.monitor_config.tick_interval_ns,
+            heap_peak_bytes: self.heap_peak_bytes(),
         })
     }
 

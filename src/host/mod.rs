@@ -10,4 +10,5 @@ pub mod metrics;
 pub mod nbd;
 pub mod runtime;
 pub mod serve;
+pub mod sim;
 pub mod spec;

@@ -62,6 +62,7 @@ fn run() -> i32 {
     let exec = Executor::new();
     exec.set_clock_source(Box::new(kernel::now_ns));
     let mut driver = RaidDriver::with_executor(exec.clone());
+    driver.set_heap_probe(Box::new(|| HEAP.peak_bytes() as u64));
     log::info!("Orion RAID driver up: heap {} MiB", heap::HEAP_BYTES >> 20);
     let mut pending: Vec<u8> = Vec::new();
     let mut chunk = vec![0u8; READ_CHUNK];
