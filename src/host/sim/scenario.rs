@@ -309,8 +309,6 @@ struct Sim<'c, T: Transport> {
     issued: u64,
     /// RAID 0 with errors injected: requests issued until this op may fail.
     errors_allowed_until_op: u64,
-    /// A `Shutdown` was sent: the channel closing is expected.
-    stopping: bool,
 }
 
 /// Runs one simulation over `transport`.
@@ -343,7 +341,6 @@ pub fn run<T: Transport>(cfg: &SimConfig, transport: T) -> SimReport {
         victims: BTreeMap::new(),
         issued: 0,
         errors_allowed_until_op: 0,
-        stopping: false,
     };
     if let Err(e) = sim.scenario() {
         let tail = sim.t.log_tail();
@@ -706,9 +703,11 @@ impl<T: Transport> Sim<'_, T> {
     /// Starts the driver over the plugged disks: some probed, the rest hotplugged, all sent
     /// at once (their discoveries race), then `Init`; waits for the array.
     fn boot(&mut self) -> SimResult<()> {
-        self.t.start()?;
-        self.stopping = false;
-        self.now_ns = self.now_ns.max(self.t.clock_floor_ns());
+        let floor = self.t.clock_floor_ns();
+        if floor > 0 {
+            self.now_ns = floor;
+        }
+        self.t.start(self.now_ns)?;
         self.next_timer_ns = self.now_ns;
         self.last_progress_ns = self.now_ns;
         let mut ids: Vec<u32> = self
@@ -811,7 +810,6 @@ impl<T: Transport> Sim<'_, T> {
     fn shutdown(&mut self) -> SimResult<()> {
         self.drain()?;
         self.sample_heap()?;
-        self.stopping = true;
         self.call_ack(
             "shutdown",
             Message::Shutdown {

@@ -45,8 +45,9 @@ impl core::fmt::Display for DriverFault {
 
 /// The driver under simulation, however it runs.
 pub trait Transport {
-    /// Starts a fresh driver (the first boot, or a restart after a crash).
-    fn start(&mut self) -> Result<(), DriverFault>;
+    /// Starts a fresh driver (the first boot, or a restart after a crash) whose clock reads
+    /// `now_ns` (where the transport's clock is simulated).
+    fn start(&mut self, now_ns: u64) -> Result<(), DriverFault>;
     /// Delivers encoded frames.
     fn send(&mut self, bytes: &[u8]) -> Result<(), DriverFault>;
     /// Lets the driver run at simulated time `now_ns` and returns the frames it sent. With
@@ -56,7 +57,10 @@ pub trait Transport {
     fn kill(&mut self);
     /// After the reply to `Shutdown`: the driver ends on its own, with success.
     fn wait_exit(&mut self) -> Result<(), DriverFault>;
-    /// The earliest the simulated clock may read (a process's real clock keeps running).
+    /// The earliest the simulated clock may read (a process's real clock keeps running; 0
+    /// where the clock is simulated). A new process's clock starts here: the simulated
+    /// clock goes back to it at a restart, or its first `Timer` would age everything the
+    /// new driver starts by the lead the old one's clock had.
     fn clock_floor_ns(&self) -> u64;
     /// The end of the driver's log, for a failure report.
     fn log_tail(&self) -> String;
@@ -86,8 +90,10 @@ impl InProcess {
 }
 
 impl Transport for InProcess {
-    fn start(&mut self) -> Result<(), DriverFault> {
-        self.driver = Some(RaidDriver::with_executor(Executor::new()));
+    fn start(&mut self, now_ns: u64) -> Result<(), DriverFault> {
+        let exec = Executor::new();
+        exec.advance_to(now_ns);
+        self.driver = Some(RaidDriver::with_executor(exec));
         Ok(())
     }
 
@@ -221,7 +227,7 @@ fn keep_tail(log: &Mutex<String>, text: &str) {
 }
 
 impl Transport for ChildProcess {
-    fn start(&mut self) -> Result<(), DriverFault> {
+    fn start(&mut self, _now_ns: u64) -> Result<(), DriverFault> {
         self.kill();
         let mut child = Command::new(&self.binary)
             .stdin(Stdio::piped())
