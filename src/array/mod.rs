@@ -397,8 +397,7 @@ impl Member {
         if let Some(rep) = replacement
             .filter(|m| matches!(m.state(), MemberState::Rebuilding | MemberState::Active))
             && rep
-                .dev
-                .write(rep.data_offset() + sector, data, fua)
+                .within_timeout(rep.dev.write(rep.data_offset() + sector, data, fua))
                 .await
                 .is_err()
         {
@@ -1436,7 +1435,9 @@ impl Array {
             .filter_map(|(d, s, n)| {
                 self.member(d).map(|m| async move {
                     let at = m.data_offset() + s;
-                    m.dev.discard(at, n).await
+                    // Under the I/O timeout as every member request: a silent member must
+                    // not hold this range's lock (and every request behind it) for ever.
+                    m.within_timeout(m.dev.discard(at, n)).await
                 })
             })
             .collect();
@@ -1689,11 +1690,24 @@ impl Array {
                 })
                 .max()
                 .unwrap_or(0);
-            let writes: Vec<_> = members
+            // One table for every member (as md writes the array's view to each): an entry
+            // no member holds stays a spare entry only where every member's table says so,
+            // so that members written by one update never disagree on the roles.
+            let changed: Vec<Superblock> = members
                 .iter()
                 .map(|m| {
                     let mut sb = m.superblock.borrow().clone();
                     change(&mut sb);
+                    sb
+                })
+                .collect();
+            let unused_spare: Vec<u32> = (0..table_len)
+                .filter(|&d| changed.iter().all(|sb| sb.role_of(d) == DeviceRole::Spare))
+                .collect();
+            let writes: Vec<_> = members
+                .iter()
+                .zip(changed)
+                .map(|(m, mut sb)| {
                     if !self.ppl_features.is_empty() {
                         if sb.resync_offset_sectors == RESYNC_DONE {
                             sb.features |= self.ppl_features;
@@ -1706,7 +1720,7 @@ impl Array {
                             Some(&(_, slot)) => DeviceRole::Active(slot),
                             None if spares.contains(&d) => DeviceRole::Spare,
                             // A spare holds no data: an unused or spare entry may stay one.
-                            None if sb.role_of(d) == DeviceRole::Spare => DeviceRole::Spare,
+                            None if unused_spare.contains(&d) => DeviceRole::Spare,
                             None => DeviceRole::Faulty,
                         };
                         // Inside the limits: every number belongs to a member's superblock.

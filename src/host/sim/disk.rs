@@ -97,7 +97,7 @@ impl SimDisk {
         while s < end {
             let index = s / PAGE_SECTORS;
             let page_end = ((index + 1) * PAGE_SECTORS).min(end);
-            if s % PAGE_SECTORS == 0 && page_end == (index + 1) * PAGE_SECTORS {
+            if s.is_multiple_of(PAGE_SECTORS) && page_end == (index + 1) * PAGE_SECTORS {
                 self.pages.borrow_mut().remove(&index);
             } else {
                 let zeros = vec![0u8; ((page_end - s) as usize) * SECTOR_BYTES];

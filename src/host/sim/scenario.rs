@@ -144,6 +144,9 @@ pub struct SimConfig {
     pub heap_budget_bytes: u64,
     /// Prints what the simulation does (faults, crashes, repairs) on stderr.
     pub trace: bool,
+    /// Members return other data than they hold now and then, with no error (a fault no
+    /// level without checksums detects): the check that the model catches wrong reads.
+    pub corrupt_member_reads: bool,
 }
 
 impl SimConfig {
@@ -158,9 +161,10 @@ impl SimConfig {
             member_sectors: 16 * 1024,
             members_per_group: None,
             depth: 48,
-            assume_clean: seed % 2 == 0,
+            assume_clean: seed.is_multiple_of(2),
             heap_budget_bytes: 64 << 20,
             trace: false,
+            corrupt_member_reads: false,
         }
     }
 }
@@ -307,8 +311,8 @@ struct Sim<'c, T: Transport> {
     hot_sectors: u64,
     victims: BTreeMap<u32, Victim>,
     issued: u64,
-    /// RAID 0 with errors injected: requests issued until this op may fail.
-    errors_allowed_until_op: u64,
+    /// RAID 0 with a member returning errors: requests in flight meanwhile may fail.
+    error_window: bool,
 }
 
 /// Runs one simulation over `transport`.
@@ -340,7 +344,7 @@ pub fn run<T: Transport>(cfg: &SimConfig, transport: T) -> SimReport {
         hot_sectors: 0,
         victims: BTreeMap::new(),
         issued: 0,
-        errors_allowed_until_op: 0,
+        error_window: false,
     };
     if let Err(e) = sim.scenario() {
         let tail = sim.t.log_tail();
@@ -351,6 +355,7 @@ pub fn run<T: Transport>(cfg: &SimConfig, transport: T) -> SimReport {
         }
         sim.report.failure = Some(text);
         sim.t.kill();
+        sim.trace(|| sim.superblocks());
     }
     sim.report.ops = sim.issued.min(cfg.ops);
     sim.report.over_budget = sim.report.heap_peak_bytes > cfg.heap_budget_bytes;
@@ -587,7 +592,16 @@ impl<T: Transport> Sim<'_, T> {
             return Some(IoResponse::err(DriverError::Io));
         }
         let disk = d.disk.clone();
-        Some(serve_io(&mut SimDiskDriver(&disk), &io.request))
+        let mut response = serve_io(&mut SimDiskDriver(&disk), &io.request);
+        if self.cfg.corrupt_member_reads
+            && io.request.op == IoOp::Read
+            && !response.data.is_empty()
+            && self.rng.chance_ppm(20_000)
+        {
+            let at = self.rng.below(response.data.len() as u64) as usize;
+            response.data[at] ^= 0x5a;
+        }
+        Some(response)
     }
 
     fn handle(&mut self, frame: Frame) -> SimResult<()> {
@@ -826,7 +840,7 @@ impl<T: Transport> Sim<'_, T> {
     // ---- the storage service -----------------------------------------------------------
 
     fn errors_allowed(&self) -> bool {
-        self.issued <= self.errors_allowed_until_op
+        self.error_window
     }
 
     fn issue_op(&mut self) -> SimResult<()> {
@@ -898,6 +912,36 @@ impl<T: Transport> Sim<'_, T> {
         let wire = Self::frame(sequence, Message::IoRequest(request))?;
         self.t.send(&wire)?;
         Ok(())
+    }
+
+    /// Every disk's superblock in brief (events, its own index, the roles), for a failure.
+    fn superblocks(&self) -> String {
+        let exec = Executor::new();
+        let mut lines = Vec::new();
+        for (id, d) in &self.disks {
+            let disk = d.disk.clone();
+            let sb = exec.block_on(async move {
+                crate::array::assemble::read_superblock(disk.as_ref()).await
+            });
+            let text = match sb {
+                Some(Ok(sb)) => format!(
+                    "events {} dev_number {} resync {:#x} roles {:?}",
+                    sb.events,
+                    sb.dev_number,
+                    sb.resync_offset_sectors,
+                    sb.dev_roles
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, r)| **r != 0xffff)
+                        .map(|(i, r)| format!("{i}:{r:#x}"))
+                        .collect::<Vec<_>>()
+                ),
+                Some(Err(e)) => e,
+                None => "read did not finish".into(),
+            };
+            lines.push(format!("disk{id} (plugged {}): {text}", d.plugged));
+        }
+        format!("superblocks:\n  {}", lines.join("\n  "))
     }
 
     fn trace(&self, what: impl FnOnce() -> String) {
@@ -1060,7 +1104,12 @@ impl<T: Transport> Sim<'_, T> {
                     until_op: self.issued + 40,
                 },
             );
-            self.errors_allowed_until_op = self.issued + 40;
+            // Until the errors stop (`reconcile`), and for the requests already in flight,
+            // whose member requests are made from now on too.
+            self.error_window = true;
+            for op in self.client.values_mut() {
+                op.errors_allowed = true;
+            }
             self.report.faults += 1;
             self.trace(|| format!("errors on disk{id}"));
             return Ok(());
@@ -1226,6 +1275,9 @@ impl<T: Transport> Sim<'_, T> {
                 }
             }
         }
+        if self.disks.values().all(|d| d.error_ppm == 0) {
+            self.error_window = false;
+        }
         for g in &groups {
             let failed: Vec<String> = g
                 .members
@@ -1326,6 +1378,7 @@ impl<T: Transport> Sim<'_, T> {
         self.awaiting.clear();
         self.replies.clear();
         self.victims.clear();
+        self.error_window = false;
         for d in self.disks.values_mut() {
             d.error_ppm = 0;
             d.silent = false;
