@@ -622,8 +622,16 @@ impl OrionDriver for RaidDriver {
                 let check = device
                     .read(crate::array::SUPERBLOCK_SECTOR, vec![0u8; SECTOR_BYTES])
                     .await;
-                let Err(e) = check else {
-                    return;
+                // Only a device that is gone is failed for it: a media error on one sector
+                // is the member's to count and repair like any other, not a reason to fail
+                // it (on RAID 0 that would fail the array for a bad sector).
+                let e = match check {
+                    Ok(_) => return,
+                    Err(e @ IoError::DeviceFailed) => e,
+                    Err(e) => {
+                        log::warn!("{id}: attention interrupt {irq}; a probe read failed: {e}");
+                        return;
+                    }
                 };
                 log::error!("{id}: attention interrupt {irq}, and it cannot be read: {e}");
                 let Some(array) = array else {
