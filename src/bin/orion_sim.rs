@@ -56,9 +56,13 @@ struct Args {
     /// Print what the simulation does (faults, crashes, repairs) on stderr.
     #[arg(long)]
     trace: bool,
-    /// The driver's heap, the budget its reported peak must stay within (MiB).
+    /// The driver's own heap (MiB, its build's ORION_RAID_HEAP_MIB): with the cache, the
+    /// budget its reported heap peak must stay within.
     #[arg(long, default_value_t = 64)]
     heap_mib: u64,
+    /// The driver's cache size (MiB, its build's ORION_RAID_CACHE_MIB), on top of the heap.
+    #[arg(long, default_value_t = 16)]
+    cache_mib: u64,
 }
 
 fn parse_seeds(args: &Args) -> Result<Vec<u64>, String> {
@@ -143,7 +147,7 @@ fn main() -> ExitCode {
             cfg.members_per_group = args.members;
             cfg.depth = args.depth.max(1);
             cfg.assume_clean |= args.assume_clean;
-            cfg.heap_budget_bytes = args.heap_mib << 20;
+            cfg.heap_budget_bytes = (args.heap_mib + args.cache_mib) << 20;
             cfg.trace = args.trace;
             let report = match &args.driver {
                 Some(path) => run(&cfg, ChildProcess::new(path)),

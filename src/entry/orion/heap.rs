@@ -1,7 +1,8 @@
 //! The driver's heap: one bounded region (no `brk`, no `mmap`), managed by
 //! `linked_list_allocator`, with the high-water mark counted. Its size is fixed at build
-//! time (`ORION_RAID_HEAP_MIB`, default 64 MiB): the region sits in `.bss`, so pages the
-//! driver never touches cost nothing.
+//! time: `ORION_RAID_HEAP_MIB` (default 64 MiB) for the driver's own state and requests, plus
+//! `ORION_RAID_CACHE_MIB` (default 16 MiB), the cache size the CacheManager shares among the
+//! stripe caches. The region sits in `.bss`, so pages the driver never touches cost nothing.
 
 use core::alloc::{GlobalAlloc, Layout};
 use core::cell::UnsafeCell;
@@ -11,8 +12,12 @@ use core::sync::atomic::{AtomicUsize, Ordering};
 use linked_list_allocator::Heap;
 use spin::Mutex;
 
-/// Heap bytes: `ORION_RAID_HEAP_MIB` at build time, else 64 MiB.
+/// The driver's own heap bytes: `ORION_RAID_HEAP_MIB` at build time, else 64 MiB.
 pub const HEAP_BYTES: usize = parse_mib(option_env!("ORION_RAID_HEAP_MIB"), 64) << 20;
+/// The cache size (every stripe cache together): `ORION_RAID_CACHE_MIB`, else 16 MiB.
+pub const CACHE_BYTES: usize = parse_mib(option_env!("ORION_RAID_CACHE_MIB"), 16) << 20;
+/// The whole region: the heap and the cache it holds.
+pub const REGION_BYTES: usize = HEAP_BYTES + CACHE_BYTES;
 
 const fn parse_mib(text: Option<&str>, default: usize) -> usize {
     let Some(text) = text else {
@@ -25,16 +30,19 @@ const fn parse_mib(text: Option<&str>, default: usize) -> usize {
         let d = bytes[i];
         assert!(
             d.is_ascii_digit(),
-            "ORION_RAID_HEAP_MIB must be a number of MiB"
+            "ORION_RAID_HEAP_MIB and ORION_RAID_CACHE_MIB are numbers of MiB"
         );
         value = value * 10 + (d - b'0') as usize;
         i += 1;
     }
-    assert!(value > 0, "ORION_RAID_HEAP_MIB must be at least 1");
+    assert!(
+        value > 0,
+        "ORION_RAID_HEAP_MIB and ORION_RAID_CACHE_MIB are at least 1"
+    );
     value
 }
 
-struct Region(UnsafeCell<MaybeUninit<[u8; HEAP_BYTES]>>);
+struct Region(UnsafeCell<MaybeUninit<[u8; REGION_BYTES]>>);
 
 // SAFETY: the region is handed to the allocator once, in `init`, and touched only through
 // it afterwards; the driver is single-threaded.
@@ -60,12 +68,12 @@ impl CountingHeap {
 
     /// Gives the region to the allocator; called once, first thing.
     pub fn init(&self) {
-        // SAFETY: the region is static, HEAP_BYTES long, and given to the allocator exactly
+        // SAFETY: the region is static, REGION_BYTES long, and given to the allocator exactly
         // once (the entry point calls this once before any allocation).
         unsafe {
             self.heap
                 .lock()
-                .init(REGION.0.get().cast::<u8>(), HEAP_BYTES);
+                .init(REGION.0.get().cast::<u8>(), REGION_BYTES);
         }
     }
 

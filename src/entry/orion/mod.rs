@@ -63,7 +63,12 @@ fn run() -> i32 {
     exec.set_clock_source(Box::new(kernel::now_ns));
     let mut driver = RaidDriver::with_executor(exec.clone());
     driver.set_heap_probe(Box::new(|| HEAP.peak_bytes() as u64));
-    log::info!("Orion RAID driver up: heap {} MiB", heap::HEAP_BYTES >> 20);
+    driver.cache_manager().set_budget_bytes(heap::CACHE_BYTES);
+    log::info!(
+        "Orion RAID driver up: heap {} MiB, cache {} MiB",
+        heap::HEAP_BYTES >> 20,
+        heap::CACHE_BYTES >> 20
+    );
     let mut pending: Vec<u8> = Vec::new();
     let mut chunk = vec![0u8; READ_CHUNK];
     loop {

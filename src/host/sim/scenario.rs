@@ -162,7 +162,7 @@ impl SimConfig {
             members_per_group: None,
             depth: 48,
             assume_clean: seed.is_multiple_of(2),
-            heap_budget_bytes: 64 << 20,
+            heap_budget_bytes: (64 + 16) << 20,
             trace: false,
             corrupt_member_reads: false,
         }
@@ -534,12 +534,17 @@ impl<T: Transport> Sim<'_, T> {
             self.t.send(&wire)?;
         }
         let owed = !self.client.is_empty() || !self.awaiting.is_empty();
-        let frames = self.t.exchange(self.now_ns, owed)?;
+        // A process runs on its own: frames not here yet may still come (its assembly's
+        // member requests, say), so it is always given its moment, and the clock follows
+        // the real one instead of jumping ahead of work the driver may be doing (its
+        // timeouts would fire on requests the simulator has not even read yet).
+        let real_clock = self.t.clock_floor_ns() > 0;
+        let frames = self.t.exchange(self.now_ns, owed || real_clock)?;
         let got = !frames.is_empty();
         for frame in frames {
             self.handle(frame)?;
         }
-        if got || delivered {
+        if got || delivered || real_clock {
             self.now_ns += STEP_NS;
         } else {
             let next_due = self.queue.iter().map(|io| io.due_ns).min();
