@@ -32,6 +32,9 @@ const TIMER_INTERVAL_NS: u64 = 100_000_000;
 const STEP_NS: u64 = 20_000;
 /// The member I/O timeout the simulation sets (a silent member is failed after it).
 const IO_TIMEOUT_MS: u64 = 1000;
+/// The same for a driver process on the real clock: a shared, busy machine may not run the
+/// simulator for a second, and a timeout then is a stall of the host, not a member fault.
+const IO_TIMEOUT_REAL_CLOCK_MS: u64 = 3000;
 /// Simulated time with requests owed and no answer before the run counts as hung.
 const HANG_NS: u64 = 600_000_000_000;
 /// Chunk of the arrays made beforehand (64 KiB).
@@ -767,13 +770,15 @@ impl<T: Transport> Sim<'_, T> {
         }
         self.call_ack("init", Message::Init)?;
         self.wait_for_array()?;
+        let timeout_ms = if self.t.clock_floor_ns() > 0 {
+            IO_TIMEOUT_REAL_CLOCK_MS
+        } else {
+            IO_TIMEOUT_MS
+        };
         let groups = self.group_names();
         for name in groups {
-            let (ok, why) = self.manage(proto::set(
-                &name,
-                "io_timeout_ms",
-                &IO_TIMEOUT_MS.to_string(),
-            ))?;
+            let (ok, why) =
+                self.manage(proto::set(&name, "io_timeout_ms", &timeout_ms.to_string()))?;
             if !ok {
                 return Err(SimError::Protocol(format!(
                     "set io_timeout_ms on {name}: {why}"
