@@ -95,23 +95,9 @@ pub enum ReadPolicy {
     LeastOutstanding,
 }
 
-/// Array health as users see it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Health {
-    Optimal,
-    Degraded,
-    Failed,
-}
-
-impl fmt::Display for Health {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Health::Optimal => "optimal",
-            Health::Degraded => "degraded",
-            Health::Failed => "failed",
-        })
-    }
-}
+/// Array health as users see it; defined with the block device contract, beside
+/// [`HealthState`], so that the monitor reads it without knowing arrays.
+pub use crate::block::Health;
 
 /// The state every view reports; defined with the block device contract, which a group of
 /// a RAID 50/60 reports it through ([`BlockDevice::array_health`]).
@@ -860,6 +846,31 @@ impl Array {
         }
     }
 
+    /// Tells the monitor the health may have changed (it reports a change as an event) and,
+    /// when it did, an outer array (RAID 50/60) that its group's did. Cheap: call it after
+    /// anything that changes member states.
+    pub fn check_health(&self) {
+        let changed =
+            self.monitor
+                .observe_health(self.name(), self.wall_clock_base_s(), self.health());
+        // A group's health is part of its outer array's.
+        if changed && let Some(parent) = self.parent() {
+            parent.lower_health_changed();
+        }
+    }
+
+    /// The slot `member` holds in this array.
+    pub fn slot_of(&self, member: &Member) -> Option<u32> {
+        self.slots
+            .borrow()
+            .iter()
+            .position(|s| {
+                s.as_ref()
+                    .is_some_and(|m| core::ptr::eq(m.as_ref(), member))
+            })
+            .map(|p| p as u32)
+    }
+
     /// Members in sync, in slot order.
     fn live_members(&self) -> impl Iterator<Item = Rc<Member>> {
         let live: Vec<Rc<Member>> = self
@@ -1497,7 +1508,11 @@ impl Array {
                  tolerates; no member failed, the I/O gets an error, a resync is due",
                 self.name()
             );
-            self.emit(Event::ArrayStalled { members: count });
+            self.monitor.emit(
+                self.name(),
+                self.wall_clock_base_s(),
+                Event::ArrayStalled { members: count },
+            );
         }
         self.resync_after_stall();
         true
@@ -1581,7 +1596,14 @@ impl Array {
             })
             .await;
         self.failures_done(1);
-        self.member_event(member, |slot, member| Event::MemberFailed { slot, member });
+        self.monitor.emit(
+            self.name(),
+            self.wall_clock_base_s(),
+            Event::MemberFailed {
+                slot: self.slot_of(member).unwrap_or(u32::MAX),
+                member: member.name.clone(),
+            },
+        );
         self.check_health();
         // Only once the failure is on disk: a spare may take the slot.
         self.kick_jobs();
@@ -1768,7 +1790,14 @@ impl Array {
                             .set(self.unrecorded_failures.get() + 1);
                         failed_here += 1;
                         m.state.set(MemberState::Faulty);
-                        self.member_event(&m, |slot, member| Event::MemberFailed { slot, member });
+                        self.monitor.emit(
+                            self.name(),
+                            self.wall_clock_base_s(),
+                            Event::MemberFailed {
+                                slot: self.slot_of(&m).unwrap_or(u32::MAX),
+                                member: m.name.clone(),
+                            },
+                        );
                         self.check_health();
                         self.stripe_cache.borrow_mut().clear();
                         retry = true;

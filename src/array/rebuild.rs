@@ -359,11 +359,15 @@ impl Array {
             log::error!("{}: member {}: {problem}", self.name(), member.name);
             let reason = problem.to_string();
             *member.problem.borrow_mut() = Some(problem);
-            self.member_event(&member, |slot, m| Event::MemberGone {
-                slot,
-                member: m,
-                reason,
-            });
+            self.monitor.emit(
+                self.name(),
+                self.wall_clock_base_s(),
+                Event::MemberGone {
+                    slot: self.slot_of(&member).unwrap_or(u32::MAX),
+                    member: member.name.clone(),
+                    reason,
+                },
+            );
             let survives = match self.slot_index(&member) {
                 Some(slot) if member.state() == MemberState::Active => {
                     let mut alive = self.alive();
@@ -848,20 +852,28 @@ impl Array {
             self.name(),
             spare.name
         );
-        self.emit(Event::SpareActivated {
-            slot: slot as u32,
-            member: spare.name.clone(),
-        });
+        self.monitor.emit(
+            self.name(),
+            self.wall_clock_base_s(),
+            Event::SpareActivated {
+                slot: slot as u32,
+                member: spare.name.clone(),
+            },
+        );
         self.check_health();
         true
     }
 
     fn rebuild_failed(&self, slot: usize, target: &Member, reason: &str) {
-        self.emit(Event::RebuildFailed {
-            slot: slot as u32,
-            member: target.name.clone(),
-            reason: reason.to_string(),
-        });
+        self.monitor.emit(
+            self.name(),
+            self.wall_clock_base_s(),
+            Event::RebuildFailed {
+                slot: slot as u32,
+                member: target.name.clone(),
+                reason: reason.to_string(),
+            },
+        );
         self.check_health();
     }
 
@@ -1000,10 +1012,14 @@ impl Array {
             resumed_sectors: resume,
         }));
         // By slot, not `member_event`: a replacement holds no slot of its own.
-        self.emit(Event::RebuildStarted {
-            slot: slot as u32,
-            member: target.name.clone(),
-        });
+        self.monitor.emit(
+            self.name(),
+            self.wall_clock_base_s(),
+            Event::RebuildStarted {
+                slot: slot as u32,
+                member: target.name.clone(),
+            },
+        );
         let parity = matches!(&self.layout, ArrayLayout::Raid5(_));
         let offloaded = parity && replacing.is_none() && offload_target(target).is_some();
         let pool = ChunkBuffers::new(CELL_POOL_MAX_BYTES);
@@ -1206,10 +1222,14 @@ impl Array {
             self.failures_done(1);
         }
         log::info!("{}: rebuild of {} finished", self.name(), target.name);
-        self.emit(Event::RebuildFinished {
-            slot: slot as u32,
-            member: target.name.clone(),
-        });
+        self.monitor.emit(
+            self.name(),
+            self.wall_clock_base_s(),
+            Event::RebuildFinished {
+                slot: slot as u32,
+                member: target.name.clone(),
+            },
+        );
         self.check_health();
         self.job.set(None);
         Ok(true)

@@ -125,7 +125,8 @@ impl Array {
             now_ns: started,
             resumed_sectors: resume,
         }));
-        self.emit(Event::ResyncStarted);
+        self.monitor
+            .emit(self.name(), self.wall_clock_base_s(), Event::ResyncStarted);
         let mut unreadable = 0u64;
         // The first region a member had no space for: the resync is to be redone from there.
         let mut no_space_at: Option<u64> = None;
@@ -174,9 +175,13 @@ impl Array {
             self.resync_cursor.set(at);
             return Ok(false);
         }
-        self.emit(Event::ResyncFinished {
-            unreadable_extents: unreadable,
-        });
+        self.monitor.emit(
+            self.name(),
+            self.wall_clock_base_s(),
+            Event::ResyncFinished {
+                unreadable_extents: unreadable,
+            },
+        );
         if unreadable > 0 {
             log::error!(
                 "{}: resync finished; {unreadable} extents had no readable copy",

@@ -558,11 +558,15 @@ impl Array {
             .as_ref()
             .is_some_and(|r| r.bad_regions_omitted == 0);
         if listing {
-            self.emit(Event::MismatchFound {
-                sector,
-                sectors,
-                slot: slot.map(|s| s as u32),
-            });
+            self.monitor.emit(
+                self.name(),
+                self.wall_clock_base_s(),
+                Event::MismatchFound {
+                    sector,
+                    sectors,
+                    slot: slot.map(|s| s as u32),
+                },
+            );
         }
     }
 
@@ -637,7 +641,11 @@ impl Array {
         let total = self.layout.array_sectors();
         log::info!("{}: {} started", self.name(), mode.name());
         let repair = mode == ScrubMode::Repair;
-        self.emit(Event::CheckStarted { repair });
+        self.monitor.emit(
+            self.name(),
+            self.wall_clock_base_s(),
+            Event::CheckStarted { repair },
+        );
         let mut outcome = ScrubOutcome::Finished;
         // Every cell of the stripes in flight, P and Q included.
         let cell_bytes = match &self.layout {
@@ -714,10 +722,14 @@ impl Array {
             }
         }
         self.scrub.stopping.set(false);
-        self.emit(Event::CheckFinished {
-            repair,
-            mismatches: self.mismatches(),
-        });
+        self.monitor.emit(
+            self.name(),
+            self.wall_clock_base_s(),
+            Event::CheckFinished {
+                repair,
+                mismatches: self.mismatches(),
+            },
+        );
         let report = self.scrub_report().expect("a begun scrub has a report");
         let level = if report.mismatched_sectors > 0 {
             log::Level::Warn

@@ -564,7 +564,7 @@ impl RaidDriver {
                     log::error!("{}: not marked clean: {e}", array.name());
                     result = Err(DriverError::Io);
                 }
-                array.emit(Event::ArrayStopped);
+                monitoring::emit(&array, Event::ArrayStopped);
             }
             let message = match result {
                 Ok(()) => Message::Ack,
