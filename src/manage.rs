@@ -9,7 +9,7 @@ use alloc::vec::Vec;
 
 use serde::{Deserialize, Serialize};
 
-use crate::array::resync::JobProgress;
+use crate::array::JobProgress;
 use crate::array::scrub::ScrubReport;
 use crate::array::{Array, ArrayCounters, Member, MemberCounters, MemberState};
 use crate::block::{BlockDevice, SECTOR_BYTES};

@@ -1,62 +1,24 @@
-//! The RebuildManager and DiskManager side of one array: policies (failure detection, rebuild
-//! priority and rate, spare policy), member management (fail, add, remove, replace, spares)
-//! and the background-job runner (resync, then the rebuild of each member being rebuilt,
-//! then spare activation for empty or failed slots).
+//! The DiskManager side of one array: policies (failure detection, rebuild priority and
+//! rate, spare policy), member management (fail, add, remove, replace, spares), and the
+//! member changes the background jobs (`crate::jobs`) ask for: a spare into a slot, a
+//! rebuilt member in sync.
 //!
 //! Every state change is written to the superblocks (events bumped) before it is acted on:
 //! a spare is recorded in its slot before the rebuild writes to it, a finished rebuild is
-//! recorded before the member serves reads above its old cursor. The rebuild position is
-//! checkpointed in the member's `recovery_offset` (with md's `RECOVERY_OFFSET` feature bit)
-//! every few regions and when stopped, after a flush of the member, so a stop or crash
-//! resumes there.
+//! recorded before the member serves reads above its old cursor.
 
-use alloc::boxed::Box;
-use alloc::collections::VecDeque;
 use alloc::format;
 use alloc::rc::Rc;
 use alloc::string::{String, ToString};
-use alloc::vec;
 use alloc::vec::Vec;
-use core::cell::Cell;
 use core::fmt;
-use core::future::{Future, poll_fn};
-use core::pin::{Pin, pin};
-use core::task::{Context, Poll};
 
-use super::assemble::NamedDevice;
-use super::buffers::ChunkBuffers;
-use super::resync::{JobKind, JobProgress};
-use super::{Array, ArrayError, Health, Member, MemberState, SUPERBLOCK_SECTOR};
-use crate::block::{Bytes, SECTOR_BYTES};
-use crate::executor::{AsyncMutex, Semaphore, SemaphorePermit};
+use super::{Array, ArrayError, Member, MemberState, SUPERBLOCK_SECTOR};
+use crate::block::Bytes;
 use crate::layout::ArrayLayout;
 use crate::metadata::{DeviceRole, FeatureMap, Superblock};
 use crate::monitor::Event;
 use crate::rng::SplitMix64;
-
-/// Member sectors rebuilt under one lock at low priority or under a rate limit (1 MiB), so a
-/// region holds up foreground I/O briefly; parity levels round to whole stripes. Also the
-/// region of a parity rebuild at any priority: several are kept in flight instead, which
-/// keeps the cells between their read, their xor and their write in the CPU caches
-/// (`benches/rebuild.sh`: 8 MiB regions, one or two at a time, ran at half the speed).
-const REGION_SECTORS: u64 = 2048;
-/// The region of a copy level's rebuild at normal and high priority with no rate limit
-/// (8 MiB), and the unit `checkpoint_regions` counts then: fewer lock and throttle rounds.
-const BULK_REGION_SECTORS: u64 = 8 * REGION_SECTORS;
-/// Regions of a parity array's rebuild in flight at normal and high priority with no rate
-/// limit: the next regions' reads run while one is xored and written, so neither the
-/// members nor the engine wait for the other.
-const PARITY_REGIONS_IN_FLIGHT: usize = 3;
-/// Regions in flight when they run as worker jobs (host files): they hold no engine
-/// buffers, and with only a few, the jobs (all started at once on the worker pool) finish
-/// together and leave the cores idle until the engine starts the next ones.
-const OFFLOADED_REGIONS_IN_FLIGHT: usize = 8;
-/// What the buffers of a parity rebuild's cells keep between uses.
-const CELL_POOL_MAX_BYTES: usize = 64 << 20;
-/// How long a low-priority job waits for foreground I/O to drain before going anyway.
-const LOW_PRIORITY_MAX_WAIT_NS: u64 = 200_000_000;
-/// The nap of a job yielding to foreground I/O.
-const YIELD_NS: u64 = 1_000_000;
 
 /// When a member of a redundant array is failed besides on a write error.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -220,39 +182,6 @@ impl fmt::Display for MemberError {
     }
 }
 
-/// Takes a device of at least this many sectors from a shared spare pool.
-pub type SpareSource = Rc<dyn Fn(u64) -> Option<NamedDevice>>;
-
-/// State of an array's background-job runner.
-pub(super) struct JobControl {
-    running: Cell<bool>,
-    pub(super) stop: Cell<bool>,
-    /// Held by the runner while it runs: `stop_jobs` waits on it.
-    done: AsyncMutex<()>,
-    /// A rebuild hit data it could not read: not retried until something changes.
-    blocked: Cell<bool>,
-    spare_source: core::cell::RefCell<Option<SpareSource>>,
-    /// Foreground requests started, as a low-priority job last looked (see `throttle`).
-    foreground_seen: Cell<u64>,
-    /// The driver's limit on arrays running background jobs at once (the RebuildManager's):
-    /// the runner holds a permit while it resyncs or rebuilds.
-    permits: core::cell::RefCell<Option<Rc<Semaphore>>>,
-}
-
-impl Default for JobControl {
-    fn default() -> Self {
-        JobControl {
-            running: Cell::new(false),
-            stop: Cell::new(false),
-            done: AsyncMutex::new(()),
-            blocked: Cell::new(false),
-            spare_source: core::cell::RefCell::new(None),
-            foreground_seen: Cell::new(0),
-            permits: core::cell::RefCell::new(None),
-        }
-    }
-}
-
 impl Array {
     pub fn policy(&self) -> ArrayPolicy {
         self.policy.get()
@@ -265,11 +194,6 @@ impl Array {
             m.failure_policy
                 .set(self.redundant.then_some(policy.failure));
         }
-    }
-
-    /// Where a `shared` array takes a spare from when it has none of its own.
-    pub fn set_spare_source(&self, source: Option<SpareSource>) {
-        *self.jobs.spare_source.borrow_mut() = source;
     }
 
     /// Every member the array knows: in slots, spares, failed ones not yet removed.
@@ -546,7 +470,10 @@ impl Array {
             .find(|m| m.superblock.borrow().device_uuid == sb.device_uuid)
     }
 
-    async fn prepare_spare(
+    /// Makes `dev` (offered as `name`) a member of this array holding no data: refused when
+    /// it already has a role here (by its identity or by its md superblock) or is too small;
+    /// otherwise its superblock is written and it joins, not yet listed anywhere.
+    pub(crate) async fn prepare_spare(
         &self,
         name: String,
         dev: NamedDeviceDev,
@@ -628,260 +555,11 @@ impl Array {
             .clone()
     }
 
-    /// Starts the background jobs if any is due (resync, rebuild, spare activation).
-    pub fn start_jobs(&self) {
-        self.jobs.stop.set(false);
-        self.kick_jobs();
-    }
-
-    pub(super) fn kick_jobs(&self) {
-        if self.jobs.running.get() || self.jobs.stop.get() {
-            return;
-        }
-        let Some(me) = self.this.upgrade() else {
-            return;
-        };
-        self.jobs.running.set(true);
-        self.exec.spawn_detached(async move {
-            me.run_jobs().await;
-        });
-    }
-
-    /// Whether the background-job runner is active.
-    pub fn jobs_running(&self) -> bool {
-        self.jobs.running.get()
-    }
-
-    /// Asks the jobs to stop at the next region and waits until they did (their position
-    /// is checkpointed).
-    pub async fn stop_jobs(&self) {
-        self.jobs.stop.set(true);
-        // A runner waiting for a permit gives up.
-        if let Some(p) = self.jobs.permits.borrow().as_ref() {
-            p.wake_all();
-        }
-        let _g = self.jobs.done.lock().await;
-    }
-
-    /// Shares the driver's limit on arrays running background jobs at once.
-    pub fn set_job_permits(&self, permits: Option<Rc<Semaphore>>) {
-        *self.jobs.permits.borrow_mut() = permits;
-    }
-
-    /// Takes a permit for background work into `held` (waiting while the limit is reached)
-    /// unless one is held already; false when a stop came first.
-    async fn job_permit(&self, held: &mut Option<SemaphorePermit>) -> bool {
-        if held.is_some() {
-            return true;
-        }
-        let permits = self.jobs.permits.borrow().clone();
-        let Some(permits) = permits else {
-            return true;
-        };
-        *held = permits.acquire_unless(|| self.jobs.stop.get()).await;
-        held.is_some()
-    }
-
-    async fn run_jobs(&self) {
-        let _g = self.jobs.done.lock().await;
-        let mut permit = None;
-        loop {
-            if self.jobs.stop.get() || self.health() == Health::Failed {
-                break;
-            }
-            let work = self.needs_resync.get()
-                || self.slots.borrow().iter().flatten().any(|m| {
-                    m.state() == MemberState::Rebuilding
-                        || m.replacement
-                            .borrow()
-                            .as_ref()
-                            .is_some_and(|r| r.state() == MemberState::Rebuilding)
-                });
-            if work && !self.job_permit(&mut permit).await {
-                break;
-            }
-            if self.needs_resync.get() {
-                match self.resync().await {
-                    Ok(true) => continue,
-                    Ok(false) => break,
-                    Err(e) => {
-                        log::error!("{}: resync stopped: {e}", self.name());
-                        break;
-                    }
-                }
-            }
-            let rebuilding = self
-                .slots
-                .borrow()
-                .iter()
-                .enumerate()
-                .find_map(|(slot, m)| {
-                    m.as_ref()
-                        .filter(|m| m.state() == MemberState::Rebuilding)
-                        .map(|m| (slot, m.clone()))
-                });
-            if let Some((slot, target)) = rebuilding {
-                if self.jobs.blocked.get() {
-                    break;
-                }
-                match self.rebuild_member(slot, &target, None).await {
-                    Ok(true) => continue,
-                    Ok(false) => {
-                        if target.state() == MemberState::Faulty {
-                            self.rebuild_failed(slot, &target, "the member failed");
-                            continue;
-                        }
-                        break;
-                    }
-                    Err(e) => {
-                        log::error!("{}: rebuild of {} stopped: {e}", self.name(), target.name);
-                        self.rebuild_failed(slot, &target, &e.to_string());
-                        self.jobs.blocked.set(true);
-                        break;
-                    }
-                }
-            }
-            let replacing = self
-                .slots
-                .borrow()
-                .iter()
-                .enumerate()
-                .find_map(|(slot, m)| {
-                    let m = m.as_ref()?;
-                    let rep = m.replacement.borrow().clone()?;
-                    (m.state() == MemberState::Active && rep.state() == MemberState::Rebuilding)
-                        .then(|| (slot, m.clone(), rep))
-                });
-            if let Some((slot, old, rep)) = replacing {
-                if self.jobs.blocked.get() {
-                    break;
-                }
-                match self.rebuild_member(slot, &rep, Some(&old)).await {
-                    Ok(true) => continue,
-                    Ok(false) if rep.state() == MemberState::Faulty => {
-                        self.rebuild_failed(slot, &rep, "the replacement failed");
-                        self.record_failed_replacements().await;
-                        continue;
-                    }
-                    Ok(false) => break,
-                    Err(e) => {
-                        log::error!("{}: replacement by {} stopped: {e}", self.name(), rep.name);
-                        self.rebuild_failed(slot, &rep, &e.to_string());
-                        self.jobs.blocked.set(true);
-                        break;
-                    }
-                }
-            }
-            if !self.activate_spare().await {
-                break;
-            }
-        }
-        // A scrub running beside this runner keeps its progress.
-        if !self
-            .job
-            .get()
-            .is_some_and(|j| matches!(j.kind, JobKind::Check | JobKind::Repair))
-        {
-            self.job.set(None);
-        }
-        self.jobs.running.set(false);
-        // A check or repair interrupted by a stop or crash goes on after the recovery
-        // (see `persist.rs`).
-        if !self.jobs.stop.get() {
-            self.resume_scrub();
-        }
-    }
-
-    /// Puts a spare into the first slot that is empty or failed (dedicated spares first,
-    /// smallest sufficient first; then the shared pool). Recorded before the rebuild.
-    async fn activate_spare(&self) -> bool {
-        let policy = self.policy.get().spare_policy;
-        if policy == SparePolicy::None || !self.redundant {
-            return false;
-        }
-        let slot = self
-            .slots
-            .borrow()
-            .iter()
-            .position(|m| m.as_ref().is_none_or(|m| m.state() == MemberState::Faulty));
-        let Some(slot) = slot else {
-            return false;
-        };
-        let need = self.member_min_sectors();
-        let spare = self
-            .spares
-            .borrow()
-            .iter()
-            .filter(|m| m.state() == MemberState::Spare && m.dev.capacity_sectors() >= need)
-            .min_by_key(|m| m.dev.capacity_sectors())
-            .cloned();
-        let spare = match spare {
-            Some(s) => s,
-            None if policy == SparePolicy::Shared => {
-                let source = self.jobs.spare_source.borrow().clone();
-                let Some((name, dev)) = source.and_then(|f| f(need)) else {
-                    return false;
-                };
-                match self.prepare_spare(name.clone(), dev).await {
-                    Ok(m) => {
-                        log::info!("{}: took {name} from the shared spare pool", self.name());
-                        m
-                    }
-                    Err(e) => {
-                        log::error!("{}: pool spare {name} unusable: {e}", self.name());
-                        return false;
-                    }
-                }
-            }
-            None => return false,
-        };
-        self.spares.borrow_mut().retain(|m| !Rc::ptr_eq(m, &spare));
-        let old = self.slots.borrow_mut()[slot].replace(spare.clone());
-        if let Some(old) = old {
-            // A failed member stays listed until removed.
-            self.spares.borrow_mut().push(old);
-        }
-        spare.set_recovery_start(0);
-        spare.state.set(MemberState::Rebuilding);
-        if let Err(e) = self.update_superblocks(|_| {}).await {
-            log::error!("{}: spare activation not recorded: {e}", self.name());
-            return false;
-        }
-        log::info!(
-            "{}: spare {} activated in slot {slot}; rebuild starts",
-            self.name(),
-            spare.name
-        );
-        self.monitor.emit(
-            self.name(),
-            self.wall_clock_base_s(),
-            Event::SpareActivated {
-                slot: slot as u32,
-                member: spare.name.clone(),
-            },
-        );
-        self.check_health();
-        true
-    }
-
-    fn rebuild_failed(&self, slot: usize, target: &Member, reason: &str) {
-        self.monitor.emit(
-            self.name(),
-            self.wall_clock_base_s(),
-            Event::RebuildFailed {
-                slot: slot as u32,
-                member: target.name.clone(),
-                reason: reason.to_string(),
-            },
-        );
-        self.check_health();
-    }
-
     /// Detaches every replacement that failed a write and records that in the superblocks
     /// (the roles are rebuilt from the member states): otherwise a restart could resume it
     /// from its checkpoint although it missed a write below it. Called before a write that
     /// reached it is acknowledged.
-    pub(super) async fn record_failed_replacements(&self) {
+    pub(crate) async fn record_failed_replacements(&self) {
         let failed: Vec<Rc<Member>> = self
             .slots
             .borrow()
@@ -918,257 +596,42 @@ impl Array {
         }
     }
 
-    /// Records a rebuild position: the member's data up to it is flushed first, and only
-    /// then is the position durable (every superblock update records the durable one).
-    async fn checkpoint_rebuild(&self, target: &Rc<Member>) {
-        let at = target.recovery_offset.get();
-        if target.within_timeout(target.dev.flush()).await.is_err() {
-            self.fail_member_rc(target).await;
-            return;
+    /// Puts `spare` (one of this array's spares, or a device just prepared for it) into
+    /// `slot`, to be rebuilt from the start; a failed member there stays listed until
+    /// removed. Recorded before anything is written to it.
+    pub(crate) async fn install_spare(
+        &self,
+        slot: usize,
+        spare: &Rc<Member>,
+    ) -> Result<(), ArrayError> {
+        self.spares.borrow_mut().retain(|m| !Rc::ptr_eq(m, spare));
+        let old = self.slots.borrow_mut()[slot].replace(spare.clone());
+        if let Some(old) = old {
+            // A failed member stays listed until removed.
+            self.spares.borrow_mut().push(old);
         }
-        // The cursor may have moved back meanwhile (a write the member missed).
-        target
-            .durable_recovery_offset
-            .set(at.min(target.recovery_offset.get()));
-        let _ = self.update_superblocks(|_| {}).await;
+        spare.set_recovery_start(0);
+        spare.state.set(MemberState::Rebuilding);
+        self.update_superblocks(|_| {}).await
     }
 
-    /// Waits as the priority and rate limit ask before the next region; `moved_sectors` is
-    /// what the job did since `started_ns`.
-    pub(super) async fn throttle(&self, moved_sectors: u64, started_ns: u64) {
-        let p = self.policy.get();
-        match p.rebuild_priority {
-            RebuildPriority::High => {}
-            RebuildPriority::Normal => {
-                if self.foreground.get() > 0 {
-                    self.exec.sleep(YIELD_NS / 10).await;
-                }
-            }
-            RebuildPriority::Low => {
-                // Goes when foreground I/O has been quiet for a whole nap (none in flight,
-                // none started meanwhile), not at the first instant nothing is in flight: a
-                // busy client's queue empties for a moment between its batches.
-                let started = || {
-                    let c = self.counters.get();
-                    c.reads.wrapping_add(c.writes)
-                };
-                // No foreground request since the last region: go at once.
-                let quiet =
-                    self.foreground.get() == 0 && started() == self.jobs.foreground_seen.get();
-                let until = self.exec.now_ns() + LOW_PRIORITY_MAX_WAIT_NS;
-                while !quiet && self.exec.now_ns() < until {
-                    let before = started();
-                    let idle_before = self.foreground.get() == 0;
-                    self.exec.sleep(YIELD_NS).await;
-                    if idle_before && self.foreground.get() == 0 && started() == before {
-                        break;
-                    }
-                }
-                self.jobs.foreground_seen.set(started());
-            }
-        }
-        let rate = p.rebuild_rate_bytes_per_s;
-        if rate > 0 {
-            let bytes = moved_sectors as u128 * SECTOR_BYTES as u128;
-            let due_ns = started_ns as u128 + bytes * 1_000_000_000 / rate as u128;
-            if due_ns > self.exec.now_ns() as u128 {
-                self.exec
-                    .sleep_until(due_ns.min(u64::MAX as u128) as u64)
-                    .await;
-            }
-        }
-    }
-
-    /// Rebuilds `target` in `slot` from its `recovery_offset` on; with `replacing`, target
-    /// is the replacement of that member (which serves meanwhile and is copied from). True
-    /// when finished (the member is then in sync, recorded; a replaced member becomes a
-    /// spare), false when stopped or the target failed; an error when data needed for it
-    /// could not be read.
-    async fn rebuild_member(
+    /// `target`, rebuilt in `slot` up to its end (with `replacing`: as the replacement of
+    /// that member), becomes a member in sync: flushed, then recorded, before it serves reads
+    /// everywhere; a replacement then takes the slot and the member it replaced becomes a
+    /// spare. False when it failed on the way (a write may fail it meanwhile).
+    pub(crate) async fn complete_rebuild(
         &self,
         slot: usize,
         target: &Rc<Member>,
         replacing: Option<&Rc<Member>>,
-    ) -> Result<bool, ArrayError> {
-        let total = self.member_used_sectors();
-        let unit = match &self.layout {
-            ArrayLayout::Raid5(l) => l.chunk_sectors(),
-            _ => 1,
-        };
-        let resume = (target.recovery_offset.get().min(total) / unit) * unit;
-        target.set_recovery_start(resume);
-        log::info!(
-            "{}: rebuild of {} in slot {slot} starts at member sector {resume}",
-            self.name(),
-            target.name
-        );
-        let started = self.exec.now_ns();
-        self.job.set(Some(JobProgress {
-            kind: JobKind::Rebuild,
-            done_sectors: resume,
-            total_sectors: total,
-            started_ns: started,
-            now_ns: started,
-            resumed_sectors: resume,
-        }));
-        // By slot, not `member_event`: a replacement holds no slot of its own.
-        self.monitor.emit(
-            self.name(),
-            self.wall_clock_base_s(),
-            Event::RebuildStarted {
-                slot: slot as u32,
-                member: target.name.clone(),
-            },
-        );
-        let parity = matches!(&self.layout, ArrayLayout::Raid5(_));
-        let offloaded = parity && replacing.is_none() && offload_target(target).is_some();
-        let pool = ChunkBuffers::new(CELL_POOL_MAX_BYTES);
-        let mut window = Window::default();
-        // Where the next region starts; `recovery_offset` trails it by the regions in flight.
-        let mut next = resume;
-        // Member sectors retired since the last checkpoint, and the end of the last region.
-        let mut since_checkpoint = 0u64;
-        let mut checkpointed_at = resume;
-        loop {
-            let stopped = if target.state() != MemberState::Rebuilding {
-                Some(Ok(false))
-            } else if self.jobs.stop.get() {
-                None
-            } else if self.health() == Health::Failed {
-                Some(Err(ArrayError::ArrayFailed))
-            } else {
-                if next >= total && window.is_empty() {
-                    break;
-                }
-                let p = self.policy.get();
-                let gentle =
-                    p.rebuild_priority == RebuildPriority::Low || p.rebuild_rate_bytes_per_s > 0;
-                // Copy levels move the cursor inside a region: one at a time.
-                let depth = if parity && !gentle {
-                    if offloaded {
-                        OFFLOADED_REGIONS_IN_FLIGHT
-                    } else {
-                        PARITY_REGIONS_IN_FLIGHT
-                    }
-                } else {
-                    1
-                };
-                if next < total && window.len() < depth {
-                    window.drive(self.throttle(next - resume, started)).await;
-                    // Small regions when the job is to give way or keep to a rate.
-                    let region = if gentle || parity {
-                        REGION_SECTORS
-                    } else {
-                        BULK_REGION_SECTORS
-                    };
-                    let region = region.max(unit) / unit * unit;
-                    let end = (next + region).min(total);
-                    // The member replaced stops being a source if it failed (then target
-                    // took its slot and is rebuilt from the others).
-                    let source = replacing.filter(|o| o.state() == MemberState::Active);
-                    let at = next;
-                    let pool = &pool;
-                    let region_done: Region<'_> = match &self.layout {
-                        ArrayLayout::Raid5(l) => Box::pin(async move {
-                            // Where the general path starts: past what worker jobs did.
-                            let from = match source {
-                                Some(_) => at / unit,
-                                None => match self
-                                    .rebuild_stripes_offloaded(
-                                        l,
-                                        (at / unit, end / unit),
-                                        target,
-                                        slot,
-                                    )
-                                    .await
-                                {
-                                    Ok(()) => return true,
-                                    Err(stripe) => stripe,
-                                },
-                            };
-                            self.rebuild_stripes(l, (from, end / unit), target, slot, source, pool)
-                                .await
-                                .is_ok()
-                        }),
-                        _ => Box::pin(self.rebuild_copies(slot, target, at, end, source)),
-                    };
-                    window.push(end, region_done);
-                    next = end;
-                    continue;
-                }
-                let (end, ok) = window.retire().await.expect("a region is in flight");
-                if !ok {
-                    // Regions after a failed one may have been written, but the cursor
-                    // stays before it.
-                    while window.retire().await.is_some() {}
-                    if target.state() != MemberState::Rebuilding {
-                        self.job.set(None);
-                        return Ok(false);
-                    }
-                    self.checkpoint_rebuild(target).await;
-                    self.job.set(None);
-                    return Err(ArrayError::RebuildSourceUnreadable {
-                        sector: target.recovery_offset.get(),
-                    });
-                }
-                if parity {
-                    // Every region before this one is written: retired in order.
-                    target.recovery_offset.set(end);
-                }
-                if let Some(mut j) = self.job.get() {
-                    j.done_sectors = target.recovery_offset.get();
-                    self.job.set(Some(j));
-                }
-                // Every `checkpoint_regions` regions of the size the priority asks (bulk
-                // for a parity job too, whose regions are small to keep them in flight).
-                since_checkpoint += end - checkpointed_at;
-                checkpointed_at = end;
-                let every = if gentle {
-                    REGION_SECTORS
-                } else {
-                    BULK_REGION_SECTORS
-                };
-                if since_checkpoint >= u64::from(p.checkpoint_regions.max(1)) * every.max(unit) {
-                    since_checkpoint = 0;
-                    // Regions in flight go on; the cursor does not move meanwhile, so the
-                    // checkpoint covers only data the flush made durable.
-                    window.drive(self.checkpoint_rebuild(target)).await;
-                }
-                continue;
-            };
-            // Stopping: let the regions in flight finish, moving the cursor over those that
-            // are written and in order, then record it (a stop) or give up.
-            let mut in_order = true;
-            while let Some((end, ok)) = window.retire().await {
-                in_order &= ok;
-                if in_order && parity {
-                    target.recovery_offset.set(end);
-                }
-            }
-            match stopped {
-                None => {
-                    if target.state() == MemberState::Rebuilding {
-                        self.checkpoint_rebuild(target).await;
-                    }
-                    self.job.set(None);
-                    return Ok(false);
-                }
-                Some(r) => {
-                    self.job.set(None);
-                    return r;
-                }
-            }
-        }
-        // In sync: flushed, then recorded, before it serves reads everywhere.
+    ) -> bool {
         if target.within_timeout(target.dev.flush()).await.is_err() {
             self.fail_member_rc(target).await;
-            self.job.set(None);
-            return Ok(false);
+            return false;
         }
         // A write may have failed it while the flush ran.
         if target.state() != MemberState::Rebuilding {
-            self.job.set(None);
-            return Ok(false);
+            return false;
         }
         // Recorded in sync before it counts as in sync: until the record is on disk a crash
         // finds it recovering, so the array must not rely on it as a full copy (nor let the
@@ -1182,8 +645,7 @@ impl Array {
         target.in_sync_pending.set(false);
         // A write may have failed it while the record was written.
         if target.state() != MemberState::Rebuilding {
-            self.job.set(None);
-            return Ok(false);
+            return false;
         }
         if let Err(e) = recorded {
             log::error!("{}: rebuild end not recorded: {e}", self.name());
@@ -1221,250 +683,9 @@ impl Array {
             }
             self.failures_done(1);
         }
-        log::info!("{}: rebuild of {} finished", self.name(), target.name);
-        self.monitor.emit(
-            self.name(),
-            self.wall_clock_base_s(),
-            Event::RebuildFinished {
-                slot: slot as u32,
-                member: target.name.clone(),
-            },
-        );
-        self.check_health();
-        self.job.set(None);
-        Ok(true)
-    }
-
-    /// Rebuilds stripes `[first, end)` of a parity array whose members offer
-    /// [`Offload`](crate::block::Offload) (the host's files) with one job per cell
-    /// ([`Offload::write_xor_of`](crate::block::Offload::write_xor_of): reads, xor and
-    /// write off the engine), under the same stripe lock as `rebuild_stripes`. Applies
-    /// where every cell P covers is readable and every device offers the jobs; there are
-    /// no retries or per-sector fallback.
-    /// `Err` gives the first stripe not rebuilt: the caller does the rest the general way
-    /// (stripes after it that were written are simply written again).
-    pub(super) async fn rebuild_stripes_offloaded(
-        &self,
-        l: &crate::layout::Raid5Layout,
-        (first, end): (u64, u64),
-        target: &Rc<Member>,
-        slot: usize,
-    ) -> Result<(), u64> {
-        let Some(target_jobs) = offload_target(target) else {
-            return Err(first);
-        };
-        let _g = self.lock.lock(first, end).await;
-        for stripe in first..end {
-            self.stripe_cache_invalidate(stripe);
-        }
-        let chunk = l.chunk_sectors();
-        let bytes = l.cell_bytes();
-        let engine = self.parity.get();
-        let jobs: Vec<_> = (first..end)
-            .map(|stripe| async move {
-                let q = l.q_disk(stripe);
-                let at = l.member_sector(stripe, 0);
-                let members: Vec<Rc<Member>> = (0..l.disk_count())
-                    .filter(|&d| d != slot && Some(d) != q)
-                    .map(|d| self.readable(d, at, chunk))
-                    .collect::<Option<_>>()
-                    .filter(|_| q != Some(slot))
-                    .ok_or(stripe)?;
-                let sources: Vec<(&dyn crate::block::BlockDevice, u64)> = members
-                    .iter()
-                    .map(|m| (&*m.dev, m.data_offset() + at))
-                    .collect();
-                let job = target_jobs
-                    .write_xor_of(target.data_offset() + at, &sources, bytes, engine)
-                    .ok_or(stripe)?;
-                let started_ns = target.monitor.start();
-                let r = target.within_timeout(job).await;
-                // Counted as the reads and the write they stand for.
-                for m in &members {
-                    m.count(|c| c.reads += 1);
-                    m.monitor.finish(false, bytes as u64, started_ns, r.is_ok());
-                }
-                target.count(|c| c.writes += 1);
-                target
-                    .monitor
-                    .finish(true, bytes as u64, started_ns, r.is_ok());
-                if matches!(r, Err(crate::block::IoError::Timeout)) {
-                    // The job may still write after the general path redid the stripe and a
-                    // client wrote over it: the target is failed, as for a write timeout.
-                    self.fail_member_rc(target).await;
-                }
-                r.map_err(|_| stripe)
-            })
-            .collect();
-        let mut first_error = None;
-        for r in crate::executor::join_all(jobs).await {
-            if let Err(stripe) = r {
-                first_error = Some(first_error.map_or(stripe, |f: u64| f.min(stripe)));
-            }
-        }
-        match first_error {
-            Some(stripe) => Err(stripe),
-            None => Ok(()),
-        }
-    }
-
-    /// Copy levels: rebuilds member sectors `[at, end)` of `target` from other copies, one
-    /// contiguous piece at a time, each under the exclusive lock of its array range; the
-    /// cursor moves past each piece under that lock. False when a piece had no readable
-    /// source or the target failed.
-    async fn rebuild_copies(
-        &self,
-        slot: usize,
-        target: &Rc<Member>,
-        at: u64,
-        end: u64,
-        source: Option<&Rc<Member>>,
-    ) -> bool {
-        // RAID10 maps contiguously within a chunk; RAID1 everywhere.
-        let chunk = match &self.layout {
-            ArrayLayout::Raid10(_) => self
-                .superblock()
-                .map(|sb| u64::from(sb.chunk_sectors.max(1))),
-            _ => None,
-        };
-        let mut y = at;
-        while y < end {
-            let mut len = match chunk {
-                Some(c) => (end - y).min(c - y % c),
-                None => end - y,
-            };
-            let Some((_, x)) = self.layout.unmap(slot, y) else {
-                // Holds no data (e.g. past the used area).
-                target.recovery_offset.set(y + len);
-                y += len;
-                continue;
-            };
-            let Some(ext) = self.layout.map(x) else {
-                target.recovery_offset.set(y + len);
-                y += len;
-                continue;
-            };
-            assert!(
-                ext.copies
-                    .iter()
-                    .any(|c| c.disk_index == slot && c.sector == y),
-                "unmap and map agree"
-            );
-            len = len.min(ext.sectors);
-            let _g = self.lock.lock(x, x + len).await;
-            let bytes = len as usize * SECTOR_BYTES;
-            let mut data = match source {
-                Some(src) => src.read_data(y, vec![0u8; bytes]).await.ok(),
-                None => None,
-            };
-            for c in ext.copies.iter().filter(|c| c.disk_index != slot) {
-                if data.is_some() {
-                    break;
-                }
-                if let Some(m) = self.readable(c.disk_index, c.sector, len)
-                    && let Ok(d) = m.read_data(c.sector, vec![0u8; bytes]).await
-                {
-                    data = Some(d);
-                    break;
-                }
-            }
-            let Some(data) = data else {
-                log::error!(
-                    "{}: rebuild: no readable copy of array sectors {x}+{len}",
-                    self.name()
-                );
-                return false;
-            };
-            if target
-                .write_data(y, Bytes::from(data), false)
-                .await
-                .is_err()
-            {
-                self.fail_member_rc(target).await;
-                return false;
-            }
-            target.recovery_offset.set(y + len);
-            y += len;
-        }
         true
     }
 }
 
-/// The jobs `target` runs off the engine when a parity rebuild onto it can use them
-/// ([`Array::rebuild_stripes_offloaded`]). Not for a member being replaced: a write to it
-/// must reach its replacement too, which the general path does.
-fn offload_target(target: &Member) -> Option<&dyn crate::block::Offload> {
-    if target.replacement.borrow().is_some() {
-        return None;
-    }
-    target.dev.offload()
-}
-
 /// A device to add.
 pub type NamedDeviceDev = Rc<dyn crate::block::BlockDevice>;
-
-/// One region of a rebuild in flight: true when it is written.
-type Region<'a> = Pin<Box<dyn Future<Output = bool> + 'a>>;
-
-/// A rebuild's regions in flight, oldest first; they are polled together but retired in
-/// order, so the cursor only ever moves over regions that are written and have no gap
-/// before them.
-#[derive(Default)]
-struct Window<'a> {
-    /// End sector, the region while it runs, its outcome once it has one.
-    regions: VecDeque<(u64, Option<Region<'a>>, Option<bool>)>,
-}
-
-impl<'a> Window<'a> {
-    fn len(&self) -> usize {
-        self.regions.len()
-    }
-
-    fn is_empty(&self) -> bool {
-        self.regions.is_empty()
-    }
-
-    fn push(&mut self, end_sectors: u64, region: Region<'a>) {
-        self.regions.push_back((end_sectors, Some(region), None));
-    }
-
-    fn poll_regions(&mut self, cx: &mut Context<'_>) {
-        for (_, region, outcome) in self.regions.iter_mut() {
-            if let Some(r) = region
-                && let Poll::Ready(ok) = r.as_mut().poll(cx)
-            {
-                *outcome = Some(ok);
-                // Dropped at once: it releases its stripe lock.
-                *region = None;
-            }
-        }
-    }
-
-    /// Runs `other` to completion while the regions go on (they finish, but none retires).
-    async fn drive<T>(&mut self, other: impl Future<Output = T>) -> T {
-        let mut other = pin!(other);
-        poll_fn(|cx| {
-            self.poll_regions(cx);
-            other.as_mut().poll(cx)
-        })
-        .await
-    }
-
-    /// Waits for the oldest region: its end and whether it was written; `None` when none
-    /// is in flight.
-    async fn retire(&mut self) -> Option<(u64, bool)> {
-        poll_fn(|cx| {
-            self.poll_regions(cx);
-            match self.regions.front() {
-                None => Poll::Ready(None),
-                Some((end, _, Some(ok))) => {
-                    let done = (*end, *ok);
-                    self.regions.pop_front();
-                    Poll::Ready(Some(done))
-                }
-                Some(_) => Poll::Pending,
-            }
-        })
-        .await
-    }
-}

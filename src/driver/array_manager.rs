@@ -508,7 +508,7 @@ impl ArrayManager {
             let mut result = Ok(());
             for (id, array) in layers {
                 // No repair write may land after the array is marked clean.
-                array.stop_scrub().await;
+                crate::jobs::scrub::stop(&array).await;
                 let r = array.mark_clean().await;
                 super::monitoring::emit(&array, Event::ArrayStopped);
                 result = result.and(r);

@@ -354,7 +354,7 @@ fn resync_emits_start_and_finish_and_shows_as_a_job() {
     let r = rig(Level::Raid1, 2, 0);
     let a = r.array.clone();
     r.exec
-        .block_on(async move { a.resync().await })
+        .block_on(async move { crate::jobs::resync(&a).await })
         .unwrap()
         .unwrap();
     assert_eq!(
