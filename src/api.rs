@@ -45,8 +45,8 @@ use alloc::vec::Vec;
 use core::fmt;
 
 use crate::array::assemble::{CreateError, CreateOptions, create};
+use crate::array::members::MemberError;
 use crate::array::nested::{NestedSpec, create_nested};
-use crate::array::rebuild::MemberError;
 use crate::array::{Array, HealthState, MemberState};
 use crate::block::{BlockDevice, Bytes, IoError, SECTOR_BYTES};
 use crate::driver::RaidDriver;

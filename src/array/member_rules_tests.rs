@@ -9,7 +9,7 @@ use alloc::vec;
 use alloc::vec::Vec;
 
 use super::assemble::{CreateError, assemble, create};
-use super::rebuild::MemberError;
+use super::members::MemberError;
 use super::test_rig::{faulty_array, named_members, options, read_now, write_now};
 use super::{Health, MemberState};
 use crate::block::{BlockDevice, IoError};

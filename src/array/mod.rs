@@ -15,6 +15,7 @@ pub use gather::WriteNotice;
 mod gather_tests;
 #[cfg(test)]
 mod member_rules_tests;
+pub mod members;
 pub mod nested;
 #[cfg(test)]
 mod offload_tests;
@@ -22,7 +23,6 @@ pub mod persist;
 #[cfg(test)]
 mod persist_tests;
 pub mod rangelock;
-pub mod rebuild;
 pub mod scrub;
 pub mod settings;
 mod stripe;
@@ -49,8 +49,8 @@ use crate::layout::{ArrayLayout, Extent};
 use crate::metadata::{DeviceRole, FeatureMap, MdTime, Superblock};
 use crate::monitor::{ArrayMonitor, Event, MemberMonitor, OpKind};
 use crate::parity::ParityEngine;
+pub use members::{ArrayPolicy, FailurePolicy, RebuildPriority, SparePolicy};
 use rangelock::RangeLock;
-pub use rebuild::{ArrayPolicy, FailurePolicy, RebuildPriority, SparePolicy};
 
 /// Where the v1.2 superblock sits on every member.
 pub const SUPERBLOCK_SECTOR: u64 = 8;

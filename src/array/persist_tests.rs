@@ -12,11 +12,11 @@ use alloc::vec::Vec;
 
 use super::Array;
 use super::assemble::assemble;
+use super::members::{ArrayPolicy, RebuildPriority, SparePolicy};
 use super::persist::{
     OfflineSetError, format_size_bytes, has_pool_label, parse_size_bytes, read_extension,
     set_offline, write_pool_label,
 };
-use super::rebuild::{ArrayPolicy, RebuildPriority, SparePolicy};
 use super::scrub::{ScrubMode, ScrubOutcome};
 use super::settings::Setting;
 use super::test_rig::{faulty_array, options, write_now};

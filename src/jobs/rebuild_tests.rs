@@ -10,7 +10,7 @@ use alloc::vec::Vec;
 use core::cell::RefCell;
 
 use crate::array::assemble::assemble;
-use crate::array::rebuild::{ArrayPolicy, MemberError, SparePolicy};
+use crate::array::members::{ArrayPolicy, MemberError, SparePolicy};
 use crate::array::test_rig::{FaultyArray, faulty_array, options, read_now, write_now};
 #[cfg(feature = "std")]
 use crate::array::test_rig::{drive, drive_until};
@@ -226,7 +226,7 @@ fn settings_reject_unknown_keys_and_bad_values() {
     r.array.apply_setting("io_timeout_ms", "0").unwrap();
     assert_eq!(r.array.policy().failure.io_timeout_ns, 0);
     // `default` puts any key back to its built-in value.
-    for k in crate::array::rebuild::SETTING_KEYS {
+    for k in crate::array::members::SETTING_KEYS {
         r.array.apply_setting(k, "default").unwrap();
     }
     assert_eq!(r.array.policy(), ArrayPolicy::default());
