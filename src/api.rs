@@ -45,8 +45,8 @@ use alloc::vec::Vec;
 use core::fmt;
 
 use crate::array::assemble::{CreateError, CreateOptions, create};
+use crate::array::members::MemberError;
 use crate::array::nested::{NestedSpec, create_nested};
-use crate::array::rebuild::MemberError;
 use crate::array::{Array, HealthState, MemberState};
 use crate::block::{BlockDevice, Bytes, IoError, SECTOR_BYTES};
 use crate::driver::RaidDriver;
@@ -388,15 +388,18 @@ impl RaidDriver {
             Some(spec) => {
                 let stack =
                     self.wait(async move { create_nested(&exec, members, &opts, spec).await })?;
+                // Served first: the RebuildManager runs their jobs.
+                let id = self.add_stack(&stack);
                 for layer in stack.layers() {
-                    layer.start_jobs();
+                    crate::jobs::start(layer);
                 }
-                self.add_stack(&stack)
+                id
             }
             None => {
                 let array = self.wait(async move { create(&exec, members, &opts).await })?;
-                array.start_jobs();
-                self.add_array(array)
+                let id = self.add_array(array.clone());
+                crate::jobs::start(&array);
+                id
             }
         };
         let id = ArrayId(id);
@@ -526,9 +529,9 @@ impl RaidDriver {
     /// one is already running or there is nothing to do.
     pub fn start_rebuild(&mut self, id: ArrayId) -> Result<(), RaidError> {
         let array = self.array_of(id)?;
-        array.start_jobs();
+        crate::jobs::start(&array);
         for (_, g) in self.arrays().groups_of(id.0) {
-            g.start_jobs();
+            crate::jobs::start(&g);
         }
         Ok(())
     }

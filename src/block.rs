@@ -165,6 +165,24 @@ impl fmt::Display for DeviceProblem {
     }
 }
 
+/// Array health as users see it (an array's members only; [`HealthState`] refines it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Health {
+    Optimal,
+    Degraded,
+    Failed,
+}
+
+impl fmt::Display for Health {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Health::Optimal => "optimal",
+            Health::Degraded => "degraded",
+            Health::Failed => "failed",
+        })
+    }
+}
+
 /// The state every view reports (`raid status`, `raid stats`, the Prometheus
 /// `orion_raid_health` label) of an array: its `Health`, with a degraded array whose every lost
 /// redundancy is being rebuilt told apart. Computed only by `Array::health_state`.

@@ -14,6 +14,7 @@ pub mod driver;
 pub mod executor;
 #[cfg(feature = "std")]
 pub mod host;
+pub mod jobs;
 pub mod layout;
 pub mod manage;
 pub mod metadata;

@@ -9,6 +9,7 @@ use alloc::vec::Vec;
 
 use serde::{Deserialize, Serialize};
 
+use crate::array::JobProgress;
 use crate::array::scrub::ScrubReport;
 use crate::array::{Array, ArrayCounters, Member, MemberCounters, MemberState};
 use crate::block::{BlockDevice, SECTOR_BYTES};
@@ -284,14 +285,17 @@ pub struct MemberStatus {
     pub rebuilt: Option<f64>,
 }
 
-/// A background job (rebuild, resync, check) in progress.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct JobStatus {
-    pub kind: String,
-    /// 0..1.
-    pub progress: f64,
-    pub rate_bytes_per_s: u64,
-    pub eta_s: u64,
+/// A background job (rebuild, resync, check) in progress; a monitoring figure too.
+pub use crate::monitor::JobStatus;
+
+/// How `status` and `metrics` show a job's progress.
+pub fn job_status(job: &JobProgress) -> JobStatus {
+    JobStatus {
+        kind: job.kind.name().into(),
+        progress: job.fraction(),
+        rate_bytes_per_s: job.rate_bytes_per_s(),
+        eta_s: job.eta_s(),
+    }
 }
 
 /// One array as `status` reports it; the field names are a contract with scripts.
@@ -436,12 +440,7 @@ pub fn array_status(device_id: u32, array: &Array) -> ArrayStatus {
         state: array.health_state().to_string(),
         members,
         spares,
-        job: array.job().map(|j| JobStatus {
-            kind: j.kind.name().into(),
-            progress: j.fraction(),
-            rate_bytes_per_s: j.rate_bytes_per_s(),
-            eta_s: j.eta_s(),
-        }),
+        job: array.job().as_ref().map(job_status),
         mismatches: array.mismatches(),
         uuid: sb
             .as_ref()

@@ -11,6 +11,7 @@ use orion_raid::array::assemble::{CreateOptions, DIRTY_DEGRADED_REASON, assemble
 use orion_raid::array::{Array, Health, MemberState, ReadPolicy};
 use orion_raid::block::{BlockDevice, Bytes};
 use orion_raid::executor::Executor;
+use orion_raid::jobs;
 use orion_raid::layout::ArrayLayout;
 use orion_raid::metadata::{DeviceRole, Level};
 use orion_raid::platform::faulty::FaultyDisk;
@@ -116,6 +117,8 @@ fn build(cfg: &Config, seed: u64, spares: usize) -> Ctx {
         .block_on(async move { create(&e, members, &opts).await })
         .expect("create finishes")
         .unwrap_or_else(|err| panic!("seed {seed}: create failed: {err}"));
+    // Its jobs run whenever one is due, as the driver's RebuildManager runs them.
+    jobs::attach(&array);
     for (k, f) in faulty.iter().enumerate().skip(cfg.members) {
         let a = array.clone();
         let dev = f.clone() as Rc<dyn BlockDevice>;
@@ -378,6 +381,7 @@ impl Ctx {
         let array = result.arrays.into_iter().next().unwrap_or_else(|| {
             panic!("seed {seed}: array did not assemble: {:?}", result.problems)
         });
+        jobs::attach(&array);
         assert_ne!(array.health(), Health::Failed, "seed {seed}");
         for member in array.slots().iter().flatten() {
             let dev_number = member.superblock().dev_number;
@@ -402,14 +406,14 @@ impl Ctx {
         let array = self.array.clone();
         let resynced = self
             .exec
-            .block_on(async move { array.resync().await })
+            .block_on(async move { jobs::resync(&array).await })
             .expect("resync finishes");
         assert!(resynced.is_ok(), "seed {}: resync failed", self.seed);
         assert!(!self.array.needs_resync());
         self.array.set_read_policy(ReadPolicy::RoundRobin);
         // As the server does after assembly: a rebuild the crash interrupted resumes, a spare
         // takes an empty slot (with the next round's workload running).
-        self.array.start_jobs();
+        jobs::start(&self.array);
         let mut reads = Vec::new();
         // Mirrors are read once per copy; a parity array has one copy to read.
         let passes = if is_parity(self.cfg.level) {
@@ -507,7 +511,7 @@ impl Ctx {
         let array = self.array.clone();
         let repaired = self
             .exec
-            .block_on(async move { array.repair_mismatches().await })
+            .block_on(async move { jobs::scrub::repair_mismatches(&array).await })
             .expect("repair finishes")
             .unwrap_or_else(|e| panic!("{name} seed {seed}: repair: {e}"));
         assert!(
@@ -518,7 +522,7 @@ impl Ctx {
         let array = self.array.clone();
         let checked = self
             .exec
-            .block_on(async move { array.check().await })
+            .block_on(async move { jobs::scrub::check(&array).await })
             .expect("check finishes")
             .unwrap_or_else(|e| panic!("{name} seed {seed}: check: {e}"));
         assert_eq!(

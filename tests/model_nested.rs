@@ -19,6 +19,7 @@ use orion_raid::array::nested::{NestedSpec, Stack, assemble_stacks, create_neste
 use orion_raid::array::{Array, Health, MemberState};
 use orion_raid::block::BlockDevice;
 use orion_raid::executor::Executor;
+use orion_raid::jobs;
 use orion_raid::layout::ArrayLayout;
 use orion_raid::metadata::{DeviceRole, Level};
 use orion_raid::platform::faulty::FaultyDisk;
@@ -148,6 +149,10 @@ fn build(cfg: Config, seed: u64) -> Ctx {
         .block_on(async move { create_nested(&e, members, &opts, spec).await })
         .expect("create finishes")
         .unwrap_or_else(|err| panic!("seed {seed}: create failed: {err}"));
+    // Their jobs run whenever one is due, as the driver's RebuildManager runs them.
+    for layer in stack.layers() {
+        jobs::attach(layer);
+    }
     for (i, (name, dev)) in spares.into_iter().enumerate() {
         let group = stack.groups[i / cfg.spares_per_group].clone();
         exec.block_on(async move { group.add_device(name, dev).await })
@@ -334,6 +339,9 @@ impl Ctx {
     /// member the group had recorded faulty back in a slot.
     fn take_stack(&mut self, stack: Stack, recorded_faulty: &[(String, Vec<u32>)]) {
         let seed = self.seed;
+        for layer in stack.layers() {
+            jobs::attach(layer);
+        }
         assert_eq!(stack.groups.len(), self.cfg.groups, "seed {seed}");
         assert_eq!(stack.level_name(), format!("raid{}", self.cfg.level));
         for group in &stack.groups {
@@ -410,7 +418,7 @@ impl Ctx {
     /// As the server does after assembly: resyncs, rebuilds to resume, spares to activate.
     fn start_jobs(&self) {
         for layer in self.stack.layers() {
-            layer.start_jobs();
+            jobs::start(layer);
         }
     }
 
@@ -513,7 +521,7 @@ impl Ctx {
             let layer = layer.clone();
             let resynced = self
                 .exec
-                .block_on(async move { layer.resync().await })
+                .block_on(async move { jobs::resync(&layer).await })
                 .expect("resync finishes");
             assert!(
                 matches!(resynced, Ok(true)),
@@ -608,7 +616,7 @@ impl Ctx {
             let g2 = group.clone();
             let repaired = self
                 .exec
-                .block_on(async move { g2.repair_mismatches().await })
+                .block_on(async move { jobs::scrub::repair_mismatches(&g2).await })
                 .expect("repair finishes")
                 .unwrap_or_else(|e| panic!("{name} seed {seed}: repair of group {g}: {e}"));
             assert!(
@@ -618,7 +626,7 @@ impl Ctx {
             );
             let checked = self
                 .exec
-                .block_on(async move { group.check().await })
+                .block_on(async move { jobs::scrub::check(&group).await })
                 .expect("check finishes")
                 .unwrap_or_else(|e| panic!("{name} seed {seed}: check of group {g}: {e}"));
             assert_eq!(

@@ -10,14 +10,14 @@ use crate::block::Bytes;
 /// to the next, so it neither zero-fills nor faults in fresh memory per chunk: a fresh
 /// multi-page allocation per cell costs more than the work done on it. Keeps at most
 /// `max_bytes` of capacity between uses; what comes back beyond that is freed.
-pub(super) struct ChunkBuffers {
+pub(crate) struct ChunkBuffers {
     free: RefCell<Vec<Vec<u8>>>,
     kept_bytes: Cell<usize>,
     max_bytes: usize,
 }
 
 impl ChunkBuffers {
-    pub(super) fn new(max_bytes: usize) -> Self {
+    pub(crate) fn new(max_bytes: usize) -> Self {
         ChunkBuffers {
             free: RefCell::new(Vec::new()),
             kept_bytes: Cell::new(0),
@@ -27,7 +27,7 @@ impl ChunkBuffers {
 
     /// A buffer of `len` bytes; its content is whatever it held last (zeroes where it is
     /// new).
-    pub(super) fn take(&self, len: usize) -> Vec<u8> {
+    pub(crate) fn take(&self, len: usize) -> Vec<u8> {
         let kept = self.free.borrow_mut().pop();
         match kept {
             Some(mut buf) => {
@@ -40,7 +40,7 @@ impl ChunkBuffers {
     }
 
     /// Keeps `buf` for a later [`Self::take`], unless that would exceed the limit.
-    pub(super) fn give(&self, buf: Vec<u8>) {
+    pub(crate) fn give(&self, buf: Vec<u8>) {
         let bytes = buf.capacity();
         if bytes > 0 && self.kept_bytes.get() + bytes <= self.max_bytes {
             self.kept_bytes.set(self.kept_bytes.get() + bytes);
@@ -49,7 +49,7 @@ impl ChunkBuffers {
     }
 
     /// Takes back a buffer that went out in a write, if nobody else holds it any more.
-    pub(super) fn give_back(&self, data: Bytes) {
+    pub(crate) fn give_back(&self, data: Bytes) {
         if let Ok(buf) = data.try_into_mut() {
             self.give(Vec::from(buf));
         }

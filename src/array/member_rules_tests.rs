@@ -9,7 +9,7 @@ use alloc::vec;
 use alloc::vec::Vec;
 
 use super::assemble::{CreateError, assemble, create};
-use super::rebuild::MemberError;
+use super::members::MemberError;
 use super::test_rig::{faulty_array, named_members, options, read_now, write_now};
 use super::{Health, MemberState};
 use crate::block::{BlockDevice, IoError};
@@ -237,7 +237,7 @@ fn no_space_on_every_member_fails_the_write_not_the_members() {
     for d in &r.disks {
         d.set_write_error(None);
     }
-    r.array.start_jobs();
+    crate::jobs::start(&r.array);
     r.exec.run_until_idle();
     write_now(&r.exec, &r.array, 100, vec![7; 8 * 512]).unwrap();
     assert_eq!(
@@ -267,7 +267,7 @@ fn no_space_on_one_copy_is_resynced_once_there_is_room() {
     assert!(r.array.needs_resync(), "the copies may differ: resync owed");
     assert_eq!(states(&r.array), vec![Some(MemberState::Active); 2]);
     r.disks[1].set_write_error(None);
-    r.array.start_jobs();
+    crate::jobs::start(&r.array);
     r.exec.run_until_idle();
     assert!(!r.array.needs_resync());
     let offset = r.array.superblock().unwrap().data_offset_sectors;
@@ -308,7 +308,7 @@ fn no_space_on_parity_keeps_the_members_and_the_resync_restores_parity() {
     assert_eq!(states(&r.array), vec![Some(MemberState::Active); 4]);
     assert!(r.array.needs_resync());
     r.disks[p_disk].set_write_error(None);
-    r.array.start_jobs();
+    crate::jobs::start(&r.array);
     r.exec.run_until_idle();
     assert!(!r.array.needs_resync());
     let offset = r.array.superblock().unwrap().data_offset_sectors;
@@ -352,6 +352,7 @@ fn member_files_deleted_or_truncated_under_the_array_are_failed() {
         let e = exec.clone();
         let opts = options(Level::Raid1, None, 64, "f");
         let array = drive(&exec, async move { create(&e, members, &opts).await }).unwrap();
+        crate::jobs::attach(&array);
         let mut policy = array.policy();
         policy.failure.io_timeout_ns = 0;
         array.set_policy(policy);

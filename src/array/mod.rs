@@ -5,13 +5,17 @@
 pub mod assemble;
 #[cfg(test)]
 mod assemble_tests;
+mod background;
+pub use background::{JobControl, JobKind, JobProgress, JobRunner};
 mod buffers;
+pub(crate) use buffers::ChunkBuffers;
 mod gather;
 pub use gather::WriteNotice;
 #[cfg(test)]
 mod gather_tests;
 #[cfg(test)]
 mod member_rules_tests;
+pub mod members;
 pub mod nested;
 #[cfg(test)]
 mod offload_tests;
@@ -19,15 +23,10 @@ pub mod persist;
 #[cfg(test)]
 mod persist_tests;
 pub mod rangelock;
-pub mod rebuild;
-#[cfg(test)]
-mod rebuild_tests;
-pub mod resync;
 pub mod scrub;
-#[cfg(test)]
-mod scrub_tests;
 pub mod settings;
 mod stripe;
+pub(crate) use stripe::{CellRead, SharedCell};
 pub mod stripe_cache;
 #[cfg(test)]
 mod stripe_tests;
@@ -50,8 +49,8 @@ use crate::layout::{ArrayLayout, Extent};
 use crate::metadata::{DeviceRole, FeatureMap, MdTime, Superblock};
 use crate::monitor::{ArrayMonitor, Event, MemberMonitor, OpKind};
 use crate::parity::ParityEngine;
+pub use members::{ArrayPolicy, FailurePolicy, RebuildPriority, SparePolicy};
 use rangelock::RangeLock;
-use rebuild::{ArrayPolicy, FailurePolicy};
 
 /// Where the v1.2 superblock sits on every member.
 pub const SUPERBLOCK_SECTOR: u64 = 8;
@@ -95,23 +94,9 @@ pub enum ReadPolicy {
     LeastOutstanding,
 }
 
-/// Array health as users see it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Health {
-    Optimal,
-    Degraded,
-    Failed,
-}
-
-impl fmt::Display for Health {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Health::Optimal => "optimal",
-            Health::Degraded => "degraded",
-            Health::Failed => "failed",
-        })
-    }
-}
+/// Array health as users see it; defined with the block device contract, beside
+/// [`HealthState`], so that the monitor reads it without knowing arrays.
+pub use crate::block::Health;
 
 /// The state every view reports; defined with the block device contract, which a group of
 /// a RAID 50/60 reports it through ([`BlockDevice::array_health`]).
@@ -210,10 +195,27 @@ impl Member {
 
     /// Moves the rebuild cursor to `sectors` (a new rebuild, a resume at a region
     /// boundary). The durable position never runs ahead of the cursor.
-    fn set_recovery_start(&self, sectors: u64) {
+    pub(crate) fn set_recovery_start(&self, sectors: u64) {
         self.recovery_offset.set(sectors);
         self.durable_recovery_offset
             .set(self.durable_recovery_offset.get().min(sectors));
+    }
+
+    /// Moves the rebuild cursor on: everything below `sectors` is rebuilt.
+    pub(crate) fn set_recovery_offset(&self, sectors: u64) {
+        self.recovery_offset.set(sectors);
+    }
+
+    /// Records that the member's data up to `sectors` is flushed: the position superblock
+    /// updates write from now on (at most the cursor, which may have moved back meanwhile).
+    pub(crate) fn set_recovery_durable(&self, sectors: u64) {
+        self.durable_recovery_offset
+            .set(sectors.min(self.recovery_offset.get()));
+    }
+
+    /// The member being rebuilt as the replacement of this one, if any.
+    pub fn replacement(&self) -> Option<Rc<Member>> {
+        self.replacement.borrow().clone()
     }
 
     /// Byte counts and latencies of the requests sent to this member.
@@ -260,7 +262,10 @@ impl Member {
 
     /// Awaits a device request, giving up (`IoError::Timeout`, the request dropped) once it
     /// has taken longer than the policy's I/O timeout.
-    async fn within_timeout<T>(&self, io: crate::block::IoFuture<'_, T>) -> Result<T, IoError> {
+    pub(crate) async fn within_timeout<T>(
+        &self,
+        io: crate::block::IoFuture<'_, T>,
+    ) -> Result<T, IoError> {
         let timeout_ns = match self.failure_policy.get() {
             Some(p) if p.io_timeout_ns > 0 => p.io_timeout_ns,
             _ => return io.await,
@@ -308,11 +313,18 @@ impl Member {
         self.superblock.borrow().clone()
     }
 
-    fn data_offset(&self) -> u64 {
+    /// Tests: change the superblock this member holds in memory (as one kept from an older
+    /// update would be), without writing it.
+    #[cfg(test)]
+    pub(crate) fn edit_superblock_in_memory(&self, f: impl FnOnce(&mut Superblock)) {
+        f(&mut self.superblock.borrow_mut())
+    }
+
+    pub(crate) fn data_offset(&self) -> u64 {
         self.superblock.borrow().data_offset_sectors
     }
 
-    fn count(&self, f: impl FnOnce(&mut MemberCounters)) {
+    pub(crate) fn count(&self, f: impl FnOnce(&mut MemberCounters)) {
         let mut c = self.counters.get();
         f(&mut c);
         self.counters.set(c);
@@ -321,13 +333,17 @@ impl Member {
     /// Reads member data sectors (relative to the data offset). Under a failure policy, a
     /// read slower than the timeout, or one error too many within the window, answers
     /// `DeviceFailed`: the callers fail the member on that.
-    async fn read_data(&self, sector: u64, buf: Vec<u8>) -> Result<Vec<u8>, IoError> {
+    pub(crate) async fn read_data(&self, sector: u64, buf: Vec<u8>) -> Result<Vec<u8>, IoError> {
         self.read_data_counted(sector, buf, true).await
     }
 
     /// As [`Self::read_data`], but a plain read error is not counted: for a fast path whose
     /// caller retries a failed read on the general path, which counts it once.
-    async fn read_data_probe(&self, sector: u64, buf: Vec<u8>) -> Result<Vec<u8>, IoError> {
+    pub(crate) async fn read_data_probe(
+        &self,
+        sector: u64,
+        buf: Vec<u8>,
+    ) -> Result<Vec<u8>, IoError> {
         self.read_data_counted(sector, buf, false).await
     }
 
@@ -376,7 +392,12 @@ impl Member {
         r
     }
 
-    async fn write_data(&self, sector: u64, data: Bytes, fua: bool) -> Result<(), IoError> {
+    pub(crate) async fn write_data(
+        &self,
+        sector: u64,
+        data: Bytes,
+        fua: bool,
+    ) -> Result<(), IoError> {
         let _busy = Busy::new(&self.inflight);
         self.count(|c| c.writes += 1);
         let (bytes, started_ns) = (data.len() as u64, self.monitor.start());
@@ -474,8 +495,8 @@ pub struct Array {
     /// The array itself, for the background tasks it starts (empty when built with `new`).
     this: Weak<Array>,
     policy: Cell<ArrayPolicy>,
-    /// Background-job runner state (see `rebuild.rs`).
-    jobs: rebuild::JobControl,
+    /// Background-job runner state (see `background.rs`).
+    jobs: JobControl,
     /// Array requests in flight (a low-priority rebuild yields to them).
     foreground: Cell<u32>,
     lock: RangeLock,
@@ -502,7 +523,7 @@ pub struct Array {
     /// Wall-clock seconds at executor time zero (the core has no wall clock of its own).
     wall_clock_base_s: Cell<u64>,
     /// The background job in progress (resync).
-    job: Cell<Option<resync::JobProgress>>,
+    job: Cell<Option<JobProgress>>,
     /// The parity kernels of the RAID 4/5/6 paths.
     parity: Cell<ParityEngine>,
     /// The check/repair job's report and controls.
@@ -635,7 +656,7 @@ impl Array {
             spares: RefCell::new(Vec::new()),
             this,
             policy: Cell::new(ArrayPolicy::default()),
-            jobs: rebuild::JobControl::default(),
+            jobs: JobControl::default(),
             foreground: Cell::new(0),
             lock: RangeLock::new(),
             meta: AsyncMutex::new(()),
@@ -787,12 +808,89 @@ impl Array {
         self.needs_resync.get()
     }
 
+    /// Where the resync is, or resumes (array sectors; member sectors on the parity levels).
+    pub(crate) fn resync_cursor(&self) -> u64 {
+        self.resync_cursor.get()
+    }
+
+    pub(crate) fn set_resync_cursor(&self, at: u64) {
+        self.resync_cursor.set(at);
+    }
+
+    /// The resync is done: every copy agrees.
+    pub(crate) fn set_resynced(&self) {
+        self.needs_resync.set(false);
+    }
+
+    /// Whether a stall hit while the resync ran (the regions it had passed need another
+    /// one); cleared.
+    pub(crate) fn take_resync_again(&self) -> bool {
+        self.resync_again.replace(false)
+    }
+
+    /// Whether the superblocks record the array dirty (writes may have been in flight).
+    pub(crate) fn is_dirty_on_disk(&self) -> bool {
+        self.dirty_on_disk.get()
+    }
+
+    /// The background job running on this array, if any.
+    pub fn job(&self) -> Option<JobProgress> {
+        self.job.get().map(|mut j| {
+            j.now_ns = self.exec.now_ns();
+            j
+        })
+    }
+
+    /// Records the progress of the job running (`None`: none runs).
+    pub(crate) fn set_job(&self, job: Option<JobProgress>) {
+        self.job.set(job);
+    }
+
+    /// The state of the background jobs, and who runs them.
+    pub fn jobs(&self) -> &JobControl {
+        &self.jobs
+    }
+
+    /// A job may be due: unless the jobs run already or are stopped, their runner starts
+    /// them (an array no runner was given to runs none).
+    pub(crate) fn kick_jobs(&self) {
+        if self.jobs.running.get() || self.jobs.stop.get() {
+            return;
+        }
+        let (Some(runner), Some(me)) = (self.jobs.runner(), self.this.upgrade()) else {
+            return;
+        };
+        self.jobs.running.set(true);
+        self.exec.spawn_detached(runner.run(me));
+    }
+
+    /// Asks the jobs to stop at the next region and waits until they did (their position
+    /// is checkpointed).
+    pub async fn stop_jobs(&self) {
+        self.jobs.stop.set(true);
+        if let Some(runner) = self.jobs.runner() {
+            runner.stop_requested();
+        }
+        let _g = self.jobs.done.lock().await;
+    }
+
+    /// Array requests in flight (a low-priority job yields to them).
+    pub(crate) fn foreground_requests(&self) -> u32 {
+        self.foreground.get()
+    }
+
+    /// The lock a job takes over the range (copy levels: array sectors) or the stripes
+    /// (parity levels) it works on.
+    pub(crate) fn range_lock(&self) -> &RangeLock {
+        &self.lock
+    }
+
     /// Superblock fields shared by every member, from the first live member.
     pub fn superblock(&self) -> Option<Superblock> {
         self.live_members().next().map(|m| m.superblock())
     }
 
-    fn alive(&self) -> Vec<bool> {
+    pub(crate) fn alive(&self) -> Vec<bool> {
         self.slots
             .borrow()
             .iter()
@@ -843,10 +941,7 @@ impl Array {
         let own_degraded = slots
             .iter()
             .any(|s| !matches!(s, Some(m) if m.state() == MemberState::Active));
-        let own_rebuilding = self
-            .job
-            .get()
-            .is_some_and(|j| j.kind == resync::JobKind::Rebuild);
+        let own_rebuilding = self.job.get().is_some_and(|j| j.kind == JobKind::Rebuild);
         let group_degraded = slots
             .iter()
             .flatten()
@@ -857,6 +952,31 @@ impl Array {
         } else {
             HealthState::Rebuilding
         }
+    }
+
+    /// Tells the monitor the health may have changed (it reports a change as an event) and,
+    /// when it did, an outer array (RAID 50/60) that its group's did. Cheap: call it after
+    /// anything that changes member states.
+    pub fn check_health(&self) {
+        let changed =
+            self.monitor
+                .observe_health(self.name(), self.wall_clock_base_s(), self.health());
+        // A group's health is part of its outer array's.
+        if changed && let Some(parent) = self.parent() {
+            parent.lower_health_changed();
+        }
+    }
+
+    /// The slot `member` holds in this array.
+    pub fn slot_of(&self, member: &Member) -> Option<u32> {
+        self.slots
+            .borrow()
+            .iter()
+            .position(|s| {
+                s.as_ref()
+                    .is_some_and(|m| core::ptr::eq(m.as_ref(), member))
+            })
+            .map(|p| p as u32)
     }
 
     /// Members in sync, in slot order.
@@ -901,7 +1021,7 @@ impl Array {
     }
 
     /// The member in `slot` if it takes writes: in sync, or being rebuilt.
-    fn member(&self, slot: usize) -> Option<Rc<Member>> {
+    pub(crate) fn member(&self, slot: usize) -> Option<Rc<Member>> {
         self.slots
             .borrow()
             .get(slot)
@@ -912,7 +1032,7 @@ impl Array {
 
     /// The member in `slot` if its member sectors `[at, at + sectors)` hold valid data: in
     /// sync, or rebuilt past them.
-    fn readable(&self, slot: usize, at: u64, sectors: u64) -> Option<Rc<Member>> {
+    pub(crate) fn readable(&self, slot: usize, at: u64, sectors: u64) -> Option<Rc<Member>> {
         self.member(slot)
             .filter(|m| m.state() == MemberState::Active || at + sectors <= m.recovery_offset.get())
     }
@@ -924,7 +1044,7 @@ impl Array {
     }
 
     /// Splits `[sector, sector + sectors)` into extents that each map contiguously.
-    fn extents(&self, sector: u64, sectors: u64) -> Vec<(u64, Extent)> {
+    pub(crate) fn extents(&self, sector: u64, sectors: u64) -> Vec<(u64, Extent)> {
         let mut out = Vec::new();
         let end = sector + sectors;
         let mut s = sector;
@@ -1498,7 +1618,11 @@ impl Array {
                  tolerates; no member failed, the I/O gets an error, a resync is due",
                 self.name()
             );
-            self.emit(Event::ArrayStalled { members: count });
+            self.monitor.emit(
+                self.name(),
+                self.wall_clock_base_s(),
+                Event::ArrayStalled { members: count },
+            );
         }
         self.resync_after_stall();
         true
@@ -1509,11 +1633,7 @@ impl Array {
     /// the next resync (at the next start, as after a crash, or the next background job run)
     /// covers the whole array.
     fn resync_after_stall(&self) {
-        if self
-            .job
-            .get()
-            .is_some_and(|j| j.kind == resync::JobKind::Resync)
-        {
+        if self.job.get().is_some_and(|j| j.kind == JobKind::Resync) {
             self.resync_again.set(true);
             return;
         }
@@ -1540,7 +1660,7 @@ impl Array {
         Ok(())
     }
 
-    async fn fail_member_rc(&self, member: &Rc<Member>) {
+    pub(crate) async fn fail_member_rc(&self, member: &Rc<Member>) {
         if member.state() == MemberState::Faulty {
             // Failed by another request, whose record may still be in flight.
             self.failures_recorded().await;
@@ -1582,7 +1702,14 @@ impl Array {
             })
             .await;
         self.failures_done(1);
-        self.member_event(member, |slot, member| Event::MemberFailed { slot, member });
+        self.monitor.emit(
+            self.name(),
+            self.wall_clock_base_s(),
+            Event::MemberFailed {
+                slot: self.slot_of(member).unwrap_or(u32::MAX),
+                member: member.name.clone(),
+            },
+        );
         self.check_health();
         // Only once the failure is on disk: a spare may take the slot.
         self.kick_jobs();
@@ -1590,7 +1717,7 @@ impl Array {
 
     /// First write after a clean state: record on disk that the array is dirty, so that an
     /// unclean shutdown is detected at the next assembly.
-    async fn mark_dirty(&self) -> Result<(), IoError> {
+    pub(crate) async fn mark_dirty(&self) -> Result<(), IoError> {
         if self.dirty_on_disk.get() || !self.redundant {
             return Ok(());
         }
@@ -1627,7 +1754,7 @@ impl Array {
     }
 
     /// Flushes every member that takes writes; a member that fails the flush is failed.
-    async fn flush_members(&self) -> Result<(), IoError> {
+    pub(crate) async fn flush_members(&self) -> Result<(), IoError> {
         self.do_flush().await
     }
 
@@ -1782,7 +1909,14 @@ impl Array {
                             .set(self.unrecorded_failures.get() + 1);
                         failed_here += 1;
                         m.state.set(MemberState::Faulty);
-                        self.member_event(&m, |slot, member| Event::MemberFailed { slot, member });
+                        self.monitor.emit(
+                            self.name(),
+                            self.wall_clock_base_s(),
+                            Event::MemberFailed {
+                                slot: self.slot_of(&m).unwrap_or(u32::MAX),
+                                member: m.name.clone(),
+                            },
+                        );
                         self.check_health();
                         self.stripe_cache.borrow_mut().clear();
                         retry = true;

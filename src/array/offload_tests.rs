@@ -147,6 +147,7 @@ fn raid5(exec: &Executor, plain: &[usize]) -> (Rc<Array>, Vec<u8>) {
         .block_on(async move { create(&e, members, &opts).await })
         .unwrap()
         .unwrap();
+    crate::jobs::attach(&array);
     let mut model = vec![0u8; array.capacity_sectors() as usize * SECTOR_BYTES];
     SplitMix64::new(23).fill(&mut model);
     let (a, data) = (array.clone(), Bytes::from(model.clone()));

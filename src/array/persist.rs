@@ -273,7 +273,7 @@ impl Array {
 
     /// Drops the checkpoint of an interrupted check or repair that has not resumed (a user's
     /// cancel) and records that on the members at once, so it does not come back at the next
-    /// start. Whether there was one; a running scrub is left alone (`cancel_scrub`).
+    /// start. Whether there was one; a running scrub is left alone (`jobs::scrub::cancel`).
     pub async fn forget_scrub_checkpoint(&self) -> Result<bool, ArrayError> {
         if self.scrub_running() || self.scrub_checkpoint().is_none() {
             return Ok(false);

@@ -12,11 +12,11 @@ use alloc::vec::Vec;
 
 use super::Array;
 use super::assemble::assemble;
+use super::members::{ArrayPolicy, RebuildPriority, SparePolicy};
 use super::persist::{
     OfflineSetError, format_size_bytes, has_pool_label, parse_size_bytes, read_extension,
     set_offline, write_pool_label,
 };
-use super::rebuild::{ArrayPolicy, RebuildPriority, SparePolicy};
 use super::scrub::{ScrubMode, ScrubOutcome};
 use super::settings::Setting;
 use super::test_rig::{faulty_array, options, write_now};
@@ -45,6 +45,7 @@ fn reassemble(mem: &[Rc<MemoryDisk>]) -> (Executor, Rc<Array>) {
         .expect("assembly finishes");
     assert_eq!(result.arrays.len(), 1, "{result:?}");
     let array = result.arrays[0].clone();
+    crate::jobs::attach(&array);
     (exec, array)
 }
 
@@ -57,7 +58,7 @@ fn superblock_of(mem: &MemoryDisk) -> Superblock {
 fn stop(exec: &Executor, array: &Rc<Array>) {
     let a = array.clone();
     exec.block_on(async move {
-        a.stop_scrub().await;
+        crate::jobs::scrub::stop(&a).await;
         a.mark_clean().await
     })
     .expect("stop finishes")
@@ -329,7 +330,7 @@ fn done_sectors(array: &Array) -> u64 {
 
 /// Starts a scrub and runs (simulated time) until it has done `sectors`.
 fn scrub_until(r: &super::test_rig::FaultyArray, mode: ScrubMode, sectors: u64) {
-    r.array.start_scrub(mode).expect("the scrub starts");
+    crate::jobs::scrub::start(&r.array, mode).expect("the scrub starts");
     let a = r.array.clone();
     let e = r.exec.clone();
     r.exec
@@ -381,7 +382,7 @@ fn a_stopped_check_resumes_where_it_was() {
     );
     assert!(!cp.repair);
     assert!(cp.cursor_sectors > 0 && cp.cursor_sectors <= stopped_at + 2048);
-    again.start_jobs();
+    crate::jobs::start(&again);
     exec.run_until_stalled();
     let job = again.job().expect("the check resumed by itself");
     assert!(job.done_sectors >= cp.cursor_sectors && job.done_sectors > 0);
@@ -423,7 +424,7 @@ fn a_stopped_check_resumes_where_it_was() {
     // A whole check from the start agrees.
     let a = again.clone();
     let full = exec
-        .block_on(async move { a.check().await })
+        .block_on(async move { crate::jobs::scrub::check(&a).await })
         .unwrap()
         .unwrap();
     assert_eq!(full.mismatched_sectors, report.mismatched_sectors);
@@ -446,7 +447,7 @@ fn a_pending_check_cancelled_before_it_resumes_stays_cancelled() {
     stop(&exec, &again);
     let (exec, third) = reassemble(&r.mem);
     assert_eq!(third.scrub_checkpoint(), None, "the cancel was recorded");
-    third.start_jobs();
+    crate::jobs::start(&third);
     exec.run_until_stalled();
     assert!(third.job().is_none());
     let a = third.clone();
@@ -465,7 +466,7 @@ fn a_cancelled_check_does_not_resume() {
     let e = r.exec.clone();
     r.exec
         .block_on(async move {
-            a.cancel_scrub();
+            crate::jobs::scrub::cancel(&a);
             while a.scrub_report().unwrap().outcome == ScrubOutcome::Running {
                 e.sleep(10_000).await;
             }
@@ -474,7 +475,7 @@ fn a_cancelled_check_does_not_resume() {
     stop(&r.exec, &r.array);
     let (exec, again) = reassemble(&r.mem);
     assert_eq!(again.scrub_checkpoint(), None);
-    again.start_jobs();
+    crate::jobs::start(&again);
     exec.run_until_stalled();
     assert!(again.job().is_none());
 }

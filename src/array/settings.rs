@@ -9,8 +9,8 @@ use alloc::string::{String, ToString};
 use alloc::vec;
 use alloc::vec::Vec;
 
+use super::members::{ArrayPolicy, MemberError, RebuildPriority, SparePolicy};
 use super::persist::{format_size_bytes, parse_size_bytes, valid_stripe_cache_bytes};
-use super::rebuild::{ArrayPolicy, MemberError, RebuildPriority, SparePolicy};
 use super::stripe_cache::DEFAULT_CACHE_BYTES;
 use super::{Array, ReadPolicy};
 use crate::metadata::extension::StoredSettings;

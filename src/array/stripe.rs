@@ -13,9 +13,7 @@ use alloc::rc::Rc;
 use alloc::vec;
 use alloc::vec::Vec;
 
-use super::buffers::ChunkBuffers;
 use super::gather::{PieceState, Registration, Segment};
-use super::resync::RegionSync;
 use super::{Array, Member};
 use crate::block::{BlockDevice, Bytes, IoError, SECTOR_BYTES, check_range};
 use crate::executor::join_all;
@@ -29,15 +27,6 @@ struct BandOutcome {
     lost: Vec<usize>,
     /// A member had no space: the band is not written everywhere.
     no_space: bool,
-}
-
-/// How the resync of one stripe ended.
-enum StripeSync {
-    Done,
-    /// Some data could not be read: left as it was.
-    Unreadable,
-    /// A member had no space for the parity: still to do.
-    NoSpace,
 }
 
 struct StripeRepair {
@@ -77,7 +66,7 @@ fn array_sector_of(l: &Raid5Layout, stripe: u64, data_index: usize, offset_secto
 }
 
 /// How one read of a cell ended.
-pub(super) enum CellRead {
+pub(crate) enum CellRead {
     Ok(Vec<u8>),
     /// The member is missing or failed (now or before).
     Gone,
@@ -85,8 +74,9 @@ pub(super) enum CellRead {
     Error,
 }
 
-/// [`CellRead`] for the engine's own paths: the content may be shared with the stripe cache.
-enum Cell {
+/// [`CellRead`] for the engine's own paths and the jobs': the content may be shared with the
+/// stripe cache.
+pub(crate) enum SharedCell {
     Ok(Bytes),
     /// The member is missing or failed (now or before).
     Gone,
@@ -96,7 +86,7 @@ enum Cell {
 
 impl Array {
     /// Reads the cells `[offset, offset + sectors)` of `stripe` on `disks`, all at once.
-    pub(super) async fn read_cells(
+    pub(crate) async fn read_cells(
         &self,
         l: &Raid5Layout,
         stripe: u64,
@@ -109,9 +99,9 @@ impl Array {
             .into_iter()
             .map(|(d, c)| {
                 let c = match c {
-                    Cell::Ok(b) => CellRead::Ok(Vec::from(b)),
-                    Cell::Gone => CellRead::Gone,
-                    Cell::Error => CellRead::Error,
+                    SharedCell::Ok(b) => CellRead::Ok(Vec::from(b)),
+                    SharedCell::Gone => CellRead::Gone,
+                    SharedCell::Error => CellRead::Error,
                 };
                 (d, c)
             })
@@ -119,14 +109,14 @@ impl Array {
     }
 
     /// [`Self::read_cells`] without copying what comes from the stripe cache.
-    async fn read_cells_shared(
+    pub(crate) async fn read_cells_shared(
         &self,
         l: &Raid5Layout,
         stripe: u64,
         offset_sectors: u64,
         sectors: u64,
         disks: &[usize],
-    ) -> Vec<(usize, Cell)> {
+    ) -> Vec<(usize, SharedCell)> {
         self.read_cells_cached(l, stripe, offset_sectors, sectors, disks, true)
             .await
     }
@@ -141,7 +131,7 @@ impl Array {
         sectors: u64,
         disks: &[usize],
         keep_reads: bool,
-    ) -> Vec<(usize, Cell)> {
+    ) -> Vec<(usize, SharedCell)> {
         let at = l.member_sector(stripe, offset_sectors);
         let bytes = sectors as usize * SECTOR_BYTES;
         let jobs: Vec<_> = disks
@@ -178,8 +168,8 @@ impl Array {
                 Err(_) => self.stripe_cache.borrow_mut().invalidate_cell(stripe, d),
             }
             let cell = match (member, r) {
-                (_, Ok(data)) => Cell::Ok(data),
-                (None, Err(_)) => Cell::Gone,
+                (_, Ok(data)) => SharedCell::Ok(data),
+                (None, Err(_)) => SharedCell::Gone,
                 (Some(member), Err(e)) => {
                     log::warn!(
                         "{}: read error on {} at member sector {at}: {e}",
@@ -188,9 +178,9 @@ impl Array {
                     );
                     if matches!(e, IoError::DeviceFailed) {
                         self.fail_member_rc(&member).await;
-                        Cell::Gone
+                        SharedCell::Gone
                     } else {
-                        Cell::Error
+                        SharedCell::Error
                     }
                 }
             };
@@ -275,7 +265,7 @@ impl Array {
 
     /// Rebuilds the cells `[offset, offset + sectors)` of `target` in `stripe` from the other
     /// members. On failure, the offset (in the chunk) of the first sector that is lost.
-    pub(super) async fn reconstruct_cell(
+    pub(crate) async fn reconstruct_cell(
         &self,
         l: &Raid5Layout,
         stripe: u64,
@@ -291,9 +281,9 @@ impl Array {
             .await
         {
             match r {
-                Cell::Ok(data) => cells[d] = Some(data),
-                Cell::Gone => gone += 1,
-                Cell::Error => {}
+                SharedCell::Ok(data) => cells[d] = Some(data),
+                SharedCell::Gone => gone += 1,
+                SharedCell::Error => {}
             }
         }
         if self.solve_stripe(l, stripe, &mut cells) {
@@ -443,7 +433,7 @@ impl Array {
                     .read_cells_shared(l, stripe, seg.offset_sectors, seg.sectors, &[disk])
                     .await
                     .pop()
-                    .map_or(Cell::Gone, |(_, r)| r);
+                    .map_or(SharedCell::Gone, |(_, r)| r);
                 (seg, disk, r)
             })
             .collect();
@@ -451,7 +441,7 @@ impl Array {
         let mut repairs = Vec::new();
         for (seg, disk, r) in join_all(jobs).await {
             let data = match r {
-                Cell::Ok(data) => data,
+                SharedCell::Ok(data) => data,
                 other => {
                     let rebuilt = self
                         .reconstruct_cell(l, stripe, seg.offset_sectors, seg.sectors, disk)
@@ -459,7 +449,7 @@ impl Array {
                         .map_err(|off| IoError::DataLost {
                             sector: array_sector_of(l, stripe, seg.data_index, off),
                         })?;
-                    if matches!(other, Cell::Error) && self.redundant {
+                    if matches!(other, SharedCell::Error) && self.redundant {
                         repairs.push(StripeRepair {
                             stripe,
                             offset_sectors: seg.offset_sectors,
@@ -501,7 +491,7 @@ impl Array {
     }
 
     /// Writes repaired content onto a member; a member that cannot take it is failed.
-    pub(super) async fn rewrite(&self, member: &Rc<Member>, at: u64, sectors: u64, data: Bytes) {
+    pub(crate) async fn rewrite(&self, member: &Rc<Member>, at: u64, sectors: u64, data: Bytes) {
         // The cell changes under the cache: forget its stripe (cells never cross stripes).
         if let crate::layout::ArrayLayout::Raid5(l) = &self.layout {
             self.stripe_cache_invalidate(at / l.chunk_sectors());
@@ -742,9 +732,9 @@ impl Array {
         {
             read_done[d] = true;
             match r {
-                Cell::Ok(data) => cells[d] = Some(data),
-                Cell::Gone => clean = false,
-                Cell::Error => {
+                SharedCell::Ok(data) => cells[d] = Some(data),
+                SharedCell::Gone => clean = false,
+                SharedCell::Error => {
                     clean = false;
                     unreadable.push(d);
                 }
@@ -759,9 +749,9 @@ impl Array {
                 .await
             {
                 match r {
-                    Cell::Ok(data) => cells[d] = Some(data),
-                    Cell::Gone => {}
-                    Cell::Error => unreadable.push(d),
+                    SharedCell::Ok(data) => cells[d] = Some(data),
+                    SharedCell::Gone => {}
+                    SharedCell::Error => unreadable.push(d),
                 }
             }
         }
@@ -933,208 +923,6 @@ impl Array {
 }
 
 impl Array {
-    /// Resync of the parity levels: recomputes the parity of every stripe whose first
-    /// sector lies in `[sector, sector + sectors)` from its data, one stripe at a time under
-    /// the stripe lock. Returns how many stripes had unreadable data, and whether a member
-    /// had no space for the new parity.
-    pub(super) async fn parity_resync_region(
-        &self,
-        l: &Raid5Layout,
-        sector: u64,
-        sectors: u64,
-    ) -> RegionSync {
-        let sds = l.stripe_data_sectors();
-        let first = sector.div_ceil(sds);
-        let end = (sector + sectors).div_ceil(sds).min(l.stripe_count());
-        let mut out = RegionSync::default();
-        for stripe in first..end {
-            match self.parity_resync_stripe(l, stripe).await {
-                StripeSync::Done => {}
-                StripeSync::Unreadable => out.unreadable += 1,
-                StripeSync::NoSpace => out.no_space = true,
-            }
-        }
-        out
-    }
-
-    async fn parity_resync_stripe(&self, l: &Raid5Layout, stripe: u64) -> StripeSync {
-        let _g = self.lock.lock(stripe, stripe + 1).await;
-        self.stripe_cache_invalidate(stripe);
-        let k = l.data_disks();
-        let chunk = l.chunk_sectors();
-        let data_disks: Vec<usize> = (0..k).map(|i| l.data_disk(stripe, i)).collect();
-        let mut cells: Vec<Option<Bytes>> = vec![None; l.disk_count()];
-        for (d, r) in self
-            .read_cells_shared(l, stripe, 0, chunk, &data_disks)
-            .await
-        {
-            if let Cell::Ok(data) = r {
-                cells[d] = Some(data);
-            }
-        }
-        if data_disks.iter().any(|&d| cells[d].is_none()) {
-            // Data that cannot be read can only come from the parity this resync distrusts:
-            // leave the stripe as it is.
-            return StripeSync::Unreadable;
-        }
-        let engine = self.parity.get();
-        let bytes = l.cell_bytes();
-        let data: Vec<&[u8]> = data_disks
-            .iter()
-            .map(|&d| cells[d].as_deref().expect("checked above"))
-            .collect();
-        let mut p = vec![0u8; bytes];
-        let mut writes: Vec<(usize, Bytes)> = Vec::new();
-        match l.q_disk(stripe) {
-            Some(qd) => {
-                let slots: Vec<u8> = data_disks
-                    .iter()
-                    .map(|&d| {
-                        l.syndrome_slot(stripe, d)
-                            .expect("a data member has a syndrome slot")
-                    })
-                    .collect();
-                let mut q = vec![0u8; bytes];
-                engine.pq_gen(&data, &slots, &mut p, &mut q);
-                writes.push((qd, Bytes::from(q)));
-            }
-            None => engine.xor(&data, &mut p),
-        }
-        writes.push((l.parity_disk(stripe), Bytes::from(p)));
-        let at = l.member_sector(stripe, 0);
-        let jobs: Vec<_> = writes
-            .into_iter()
-            .filter_map(|(d, b)| {
-                self.member(d)
-                    .map(|m| async move { (m.clone(), m.write_data(at, b, false).await) })
-            })
-            .collect();
-        let mut out = StripeSync::Done;
-        for (m, r) in join_all(jobs).await {
-            match r {
-                Ok(()) => {}
-                Err(e) if !e.fails_member() => out = StripeSync::NoSpace,
-                Err(_) => self.fail_member_rc(&m).await,
-            }
-        }
-        out
-    }
-}
-
-impl Array {
-    /// Rebuild: recomputes the cells of member `target` for stripes `[first, end)` from the
-    /// other members (or copies them from `source`, the member it replaces, where that
-    /// reads) and writes them to it, holding those stripes alone. Every buffer comes from and
-    /// goes back to `pool`. The caller moves the target's `recovery_offset` past the stripes
-    /// once every region before them is written too (foreground writes reach the target
-    /// whatever its cursor, so a rebuilt stripe stays right while it waits). On failure, the
-    /// first stripe that could not be rebuilt.
-    pub(super) async fn rebuild_stripes(
-        &self,
-        l: &Raid5Layout,
-        (first, end): (u64, u64),
-        target: &Rc<Member>,
-        slot: usize,
-        source: Option<&Rc<Member>>,
-        pool: &ChunkBuffers,
-    ) -> Result<(), u64> {
-        let _g = self.lock.lock(first, end).await;
-        for stripe in first..end {
-            self.stripe_cache_invalidate(stripe);
-        }
-        let chunk = l.chunk_sectors();
-        let bytes = l.cell_bytes();
-        let jobs: Vec<_> = (first..end)
-            .map(|stripe| async move {
-                let at = l.member_sector(stripe, 0);
-                let copied = match source {
-                    Some(src) => src.read_data(at, pool.take(bytes)).await.ok(),
-                    None => None,
-                };
-                let data = match copied {
-                    Some(d) => d,
-                    None => match self.rebuild_cell_fast(l, stripe, slot, pool).await {
-                        Some(d) => d,
-                        None => self
-                            .reconstruct_cell(l, stripe, 0, chunk, slot)
-                            .await
-                            .map_err(|_| stripe)?,
-                    },
-                };
-                let data = Bytes::from(data);
-                if target.write_data(at, data.clone(), false).await.is_err() {
-                    self.fail_member_rc(target).await;
-                    return Err(stripe);
-                }
-                pool.give_back(data);
-                Ok(())
-            })
-            .collect();
-        let mut first_error = None;
-        for r in join_all(jobs).await {
-            if let Err(stripe) = r {
-                first_error = Some(first_error.map_or(stripe, |f: u64| f.min(stripe)));
-            }
-        }
-        match first_error {
-            Some(stripe) => Err(stripe),
-            None => Ok(()),
-        }
-    }
-
-    /// The target's whole cell of `stripe` as the xor of the cells P covers (every member
-    /// but the target and Q), read whole into pooled buffers and xored in place into the
-    /// first: no zero-filled buffer, no copy. `None` when that does not apply (the target
-    /// holds Q, a source is not in sync there, a read failed): the caller then takes the
-    /// general path, which retries, counts errors and goes sector by sector.
-    async fn rebuild_cell_fast(
-        &self,
-        l: &Raid5Layout,
-        stripe: u64,
-        target: usize,
-        pool: &ChunkBuffers,
-    ) -> Option<Vec<u8>> {
-        let q = l.q_disk(stripe);
-        if q == Some(target) {
-            return None;
-        }
-        let chunk = l.chunk_sectors();
-        let at = l.member_sector(stripe, 0);
-        let sources: Vec<Rc<Member>> = (0..l.disk_count())
-            .filter(|&d| d != target && Some(d) != q)
-            .map(|d| self.readable(d, at, chunk))
-            .collect::<Option<_>>()?;
-        let reads: Vec<_> = sources
-            .iter()
-            .map(|m| m.read_data_probe(at, pool.take(l.cell_bytes())))
-            .collect();
-        let mut cells = Vec::with_capacity(sources.len());
-        let mut all_read = true;
-        for r in join_all(reads).await {
-            match r {
-                Ok(buf) => cells.push(buf),
-                Err(_) => all_read = false,
-            }
-        }
-        if !all_read || cells.is_empty() {
-            for buf in cells {
-                pool.give(buf);
-            }
-            return None;
-        }
-        let mut cells = cells.into_iter();
-        let mut out = cells.next()?;
-        let rest: Vec<Vec<u8>> = cells.collect();
-        if !rest.is_empty() {
-            let srcs: Vec<&[u8]> = rest.iter().map(Vec::as_slice).collect();
-            self.parity.get().xor_into(&srcs, &mut out);
-        }
-        for buf in rest {
-            pool.give(buf);
-        }
-        Some(out)
-    }
-
     /// A cached cell range, counted as a hit or a miss.
     fn cache_get(
         &self,

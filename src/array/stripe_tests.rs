@@ -362,6 +362,7 @@ fn dirty_degraded_raid5_does_not_assemble_clean_one_does() {
         .unwrap();
     assert_eq!(result.arrays.len(), 1, "{result:?}");
     let a = result.arrays[0].clone();
+    crate::jobs::attach(&a);
     assert_eq!(a.health(), Health::Degraded);
     let back = r
         .exec
@@ -418,6 +419,7 @@ fn writes_after_an_unclean_shutdown_rewrite_parity_from_the_data() {
         .block_on(async move { assemble(&e, c).await })
         .unwrap();
     let a = result.arrays[0].clone();
+    crate::jobs::attach(&a);
     assert!(a.needs_resync());
     let data = pattern(&mut rng, 4);
     let d = Bytes::from(data.clone());
@@ -465,7 +467,7 @@ fn resync_recomputes_stale_parity() {
         }
         let a = r.array.clone();
         r.exec
-            .block_on(async move { a.resync().await })
+            .block_on(async move { crate::jobs::resync(&a).await })
             .unwrap()
             .unwrap();
         for stripe in 0..l.stripe_count() {

@@ -15,7 +15,7 @@ use crate::platform::memory::MemoryDisk;
 
 /// What an engine test needs: the executor, the raw memory behind each member, the faulty
 /// wrappers the array uses, and the array.
-pub(super) struct FaultyArray {
+pub(crate) struct FaultyArray {
     pub exec: Executor,
     pub mem: Vec<Rc<MemoryDisk>>,
     pub disks: Vec<Rc<FaultyDisk>>,
@@ -35,7 +35,7 @@ pub(crate) fn named_members<D: BlockDevice + 'static>(
 
 /// Creates an array of `count` members of `member_sectors` each (named `d0`, `d1`, …) on
 /// faulty memory disks, with a little random latency if asked.
-pub(super) fn faulty_array(
+pub(crate) fn faulty_array(
     opts: CreateOptions,
     count: usize,
     member_sectors: u64,
@@ -68,6 +68,8 @@ pub(super) fn faulty_array(
         .block_on(async move { create(&e, members, &opts).await })
         .expect("create finishes")
         .expect("create succeeds");
+    // Its jobs run when one is due, as a RebuildManager runs them.
+    crate::jobs::attach(&array);
     FaultyArray {
         exec,
         mem,
@@ -77,7 +79,7 @@ pub(super) fn faulty_array(
 }
 
 /// Create options for tests: fixed UUID, time and entropy.
-pub(super) fn options(
+pub(crate) fn options(
     level: Level,
     layout: Option<&str>,
     chunk_sectors: u32,
@@ -96,7 +98,7 @@ pub(super) fn options(
 }
 
 /// Writes `data` at `sector` and runs the executor until the write completes.
-pub(super) fn write_now(
+pub(crate) fn write_now(
     exec: &Executor,
     array: &Rc<Array>,
     sector: u64,
@@ -108,7 +110,7 @@ pub(super) fn write_now(
 }
 
 /// Reads `sectors` sectors at `sector` and runs the executor until the read completes.
-pub(super) fn read_now(
+pub(crate) fn read_now(
     exec: &Executor,
     array: &Rc<Array>,
     sector: u64,
@@ -124,7 +126,7 @@ pub(super) fn read_now(
 
 /// Recomputes P (and Q) of `stripe` from the data cells `cell(disk, stripe)` returns and
 /// asserts the parity cells on the members match.
-pub(super) fn assert_stripe_parity(
+pub(crate) fn assert_stripe_parity(
     l: &crate::layout::Raid5Layout,
     stripe: u64,
     cell: impl Fn(usize, u64) -> Vec<u8>,

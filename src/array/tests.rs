@@ -37,9 +37,14 @@ impl Rig {
     fn reassemble(&self) -> super::assemble::AssembleResult {
         let candidates = named_members(&self.mem);
         let e = self.exec.clone();
-        self.exec
+        let result = self
+            .exec
             .block_on(async move { assemble(&e, candidates).await })
-            .unwrap()
+            .unwrap();
+        for array in &result.arrays {
+            crate::jobs::attach(array);
+        }
+        result
     }
 
     fn write(&self, sector: u64, data: Vec<u8>) -> Result<(), IoError> {
@@ -611,6 +616,7 @@ fn write_skipping_a_failed_member_waits_for_the_failure_record() {
         .block_on(async move { create(&e, members, &opts).await })
         .unwrap()
         .unwrap();
+    crate::jobs::attach(&array);
     // Dirty the array first, so that the writes below need no superblock update of their own.
     write_now(&exec, &array, 0, vec![1u8; 4096]).unwrap();
     disks[1].fail_data_writes.set(true);
@@ -668,6 +674,7 @@ fn rebuilt_member_is_in_sync_only_once_recorded() {
         .block_on(async move { create(&e, members, &opts).await })
         .unwrap()
         .unwrap();
+    crate::jobs::attach(&array);
     write_now(&exec, &array, 0, vec![3u8; 4096]).unwrap();
     // The spare's own record of being in sync (an active role, no recovery offset) waits.
     disks[2].close_gate(|sb| {
@@ -759,7 +766,7 @@ fn reads_before_the_resync_take_the_copy_the_resync_keeps() {
         // The resync keeps that copy.
         let a = r.array.clone();
         r.exec
-            .block_on(async move { a.resync().await })
+            .block_on(async move { crate::jobs::resync(&a).await })
             .unwrap()
             .unwrap();
         let mut second = vec![0u8; 8 * 512];

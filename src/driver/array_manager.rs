@@ -201,7 +201,7 @@ impl ArrayManager {
         self.next_id += 1;
         array.monitor().attach_events(self.events.clone());
         array.monitor().configure(&self.monitor_config);
-        array.emit(Event::ArrayStarted);
+        super::monitoring::emit(&array, Event::ArrayStarted);
         array.check_health();
         self.arrays.insert(id, array);
         id
@@ -508,9 +508,9 @@ impl ArrayManager {
             let mut result = Ok(());
             for (id, array) in layers {
                 // No repair write may land after the array is marked clean.
-                array.stop_scrub().await;
+                crate::jobs::scrub::stop(&array).await;
                 let r = array.mark_clean().await;
-                array.emit(Event::ArrayStopped);
+                super::monitoring::emit(&array, Event::ArrayStopped);
                 result = result.and(r);
                 arrays.borrow_mut().remove(id);
                 stopped(id);

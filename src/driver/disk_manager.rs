@@ -17,10 +17,11 @@ use super::ipc_member::IpcMember;
 use super::{Answer, ArrayManager, DeviceOpener};
 use crate::array::Array;
 use crate::array::assemble::{ASSEMBLY_OPTIONS, assemble, read_superblock};
+use crate::array::members::MemberError;
 use crate::array::persist::write_pool_label;
-use crate::array::rebuild::{MemberError, SpareSource};
 use crate::block::BlockDevice;
 use crate::executor::Executor;
+use crate::jobs::{self, SpareProvider};
 use crate::manage::{self, Refusal};
 use crate::metadata::{Candidate, SlotState, Superblock, group_candidates, plan_assembly};
 
@@ -244,10 +245,12 @@ impl DiskManager {
     }
 }
 
-/// The shared-pool hook an array draws spares from.
-pub(super) fn pool_source(disks: &Rc<RefCell<DiskManager>>) -> SpareSource {
-    let disks = disks.clone();
-    Rc::new(move |min_sectors| disks.borrow_mut().take_pool_spare(min_sectors))
+/// The shared pool is where the RebuildManager's jobs take a spare for a `shared` array
+/// that has none of its own.
+impl SpareProvider for RefCell<DiskManager> {
+    fn take_spare(&self, min_sectors: u64) -> Option<(String, Rc<dyn BlockDevice>)> {
+        self.borrow_mut().take_pool_spare(min_sectors)
+    }
 }
 
 /// Opens the device a request names (`raid add`, `raid replace --with`), refused when it
@@ -341,7 +344,7 @@ pub(super) fn add(
                 .map_err(|e| Refusal::new(DriverError::AlreadyExists, e))?;
             // A shared array may be waiting for a spare.
             for (_, a) in arrays.borrow().iter() {
-                a.start_jobs();
+                jobs::start(a);
             }
             Ok(Vec::new())
         });
@@ -515,11 +518,10 @@ pub(super) async fn discover(
             log::warn!("{}: {}", problem.member, problem.reason);
         }
         for array in result.arrays {
-            array.set_spare_source(Some(pool_source(disks)));
             let array_id = arrays.borrow_mut().add(array.clone());
             log::info!("array {} started as device {array_id:#x}", array.name());
             // Resync after an unclean shutdown, rebuilds to resume, spares to activate.
-            array.start_jobs();
+            jobs::start(&array);
             for member in array.slots().iter().flatten() {
                 if member.state() == crate::array::MemberState::Active {
                     disks.borrow_mut().claim_device(&member.dev, array_id);

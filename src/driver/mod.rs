@@ -175,7 +175,8 @@ impl RaidDriver {
     /// A driver on `exec` (the platform's executor: a clock source, or simulated time).
     pub fn with_executor(exec: Executor) -> Self {
         let outbox = Rc::new(RefCell::new(VecDeque::new()));
-        let rebuild_manager = Rc::new(RebuildManager::default());
+        let disk_manager = Rc::new(RefCell::new(DiskManager::default()));
+        let rebuild_manager = Rc::new(RebuildManager::new(Some(disk_manager.clone())));
         let cache_manager = Rc::new(CacheManager::default());
         let (jobs, cache) = (rebuild_manager.clone(), cache_manager.clone());
         let arrays = ArrayManager {
@@ -193,7 +194,7 @@ impl RaidDriver {
             state: Cell::new(DriverState::Loaded),
             stats: Cell::new(DriverStats::default()),
             array_manager: Rc::new(RefCell::new(arrays)),
-            disk_manager: Rc::new(RefCell::new(DiskManager::default())),
+            disk_manager,
             started: Rc::new(Cell::new(false)),
             monitoring: MonitoringSystem::default(),
             shut_down: Rc::new(Cell::new(false)),
@@ -303,17 +304,12 @@ impl RaidDriver {
 
     /// Serves an array that was assembled by other means (the host tool); returns its id.
     pub fn add_array(&self, array: Rc<Array>) -> u32 {
-        array.set_spare_source(Some(disk_manager::pool_source(&self.disk_manager)));
         self.array_manager.borrow_mut().add(array)
     }
 
     /// Serves a stack assembled by other means (the host tool): the outer array is served,
     /// its groups are internal. Returns the outer array's id.
     pub fn add_stack(&self, stack: &Stack) -> u32 {
-        // The groups of a RAID 50/60 rebuild from the pool; the outer RAID 0 never asks.
-        for layer in stack.layers() {
-            layer.set_spare_source(Some(disk_manager::pool_source(&self.disk_manager)));
-        }
         self.array_manager.borrow_mut().add_stack(stack)
     }
 
@@ -452,7 +448,7 @@ impl RaidDriver {
                     log::warn!("{id}: {e}");
                 }
                 for (_, a) in arrays.borrow().iter() {
-                    a.start_jobs();
+                    crate::jobs::start(a);
                 }
                 return;
             }
@@ -564,12 +560,12 @@ impl RaidDriver {
         self.exec.spawn_detached(async move {
             let mut result = Ok(());
             for array in arrays {
-                array.stop_scrub().await;
+                crate::jobs::scrub::stop(&array).await;
                 if let Err(e) = array.mark_clean().await {
                     log::error!("{}: not marked clean: {e}", array.name());
                     result = Err(DriverError::Io);
                 }
-                array.emit(Event::ArrayStopped);
+                monitoring::emit(&array, Event::ArrayStopped);
             }
             let message = match result {
                 Ok(()) => Message::Ack,

@@ -15,27 +15,40 @@ use super::ArrayManager;
 use crate::array::Array;
 use crate::array::scrub::{ScrubError, ScrubMode, ScrubReport};
 use crate::executor::{Executor, Semaphore};
+use crate::jobs::{Runner, SpareProvider, scrub};
 use crate::manage::Refusal;
 
 /// Arrays running background jobs at once, by default.
 pub const DEFAULT_MAX_CONCURRENT_JOBS: usize = 2;
 
+/// Every array's background jobs, run by one [`Runner`]: the limit and the spare provider
+/// they share live there.
 pub struct RebuildManager {
     permits: Rc<Semaphore>,
+    runner: Rc<Runner>,
 }
 
 impl Default for RebuildManager {
     fn default() -> Self {
-        RebuildManager {
-            permits: Semaphore::new(DEFAULT_MAX_CONCURRENT_JOBS),
-        }
+        Self::new(None)
     }
 }
 
 impl RebuildManager {
-    /// Takes charge of an array's jobs.
+    /// A manager whose `shared` arrays take their spares from `spares` (the DiskManager's
+    /// pool) when they have none of their own.
+    pub fn new(spares: Option<Rc<dyn SpareProvider>>) -> Self {
+        let permits = Semaphore::new(DEFAULT_MAX_CONCURRENT_JOBS);
+        RebuildManager {
+            runner: Rc::new(Runner::new(Some(permits.clone()), spares)),
+            permits,
+        }
+    }
+
+    /// Takes charge of an array's jobs: they run (when due, or at [`crate::jobs::start`])
+    /// under this manager's limit, with its spare provider.
     pub fn adopt(&self, array: &Array) {
-        array.set_job_permits(Some(self.permits.clone()));
+        self.runner.adopt(array);
     }
 
     /// At most `limit` arrays run jobs at once (0: no limit). Jobs running beyond a lower
@@ -84,9 +97,9 @@ impl RebuildManager {
             }
         }
         for (i, t) in targets.iter().enumerate() {
-            if let Err(e) = t.start_scrub(mode) {
+            if let Err(e) = scrub::start(t, mode) {
                 for started in &targets[..i] {
-                    started.cancel_scrub();
+                    scrub::cancel(started);
                 }
                 return Err(refusal(t, e));
             }
@@ -134,7 +147,7 @@ impl RebuildManager {
 
 /// Whether there was a scrub of `array` to cancel (running, or a checkpoint to forget).
 fn cancel_scrub_of(exec: &Executor, array: &Rc<Array>) -> bool {
-    if array.cancel_scrub() {
+    if scrub::cancel(array) {
         return true;
     }
     if array.scrub_checkpoint().is_none() {

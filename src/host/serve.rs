@@ -341,11 +341,14 @@ pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
     for stack in &stacks {
         for layer in stack.layers() {
             layer.set_wall_clock_base(now_s);
-            // Resync after an unclean shutdown, rebuilds to resume, spares to activate.
-            layer.start_jobs();
         }
         let array = &stack.array;
+        // Served first: the RebuildManager runs the jobs.
         let id = driver.add_stack(stack);
+        for layer in stack.layers() {
+            // Resync after an unclean shutdown, rebuilds to resume, spares to activate.
+            crate::jobs::start(layer);
+        }
         let geometry = driver
             .io_geometry(id)
             .ok_or_else(|| ServeError(format!("{}: not served", array.name())))?;
@@ -482,7 +485,7 @@ pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
                 for s in stacks {
                     // No repair write may land after an array is marked clean.
                     for a in s.layers() {
-                        a.stop_scrub().await;
+                        crate::jobs::scrub::stop(a).await;
                     }
                     // Outer first, then its groups.
                     if s.mark_clean().await.is_err() {

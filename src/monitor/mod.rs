@@ -4,6 +4,10 @@
 //! Recording on the I/O path is a clock read, a few integer updates and no allocation; the
 //! documents (`ArrayMetrics`) are built only when somebody asks. Rates come from a window
 //! that the monitor task (`RaidDriver::start_monitor`) ticks every interval.
+//!
+//! Pure metrics: nothing here knows arrays or the management protocol. An array holds an
+//! [`ArrayMonitor`] and tells it what happened; the MonitoringSystem
+//! (`crate::driver::monitoring`) ticks it and builds the documents from it.
 
 pub mod events;
 pub mod histogram;
@@ -11,17 +15,15 @@ pub mod prometheus;
 pub mod rate;
 
 use alloc::rc::Rc;
-use alloc::string::{String, ToString};
+use alloc::string::String;
 use alloc::vec::Vec;
 use core::cell::{Cell, RefCell};
 use core::future::Future;
 
 use serde::{Deserialize, Serialize};
 
-use crate::array::{Array, Health, Member};
-use crate::block::IoError;
+use crate::block::{Health, IoError};
 use crate::executor::Executor;
-use crate::manage::JobStatus;
 pub use events::{DEFAULT_EVENT_CAPACITY, Event, EventBatch, EventLog, EventRecord};
 use histogram::Histogram;
 use rate::{IoRates, IoTotals, RateWindow};
@@ -261,9 +263,59 @@ impl ArrayMonitor {
         old.forward_to(&log);
     }
 
-    fn tick(&self, now_ns: u64) {
+    /// Records `event` of the array called `array` in the event log, stamped with executor
+    /// time and with wall-clock time (`wall_clock_base_s`: the wall-clock seconds at executor
+    /// time zero); returns its sequence number.
+    pub fn emit(&self, array: &str, wall_clock_base_s: u64, event: Event) -> u64 {
+        let now_ns = self.clock.now_ns();
+        let wall_time_ms = wall_clock_base_s
+            .saturating_mul(1000)
+            .saturating_add(now_ns / 1_000_000);
+        log::info!("{array}: {event}");
+        self.events().push(array, now_ns, wall_time_ms, event)
+    }
+
+    /// Emits `ArrayDegraded`, `ArrayFailed` or `ArrayOptimal` when `health` differs from
+    /// the last one seen (a first look that finds the array optimal says nothing). Returns
+    /// whether it changed.
+    pub fn observe_health(&self, array: &str, wall_clock_base_s: u64, health: Health) -> bool {
+        let last = self.last_health.replace(Some(health));
+        if last == Some(health) || (last.is_none() && health == Health::Optimal) {
+            return false;
+        }
+        let event = match health {
+            Health::Optimal => Event::ArrayOptimal,
+            Health::Degraded => Event::ArrayDegraded,
+            Health::Failed => Event::ArrayFailed,
+        };
+        self.emit(array, wall_clock_base_s, event);
+        true
+    }
+
+    /// Closes the recent latency histograms and samples the rate window at `now_ns`.
+    pub fn tick(&self, now_ns: u64) {
         let totals = self.io.borrow_mut().tick();
         self.window.borrow_mut().tick(now_ns, totals);
+    }
+
+    /// Reads and writes: totals, latencies, and rates over the last window, whose length
+    /// is the third figure (0: not two ticks yet).
+    pub fn io_metrics(&self) -> (IoMetrics, IoMetrics, u64) {
+        let rates = self.window.borrow().rates();
+        let (read, write) = self.io.borrow().metrics(&rates);
+        (read, write, rates.interval_ns)
+    }
+
+    /// Flushes: (requests, errors).
+    pub fn flush_counts(&self) -> (u64, u64) {
+        let c = self.flushes.get();
+        (c.ops, c.errors)
+    }
+
+    /// Discards: (requests, errors).
+    pub fn discard_counts(&self) -> (u64, u64) {
+        let c = self.discards.get();
+        (c.ops, c.errors)
     }
 }
 
@@ -295,7 +347,8 @@ impl MemberMonitor {
         *self.clock.borrow_mut() = Some(clock);
     }
 
-    fn has_clock(&self) -> bool {
+    /// Whether the member has its array's clock yet.
+    pub fn has_clock(&self) -> bool {
         self.clock.borrow().is_some()
     }
 
@@ -312,13 +365,21 @@ impl MemberMonitor {
         direction.record(bytes, latency_ns, ok);
     }
 
-    fn tick(&self, now_ns: u64, config: Option<&MonitorConfig>) {
+    /// Closes the recent latency histograms and samples the rate window at `now_ns` (of
+    /// `config`'s span, when given).
+    pub fn tick(&self, now_ns: u64, config: Option<&MonitorConfig>) {
         let totals = self.io.borrow_mut().tick();
         let mut window = self.window.borrow_mut();
         if let Some(c) = config {
             window.set_window_ticks(c.rate_window_ticks);
         }
         window.tick(now_ns, totals);
+    }
+
+    /// Reads and writes: totals, latencies, and rates over the last window.
+    pub fn io_metrics(&self) -> (IoMetrics, IoMetrics) {
+        let rates = self.window.borrow().rates();
+        self.io.borrow().metrics(&rates)
     }
 }
 
@@ -363,6 +424,16 @@ pub struct MemberMetrics {
     pub in_flight: u32,
 }
 
+/// A background job (rebuild, resync, check) in progress.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobStatus {
+    pub kind: String,
+    /// 0..1.
+    pub progress: f64,
+    pub rate_bytes_per_s: u64,
+    pub eta_s: u64,
+}
+
 /// One array's figures: `raid stats --json`, and the source of the Prometheus text.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ArrayMetrics {
@@ -384,132 +455,3 @@ pub struct ArrayMetrics {
     pub job: Option<JobStatus>,
     pub members: Vec<MemberMetrics>,
 }
-
-impl Array {
-    /// Records `event` for this array in the event log; returns its sequence number.
-    pub fn emit(&self, event: Event) -> u64 {
-        let now_ns = self.executor().now_ns();
-        let wall_time_ms = self
-            .wall_clock_base_s()
-            .saturating_mul(1000)
-            .saturating_add(now_ns / 1_000_000);
-        log::info!("{}: {event}", self.name());
-        self.monitor()
-            .events()
-            .push(self.name(), now_ns, wall_time_ms, event)
-    }
-
-    /// Records an event about `member`: `make` gets its slot and name. For example
-    /// `array.member_event(&m, |slot, member| Event::SpareActivated { slot, member })`.
-    pub fn member_event(&self, member: &Member, make: impl FnOnce(u32, String) -> Event) -> u64 {
-        let slot = self.slot_of(member).unwrap_or(u32::MAX);
-        self.emit(make(slot, member.name.clone()))
-    }
-
-    /// The slot `member` holds in this array.
-    pub fn slot_of(&self, member: &Member) -> Option<u32> {
-        self.slots()
-            .iter()
-            .position(|s| {
-                s.as_ref()
-                    .is_some_and(|m| core::ptr::eq(m.as_ref(), member))
-            })
-            .map(|p| p as u32)
-    }
-
-    /// Emits `ArrayDegraded`, `ArrayFailed` or `ArrayOptimal` when the health changed since
-    /// the last check. Cheap: call it after anything that changes member states.
-    pub fn check_health(&self) {
-        let health = self.health();
-        let monitor = self.monitor();
-        let last = monitor.last_health.replace(Some(health));
-        if last == Some(health) || (last.is_none() && health == Health::Optimal) {
-            return;
-        }
-        if health == Health::Optimal {
-            self.emit(Event::ArrayOptimal);
-        } else if health == Health::Degraded {
-            self.emit(Event::ArrayDegraded);
-        } else if health == Health::Failed {
-            self.emit(Event::ArrayFailed);
-        }
-        // A group's health is part of its outer array's.
-        if let Some(parent) = self.parent() {
-            parent.lower_health_changed();
-        }
-    }
-
-    /// One monitoring tick: samples the rate windows and checks the health.
-    pub fn monitor_tick(&self, config: Option<&MonitorConfig>) {
-        let now_ns = self.executor().now_ns();
-        let monitor = self.monitor();
-        if let Some(c) = config {
-            monitor.configure(c);
-        }
-        monitor.tick(now_ns);
-        for member in self.slots().iter().flatten() {
-            // A member added after assembly (a spare) gets the array's clock here.
-            if !member.monitor().has_clock() {
-                member.monitor().set_clock(self.executor().clone());
-            }
-            member.monitor().tick(now_ns, config);
-        }
-        self.check_health();
-    }
-
-    /// The figures of this array and its members.
-    pub fn metrics(&self) -> ArrayMetrics {
-        let monitor = self.monitor();
-        let rates = monitor.window.borrow().rates();
-        let (read, write) = monitor.io.borrow().metrics(&rates);
-        let (hits, misses) = (monitor.cache_hits.get(), monitor.cache_misses.get());
-        let members = self
-            .slots()
-            .iter()
-            .enumerate()
-            .filter_map(|(slot, m)| m.as_ref().map(|m| (slot, m)))
-            .map(|(slot, m)| {
-                let mm = m.monitor();
-                let rates = mm.window.borrow().rates();
-                let (read, write) = mm.io.borrow().metrics(&rates);
-                MemberMetrics {
-                    slot: slot as u32,
-                    member: m.name.clone(),
-                    state: m.state().to_string(),
-                    read,
-                    write,
-                    corrected_sectors: m.counters().corrected_sectors,
-                    in_flight: m.inflight(),
-                }
-            })
-            .collect();
-        ArrayMetrics {
-            name: self.name().to_string(),
-            health: self.health_state().to_string(),
-            interval_ns: rates.interval_ns,
-            read,
-            write,
-            flushes: monitor.flushes.get().ops,
-            flush_errors: monitor.flushes.get().errors,
-            discards: monitor.discards.get().ops,
-            discard_errors: monitor.discards.get().errors,
-            cache_hits: hits,
-            cache_misses: misses,
-            cache_hit_ratio: if hits + misses == 0 {
-                0.0
-            } else {
-                hits as f64 / (hits + misses) as f64
-            },
-            job: self.job().map(|j| JobStatus {
-                kind: j.kind.name().into(),
-                progress: j.fraction(),
-                rate_bytes_per_s: j.rate_bytes_per_s(),
-                eta_s: j.eta_s(),
-            }),
-            members,
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests;

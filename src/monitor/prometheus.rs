@@ -288,7 +288,7 @@ pub fn render(arrays: &[ArrayMetrics]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::manage::JobStatus;
+    use crate::monitor::JobStatus;
     use crate::monitor::MemberMetrics;
     use alloc::collections::BTreeMap;
     use alloc::string::ToString;

@@ -49,6 +49,9 @@ fn rig(level: u32, groups: usize, per_group: usize) -> Rig {
         .block_on(async move { create_nested(&e, members, &nested_options("big"), spec).await })
         .expect("create finishes")
         .expect("create succeeds");
+    for layer in stack.layers() {
+        crate::jobs::attach(layer);
+    }
     Rig { exec, mem, stack }
 }
 
@@ -65,8 +68,13 @@ impl Rig {
         let exec = Executor::new();
         let members = named(&self.mem, skip);
         let e = exec.clone();
-        exec.block_on(async move { assemble_stacks(&e, members).await })
-            .expect("assembly finishes")
+        let result = exec
+            .block_on(async move { assemble_stacks(&e, members).await })
+            .expect("assembly finishes");
+        for layer in result.stacks.iter().flat_map(Stack::layers) {
+            crate::jobs::attach(layer);
+        }
+        result
     }
 }
 

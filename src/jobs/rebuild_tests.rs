@@ -9,12 +9,12 @@ use alloc::vec;
 use alloc::vec::Vec;
 use core::cell::RefCell;
 
-use super::assemble::assemble;
-use super::rebuild::{ArrayPolicy, MemberError, SparePolicy};
-use super::test_rig::{FaultyArray, faulty_array, options, read_now, write_now};
+use crate::array::assemble::assemble;
+use crate::array::members::{ArrayPolicy, MemberError, SparePolicy};
+use crate::array::test_rig::{FaultyArray, faulty_array, options, read_now, write_now};
 #[cfg(feature = "std")]
-use super::test_rig::{drive, drive_until};
-use super::{Array, Health, MemberState};
+use crate::array::test_rig::{drive, drive_until};
+use crate::array::{Array, Health, MemberState};
 use crate::block::{BlockDevice, Bytes, SECTOR_BYTES};
 use crate::executor::Executor;
 use crate::metadata::{DeviceRole, FeatureMap, Level, Superblock};
@@ -226,7 +226,7 @@ fn settings_reject_unknown_keys_and_bad_values() {
     r.array.apply_setting("io_timeout_ms", "0").unwrap();
     assert_eq!(r.array.policy().failure.io_timeout_ns, 0);
     // `default` puts any key back to its built-in value.
-    for k in crate::array::rebuild::SETTING_KEYS {
+    for k in crate::array::members::SETTING_KEYS {
         r.array.apply_setting(k, "default").unwrap();
     }
     assert_eq!(r.array.policy(), ArrayPolicy::default());
@@ -434,7 +434,7 @@ fn resume(level: Level, count: usize, crash: bool) {
             .block_on(async move { a.mark_clean().await })
             .unwrap()
             .unwrap();
-        assert!(!r.array.jobs_running());
+        assert!(!super::running(&r.array));
     }
     let ssb = sb_of(&spare_mem);
     assert!(ssb.features.contains(FeatureMap::RECOVERY_OFFSET));
@@ -453,13 +453,14 @@ fn resume(level: Level, count: usize, crash: bool) {
         .block_on(async move { assemble(&e, candidates).await })
         .unwrap();
     let array = result.arrays[0].clone();
+    super::attach(&array);
     let slots = array.slots();
     let back = slots[1].as_ref().expect("the rebuilding member is back");
     assert_eq!(back.name, "s0");
     assert_eq!(back.state(), MemberState::Rebuilding);
     let resumed_at = back.recovery_offset_sectors();
     assert!(resumed_at > 0, "resumes, not from zero");
-    array.start_jobs();
+    super::start(&array);
     exec.run_until_idle();
     assert_eq!(array.health(), Health::Optimal);
     check_all(&exec, &array, &model);
@@ -534,6 +535,7 @@ fn stale_member_is_re_added_and_rebuilt() {
         .block_on(async move { assemble(&e, candidates).await })
         .unwrap();
     let array = result.arrays[0].clone();
+    super::attach(&array);
     let slots = array.slots();
     let m2 = slots[2].as_ref().expect("the stale member is re-added");
     assert_eq!(m2.state(), MemberState::Rebuilding);
@@ -544,7 +546,7 @@ fn stale_member_is_re_added_and_rebuilt() {
     assert_eq!(sb2.events, sb_of(&r.mem[0]).events);
     // Reads never use it before it is rebuilt.
     check_all(&exec, &array, &model);
-    array.start_jobs();
+    super::start(&array);
     exec.run_until_idle();
     assert_eq!(array.health(), Health::Optimal);
     fail_all_but(&exec, &array, 2);
@@ -561,14 +563,18 @@ fn shared_pool_spare_is_drawn_only_under_the_shared_policy() {
     );
     let model = fill(&r, 21);
     let (_, pooled) = new_disk(&r.exec, 5, false);
-    let pool: Rc<RefCell<Vec<Rc<FaultyDisk>>>> = Rc::new(RefCell::new(vec![pooled]));
-    let p = pool.clone();
-    r.array.set_spare_source(Some(Rc::new(move |need: u64| {
-        let mut pool = p.borrow_mut();
-        let i = pool.iter().position(|d| d.capacity_sectors() >= need)?;
-        let d = pool.remove(i);
-        Some(("pool0".into(), d as Rc<dyn BlockDevice>))
-    })));
+    struct Pool(RefCell<Vec<Rc<FaultyDisk>>>);
+    impl super::SpareProvider for Pool {
+        fn take_spare(&self, need: u64) -> Option<(String, Rc<dyn BlockDevice>)> {
+            let mut pool = self.0.borrow_mut();
+            let i = pool.iter().position(|d| d.capacity_sectors() >= need)?;
+            let d = pool.remove(i);
+            Some(("pool0".into(), d as Rc<dyn BlockDevice>))
+        }
+    }
+    let pool = Rc::new(Pool(RefCell::new(vec![pooled])));
+    Rc::new(super::Runner::new(None, Some(pool.clone()))).adopt(&r.array);
+    let pool = &pool.0;
     fail(&r, "d2").unwrap();
     r.exec.run_until_idle();
     // Dedicated (the default): the pool is not touched.
@@ -672,9 +678,10 @@ fn replace(level: Level, count: usize, stop_midway: bool) {
             .block_on(async move { assemble(&e, candidates).await })
             .unwrap();
         let array = result.arrays[0].clone();
+        super::attach(&array);
         let rep = array.replacement_of(1).expect("the replacement is back");
         assert!(rep.recovery_offset_sectors() > 0);
-        array.start_jobs();
+        super::start(&array);
         (exec, array)
     } else {
         (r.exec.clone(), r.array.clone())
@@ -767,10 +774,13 @@ fn resync_resumes_from_its_checkpoint() {
             .map(|(i, m)| (format!("d{i}"), m.clone() as Rc<dyn BlockDevice>))
             .collect();
         let e = exec.clone();
-        exec.block_on(async move { assemble(&e, candidates).await })
+        let array = exec
+            .block_on(async move { assemble(&e, candidates).await })
             .unwrap()
             .arrays[0]
-            .clone()
+            .clone();
+        super::attach(&array);
+        array
     };
     let exec = Executor::new();
     let array = assemble_now(&exec);
@@ -778,7 +788,7 @@ fn resync_resumes_from_its_checkpoint() {
     let mut p = array.policy();
     p.rebuild_rate_bytes_per_s = 1 << 20;
     array.set_policy(p);
-    array.start_jobs();
+    super::start(&array);
     let e = exec.clone();
     exec.block_on(async move { e.sleep(4_000_000_000).await })
         .unwrap();
@@ -790,22 +800,25 @@ fn resync_resumes_from_its_checkpoint() {
         .unwrap();
     let at = sb_of(&r.mem[0]).resync_offset_sectors;
     assert!(
-        at > 0 && at != super::RESYNC_DONE,
+        at > 0 && at != crate::array::RESYNC_DONE,
         "position recorded: {at}"
     );
     // Served again: the resync starts where it stopped and the copies end up equal.
     let exec = Executor::new();
     let array = assemble_now(&exec);
     assert!(array.needs_resync());
-    assert_eq!(array.resync_cursor.get(), at);
-    array.start_jobs();
+    assert_eq!(array.resync_cursor(), at);
+    super::start(&array);
     exec.run_until_idle();
     assert!(!array.needs_resync());
     let a = array.clone();
     exec.block_on(async move { a.mark_clean().await })
         .unwrap()
         .unwrap();
-    assert_eq!(sb_of(&r.mem[0]).resync_offset_sectors, super::RESYNC_DONE);
+    assert_eq!(
+        sb_of(&r.mem[0]).resync_offset_sectors,
+        crate::array::RESYNC_DONE
+    );
     // Sector 20_000 onwards was past the checkpoint: both copies agree again.
     let mut a0 = vec![0u8; 4096];
     let mut a1 = vec![0u8; 4096];
@@ -908,11 +921,7 @@ fn one_update_writes_one_role_table_to_every_member() {
         .unwrap();
     // s0 holds the table it had before s1 existed, as a spare back from a restart does.
     let spare = r.array.spares()[0].clone();
-    spare
-        .superblock
-        .borrow_mut()
-        .dev_roles
-        .truncate(s0_table_len);
+    spare.edit_superblock_in_memory(|sb| sb.dev_roles.truncate(s0_table_len));
     // The next update (d1 fails, s0 takes its slot) writes every member.
     fail(&r, "d1").unwrap();
     r.exec.run_until_idle();
@@ -1283,11 +1292,12 @@ fn a_replacement_failing_a_write_below_its_cursor_is_recorded_before_the_ack() {
         .block_on(async move { assemble(&e, candidates).await })
         .unwrap();
     let array = result.arrays[0].clone();
+    super::attach(&array);
     assert!(array.replacement_of(1).is_none());
     for m in array.slots().iter().flatten() {
         assert_ne!(m.name, "n", "the failed replacement holds no slot");
     }
-    array.start_jobs();
+    super::start(&array);
     exec.run_until_idle();
     check_all(&exec, &array, &model);
     fail_all_but(&exec, &array, 1);
@@ -1298,7 +1308,7 @@ fn a_replacement_failing_a_write_below_its_cursor_is_recorded_before_the_ack() {
 fn sb_of_dev(array: &Array) -> Superblock {
     array.slots()[0]
         .as_ref()
-        .map(|m| m.superblock.borrow().clone())
+        .map(|m| m.superblock())
         .expect("slot 0 present")
 }
 
@@ -1376,7 +1386,7 @@ fn regions_in_flight_stop(crash: bool) {
                 .block_on(async move { a.mark_clean().await })
                 .unwrap()
                 .unwrap();
-            assert!(!r.array.jobs_running());
+            assert!(!super::running(&r.array));
             spare.crash();
         }
         let (offset, holds) = recorded_position_holds(&spare_mem, &r.mem[1]);
@@ -1403,12 +1413,13 @@ fn regions_in_flight_stop(crash: bool) {
             .block_on(async move { assemble(&e, candidates).await })
             .unwrap();
         let array = result.arrays[0].clone();
+        super::attach(&array);
         let back = array.slots()[1]
             .clone()
             .expect("the rebuilding member is back");
         assert_eq!(back.name, "s0");
         assert_eq!(back.recovery_offset_sectors(), offset);
-        array.start_jobs();
+        super::start(&array);
         exec.run_until_idle();
         assert_eq!(array.health(), Health::Optimal);
         check_all(&exec, &array, &model);
@@ -1567,7 +1578,7 @@ fn low_priority_rebuild_gives_way_to_back_to_back_requests() {
     );
     let model = fill(&r, 91);
     let mut p = r.array.policy();
-    p.rebuild_priority = super::rebuild::RebuildPriority::Low;
+    p.rebuild_priority = crate::array::RebuildPriority::Low;
     r.array.set_policy(p);
     let (_spare_mem, spare) = new_disk(&r.exec, 92, false);
     add_spare(&r, "s0", &spare).unwrap();
@@ -1606,7 +1617,7 @@ fn low_priority_rebuild_gives_way_to_back_to_back_requests() {
 #[cfg(feature = "std")]
 #[test]
 fn parity_rebuild_on_file_members_uses_worker_jobs_and_restores_every_byte() {
-    use super::assemble::create;
+    use crate::array::assemble::create;
     use crate::host::file::{FileDisk, IoPool};
     use crate::layout::ArrayLayout;
     let dir = std::env::temp_dir().join(format!("orion-rebuild-files-{}", std::process::id()));
@@ -1629,6 +1640,7 @@ fn parity_rebuild_on_file_members_uses_worker_jobs_and_restores_every_byte() {
     // 256 KiB chunks: two worker pieces a cell.
     let opts = options(Level::Raid5, None, 512, "f");
     let array = drive(&exec, async move { create(&e, members, &opts).await }).unwrap();
+    super::attach(&array);
     let mut policy = array.policy();
     policy.failure.io_timeout_ns = 0;
     array.set_policy(policy);
@@ -1647,7 +1659,7 @@ fn parity_rebuild_on_file_members_uses_worker_jobs_and_restores_every_byte() {
     let a = array.clone();
     drive(&exec, async move { a.fail_named("d1").await }).unwrap();
     drive_until(&exec, || {
-        array.health() == Health::Optimal && !array.jobs_running()
+        array.health() == Health::Optimal && !super::running(&array)
     });
     let target = array.slots()[1].clone().unwrap();
     assert_eq!(target.name, "s0");
@@ -1669,7 +1681,7 @@ fn parity_rebuild_on_file_members_uses_worker_jobs_and_restores_every_byte() {
     .unwrap();
     let (a, t) = (array.clone(), target.clone());
     let r = drive(&exec, async move {
-        a.rebuild_stripes_offloaded(&l, (0, stripes), &t, 1).await
+        super::rebuild::rebuild_stripes_offloaded(&a, &l, (0, stripes), &t, 1).await
     });
     assert_eq!(r, Ok(()));
 

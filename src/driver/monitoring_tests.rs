@@ -1,5 +1,6 @@
-//! Monitoring through a real array on memory disks with simulated latency: counters at both
-//! levels, latencies from the executor's clock, rates from ticks, events from failures.
+//! The MonitoringSystem through a real array on memory disks with simulated latency:
+//! counters at both levels, latencies from the executor's clock, rates from ticks, events
+//! from failures.
 
 use alloc::rc::Rc;
 use alloc::string::String;
@@ -7,10 +8,13 @@ use alloc::vec;
 use alloc::vec::Vec;
 
 use super::*;
+use crate::array::Array;
 use crate::array::assemble::{CreateOptions, create};
 use crate::array::test_rig::named_members;
 use crate::block::{BlockDevice, Bytes, SECTOR_BYTES};
+use crate::executor::Executor;
 use crate::metadata::Level;
+use crate::monitor::{Event, LatencySummary, MonitorConfig};
 use crate::platform::faulty::{FaultConfig, FaultyDisk};
 use crate::platform::memory::MemoryDisk;
 
@@ -88,9 +92,7 @@ impl Rig {
 fn array_and_member_counters_and_latency() {
     let r = rig(Level::Raid1, 2, 1_000);
     // Create wrote superblocks through the members, not through the array.
-    let before: Vec<u64> = r
-        .array
-        .metrics()
+    let before: Vec<u64> = array_metrics(&r.array)
         .members
         .iter()
         .map(|m| m.write.ops)
@@ -100,7 +102,7 @@ fn array_and_member_counters_and_latency() {
     for _ in 0..3 {
         assert!(r.read(0, 4 * SECTOR_BYTES));
     }
-    let m = r.array.metrics();
+    let m = array_metrics(&r.array);
     assert_eq!((m.write.ops, m.write.bytes), (2, 10 * 512));
     assert_eq!(
         (m.read.ops, m.read.bytes, m.read.errors),
@@ -133,13 +135,13 @@ fn rates_come_from_ticks_on_the_executor_clock() {
     };
     // Creating the array took a little simulated time: tick on whole seconds from here.
     r.exec.advance_to(1_000_000_000);
-    r.array.monitor_tick(Some(&config));
+    tick(&r.array, Some(&config));
     for i in 0..10 {
         assert!(r.write(i * 8, 4096));
     }
     r.exec.advance_to(2_000_000_000);
-    r.array.monitor_tick(Some(&config));
-    let m = r.array.metrics();
+    tick(&r.array, Some(&config));
+    let m = array_metrics(&r.array);
     assert_eq!(m.interval_ns, 1_000_000_000);
     assert_eq!(m.write.recent_latency.max_ns, m.write.latency.max_ns);
     assert!(m.write.recent_latency.p50_ns >= 1_000, "{m:?}");
@@ -149,17 +151,17 @@ fn rates_come_from_ticks_on_the_executor_clock() {
     assert!(member_write_rate >= 2.0 * 40960.0, "{member_write_rate}");
     // One idle second later the two-tick window spans the busy second and the idle one.
     r.exec.advance_to(3_000_000_000);
-    r.array.monitor_tick(Some(&config));
-    assert_eq!(r.array.metrics().write.ops_per_s, 5.0);
+    tick(&r.array, Some(&config));
+    assert_eq!(array_metrics(&r.array).write.ops_per_s, 5.0);
     assert_eq!(
-        r.array.metrics().write.recent_latency,
+        array_metrics(&r.array).write.recent_latency,
         LatencySummary::default(),
         "no write in the last tick"
     );
     r.exec.advance_to(4_000_000_000);
-    r.array.monitor_tick(Some(&config));
-    assert_eq!(r.array.metrics().write.ops_per_s, 0.0);
-    assert_eq!(r.array.metrics().write.ops, 10, "totals stay");
+    tick(&r.array, Some(&config));
+    assert_eq!(array_metrics(&r.array).write.ops_per_s, 0.0);
+    assert_eq!(array_metrics(&r.array).write.ops, 10, "totals stay");
 }
 
 #[test]
@@ -185,7 +187,7 @@ fn failures_emit_member_and_health_events() {
     assert!(r.write(0, 4096));
     let events = r.events();
     assert_eq!(events.len(), 3, "{events:?}");
-    assert_eq!(r.array.metrics().health, "degraded");
+    assert_eq!(array_metrics(&r.array).health, "degraded");
     let log = r.array.monitor().events();
     let last = log.after(0, 10).events.pop().unwrap();
     assert_eq!(last.array, "mon");
@@ -194,8 +196,7 @@ fn failures_emit_member_and_health_events() {
         "wall-clock base of the superblocks"
     );
     assert_eq!(
-        r.array
-            .metrics()
+        array_metrics(&r.array)
             .members
             .iter()
             .map(|m| m.state.as_str())
@@ -212,7 +213,7 @@ fn a_degraded_start_and_an_attached_log() {
     let shared = Rc::new(EventLog::new(8));
     shared.push("other", 0, 0, Event::ArrayStarted);
     r.array.monitor().attach_events(shared.clone());
-    r.array.emit(Event::ArrayStopped);
+    emit(&r.array, Event::ArrayStopped);
     let names: Vec<&str> = shared
         .after(0, 10)
         .events
@@ -247,7 +248,7 @@ fn cache_counters_and_flush_discard_counts() {
             assert!(a.read(u64::MAX / 1024, vec![0u8; 512]).await.is_err());
         })
         .unwrap();
-    let m = r.array.metrics();
+    let m = array_metrics(&r.array);
     assert_eq!((m.cache_hits, m.cache_misses), (3, 1));
     assert_eq!(m.cache_hit_ratio, 0.75);
     assert_eq!((m.flushes, m.discards), (1, 1));
@@ -353,7 +354,7 @@ fn resync_emits_start_and_finish_and_shows_as_a_job() {
     let r = rig(Level::Raid1, 2, 0);
     let a = r.array.clone();
     r.exec
-        .block_on(async move { a.resync().await })
+        .block_on(async move { crate::jobs::resync(&a).await })
         .unwrap()
         .unwrap();
     assert_eq!(
@@ -365,5 +366,5 @@ fn resync_emits_start_and_finish_and_shows_as_a_job() {
             }
         ]
     );
-    assert_eq!(r.array.metrics().job, None, "no job once finished");
+    assert_eq!(array_metrics(&r.array).job, None, "no job once finished");
 }

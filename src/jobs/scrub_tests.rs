@@ -9,9 +9,9 @@ use alloc::rc::Rc;
 use alloc::vec;
 use alloc::vec::Vec;
 
-use super::Array;
-use super::scrub::{BlockKind, ScrubError, ScrubMode, ScrubOutcome, ScrubReport};
-use super::test_rig::{FaultyArray, faulty_array, options, read_now, write_now};
+use crate::array::Array;
+use crate::array::scrub::{BlockKind, ScrubError, ScrubMode, ScrubOutcome, ScrubReport};
+use crate::array::test_rig::{FaultyArray, faulty_array, options, read_now, write_now};
 use crate::block::{BlockDevice, Bytes, SECTOR_BYTES};
 use crate::executor::Executor;
 use crate::layout::{ArrayLayout, MemberRole, Raid5Layout};
@@ -103,7 +103,7 @@ impl Rig {
     fn scrub(&self, mode: ScrubMode) -> ScrubReport {
         let a = self.array.clone();
         self.exec
-            .block_on(async move { a.scrub(mode).await })
+            .block_on(async move { super::scrub::scrub(&a, mode).await })
             .expect("scrub finishes")
             .expect("scrub starts")
     }
@@ -358,13 +358,19 @@ fn degraded_arrays_are_refused_unless_redundancy_is_left() {
         .unwrap()
         .unwrap();
     let a = r.array.clone();
-    let e = r.exec.block_on(async move { a.check().await }).unwrap();
+    let e = r
+        .exec
+        .block_on(async move { super::scrub::check(&a).await })
+        .unwrap();
     assert_eq!(e, Err(ScrubError::Degraded { missing: 1 }));
     assert!(format!("{}", e.unwrap_err()).contains("degraded"));
 
     let r0 = rig(Level::Raid0, None, 2, false);
     let a = r0.array.clone();
-    let e = r0.exec.block_on(async move { a.check().await }).unwrap();
+    let e = r0
+        .exec
+        .block_on(async move { super::scrub::check(&a).await })
+        .unwrap();
     assert_eq!(e, Err(ScrubError::NotRedundant));
 
     // RAID6 with one member gone: the remaining parity is still checked, and repaired.
@@ -412,10 +418,10 @@ fn degraded_arrays_are_refused_unless_redundancy_is_left() {
 #[test]
 fn one_job_at_a_time_and_cancel() {
     let r = rig(Level::Raid5, None, 4, true);
-    r.array.start_scrub(ScrubMode::Check).unwrap();
+    super::scrub::start(&r.array, ScrubMode::Check).unwrap();
     assert_eq!(
-        r.array.start_scrub(ScrubMode::Repair),
-        Err(ScrubError::Busy(super::resync::JobKind::Check))
+        super::scrub::start(&r.array, ScrubMode::Repair),
+        Err(ScrubError::Busy(crate::array::JobKind::Check))
     );
     let job = r.array.job().expect("a job runs");
     assert_eq!(job.kind.name(), "check");
@@ -426,7 +432,7 @@ fn one_job_at_a_time_and_cancel() {
             r.exec.advance_to(d);
         }
     }
-    assert!(r.array.cancel_scrub());
+    assert!(super::scrub::cancel(&r.array));
     r.exec.run_until_idle();
     let report = r.array.scrub_report().unwrap();
     assert_eq!(report.outcome, ScrubOutcome::Cancelled);
@@ -456,7 +462,9 @@ fn concurrent_writes_during_a_check_are_never_mismatches() {
         r.fill(span, SEED);
         let reference = Rc::new(core::cell::RefCell::new(r.written.clone()));
         let array = r.array.clone();
-        let check = r.exec.spawn(async move { array.check().await });
+        let check = r
+            .exec
+            .spawn(async move { super::scrub::check(&array).await });
         let during = Rc::new(core::cell::Cell::new(0u32));
         let mut writers = Vec::new();
         for w in 0..4u64 {
@@ -566,7 +574,7 @@ fn report_json_field_names() {
 /// although stripes are scrubbed a few at a time.
 #[test]
 fn bad_region_list_is_bounded_and_in_order() {
-    use super::scrub::BAD_REGIONS_KEPT;
+    use crate::array::scrub::BAD_REGIONS_KEPT;
     let r = rig(Level::Raid5, None, 4, true);
     let l = r.parity_layout();
     let corrupted = BAD_REGIONS_KEPT as u64 + 16;
