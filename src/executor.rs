@@ -451,10 +451,18 @@ impl<T> Drop for AsyncMutexGuard<'_, T> {
 
 /// A counting semaphore for the single-threaded executor: at most `limit` holders at once
 /// (0 means no limit). Shared by `Rc`; a permit gives its place back when dropped.
+///
+/// Fair and quiet: waiters queue in arrival order, each once; a freed place wakes only the
+/// first waiter (never every waiter, which with many waiters and many releases is a storm of
+/// polls), and a newcomer does not take a place ahead of the queue. A waiter that stops
+/// waiting (its give-up condition, or its future dropped) leaves the queue and passes a
+/// free place on.
 pub struct Semaphore {
     limit: Cell<usize>,
     held: Cell<usize>,
-    waiters: RefCell<VecDeque<Waker>>,
+    /// Waiters, first come first: (ticket, waker).
+    waiters: RefCell<VecDeque<(u64, Waker)>>,
+    next_ticket: Cell<u64>,
 }
 
 impl Semaphore {
@@ -463,6 +471,7 @@ impl Semaphore {
             limit: Cell::new(limit),
             held: Cell::new(0),
             waiters: RefCell::new(VecDeque::new()),
+            next_ticket: Cell::new(0),
         })
     }
 
@@ -481,36 +490,102 @@ impl Semaphore {
         self.held.get()
     }
 
+    /// Tasks waiting for a permit.
+    pub fn waiting(&self) -> usize {
+        self.waiters.borrow().len()
+    }
+
+    fn has_room(&self) -> bool {
+        let limit = self.limit.get();
+        limit == 0 || self.held.get() < limit
+    }
+
+    /// Wakes the first waiter if a place is free (it takes the place when it runs).
+    fn wake_first(&self) {
+        if self.has_room()
+            && let Some((_, waker)) = self.waiters.borrow().front()
+        {
+            waker.wake_by_ref();
+        }
+    }
+
     /// Waits for a permit, or until `give_up()` says to stop waiting (then `None`); it is
-    /// asked again at every wake-up.
+    /// asked again at every wake-up (a caller that changes its answer calls
+    /// [`Semaphore::wake_all`]).
     pub async fn acquire_unless(
         self: &Rc<Self>,
         give_up: impl Fn() -> bool,
     ) -> Option<SemaphorePermit> {
+        let mut waiter = Waiter {
+            semaphore: self,
+            ticket: None,
+        };
         core::future::poll_fn(|cx| {
             if give_up() {
+                waiter.leave();
                 return Poll::Ready(None);
             }
-            let limit = self.limit.get();
-            if limit == 0 || self.held.get() < limit {
+            let first = match waiter.ticket {
+                None => self.waiters.borrow().is_empty(),
+                Some(t) => self.waiters.borrow().front().is_some_and(|(f, _)| *f == t),
+            };
+            if first && self.has_room() {
+                if let Some(t) = waiter.ticket.take() {
+                    self.waiters.borrow_mut().retain(|(w, _)| *w != t);
+                }
                 self.held.set(self.held.get() + 1);
-                Poll::Ready(Some(SemaphorePermit {
+                // More room (a raised limit, several releases): the next one goes too.
+                self.wake_first();
+                return Poll::Ready(Some(SemaphorePermit {
                     semaphore: self.clone(),
-                }))
-            } else {
-                self.waiters.borrow_mut().push_back(cx.waker().clone());
-                Poll::Pending
+                }));
             }
+            let mut waiters = self.waiters.borrow_mut();
+            match waiter.ticket {
+                Some(t) => {
+                    if let Some(entry) = waiters.iter_mut().find(|(w, _)| *w == t) {
+                        entry.1.clone_from(cx.waker());
+                    }
+                }
+                None => {
+                    let t = self.next_ticket.get();
+                    self.next_ticket.set(t + 1);
+                    waiters.push_back((t, cx.waker().clone()));
+                    waiter.ticket = Some(t);
+                }
+            }
+            Poll::Pending
         })
         .await
     }
 
-    /// Wakes every waiter: each re-checks (a stale waker costs one spurious poll).
+    /// Wakes every waiter: each re-checks its give-up condition.
     pub fn wake_all(&self) {
-        let waiters: Vec<Waker> = self.waiters.borrow_mut().drain(..).collect();
-        for waker in waiters {
-            waker.wake();
+        for (_, waker) in self.waiters.borrow().iter() {
+            waker.wake_by_ref();
         }
+    }
+}
+
+/// A task's place in a semaphore's queue, left when it stops waiting.
+struct Waiter<'a> {
+    semaphore: &'a Semaphore,
+    ticket: Option<u64>,
+}
+
+impl Waiter<'_> {
+    fn leave(&mut self) {
+        if let Some(t) = self.ticket.take() {
+            self.semaphore.waiters.borrow_mut().retain(|(w, _)| *w != t);
+            // It may have been woken for a place it no longer takes.
+            self.semaphore.wake_first();
+        }
+    }
+}
+
+impl Drop for Waiter<'_> {
+    fn drop(&mut self) {
+        self.leave();
     }
 }
 
@@ -522,7 +597,7 @@ pub struct SemaphorePermit {
 impl Drop for SemaphorePermit {
     fn drop(&mut self) {
         self.semaphore.held.set(self.semaphore.held.get() - 1);
-        self.semaphore.wake_all();
+        self.semaphore.wake_first();
     }
 }
 
@@ -530,6 +605,98 @@ impl Drop for SemaphorePermit {
 mod tests {
     use super::*;
     use alloc::vec;
+
+    /// Waiters take places in arrival order, and a release wakes one waiter, not all of
+    /// them: 200 waiters through one place cost a few polls each, not one per release each.
+    #[test]
+    fn a_semaphore_serves_waiters_in_order_and_wakes_one_per_release() {
+        let exec = Executor::new();
+        let sem = Semaphore::new(1);
+        let s = sem.clone();
+        let first = exec
+            .block_on(async move { s.acquire_unless(|| false).await })
+            .unwrap();
+        let order = Rc::new(RefCell::new(Vec::new()));
+        for i in 0..200 {
+            let (s, order) = (sem.clone(), order.clone());
+            exec.spawn_detached(async move {
+                let _p = s.acquire_unless(|| false).await.unwrap();
+                order.borrow_mut().push(i);
+            });
+        }
+        exec.run_until_stalled();
+        assert_eq!(sem.waiting(), 200);
+        drop(first);
+        let polls = exec.run_until_stalled();
+        assert_eq!(*order.borrow(), (0..200).collect::<Vec<_>>());
+        assert!(polls <= 3 * 200, "{polls} polls for 200 waiters");
+        assert_eq!((sem.held(), sem.waiting(), exec.task_count()), (0, 0, 0));
+    }
+
+    /// A newcomer does not take a free place ahead of a waiter already queued.
+    #[test]
+    fn a_semaphore_newcomer_queues_behind_the_waiters() {
+        let exec = Executor::new();
+        let sem = Semaphore::new(1);
+        let s = sem.clone();
+        let held = exec
+            .block_on(async move { s.acquire_unless(|| false).await })
+            .unwrap();
+        let order = Rc::new(RefCell::new(Vec::new()));
+        let (s, o) = (sem.clone(), order.clone());
+        exec.spawn_detached(async move {
+            let _p = s.acquire_unless(|| false).await.unwrap();
+            o.borrow_mut().push("queued");
+        });
+        exec.run_until_stalled();
+        drop(held);
+        // The queued waiter is woken but has not run yet; a newcomer arrives first.
+        let (s, o) = (sem.clone(), order.clone());
+        exec.spawn_detached(async move {
+            let _p = s.acquire_unless(|| false).await.unwrap();
+            o.borrow_mut().push("newcomer");
+        });
+        exec.run_until_stalled();
+        assert_eq!(*order.borrow(), ["queued", "newcomer"]);
+    }
+
+    /// A waiter that gives up, or whose future is dropped, leaves the queue and passes the
+    /// free place to the next.
+    #[test]
+    fn a_semaphore_waiter_that_leaves_passes_the_place_on() {
+        let exec = Executor::new();
+        let sem = Semaphore::new(1);
+        let s = sem.clone();
+        let held = exec
+            .block_on(async move { s.acquire_unless(|| false).await })
+            .unwrap();
+        // A future polled once (queued) and then dropped.
+        {
+            let mut dropped = Box::pin(sem.acquire_unless(|| false));
+            let mut cx = Context::from_waker(Waker::noop());
+            assert!(dropped.as_mut().poll(&mut cx).is_pending());
+            assert_eq!(sem.waiting(), 1);
+        }
+        assert_eq!(sem.waiting(), 0);
+        let stop = Rc::new(Cell::new(false));
+        let got = Rc::new(RefCell::new(Vec::new()));
+        for name in ["gives up", "next"] {
+            let (s, stop, got) = (sem.clone(), stop.clone(), got.clone());
+            exec.spawn_detached(async move {
+                let give_up = || name == "gives up" && stop.get();
+                let p = s.acquire_unless(give_up).await;
+                got.borrow_mut().push((name, p.is_some()));
+            });
+        }
+        exec.run_until_stalled();
+        assert_eq!(sem.waiting(), 2);
+        drop(held);
+        stop.set(true);
+        sem.wake_all();
+        exec.run_until_stalled();
+        assert_eq!(*got.borrow(), [("gives up", false), ("next", true)]);
+        assert_eq!((sem.held(), sem.waiting()), (0, 0));
+    }
 
     #[test]
     fn tasks_run_and_join() {

@@ -480,3 +480,104 @@ fn a_returning_member_of_a_running_array_does_not_start_a_second_copy() {
     let r = k.io(IoRequest::read(ARRAY_ID_BASE, 8, 16));
     assert!(r.data.iter().all(|&b| b == 0x4d), "the rebuilt copy serves");
 }
+
+/// A flood of writes spread over many members: the member requests in flight never pass
+/// the port's cap (the rest wait for a place instead of failing), and every write lands.
+#[test]
+fn member_requests_in_flight_stay_within_the_cap_under_a_flood() {
+    use orion_raid::driver::MAX_CLIENT_REQUESTS;
+    use orion_raid::driver::ipc_member::{MAX_DEVICE_REQUESTS, MAX_MEMBER_REQUESTS};
+    let members = 8;
+    // Enough demand to fill every device's queue, and more than the port takes.
+    assert!(members * MAX_DEVICE_REQUESTS > MAX_MEMBER_REQUESTS);
+    let disks = make_members(Level::Raid0, None, members);
+    let mut k = Kernel::boot(&disks);
+    let total = MAX_CLIENT_REQUESTS as usize;
+    let mut wire = Vec::new();
+    let mut sequences = Vec::new();
+    // One 4 KiB write per 128-sector chunk: consecutive writes go to consecutive members.
+    for i in 0..total {
+        let (sequence, frame) = k.encoded(Message::IoRequest(IoRequest::write(
+            ARRAY_ID_BASE,
+            (i * 128) as u64,
+            vec![i as u8 | 1; 4096],
+            IoFlags::empty(),
+        )));
+        sequences.push(sequence);
+        wire.extend(frame);
+    }
+    assert_eq!(k.driver.handle_bytes(&wire), wire.len());
+    assert_eq!(k.driver.member_requests_in_flight(), MAX_MEMBER_REQUESTS);
+    k.pump();
+    assert_eq!(k.driver.member_requests_peak(), MAX_MEMBER_REQUESTS);
+    assert_eq!(k.driver.member_requests_in_flight(), 0);
+    for (i, s) in sequences.iter().enumerate() {
+        match k.replies.remove(s) {
+            Some(Message::IoResponse(r)) => assert_eq!(r.status, Ok(()), "write {i}"),
+            other => panic!("write {i}: {other:?}"),
+        }
+    }
+    assert_eq!(k.driver.stats().busy_replies, 0);
+    for i in [0usize, 1, members, total - 1] {
+        let r = k.io(IoRequest::read(ARRAY_ID_BASE, (i * 128) as u64, 8));
+        assert_eq!(r.data, vec![i as u8 | 1; 4096], "write {i}");
+    }
+}
+
+/// A disk pulled while more requests to it are queued than its driver may hold: the ones
+/// sent and the ones still waiting for a place fail at once, the array goes on degraded,
+/// and every write completes (nothing waits for answers that will never come).
+#[test]
+fn a_pulled_disk_fails_its_queued_requests_too_and_the_array_degrades() {
+    use orion_driver::{DeviceInfo, HotplugEvent};
+    use orion_raid::driver::ipc_member::MAX_DEVICE_REQUESTS;
+    let disks = make_members(Level::Raid1, None, 2);
+    let mut k = Kernel::boot(&disks);
+    k.answer_unplugged = false;
+    let writes = MAX_DEVICE_REQUESTS * 3;
+    let mut wire = Vec::new();
+    let mut sequences = Vec::new();
+    for i in 0..writes {
+        let (sequence, frame) = k.encoded(Message::IoRequest(IoRequest::write(
+            ARRAY_ID_BASE,
+            (i * 8) as u64,
+            vec![i as u8 | 0x80; 4096],
+            IoFlags::empty(),
+        )));
+        sequences.push(sequence);
+        wire.extend(frame);
+    }
+    assert_eq!(k.driver.handle_bytes(&wire), wire.len());
+    // Each member holds as many as it may; the rest of the writes wait for places.
+    assert_eq!(
+        k.driver.member_requests_in_flight(),
+        2 * MAX_DEVICE_REQUESTS
+    );
+    let capacity = disks[1].capacity_sectors();
+    let device = DeviceInfo::block(101, "ram101", 512, capacity).unwrap();
+    let (unplug_seq, unplug) = k.encoded(Message::Hotplug {
+        event: HotplugEvent::Removed,
+        device,
+    });
+    k.disks.remove(&101);
+    assert_eq!(k.driver.handle_bytes(&unplug), unplug.len());
+    // At once: before any member answers, nothing of device 101 is pending any more.
+    assert_eq!(k.driver.member_requests_in_flight(), MAX_DEVICE_REQUESTS);
+    k.pump();
+    assert_eq!(k.replies.remove(&unplug_seq), Some(Message::Ack));
+    for (i, s) in sequences.iter().enumerate() {
+        match k.replies.remove(s) {
+            Some(Message::IoResponse(r)) => assert_eq!(r.status, Ok(()), "write {i}"),
+            other => panic!("write {i} did not complete: {other:?}"),
+        }
+    }
+    assert_eq!(k.driver.member_requests_in_flight(), 0);
+    assert_eq!(
+        k.driver.arrays().get(ARRAY_ID_BASE).unwrap().health(),
+        Health::Degraded
+    );
+    for i in [0usize, writes - 1] {
+        let r = k.io(IoRequest::read(ARRAY_ID_BASE, (i * 8) as u64, 8));
+        assert_eq!(r.data, vec![i as u8 | 0x80; 4096], "write {i}");
+    }
+}

@@ -313,6 +313,17 @@ impl RaidDriver {
         self.array_manager.borrow_mut().add_stack(stack)
     }
 
+    /// Member requests sent and not yet answered (at most
+    /// [`ipc_member::MAX_MEMBER_REQUESTS`]).
+    pub fn member_requests_in_flight(&self) -> usize {
+        self.port.in_flight()
+    }
+
+    /// The most member requests that were pending at once.
+    pub fn member_requests_peak(&self) -> usize {
+        self.port.peak_in_flight()
+    }
+
     /// Frames waiting to be sent, oldest first.
     pub fn take_outgoing(&self) -> Vec<Frame> {
         self.outbox.borrow_mut().drain(..).collect()
