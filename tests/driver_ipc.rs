@@ -326,19 +326,7 @@ fn a_flood_of_requests_is_answered_busy_beyond_the_cap() {
     let disks = make_members(Level::Raid1, None, 2);
     let mut k = Kernel::boot(&disks);
     let total = MAX_CLIENT_REQUESTS as usize + 40;
-    let mut wire = Vec::new();
-    let mut sequences = Vec::new();
-    for i in 0..total {
-        let (sequence, frame) = k.encoded(Message::IoRequest(IoRequest::write(
-            ARRAY_ID_BASE,
-            (i * 8) as u64,
-            vec![i as u8; 4096],
-            IoFlags::empty(),
-        )));
-        sequences.push(sequence);
-        wire.extend(frame);
-    }
-    assert_eq!(k.driver.handle_bytes(&wire), wire.len());
+    let sequences = send_writes(&mut k, total, 8, |i| i as u8);
     k.pump();
     let mut busy = Vec::new();
     for (i, s) in sequences.iter().enumerate() {
@@ -493,20 +481,8 @@ fn member_requests_in_flight_stay_within_the_cap_under_a_flood() {
     let disks = make_members(Level::Raid0, None, members);
     let mut k = Kernel::boot(&disks);
     let total = MAX_CLIENT_REQUESTS as usize;
-    let mut wire = Vec::new();
-    let mut sequences = Vec::new();
     // One 4 KiB write per 128-sector chunk: consecutive writes go to consecutive members.
-    for i in 0..total {
-        let (sequence, frame) = k.encoded(Message::IoRequest(IoRequest::write(
-            ARRAY_ID_BASE,
-            (i * 128) as u64,
-            vec![i as u8 | 1; 4096],
-            IoFlags::empty(),
-        )));
-        sequences.push(sequence);
-        wire.extend(frame);
-    }
-    assert_eq!(k.driver.handle_bytes(&wire), wire.len());
+    let sequences = send_writes(&mut k, total, 128, |i| i as u8 | 1);
     assert_eq!(k.driver.member_requests_in_flight(), MAX_MEMBER_REQUESTS);
     k.pump();
     assert_eq!(k.driver.member_requests_peak(), MAX_MEMBER_REQUESTS);
@@ -535,19 +511,7 @@ fn a_pulled_disk_fails_its_queued_requests_too_and_the_array_degrades() {
     let mut k = Kernel::boot(&disks);
     k.answer_unplugged = false;
     let writes = MAX_DEVICE_REQUESTS * 3;
-    let mut wire = Vec::new();
-    let mut sequences = Vec::new();
-    for i in 0..writes {
-        let (sequence, frame) = k.encoded(Message::IoRequest(IoRequest::write(
-            ARRAY_ID_BASE,
-            (i * 8) as u64,
-            vec![i as u8 | 0x80; 4096],
-            IoFlags::empty(),
-        )));
-        sequences.push(sequence);
-        wire.extend(frame);
-    }
-    assert_eq!(k.driver.handle_bytes(&wire), wire.len());
+    let sequences = send_writes(&mut k, writes, 8, |i| i as u8 | 0x80);
     // Each member holds as many as it may; the rest of the writes wait for places.
     assert_eq!(
         k.driver.member_requests_in_flight(),
@@ -580,4 +544,29 @@ fn a_pulled_disk_fails_its_queued_requests_too_and_the_array_degrades() {
         let r = k.io(IoRequest::read(ARRAY_ID_BASE, (i * 8) as u64, 8));
         assert_eq!(r.data, vec![i as u8 | 0x80; 4096], "write {i}");
     }
+}
+
+/// Sends `count` 4 KiB writes in one burst of frames (the driver reads them all before
+/// anything is answered): write `i` at sector `i * stride`, every byte `fill(i)`. Returns
+/// their sequences in order.
+fn send_writes(
+    k: &mut Kernel,
+    count: usize,
+    stride: usize,
+    fill: impl Fn(usize) -> u8,
+) -> Vec<u64> {
+    let mut wire = Vec::new();
+    let mut sequences = Vec::new();
+    for i in 0..count {
+        let (sequence, frame) = k.encoded(Message::IoRequest(IoRequest::write(
+            ARRAY_ID_BASE,
+            (i * stride) as u64,
+            vec![fill(i); 4096],
+            IoFlags::empty(),
+        )));
+        sequences.push(sequence);
+        wire.extend(frame);
+    }
+    assert_eq!(k.driver.handle_bytes(&wire), wire.len());
+    sequences
 }
