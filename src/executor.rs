@@ -606,16 +606,21 @@ mod tests {
     use super::*;
     use alloc::vec;
 
+    /// Takes one of `sem`'s places at once.
+    fn hold_one(exec: &Executor, sem: &Rc<Semaphore>) -> SemaphorePermit {
+        let s = sem.clone();
+        exec.block_on(async move { s.acquire_unless(|| false).await })
+            .unwrap()
+            .expect("a free place")
+    }
+
     /// Waiters take places in arrival order, and a release wakes one waiter, not all of
     /// them: 200 waiters through one place cost a few polls each, not one per release each.
     #[test]
     fn a_semaphore_serves_waiters_in_order_and_wakes_one_per_release() {
         let exec = Executor::new();
         let sem = Semaphore::new(1);
-        let s = sem.clone();
-        let first = exec
-            .block_on(async move { s.acquire_unless(|| false).await })
-            .unwrap();
+        let first = hold_one(&exec, &sem);
         let order = Rc::new(RefCell::new(Vec::new()));
         for i in 0..200 {
             let (s, order) = (sem.clone(), order.clone());
@@ -638,10 +643,7 @@ mod tests {
     fn a_semaphore_newcomer_queues_behind_the_waiters() {
         let exec = Executor::new();
         let sem = Semaphore::new(1);
-        let s = sem.clone();
-        let held = exec
-            .block_on(async move { s.acquire_unless(|| false).await })
-            .unwrap();
+        let held = hold_one(&exec, &sem);
         let order = Rc::new(RefCell::new(Vec::new()));
         let (s, o) = (sem.clone(), order.clone());
         exec.spawn_detached(async move {
@@ -666,10 +668,7 @@ mod tests {
     fn a_semaphore_waiter_that_leaves_passes_the_place_on() {
         let exec = Executor::new();
         let sem = Semaphore::new(1);
-        let s = sem.clone();
-        let held = exec
-            .block_on(async move { s.acquire_unless(|| false).await })
-            .unwrap();
+        let held = hold_one(&exec, &sem);
         // A future polled once (queued) and then dropped.
         {
             let mut dropped = Box::pin(sem.acquire_unless(|| false));

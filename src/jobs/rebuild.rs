@@ -312,16 +312,7 @@ pub(super) async fn rebuild_stripes_offloaded(
             r.map_err(|_| stripe)
         })
         .collect();
-    let mut first_error = None;
-    for r in join_all(jobs).await {
-        if let Err(stripe) = r {
-            first_error = Some(first_error.map_or(stripe, |f: u64| f.min(stripe)));
-        }
-    }
-    match first_error {
-        Some(stripe) => Err(stripe),
-        None => Ok(()),
-    }
+    lowest_failed_stripe(join_all(jobs).await)
 }
 
 /// The jobs `target` runs off the engine when a parity rebuild onto it can use them
@@ -464,16 +455,7 @@ async fn rebuild_stripes(
             Ok(())
         })
         .collect();
-    let mut first_error = None;
-    for r in join_all(jobs).await {
-        if let Err(stripe) = r {
-            first_error = Some(first_error.map_or(stripe, |f: u64| f.min(stripe)));
-        }
-    }
-    match first_error {
-        Some(stripe) => Err(stripe),
-        None => Ok(()),
-    }
+    lowest_failed_stripe(join_all(jobs).await)
 }
 
 /// The target's whole cell of `stripe` as the xor of the cells P covers (every member but
@@ -593,4 +575,13 @@ impl<'a> Window<'a> {
         })
         .await
     }
+}
+
+/// The per-stripe results of a batch: `Err` with the lowest stripe that failed, if any did.
+fn lowest_failed_stripe(results: Vec<Result<(), u64>>) -> Result<(), u64> {
+    results
+        .into_iter()
+        .filter_map(Result::err)
+        .min()
+        .map_or(Ok(()), Err)
 }
